@@ -1,0 +1,99 @@
+# nasc build. `make` builds build/nasc; `make test` installs what is missing (Debian), builds,
+# and runs the whole suite twice: normally, then under AddressSanitizer + UBSan (SAN=1 build).
+# `make run` is the main job on Fashion-MNIST. Options: SAN=1 (sanitizers), DEBUG=1 (-O0).
+
+CC      ?= cc
+SAN     ?= 0
+DEBUG   ?= 0
+BUILD   ?= build
+ifeq ($(SAN),1)
+BUILD   := build-san
+endif
+
+OPT      = -O3
+ifeq ($(DEBUG),1)
+OPT      = -O0
+endif
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wno-unused-parameter -fopenmp -MMD -MP
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDSAN        = -fsanitize=address,undefined
+endif
+CFLAGS  ?=
+override CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
+LDLIBS   = -lstb -lz -lm
+LDFLAGS += -fopenmp $(LDSAN)
+
+LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+BENCH_SRC:= $(sort $(wildcard bench/*.c))
+# The reference kernels, compiled in double for the gradient checker.
+REF_SRC  := src/ops/conv.c src/ops/linear.c src/ops/norm.c src/ops/act.c src/ops/pool.c \
+            src/ops/elem.c src/ops/loss.c src/core/common.c
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+REF_OBJ  := $(REF_SRC:%.c=$(BUILD)/ref64/%.o)
+
+.PHONY: all deps test check run bench clean refs
+
+all: $(BUILD)/nasc $(TESTS) $(BUILD)/tests/gradcheck $(BENCHES)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ref64/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DNASC_REAL=double -DNASC_REF_ONLY -c $< -o $@
+
+$(BUILD)/libnasc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/nasc: $(CLI_OBJ) $(BUILD)/libnasc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/gradcheck: tests/gradcheck.c $(REF_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DNASC_REAL=double -DNASC_REF_ONLY $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libnasc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libnasc.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libnasc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libnasc.a $(LDLIBS)
+
+deps:
+	@bash scripts/install-deps.sh
+
+# The whole suite, plain and under ASan+UBSan.
+test: deps
+	$(MAKE) all
+	bash tests/run.sh build
+	$(MAKE) SAN=1 all
+	bash tests/run.sh build-san
+
+# Only the plain build's suite (quick local loop).
+check: all
+	bash tests/run.sh build
+
+run: deps all
+	bash scripts/run.sh
+
+bench: all
+	bash bench/run.sh
+
+# Regenerate the PyTorch reference files in tests/ref (needs python3-torch; not a CI step).
+refs:
+	/usr/bin/python3 scripts/make_refs.py tests/ref
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(REF_OBJ:.o=.d)

@@ -1,0 +1,123 @@
+/* bench_train.c: nasc's side of the engine benchmark. For each reference network (the zoo's
+ * small, resnet8, mbv2 = ../shared/bench/torch_ref.py's networks) it measures, exactly as
+ * torch_ref.py does: training images/s at batch B (forward, cross-entropy, backward, SGD with
+ * momentum 0.9 and weight decay 5e-4; median step time after warm-up), fp32 inference images/s
+ * at batch B, and batch-1 latency (median). Prints one "RESULT {json}" line per network.
+ * Real Fashion-MNIST images when available, random ones otherwise (speed does not depend on
+ * the values). Usage: bench_train [--threads T] [--batch B] [--iters N] [nets...] */
+#include <math.h>
+
+#include "../src/data/data.h"
+#include "../src/ops/ops.h"
+#include "../src/train/train.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int main(int argc, char **argv) {
+    int threads = 2, B = 128, iters = 20, warmup = 5;
+    const char *nets[8];
+    int nnets = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (nnets < 8) nets[nnets++] = argv[i];
+    }
+    if (!nnets) nets[0] = "small", nets[1] = "resnet8", nets[2] = "mbv2", nnets = 3;
+    threads_set(threads);
+    Err e;
+    Dataset d;
+    int have_data = dataset_load(&d, "fashion-mnist", SPLIT_TRAIN, &e) == NASC_OK;
+    int nb = have_data ? d.n / B : 8;
+    float mean[1] = {0.2860f}, stdv[1] = {0.3530f};
+    float *xs = xalloc_aligned((size_t)nb * B * 784 * sizeof(float));
+    int *ys = xmalloc((size_t)nb * B * sizeof(int));
+    if (have_data) {
+        int *idx = xmalloc((size_t)nb * B * sizeof(int));
+        for (int i = 0; i < nb * B; i++) idx[i] = i;
+        dataset_batch(&d, idx, nb * B, mean, stdv, NULL, NULL, xs, ys);
+        free(idx);
+        dataset_free(&d);
+    } else {
+        Rng r;
+        rng_seed(&r, 1);
+        for (size_t i = 0; i < (size_t)nb * B * 784; i++) xs[i] = (float)rng_normal(&r);
+        for (int i = 0; i < nb * B; i++) ys[i] = (int)rng_below(&r, 10);
+    }
+    printf("nasc bench: threads=%d batch=%d gemm=%s data=%s\n", threads_get(), B, gemm_path(),
+           have_data ? "fashion-mnist" : "random");
+    for (int ni = 0; ni < nnets; ni++) {
+        const char *text = zoo_lookup(nets[ni]);
+        if (!text) {
+            fprintf(stderr, "unknown net %s\n", nets[ni]);
+            return 2;
+        }
+        Spec s;
+        Net net;
+        if (spec_parse(&s, text, 16, 1, &e) != NASC_OK || net_build(&net, &s, 1, 28, 28, 10, &e) != NASC_OK) {
+            fprintf(stderr, "%s: %s\n", nets[ni], e.msg);
+            return 2;
+        }
+        spec_free(&s);
+        net_init_params(&net, 0);
+        OptConfig oc = optim_defaults(OPT_SGD);
+        oc.momentum = 0.9f;
+        oc.wd = 5e-4f;
+        Optim opt;
+        optim_init(&opt, &oc, net.nparams);
+        float *probs = xmalloc((size_t)B * 10 * sizeof(float)), *dl = xmalloc((size_t)B * 10 * sizeof(float));
+        double *t = xmalloc((size_t)(iters * 2 + 300) * sizeof(double));
+        int it = 0;
+        for (int i = 0; i < warmup + iters; i++) {
+            int bi = it++ % nb;
+            const float *x = xs + (size_t)bi * B * 784;
+            const int *y = ys + (size_t)bi * B;
+            double t0 = now_seconds();
+            const float *logits = net_forward(&net, x, B, 1);
+            xent_forward_ref(probs, logits, y, B, 10, 0);
+            memset(dl, 0, (size_t)B * 10 * sizeof(float));
+            xent_backward_ref(dl, probs, y, B, 10, 0, 1);
+            net_zero_grad(&net);
+            net_backward(&net, dl);
+            optim_step(&opt, net.params, net.grads, 0.05f);
+            if (i >= warmup) t[i - warmup] = now_seconds() - t0;
+        }
+        double train_med = median(t, iters);
+        for (int i = 0; i < warmup + 2 * iters; i++) {
+            double t0 = now_seconds();
+            net_forward(&net, xs, B, 0);
+            if (i >= warmup) t[i - warmup] = now_seconds() - t0;
+        }
+        double infer_med = median(t, 2 * iters);
+        for (int i = 0; i < 20 + 300; i++) {
+            double t0 = now_seconds();
+            net_forward(&net, xs, 1, 0);
+            if (i >= 20) t[i - 20] = now_seconds() - t0;
+        }
+        double b1_med = median(t, 300);
+        double macs = net_macs(&net);
+        printf("RESULT {\"kind\": \"bench\", \"impl\": \"nasc\", \"model\": \"%s\", \"threads\": %d, \"batch\": %d, "
+               "\"params\": %zu, \"macs_per_img\": %.0f, \"train_img_s\": %.1f, \"train_step_ms_median\": %.3f, "
+               "\"train_gflops_eff\": %.2f, \"infer_img_s\": %.1f, \"infer_gflops_eff\": %.2f, "
+               "\"b1_latency_ms_median\": %.4f}\n",
+               nets[ni], threads_get(), B, net.nparams, macs, B / train_med, train_med * 1e3,
+               3 * 2 * macs * B / train_med / 1e9, B / infer_med, 2 * macs * B / infer_med / 1e9, b1_med * 1e3);
+        fflush(stdout);
+        free(probs);
+        free(dl);
+        free(t);
+        optim_free(&opt);
+        net_free(&net);
+    }
+    free(xs);
+    free(ys);
+    return 0;
+}

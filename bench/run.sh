@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The engine benchmark: nasc and PyTorch (../shared/bench/torch_ref.py, Debian's python3-torch)
+# on the same machine, in the same run, with the same threads, on the same three networks.
+# Prints both sides and the ratios (nasc / PyTorch; for latency PyTorch / nasc, so > 1 means
+# nasc is faster everywhere). Usage: bash bench/run.sh [THREADS] [ROUNDS]
+set -eu
+cd "$(dirname "$0")/.."
+T=${1:-2}
+ROUNDS=${2:-2}
+make -s all >/dev/null
+REF=${TORCH_REF:-../shared/bench/torch_ref.py}
+out=$(mktemp -d)
+for r in $(seq "$ROUNDS"); do   # interleave the two sides so machine noise hits both alike
+    build/bench/bench_train --threads "$T" | tee -a "$out/nasc.txt" | grep -v '^RESULT' || true
+    /usr/bin/python3 "$REF" bench --threads "$T" 2>/dev/null | tee -a "$out/torch.txt" | grep -v '^RESULT' || true
+done
+/usr/bin/python3 - "$out/nasc.txt" "$out/torch.txt" <<'PY'
+import json, sys, statistics
+def load(p):
+    d = {}
+    for line in open(p):
+        if line.startswith("RESULT "):
+            r = json.loads(line[7:])
+            d.setdefault(r["model"], []).append(r)
+    return d
+n, t = load(sys.argv[1]), load(sys.argv[2])
+def best(rs, k, low=False):
+    v = [r[k] for r in rs]
+    return min(v) if low else max(v)
+print()
+print("| network | nasc train img/s | PyTorch train img/s | ratio | nasc infer img/s (b128) | PyTorch | ratio | nasc b1 ms | PyTorch b1 ms | speed-up | nasc train GFLOP/s | % of 470 peak |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for m in ["small", "resnet8", "mbv2"]:
+    if m not in n or m not in t: continue
+    a, b = n[m], t[m]
+    tr, ttr = best(a, "train_img_s"), best(b, "train_img_s")
+    inf, tinf = best(a, "infer_img_s"), best(b, "infer_img_s")
+    l, tl = best(a, "b1_latency_ms_median", True), best(b, "b1_latency_ms_median", True)
+    g = best(a, "train_gflops_eff")
+    print(f"| {m} | {tr:,.0f} | {ttr:,.0f} | {tr/ttr:.2f}x | {inf:,.0f} | {tinf:,.0f} | {inf/tinf:.2f}x | {l:.3f} | {tl:.3f} | {tl/l:.2f}x | {g:.1f} | {100*g/470:.1f}% |")
+PY
+rm -rf "$out"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what nasc needs to build, test and run on Debian 12, if it is missing. Idempotent:
+# does nothing when every package is present. Needs root (or sudo) only when something is missing.
+set -eu
+PKGS="build-essential zlib1g-dev libstb-dev dataset-fashion-mnist"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "nasc: installing:$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing

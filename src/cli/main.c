@@ -1,0 +1,33 @@
+/* main.c: the nasc command line: `nasc <command> [options]`. Each command lives in its own
+ * cmd_*.c; user errors print a message naming the problem and exit non-zero. */
+#include "cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: nasc <command> [options]   (nasc <command> --help for its options)\n\n"
+            "commands:\n"
+            "  train   train a network from a spec and report its accuracy\n"
+            "  eval    test accuracy of a saved model\n"
+            "  version print the version\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("nasc 0.1\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "nasc: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

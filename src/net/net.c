@@ -1,0 +1,575 @@
+/* net.c: the tape. net_build infers every node's shape, lays out parameters, gradients and
+ * BN statistics in three flat buffers, and checks that the spec makes sense for the input;
+ * net_forward walks the nodes in order and net_backward walks them in reverse, through one
+ * op table indexed by OpKind.
+ *
+ * Activations live in one buffer sized for the largest batch seen so far. The identity op
+ * costs nothing: its output and gradient alias its input's, and its backward is empty.
+ */
+#include "net.h"
+
+#include <math.h>
+
+#include "../ops/ops.h"
+
+#define BN_MOMENTUM 0.1f
+#define BN_EPS 1e-5f
+
+/* ------------------------------------------------------------------ op table */
+typedef struct OpInfo {
+    /* Output shape and parameter/buffer counts for node i; NASC_ERR with a message if the
+     * inputs do not fit the op. */
+    int (*infer)(Net *net, int i, Err *e);
+    void (*forward)(Net *net, int i);
+    void (*backward)(Net *net, int i);
+    /* Bytes of values saved for the backward at this batch size. */
+    size_t (*saved_bytes)(const Net *net, int i, int batch);
+} OpInfo;
+
+static const Node *in_node(const Net *net, const Node *nd, int j, int *c, int *h, int *w) {
+    int k = nd->in[j];
+    if (k < 0) {
+        *c = net->in_c, *h = net->in_h, *w = net->in_w;
+        return NULL;
+    }
+    const Node *src = &net->spec.nodes[k];
+    *c = src->c, *h = src->h, *w = src->w;
+    return src;
+}
+
+static float *in_out(Net *net, const Node *nd, int j) {
+    int k = nd->in[j];
+    return k < 0 ? (float *)net->x : net->out[k];
+}
+
+static float *in_grad(Net *net, const Node *nd, int j) {
+    int k = nd->in[j];
+    return k < 0 ? NULL : net->dout[k];
+}
+
+static size_t node_size(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; }
+
+static size_t no_saved(const Net *net, int i, int batch) { return 0; }
+
+/* ---- conv */
+static ConvDims conv_dims(const Net *net, const Node *nd) {
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    ConvDims d = {.n = net->batch, .cin = c, .h = h, .w = w, .cout = nd->a.c, .k = nd->a.k,
+                  .stride = nd->a.s, .pad = nd->a.p < 0 ? nd->a.d * (nd->a.k - 1) / 2 : nd->a.p,
+                  .dil = nd->a.d, .groups = nd->a.g};
+    return d;
+}
+
+static int conv_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    ConvDims d = conv_dims(net, nd);
+    if (conv_dims_init(&d, e) != NASC_OK) return NASC_ERR;
+    nd->c = d.cout, nd->h = d.oh, nd->w = d.ow;
+    nd->nparam = (size_t)d.cout * (d.cin / d.groups) * d.k * d.k + (nd->a.bias ? (size_t)d.cout : 0);
+    return NASC_OK;
+}
+
+static void conv_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    ConvDims d = conv_dims(net, nd);
+    conv_dims_init(&d, NULL);
+    const float *w = net->params + nd->param_off;
+    const float *b = nd->a.bias ? w + (nd->nparam - (size_t)d.cout) : NULL;
+    conv2d_forward(net->out[i], in_out(net, nd, 0), w, b, &d);
+}
+
+static void conv_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    ConvDims d = conv_dims(net, nd);
+    conv_dims_init(&d, NULL);
+    const float *w = net->params + nd->param_off;
+    float *dw = net->grads + nd->param_off;
+    float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
+    conv2d_backward(in_grad(net, nd, 0), dw, db, net->dout[i], in_out(net, nd, 0), w, &d);
+}
+
+/* ---- batch norm */
+static int bn_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    nd->nparam = 2 * (size_t)nd->c;
+    nd->nbuf = 2 * (size_t)nd->c;
+    return NASC_OK;
+}
+
+/* mean and invstd per channel */
+static size_t bn_saved(const Net *net, int i, int batch) { return 2 * (size_t)net->spec.nodes[i].c * sizeof(float); }
+
+static void bn_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    const float *g = net->params + nd->param_off, *b = g + nd->c;
+    float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
+    float *st = net->saved[i];
+    if (net->training)
+        bn_forward_train(net->out[i], st, st + nd->c, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c,
+                         nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+    else
+        bn_forward_eval(net->out[i], in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w, BN_EPS);
+}
+
+static void bn_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    NASC_ASSERT(net->training);
+    const float *g = net->params + nd->param_off;
+    float *dg = net->grads + nd->param_off, *st = net->saved[i];
+    bn_backward(in_grad(net, nd, 0), dg, dg + nd->c, net->dout[i], in_out(net, nd, 0), g, st, st + nd->c,
+                net->batch, nd->c, nd->h * nd->w);
+}
+
+/* ---- shape-preserving single-input ops */
+static int same_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    return NASC_OK;
+}
+
+static ActKind act_kind(OpKind op) {
+    switch (op) {
+    case OP_RELU: return ACT_RELU;
+    case OP_RELU6: return ACT_RELU6;
+    case OP_HSWISH: return ACT_HSWISH;
+    case OP_SIGMOID: return ACT_SIGMOID;
+    default: return ACT_HSIGMOID;
+    }
+}
+
+static void act_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    act_forward(act_kind(nd->op), net->out[i], in_out(net, nd, 0), node_size(nd) * net->batch);
+}
+
+static void act_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    float *dx = in_grad(net, nd, 0);
+    if (dx) act_backward(act_kind(nd->op), dx, net->dout[i], in_out(net, nd, 0), node_size(nd) * net->batch);
+}
+
+static void zero_fwd(Net *net, int i) {
+    memset(net->out[i], 0, node_size(&net->spec.nodes[i]) * net->batch * sizeof(float));
+}
+
+static void nothing_bwd(Net *net, int i) {}
+static void id_fwd(Net *net, int i) {} /* aliased in net_forward */
+
+static size_t dropout_saved(const Net *net, int i, int batch) {
+    return node_size(&net->spec.nodes[i]) * sizeof(float) * (size_t)batch;
+}
+
+static void dropout_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    size_t n = node_size(nd) * net->batch;
+    if (net->training && nd->a.drop > 0)
+        dropout_forward_ref(net->out[i], net->saved[i], in_out(net, nd, 0), n, nd->a.drop, &net->rng);
+    else
+        memcpy(net->out[i], in_out(net, nd, 0), n * sizeof(float));
+}
+
+static void dropout_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    float *dx = in_grad(net, nd, 0);
+    size_t n = node_size(nd) * net->batch;
+    if (!dx) return;
+    if (nd->a.drop > 0)
+        dropout_backward_ref(dx, net->dout[i], net->saved[i], n);
+    else
+        for (size_t j = 0; j < n; j++) dx[j] += net->dout[i][j];
+}
+
+/* ---- pooling */
+static PoolDims pool_dims(const Net *net, const Node *nd) {
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    PoolDims d = {.n = net->batch, .c = c, .h = h, .w = w, .k = nd->a.k, .stride = nd->a.s ? nd->a.s : nd->a.k,
+                  .pad = nd->a.p < 0 ? 0 : nd->a.p, .count_include_pad = nd->a.cip};
+    return d;
+}
+
+static int pool_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    PoolDims d = pool_dims(net, nd);
+    if (pool_dims_init(&d, e) != NASC_OK) return NASC_ERR;
+    nd->c = d.c, nd->h = d.oh, nd->w = d.ow;
+    return NASC_OK;
+}
+
+static size_t maxpool_saved(const Net *net, int i, int batch) {
+    return node_size(&net->spec.nodes[i]) * sizeof(int32_t) * (size_t)batch;
+}
+
+static void maxpool_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    PoolDims d = pool_dims(net, nd);
+    pool_dims_init(&d, NULL);
+    maxpool_forward(net->out[i], net->saved[i], in_out(net, nd, 0), &d);
+}
+
+static void maxpool_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    PoolDims d = pool_dims(net, nd);
+    pool_dims_init(&d, NULL);
+    float *dx = in_grad(net, nd, 0);
+    if (dx) maxpool_backward(dx, net->dout[i], net->saved[i], &d);
+}
+
+static void avgpool_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    PoolDims d = pool_dims(net, nd);
+    pool_dims_init(&d, NULL);
+    avgpool_forward(net->out[i], in_out(net, nd, 0), &d);
+}
+
+static void avgpool_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    PoolDims d = pool_dims(net, nd);
+    pool_dims_init(&d, NULL);
+    float *dx = in_grad(net, nd, 0);
+    if (dx) avgpool_backward(dx, net->dout[i], &d);
+}
+
+static int gap_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    nd->h = nd->w = 1;
+    return NASC_OK;
+}
+
+static void gap_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    gap_forward(net->out[i], in_out(net, nd, 0), net->batch, c, h * w);
+}
+
+static void gap_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    float *dx = in_grad(net, nd, 0);
+    if (dx) gap_backward(dx, net->dout[i], net->batch, c, h * w);
+}
+
+/* ---- linear */
+static int linear_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    nd->c = nd->a.c ? nd->a.c : net->classes;
+    nd->h = nd->w = 1;
+    nd->nparam = (size_t)nd->c * c * h * w + (nd->a.bias ? (size_t)nd->c : 0);
+    return NASC_OK;
+}
+
+static void linear_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    int in = c * h * w;
+    const float *wt = net->params + nd->param_off;
+    linear_forward(net->out[i], in_out(net, nd, 0), wt, nd->a.bias ? wt + (size_t)nd->c * in : NULL, net->batch,
+                   in, nd->c);
+}
+
+static void linear_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    int in = c * h * w;
+    const float *wt = net->params + nd->param_off;
+    float *dw = net->grads + nd->param_off;
+    linear_backward(in_grad(net, nd, 0), dw, nd->a.bias ? dw + (size_t)nd->c * in : NULL, net->dout[i],
+                    in_out(net, nd, 0), wt, net->batch, in, nd->c);
+}
+
+/* ---- multi-input ops */
+static int add_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    for (int j = 1; j < nd->nin; j++) {
+        int c, h, w;
+        in_node(net, nd, j, &c, &h, &w);
+        if (c != nd->c || h != nd->h || w != nd->w) {
+            err_set(e, "node %d (%s): input %d has shape %dx%dx%d but input 1 has %dx%dx%d", i + 1, op_name(nd->op),
+                    j + 1, c, h, w, nd->c, nd->h, nd->w);
+            return NASC_ERR;
+        }
+    }
+    return NASC_OK;
+}
+
+static void add_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    const float *xs[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) xs[j] = in_out(net, nd, j);
+    add_forward(net->out[i], xs, nd->nin, node_size(nd) * net->batch);
+}
+
+static void add_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    float *dxs[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad(net, nd, j);
+    add_backward(dxs, net->dout[i], nd->nin, node_size(nd) * net->batch);
+}
+
+static int concat_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    for (int j = 1; j < nd->nin; j++) {
+        int c, h, w;
+        in_node(net, nd, j, &c, &h, &w);
+        if (h != nd->h || w != nd->w) {
+            err_set(e, "node %d (concat): input %d is %dx%d but input 1 is %dx%d", i + 1, j + 1, h, w, nd->h, nd->w);
+            return NASC_ERR;
+        }
+        nd->c += c;
+    }
+    return NASC_OK;
+}
+
+static void concat_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    const float *xs[NODE_MAX_IN];
+    int cs[NODE_MAX_IN], h, w;
+    for (int j = 0; j < nd->nin; j++) {
+        xs[j] = in_out(net, nd, j);
+        in_node(net, nd, j, &cs[j], &h, &w);
+    }
+    concat_forward_ref(net->out[i], xs, cs, nd->nin, net->batch, nd->h * nd->w);
+}
+
+static void concat_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    float *dxs[NODE_MAX_IN];
+    int cs[NODE_MAX_IN], h, w;
+    for (int j = 0; j < nd->nin; j++) {
+        dxs[j] = in_grad(net, nd, j);
+        in_node(net, nd, j, &cs[j], &h, &w);
+    }
+    concat_backward_ref(dxs, net->dout[i], cs, nd->nin, net->batch, nd->h * nd->w);
+}
+
+static int mul_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &nd->c, &nd->h, &nd->w);
+    in_node(net, nd, 1, &c, &h, &w);
+    if (c != nd->c || h != 1 || w != 1) {
+        err_set(e, "node %d (mul): the second input must be %dx1x1 (one scale per channel), got %dx%dx%d", i + 1,
+                nd->c, c, h, w);
+        return NASC_ERR;
+    }
+    return NASC_OK;
+}
+
+static void mul_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    chmul_forward_ref(net->out[i], in_out(net, nd, 0), in_out(net, nd, 1), net->batch, nd->c, nd->h * nd->w);
+}
+
+static void mul_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    chmul_backward_ref(in_grad(net, nd, 0), in_grad(net, nd, 1), net->dout[i], in_out(net, nd, 0),
+                       in_out(net, nd, 1), net->batch, nd->c, nd->h * nd->w);
+}
+
+static const OpInfo op_info[OP_COUNT] = {
+    [OP_CONV] = {conv_infer, conv_fwd, conv_bwd, no_saved},
+    [OP_BN] = {bn_infer, bn_fwd, bn_bwd, bn_saved},
+    [OP_RELU] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_RELU6] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_HSWISH] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_SIGMOID] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_HSIGMOID] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_MAXPOOL] = {pool_infer, maxpool_fwd, maxpool_bwd, maxpool_saved},
+    [OP_AVGPOOL] = {pool_infer, avgpool_fwd, avgpool_bwd, no_saved},
+    [OP_GAP] = {gap_infer, gap_fwd, gap_bwd, no_saved},
+    [OP_LINEAR] = {linear_infer, linear_fwd, linear_bwd, no_saved},
+    [OP_ADD] = {add_infer, add_fwd, add_bwd, no_saved},
+    [OP_CONCAT] = {concat_infer, concat_fwd, concat_bwd, no_saved},
+    [OP_MUL] = {mul_infer, mul_fwd, mul_bwd, no_saved},
+    [OP_ZERO] = {same_infer, zero_fwd, nothing_bwd, no_saved},
+    [OP_ID] = {same_infer, id_fwd, nothing_bwd, no_saved},
+    [OP_DROPOUT] = {same_infer, dropout_fwd, dropout_bwd, dropout_saved},
+};
+_Static_assert(sizeof op_info / sizeof op_info[0] == OP_COUNT, "one op_info entry per op");
+
+/* ------------------------------------------------------------------ build */
+static void spec_copy(Spec *dst, const Spec *src) {
+    memset(dst, 0, sizeof *dst);
+    dst->n = dst->cap = src->n;
+    dst->nodes = xmalloc((size_t)src->n * sizeof *src->nodes);
+    memcpy(dst->nodes, src->nodes, (size_t)src->n * sizeof *src->nodes);
+    dst->arch = src->arch ? xstrdup(src->arch) : NULL;
+}
+
+int net_build(Net *net, const Spec *spec, int in_c, int in_h, int in_w, int classes, Err *e) {
+    memset(net, 0, sizeof *net);
+    spec_copy(&net->spec, spec);
+    net->in_c = in_c, net->in_h = in_h, net->in_w = in_w, net->classes = classes;
+    size_t np = 0, nb = 0;
+    for (int i = 0; i < net->spec.n; i++) {
+        Node *nd = &net->spec.nodes[i];
+        for (int j = 0; j < nd->nin; j++) NASC_ASSERT(nd->in[j] >= -1 && nd->in[j] < i);
+        nd->nparam = nd->nbuf = 0;
+        Err sub;
+        if (op_info[nd->op].infer(net, i, &sub) != NASC_OK) {
+            err_set(e, "spec: statement %d (%s%s%s): %s", i + 1, nd->name, nd->name[0] ? "=" : "", op_name(nd->op),
+                    sub.msg);
+            net_free(net);
+            return NASC_ERR;
+        }
+        nd->param_off = np;
+        nd->buf_off = nb;
+        np += nd->nparam;
+        nb += nd->nbuf;
+    }
+    const Node *last = &net->spec.nodes[net->spec.n - 1];
+    if (node_size(last) != (size_t)classes) {
+        err_set(e, "spec: the network's output has %d values (%dx%dx%d) but the data has %d classes; end the spec with "
+                   "`gap; linear` or a linear layer",
+                (int)node_size(last), last->c, last->h, last->w, classes);
+        net_free(net);
+        return NASC_ERR;
+    }
+    net->nparams = np;
+    net->nbuffers = nb;
+    net->params = xalloc_aligned(np * sizeof(float));
+    net->grads = xalloc_aligned(np * sizeof(float));
+    net->buffers = xalloc_aligned((nb ? nb : 1) * sizeof(float));
+    int n = net->spec.n;
+    net->out = xcalloc((size_t)n, sizeof *net->out);
+    net->dout = xcalloc((size_t)n, sizeof *net->dout);
+    net->saved = xcalloc((size_t)n, sizeof *net->saved);
+    rng_seed(&net->rng, 0x5eed);
+    net_init_params(net, 0);
+    return NASC_OK;
+}
+
+/* The activation arena: per node, output + gradient + saved values for batch_cap samples,
+ * all in one block (net->arena). Identity nodes get no storage: they alias their input. */
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static void net_reserve(Net *net, int batch) {
+    if (batch <= net->batch_cap) return;
+    int n = net->spec.n;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op != OP_ID) total += 2 * round64(node_size(nd) * sizeof(float) * (size_t)batch);
+        total += round64(op_info[nd->op].saved_bytes(net, i, batch));
+    }
+    free(net->arena);
+    net->arena = xalloc_aligned(total);
+    char *p = net->arena;
+    for (int i = 0; i < n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        size_t act = round64(node_size(nd) * sizeof(float) * (size_t)batch);
+        net->out[i] = net->dout[i] = NULL;
+        if (nd->op != OP_ID) {
+            net->out[i] = (float *)p;
+            net->dout[i] = (float *)(p + act);
+            p += 2 * act;
+        }
+        size_t sv = op_info[nd->op].saved_bytes(net, i, batch);
+        net->saved[i] = sv ? (void *)p : NULL;
+        p += round64(sv);
+    }
+    net->batch_cap = batch;
+}
+
+void net_free(Net *net) {
+    spec_free(&net->spec);
+    free(net->params);
+    free(net->grads);
+    free(net->buffers);
+    free(net->arena);
+    free(net->out);
+    free(net->dout);
+    free(net->saved);
+    memset(net, 0, sizeof *net);
+}
+
+void net_init_params(Net *net, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < net->spec.n; i++) {
+        Node *nd = &net->spec.nodes[i];
+        float *p = net->params + nd->param_off;
+        if (nd->op == OP_CONV || nd->op == OP_LINEAR) {
+            size_t nb = nd->a.bias ? (size_t)nd->c : 0;
+            size_t nw = nd->nparam - nb;
+            double fan_in = (double)nw / nd->c;
+            float bound = (float)(1.0 / sqrt(fan_in));
+            for (size_t j = 0; j < nw; j++) p[j] = rng_uniformf(&r, -bound, bound);
+            for (size_t j = 0; j < nb; j++) p[nw + j] = rng_uniformf(&r, -bound, bound);
+        } else if (nd->op == OP_BN) {
+            for (int j = 0; j < nd->c; j++) p[j] = 1.0f, p[nd->c + j] = 0.0f;
+            float *b = net->buffers + nd->buf_off;
+            for (int j = 0; j < nd->c; j++) b[j] = 0.0f, b[nd->c + j] = 1.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ run */
+const float *net_forward(Net *net, const float *x, int n, int training) {
+    net_reserve(net, n);
+    net->x = x;
+    net->batch = n;
+    net->training = training;
+    for (int i = 0; i < net->spec.n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op == OP_ID) {
+            net->out[i] = in_out(net, nd, 0);
+            net->dout[i] = in_grad(net, nd, 0);
+            continue;
+        }
+        op_info[nd->op].forward(net, i);
+    }
+    return net->out[net->spec.n - 1];
+}
+
+void net_backward(Net *net, const float *dlogits) {
+    int n = net->spec.n;
+    /* Zero every activation gradient, then seed the output's. */
+    for (int i = 0; i < n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op != OP_ID) memset(net->dout[i], 0, node_size(nd) * net->batch * sizeof(float));
+    }
+    const Node *last = &net->spec.nodes[n - 1];
+    float *dl = net->dout[n - 1];
+    if (!dl) { /* the output is an identity of the input: nothing to learn */
+        return;
+    }
+    memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
+    for (int i = n - 1; i >= 0; i--) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op == OP_ID) continue;
+        op_info[nd->op].backward(net, i);
+    }
+}
+
+void net_zero_grad(Net *net) { memset(net->grads, 0, net->nparams * sizeof(float)); }
+
+size_t net_param_count(const Net *net) { return net->nparams; }
+
+double net_macs(const Net *net) {
+    double macs = 0;
+    for (int i = 0; i < net->spec.n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op == OP_CONV) {
+            int c, h, w;
+            in_node(net, nd, 0, &c, &h, &w);
+            macs += (double)nd->h * nd->w * nd->c * (c / nd->a.g) * nd->a.k * nd->a.k;
+        } else if (nd->op == OP_LINEAR) {
+            int c, h, w;
+            in_node(net, nd, 0, &c, &h, &w);
+            macs += (double)c * h * w * nd->c;
+        }
+    }
+    return macs;
+}

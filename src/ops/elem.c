@@ -1,0 +1,145 @@
+/* elem.c: elementwise and channel ops: n-ary add, channel concat, channel scale
+ * (squeeze-excitation) and inverted dropout.
+ *
+ * add sums its inputs in order (x0 + x1 + ...), so the fast kernel gives the same bits as
+ * the reference; y may be one of the inputs. Backward accumulates dy into every non-NULL
+ * input gradient; if the same tensor appears twice, passing its gradient twice adds 2 dy.
+ * Dropout draws its mask from the caller's Rng in element order (one rng_uniform per
+ * element when 0 < p < 1), so a seed reproduces it.
+ */
+#include "ops.h"
+
+/* ------------------------------------------------------------------ reference */
+
+void add_forward_ref(real *y, const real *const *xs, int nin, size_t n) {
+    NASC_ASSERT(nin >= 1);
+    for (size_t i = 0; i < n; i++) {
+        real s = xs[0][i];
+        for (int j = 1; j < nin; j++) s += xs[j][i];
+        y[i] = s;
+    }
+}
+
+void add_backward_ref(real *const *dxs, const real *dy, int nin, size_t n) {
+    for (int j = 0; j < nin; j++) {
+        if (!dxs[j]) continue;
+        for (size_t i = 0; i < n; i++) dxs[j][i] += dy[i];
+    }
+}
+
+void concat_forward_ref(real *y, const real *const *xs, const int *cs, int nin, int n, int hw) {
+    int ctot = 0;
+    for (int j = 0; j < nin; j++) ctot += cs[j];
+    for (int i = 0; i < n; i++) {
+        real *yp = y + (size_t)i * ctot * hw;
+        for (int j = 0; j < nin; j++) {
+            size_t len = (size_t)cs[j] * hw;
+            memcpy(yp, xs[j] + (size_t)i * len, len * sizeof(real));
+            yp += len;
+        }
+    }
+}
+
+void concat_backward_ref(real *const *dxs, const real *dy, const int *cs, int nin, int n, int hw) {
+    int ctot = 0;
+    for (int j = 0; j < nin; j++) ctot += cs[j];
+    for (int i = 0; i < n; i++) {
+        const real *dyp = dy + (size_t)i * ctot * hw;
+        for (int j = 0; j < nin; j++) {
+            size_t len = (size_t)cs[j] * hw;
+            if (dxs[j]) {
+                real *dxp = dxs[j] + (size_t)i * len;
+                for (size_t t = 0; t < len; t++) dxp[t] += dyp[t];
+            }
+            dyp += len;
+        }
+    }
+}
+
+void chmul_forward_ref(real *y, const real *x, const real *s, int n, int c, int hw) {
+    for (size_t p = 0; p < (size_t)n * c; p++)
+        for (int j = 0; j < hw; j++) y[p * hw + j] = x[p * hw + j] * s[p];
+}
+
+void chmul_backward_ref(real *dx, real *ds, const real *dy, const real *x, const real *s, int n, int c,
+                        int hw) {
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        if (dx)
+            for (int j = 0; j < hw; j++) dx[p * hw + j] += dy[p * hw + j] * s[p];
+        if (ds) {
+            double acc = 0;
+            for (int j = 0; j < hw; j++) acc += (double)dy[p * hw + j] * x[p * hw + j];
+            ds[p] += (real)acc;
+        }
+    }
+}
+
+void dropout_forward_ref(real *y, real *mask, const real *x, size_t n, real p, Rng *rng) {
+    NASC_ASSERT(p >= 0 && p <= 1);
+    if (p == 0 || p == 1) {
+        /* Nothing dropped, or everything (PyTorch: p = 1 gives zeros); no draws. */
+        real m = p == 0 ? 1 : 0;
+        for (size_t i = 0; i < n; i++) {
+            mask[i] = m;
+            y[i] = x[i] * m;
+        }
+        return;
+    }
+    real keep = (real)(1.0 / (1.0 - (double)p));
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = rng_uniform(rng) < (double)p ? 0 : keep;
+        y[i] = x[i] * mask[i];
+    }
+}
+
+void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n) {
+    if (!dx) return;
+    for (size_t i = 0; i < n; i++) dx[i] += dy[i] * mask[i];
+}
+
+/* ------------------------------------------------------------------ fast float */
+#ifndef NASC_REF_ONLY
+
+#define ADD_CHUNK 2048 /* floats per block: a block of the sum stays in L1 */
+#define ADD_PAR_MIN 65536
+
+/* Sums block by block into a local buffer, then stores: y may alias any input. */
+void add_forward(float *y, const float *const *xs, int nin, size_t n) {
+    NASC_ASSERT(nin >= 1);
+    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
+    int par = n >= ADD_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long b = 0; b < nblocks; b++) {
+        float acc[ADD_CHUNK];
+        size_t lo = (size_t)b * ADD_CHUNK, len = NASC_MIN((size_t)ADD_CHUNK, n - lo);
+        const float *x0 = xs[0] + lo;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) acc[i] = x0[i];
+        for (int j = 1; j < nin; j++) {
+            const float *xj = xs[j] + lo;
+#pragma omp simd
+            for (size_t i = 0; i < len; i++) acc[i] += xj[i];
+        }
+        float *yp = y + lo;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) yp[i] = acc[i];
+    }
+}
+
+void add_backward(float *const *dxs, const float *dy, int nin, size_t n) {
+    int par = n >= ADD_PAR_MIN;
+    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long b = 0; b < nblocks; b++) {
+        size_t lo = (size_t)b * ADD_CHUNK, len = NASC_MIN((size_t)ADD_CHUNK, n - lo);
+        const float *g = dy + lo;
+        for (int j = 0; j < nin; j++) {
+            if (!dxs[j]) continue;
+            float *dxp = dxs[j] + lo;
+#pragma omp simd
+            for (size_t i = 0; i < len; i++) dxp[i] += g[i];
+        }
+    }
+}
+
+#endif /* NASC_REF_ONLY */

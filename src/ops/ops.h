@@ -1,0 +1,154 @@
+/* ops.h: the numerical kernels of the engine, forward and backward.
+ *
+ * Conventions (STYLE.md):
+ *   - Tensors are dense, contiguous, NCHW, batch first. A "(N, C, H, W)" comment gives the shape.
+ *   - Arguments in a fixed order: outputs, saved values, inputs, sizes.
+ *   - Forward kernels overwrite their outputs. Backward kernels ACCUMULATE (+=) into every
+ *     gradient they are given; a gradient pointer may be NULL when it is not needed
+ *     (e.g. dx of the first layer), and then it is skipped.
+ *   - Each family has a plain reference kernel (`*_ref`, element type `real`, single
+ *     threaded, obviously correct) and, where it pays, a fast float kernel beside it that
+ *     is tested against the reference. The unsuffixed name is what the engine calls: it
+ *     picks the fast path when there is one.
+ *   - The gradient checker compiles the reference kernels with -DNASC_REAL=double
+ *     -DNASC_REF_ONLY, so everything outside `#ifndef NASC_REF_ONLY` must use `real`.
+ */
+#ifndef NASC_OPS_H
+#define NASC_OPS_H
+
+#include "../core/common.h"
+
+/* ---------------------------------------------------------------- conv2d (conv.c) */
+typedef struct {
+    int n;            /* batch */
+    int cin, h, w;    /* input channels and size */
+    int cout, oh, ow; /* output channels and size (set by conv_dims_init) */
+    int k;            /* square kernel size */
+    int stride, pad, dil, groups;
+} ConvDims;
+
+/* Fills oh/ow from the others; returns NASC_ERR (with message) if the shape is impossible
+ * (channels not divisible by groups, output smaller than 1x1, ...). */
+int conv_dims_init(ConvDims *d, Err *e);
+
+/* y (N, cout, oh, ow) = conv(x (N, cin, h, w), w (cout, cin/groups, k, k)) + b (cout) or no bias if b == NULL */
+void conv2d_forward_ref(real *y, const real *x, const real *w, const real *b, const ConvDims *d);
+void conv2d_backward_ref(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w,
+                         const ConvDims *d);
+#ifndef NASC_REF_ONLY
+void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d);
+void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                     const ConvDims *d);
+#endif
+
+/* ---------------------------------------------------------------- gemm (gemm.c) */
+#ifndef NASC_REF_ONLY
+/* C (M, N) = alpha * op(A) op(B) + beta * C, row-major, op = transpose if the flag is set.
+ * lda/ldb/ldc are row strides. Single-threaded; callers parallelize around it. */
+void gemm_ref(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+void gemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc);
+/* Name of the gemm path chosen at run time ("avx512", "avx2", "generic"). */
+const char *gemm_path(void);
+#endif
+
+/* ---------------------------------------------------------------- linear (linear.c) */
+/* y (N, out) = x (N, in) w^T + b; w (out, in) as in PyTorch; b may be NULL. */
+void linear_forward_ref(real *y, const real *x, const real *w, const real *b, int n, int in, int out);
+void linear_backward_ref(real *dx, real *dw, real *db, const real *dy, const real *x, const real *w, int n,
+                         int in, int out);
+#ifndef NASC_REF_ONLY
+void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
+                     int in, int out);
+#endif
+
+/* ---------------------------------------------------------------- batch norm (norm.c) */
+/* PyTorch semantics: training mode normalizes with the batch mean and the biased variance,
+ * and updates running_mean/var with momentum using the UNBIASED variance (n*h*w/(n*h*w-1)).
+ * Saves mean (C) and invstd (C) = 1/sqrt(var + eps) for the backward. */
+void bn_forward_train_ref(real *y, real *mean, real *invstd, const real *x, const real *gamma,
+                          const real *beta, real *running_mean, real *running_var, int n, int c, int hw,
+                          real momentum, real eps);
+/* Eval mode: normalizes with the running statistics. */
+void bn_forward_eval_ref(real *y, const real *x, const real *gamma, const real *beta,
+                         const real *running_mean, const real *running_var, int n, int c, int hw, real eps);
+/* Backward of the training-mode forward. */
+void bn_backward_ref(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x, const real *gamma,
+                     const real *mean, const real *invstd, int n, int c, int hw);
+#ifndef NASC_REF_ONLY
+void bn_forward_train(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                      const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                      float momentum, float eps);
+void bn_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                     const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
+void bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
+                 const float *mean, const float *invstd, int n, int c, int hw);
+#endif
+
+/* ---------------------------------------------------------------- activations (act.c) */
+typedef enum { ACT_RELU, ACT_RELU6, ACT_HSWISH, ACT_SIGMOID, ACT_HSIGMOID, ACT_COUNT } ActKind;
+/* y = f(x) elementwise over n values; backward: dx += dy * f'(x) (uses the input x). */
+void act_forward_ref(ActKind kind, real *y, const real *x, size_t n);
+void act_backward_ref(ActKind kind, real *dx, const real *dy, const real *x, size_t n);
+#ifndef NASC_REF_ONLY
+void act_forward(ActKind kind, float *y, const float *x, size_t n);
+void act_backward(ActKind kind, float *dx, const float *dy, const float *x, size_t n);
+#endif
+
+/* ---------------------------------------------------------------- pooling (pool.c) */
+typedef struct {
+    int n, c, h, w; /* input */
+    int oh, ow;     /* output (set by pool_dims_init) */
+    int k, stride, pad;
+    int count_include_pad; /* avg pool: divide by k*k (1) or by the number of in-bounds cells (0) */
+} PoolDims;
+int pool_dims_init(PoolDims *d, Err *e); /* PyTorch floor mode; pad must be <= k/2 */
+
+/* Max pool saves the flat index (within the h*w plane) of each output's maximum in argmax. */
+void maxpool_forward_ref(real *y, int32_t *argmax, const real *x, const PoolDims *d);
+void maxpool_backward_ref(real *dx, const real *dy, const int32_t *argmax, const PoolDims *d);
+void avgpool_forward_ref(real *y, const real *x, const PoolDims *d);
+void avgpool_backward_ref(real *dx, const real *dy, const PoolDims *d);
+/* Global average pool: y (N, C) = mean over h*w of x (N, C, h*w). */
+void gap_forward_ref(real *y, const real *x, int n, int c, int hw);
+void gap_backward_ref(real *dx, const real *dy, int n, int c, int hw);
+#ifndef NASC_REF_ONLY
+void maxpool_forward(float *y, int32_t *argmax, const float *x, const PoolDims *d);
+void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, const PoolDims *d);
+void avgpool_forward(float *y, const float *x, const PoolDims *d);
+void avgpool_backward(float *dx, const float *dy, const PoolDims *d);
+void gap_forward(float *y, const float *x, int n, int c, int hw);
+void gap_backward(float *dx, const float *dy, int n, int c, int hw);
+#endif
+
+/* ---------------------------------------------------------------- elementwise (elem.c) */
+/* y = sum of nin inputs, each of n values; backward: dx_i += dy for each non-NULL dx_i. */
+void add_forward_ref(real *y, const real *const *xs, int nin, size_t n);
+void add_backward_ref(real *const *dxs, const real *dy, int nin, size_t n);
+/* Channel concat of nin inputs (N, c_i, hw) into y (N, sum c_i, hw). */
+void concat_forward_ref(real *y, const real *const *xs, const int *cs, int nin, int n, int hw);
+void concat_backward_ref(real *const *dxs, const real *dy, const int *cs, int nin, int n, int hw);
+/* Channel scale (squeeze-excitation): y (N, C, hw) = x (N, C, hw) * s (N, C). */
+void chmul_forward_ref(real *y, const real *x, const real *s, int n, int c, int hw);
+void chmul_backward_ref(real *dx, real *ds, const real *dy, const real *x, const real *s, int n, int c,
+                        int hw);
+/* Inverted dropout: mask holds 0 or 1/(1-p) per element, drawn from rng; y = x * mask. */
+void dropout_forward_ref(real *y, real *mask, const real *x, size_t n, real p, Rng *rng);
+void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n);
+#ifndef NASC_REF_ONLY
+void add_forward(float *y, const float *const *xs, int nin, size_t n);
+void add_backward(float *const *dxs, const float *dy, int nin, size_t n);
+#endif
+
+/* ---------------------------------------------------------------- loss (loss.c) */
+/* Mean softmax cross-entropy over n rows of k logits, with label smoothing eps (PyTorch's
+ * definition: target = (1-eps) one-hot + eps/k). Saves the softmax in probs (n, k).
+ * Returns the mean loss (in double). */
+double xent_forward_ref(real *probs, const real *logits, const int *labels, int n, int k, real smoothing);
+/* dlogits += (probs - target) / n * scale */
+void xent_backward_ref(real *dlogits, const real *probs, const int *labels, int n, int k, real smoothing,
+                       real scale);
+
+#endif

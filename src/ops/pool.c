@@ -1,0 +1,262 @@
+/* pool.c: max pool, average pool and global average pool over NCHW planes, PyTorch
+ * semantics (floor mode, square kernel, symmetric padding <= k/2).
+ *
+ *   - Max pool treats padding as -inf, so the maximum is always an in-bounds cell; it saves
+ *     the flat index (row * w + col within the h*w plane) of each output's maximum. Ties go
+ *     to the first maximum in row-major window order and a NaN wins, as in PyTorch.
+ *   - Average pool divides by the number of in-bounds cells (count_include_pad = 0) or by
+ *     the window's area clipped to the PADDED bounds (count_include_pad = 1, PyTorch's rule;
+ *     in floor mode that is always k*k).
+ *   - Global average pool: y (N, C) = mean of x (N, C, hw) over hw.
+ *
+ * Every plane is independent, so the fast kernels split the N*C planes over threads and
+ * walk each window over its clipped row/column ranges.
+ */
+#include "ops.h"
+
+#include <math.h>
+
+int pool_dims_init(PoolDims *d, Err *e) {
+    if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1) {
+        err_set(e, "pool: input shape (%d, %d, %d, %d) has an empty dimension", d->n, d->c, d->h, d->w);
+        return NASC_ERR;
+    }
+    if (d->k < 1) {
+        err_set(e, "pool: kernel size must be at least 1 (got %d)", d->k);
+        return NASC_ERR;
+    }
+    if (d->stride < 1) {
+        err_set(e, "pool: stride must be at least 1 (got %d)", d->stride);
+        return NASC_ERR;
+    }
+    if (d->pad < 0 || d->pad > d->k / 2) {
+        err_set(e, "pool: padding %d must be between 0 and half the kernel size (k=%d allows up to %d)",
+                d->pad, d->k, d->k / 2);
+        return NASC_ERR;
+    }
+    if (d->h + 2 * d->pad < d->k || d->w + 2 * d->pad < d->k) {
+        err_set(e, "pool: a %dx%d window (padding %d) does not fit the %dx%d input: output would be empty",
+                d->k, d->k, d->pad, d->h, d->w);
+        return NASC_ERR;
+    }
+    d->oh = (d->h + 2 * d->pad - d->k) / d->stride + 1;
+    d->ow = (d->w + 2 * d->pad - d->k) / d->stride + 1;
+    return NASC_OK;
+}
+
+/* Window of output (oy, ox): rows [*h0, *h1) and cols [*w0, *w1) clipped to the input;
+ * returns the divisor of average pooling. */
+static inline int pool_window(const PoolDims *d, int oy, int ox, int *h0, int *h1, int *w0, int *w1) {
+    int hs = oy * d->stride - d->pad, ws = ox * d->stride - d->pad;
+    int he = NASC_MIN(hs + d->k, d->h + d->pad), we = NASC_MIN(ws + d->k, d->w + d->pad);
+    int padded_area = (he - hs) * (we - ws);
+    *h0 = NASC_MAX(hs, 0);
+    *w0 = NASC_MAX(ws, 0);
+    *h1 = NASC_MIN(he, d->h);
+    *w1 = NASC_MIN(we, d->w);
+    return d->count_include_pad ? padded_area : (*h1 - *h0) * (*w1 - *w0);
+}
+
+/* ------------------------------------------------------------------ reference */
+
+void maxpool_forward_ref(real *y, int32_t *argmax, const real *x, const PoolDims *d) {
+    size_t planes = (size_t)d->n * d->c;
+    for (size_t p = 0; p < planes; p++) {
+        const real *xp = x + p * d->h * d->w;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                real best = -INFINITY;
+                int bi = -1;
+                for (int ky = 0; ky < d->k; ky++)
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                        if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                        real v = xp[iy * d->w + ix];
+                        if (bi < 0 || v > best || isnan(v)) {
+                            best = v;
+                            bi = iy * d->w + ix;
+                        }
+                    }
+                NASC_ASSERT(bi >= 0);
+                size_t o = (p * d->oh + oy) * d->ow + ox;
+                y[o] = best;
+                argmax[o] = bi;
+            }
+    }
+}
+
+void maxpool_backward_ref(real *dx, const real *dy, const int32_t *argmax, const PoolDims *d) {
+    if (!dx) return;
+    size_t planes = (size_t)d->n * d->c, ohw = (size_t)d->oh * d->ow;
+    for (size_t p = 0; p < planes; p++)
+        for (size_t o = 0; o < ohw; o++) dx[p * d->h * d->w + argmax[p * ohw + o]] += dy[p * ohw + o];
+}
+
+void avgpool_forward_ref(real *y, const real *x, const PoolDims *d) {
+    size_t planes = (size_t)d->n * d->c;
+    for (size_t p = 0; p < planes; p++) {
+        const real *xp = x + p * d->h * d->w;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                int div = pool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                double s = 0;
+                for (int ky = 0; ky < d->k; ky++)
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                        if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                        s += xp[iy * d->w + ix];
+                    }
+                y[(p * d->oh + oy) * d->ow + ox] = (real)(s / div);
+            }
+    }
+}
+
+void avgpool_backward_ref(real *dx, const real *dy, const PoolDims *d) {
+    if (!dx) return;
+    size_t planes = (size_t)d->n * d->c;
+    for (size_t p = 0; p < planes; p++) {
+        real *dxp = dx + p * d->h * d->w;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                int div = pool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                real g = dy[(p * d->oh + oy) * d->ow + ox] / (real)div;
+                for (int ky = 0; ky < d->k; ky++)
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                        if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                        dxp[iy * d->w + ix] += g;
+                    }
+            }
+    }
+}
+
+void gap_forward_ref(real *y, const real *x, int n, int c, int hw) {
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        double s = 0;
+        for (int j = 0; j < hw; j++) s += x[p * hw + j];
+        y[p] = (real)(s / hw);
+    }
+}
+
+void gap_backward_ref(real *dx, const real *dy, int n, int c, int hw) {
+    if (!dx) return;
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        real g = dy[p] / (real)hw;
+        for (int j = 0; j < hw; j++) dx[p * hw + j] += g;
+    }
+}
+
+/* ------------------------------------------------------------------ fast float */
+#ifndef NASC_REF_ONLY
+
+#define POOL_PAR_MIN 16384
+
+void maxpool_forward(float *y, int32_t *argmax, const float *x, const PoolDims *d) {
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * d->h * d->w;
+        float *yp = y + (size_t)p * d->oh * d->ow;
+        int32_t *ap = argmax + (size_t)p * d->oh * d->ow;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                pool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                int bi = h0 * d->w + w0;
+                float best = xp[bi];
+                for (int iy = h0; iy < h1; iy++)
+                    for (int ix = w0; ix < w1; ix++) {
+                        float v = xp[iy * d->w + ix];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            bi = iy * d->w + ix;
+                        }
+                    }
+                yp[oy * d->ow + ox] = best;
+                ap[oy * d->ow + ox] = bi;
+            }
+    }
+}
+
+void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, const PoolDims *d) {
+    if (!dx) return;
+    long planes = (long)d->n * d->c;
+    size_t ohw = (size_t)d->oh * d->ow;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        float *dxp = dx + (size_t)p * d->h * d->w;
+        const float *dyp = dy + (size_t)p * ohw;
+        const int32_t *ap = argmax + (size_t)p * ohw;
+        for (size_t o = 0; o < ohw; o++) dxp[ap[o]] += dyp[o];
+    }
+}
+
+void avgpool_forward(float *y, const float *x, const PoolDims *d) {
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * d->h * d->w;
+        float *yp = y + (size_t)p * d->oh * d->ow;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                int div = pool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                double s = 0;
+                for (int iy = h0; iy < h1; iy++)
+                    for (int ix = w0; ix < w1; ix++) s += xp[iy * d->w + ix];
+                yp[oy * d->ow + ox] = (float)(s / div);
+            }
+    }
+}
+
+void avgpool_backward(float *dx, const float *dy, const PoolDims *d) {
+    if (!dx) return;
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        float *dxp = dx + (size_t)p * d->h * d->w;
+        const float *dyp = dy + (size_t)p * d->oh * d->ow;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                int div = pool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                float g = dyp[oy * d->ow + ox] / (float)div;
+                for (int iy = h0; iy < h1; iy++)
+                    for (int ix = w0; ix < w1; ix++) dxp[iy * d->w + ix] += g;
+            }
+    }
+}
+
+void gap_forward(float *y, const float *x, int n, int c, int hw) {
+    long planes = (long)n * c;
+    int par = planes > 1 && (size_t)planes * hw >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * hw;
+        double s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int j = 0; j < hw; j++) s += xp[j];
+        y[p] = (float)(s / hw);
+    }
+}
+
+void gap_backward(float *dx, const float *dy, int n, int c, int hw) {
+    if (!dx) return;
+    long planes = (long)n * c;
+    int par = planes > 1 && (size_t)planes * hw >= POOL_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        float *dxp = dx + (size_t)p * hw;
+        float g = dy[p] / (float)hw;
+#pragma omp simd
+        for (int j = 0; j < hw; j++) dxp[j] += g;
+    }
+}
+
+#endif /* NASC_REF_ONLY */
