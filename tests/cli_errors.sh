@@ -36,7 +36,7 @@ expect fail "--optimizer must be one of sgd, adam, adamw" "$NASC" train --arch s
 expect fail "line 1, column 24: unknown op 'relux'" "$NASC" train $Q --arch 'conv(c=16,k=3);bn;relu;relux;gap;linear'
 expect fail "line 2, column 1: op 'conv' needs attribute 'k'" "$NASC" train $Q --arch "$(printf 'conv(c=8,k=3)\nconv(c=8)')"
 expect fail "unknown operation 'nor_conv_9x9'" "$NASC" train $Q --arch 'nb201:|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|'
-expect fail "unknown source" "$NASC" train $Q --arch small --data imagenet:/nowhere
+expect fail "unknown dataset source prefix" "$NASC" train $Q --arch small --data imagenet:/nowhere
 expect fail "/nowhere" "$NASC" train $Q --arch small --data mnist:/nowhere
 
 # A truncated data file.

@@ -64,6 +64,7 @@ static ConvDims conv_dims(const Net *net, const Node *nd) {
 static int conv_infer(Net *net, int i, Err *e) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
+    d.n = 1; /* shapes are per sample */
     if (conv_dims_init(&d, e) != NASC_OK) return NASC_ERR;
     nd->c = d.cout, nd->h = d.oh, nd->w = d.ow;
     nd->nparam = (size_t)d.cout * (d.cin / d.groups) * d.k * d.k + (nd->a.bias ? (size_t)d.cout : 0);
@@ -193,6 +194,7 @@ static PoolDims pool_dims(const Net *net, const Node *nd) {
 static int pool_infer(Net *net, int i, Err *e) {
     Node *nd = &net->spec.nodes[i];
     PoolDims d = pool_dims(net, nd);
+    d.n = 1; /* shapes are per sample */
     if (pool_dims_init(&d, e) != NASC_OK) return NASC_ERR;
     nd->c = d.c, nd->h = d.oh, nd->w = d.ow;
     return NASC_OK;

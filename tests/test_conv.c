@@ -1,0 +1,343 @@
+/* test_conv.c: the fast conv / gemm / linear kernels against their plain references.
+ *
+ *   - gemm vs gemm_ref: all transpose combinations, odd and edge sizes, padded and
+ *     cache-colliding strides, several alpha/beta (beta = 0 with NaN in C must not read C),
+ *     K = 0; then the same again under every gemm path this CPU has (the test re-runs
+ *     itself with NASC_GEMM=<path> --gemm-path, since the path is chosen once per process);
+ *   - conv2d forward/backward vs the reference on random shapes (kernel 1/3/5/7, stride 1..3,
+ *     padding 0..3, dilation 1/2, groups 1/2/4/depthwise, batch 1..5, odd sizes), plus the
+ *     layer shapes of the reference networks; 1 to 3 threads; NaN-filled outputs (forward
+ *     overwrites), nonzero initial gradients (backward accumulates), NULL gradients and bias;
+ *   - linear forward/backward the same way; conv_dims_init sizes and error cases.
+ * Tolerances: |got - want| <= 1e-5 sqrt(terms) + 1e-4 |want|, terms = length of the sums.
+ */
+#include "../src/ops/ops.h"
+#include "check.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+static void fill(float *p, size_t n, Rng *r) {
+    for (size_t i = 0; i < n; i++) p[i] = rng_uniformf(r, -1.0f, 1.0f);
+}
+
+static void fill_nan(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+/* Compares two arrays; counts one check per array (prints the first few mismatches). */
+static void expect_close(const float *got, const float *want, size_t n, double terms, const char *what) {
+    double atol = 1e-5 * sqrt(terms > 1 ? terms : 1), worst = 0;
+    size_t bad = 0, at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]), lim = atol + 1e-4 * fabs(want[i]);
+        if (!(e <= lim)) {
+            if (bad++ == 0) at = i;
+            if (!(e <= worst)) worst = e;
+        }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu values off (first at %zu: got %.8g want %.8g; worst error %.3g)", what, bad, n,
+          at, bad ? got[at] : 0.0, bad ? want[at] : 0.0, worst);
+}
+
+/* ------------------------------------------------------------------ gemm */
+static void gemm_case(Rng *r, int ta, int tb, int M, int N, int K, float alpha, float beta, int pad) {
+    int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    size_t asz = (size_t)(ta ? K : M) * lda + 1, bsz = (size_t)(tb ? N : K) * ldb + 1, csz = (size_t)M * ldc + 1;
+    float *A = xmalloc(asz * sizeof *A), *B = xmalloc(bsz * sizeof *B);
+    float *C = xmalloc(csz * sizeof *C), *R = xmalloc(csz * sizeof *R);
+    fill(A, asz, r);
+    fill(B, bsz, r);
+    if (beta == 0.0f)
+        fill_nan(C, csz);
+    else
+        fill(C, csz, r);
+    memcpy(R, C, csz * sizeof *C);
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+    char what[160];
+    snprintf(what, sizeof what, "gemm[%s] ta=%d tb=%d M=%d N=%d K=%d alpha=%g beta=%g pad=%d", gemm_path(), ta, tb, M,
+             N, K, alpha, beta, pad);
+    /* padding between rows must be untouched */
+    int pad_ok = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) {
+            size_t at = (size_t)i * ldc + j;
+            if (!(C[at] == R[at] || (isnan(C[at]) && isnan(R[at])))) pad_ok = 0;
+        }
+    CHECK(pad_ok, "%s: wrote outside the N columns", what);
+    for (int i = 0; i < M; i++) {
+        expect_close(C + (size_t)i * ldc, R + (size_t)i * ldc, (size_t)N, K, what);
+        if (check_failed) break;
+    }
+    free(A), free(B), free(C), free(R);
+}
+
+static void test_gemm(Rng *r) {
+    static const int sizes[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 47, 48, 49, 50, 63, 97, 130};
+    const int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    static const float ab[][2] = {{1, 0}, {1, 1}, {0.5f, 1}, {-1.5f, 0.25f}, {2, 0}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            for (int t = 0; t < 24; t++) {
+                int M = sizes[rng_below(r, ns)], N = sizes[rng_below(r, ns)], K = sizes[rng_below(r, ns)];
+                int e = (int)rng_below(r, 5), pad = (int)rng_below(r, 3) * 3;
+                gemm_case(r, ta, tb, M, N, K, ab[e][0], ab[e][1], pad);
+            }
+            /* several k blocks, several column blocks, colliding (multiple of 256) strides */
+            gemm_case(r, ta, tb, 19, 70, 700, 1, 0, 0);
+            gemm_case(r, ta, tb, 9, 2200, 5, 1, 1, 0);
+            gemm_case(r, ta, tb, 600, 20, 3, 0.5f, 0.5f, 0);
+            gemm_case(r, ta, tb, 40, 56, 200, 1, 1, 256 - 200);
+            gemm_case(r, ta, tb, 21, 256, 256, 1, 0, 0);
+            /* K = 0 scales C by beta; alpha = 0 too */
+            gemm_case(r, ta, tb, 5, 6, 0, 1, 0.5f, 0);
+            gemm_case(r, ta, tb, 5, 6, 0, 1, 0, 1);
+            gemm_case(r, ta, tb, 5, 6, 7, 0, 2, 0);
+        }
+    /* conv-like shapes */
+    gemm_case(r, 0, 0, 16, 784, 144, 1, 0, 0);
+    gemm_case(r, 0, 1, 288, 32, 392, 1, 1, 0);
+    gemm_case(r, 1, 0, 576, 98, 64, 1, 0, 0);
+}
+
+/* ------------------------------------------------------------------ conv */
+static int conv_case(Rng *r, ConvDims d, int threads, const char *tag) {
+    Err e;
+    if (conv_dims_init(&d, &e) != NASC_OK) return 0;
+    threads_set(threads);
+    const int cin_g = d.cin / d.groups, kk = d.k * d.k;
+    size_t xs = (size_t)d.n * d.cin * d.h * d.w, ys = (size_t)d.n * d.cout * d.oh * d.ow;
+    size_t ws = (size_t)d.cout * cin_g * kk;
+    float *x = xmalloc(xs * 4), *w = xmalloc(ws * 4), *b = xmalloc((size_t)d.cout * 4);
+    float *y = xmalloc(ys * 4), *yr = xmalloc(ys * 4), *dy = xmalloc(ys * 4);
+    float *dx = xmalloc(xs * 4), *dxr = xmalloc(xs * 4), *dw = xmalloc(ws * 4), *dwr = xmalloc(ws * 4);
+    float *db = xmalloc((size_t)d.cout * 4), *dbr = xmalloc((size_t)d.cout * 4);
+    fill(x, xs, r), fill(w, ws, r), fill(b, (size_t)d.cout, r), fill(dy, ys, r);
+    fill(dx, xs, r), fill(dw, ws, r), fill(db, (size_t)d.cout, r);
+    memcpy(dxr, dx, xs * 4), memcpy(dwr, dw, ws * 4), memcpy(dbr, db, (size_t)d.cout * 4);
+    int use_b = rng_below(r, 2), mask = (int)rng_below(r, 8);
+    if (mask == 0) mask = 7; /* bit 0: dx, 1: dw, 2: db */
+    char what[200];
+    snprintf(what, sizeof what, "%s n=%d cin=%d %dx%d cout=%d k=%d s=%d p=%d d=%d g=%d bias=%d grads=%d threads=%d",
+             tag, d.n, d.cin, d.h, d.w, d.cout, d.k, d.stride, d.pad, d.dil, d.groups, use_b, mask, threads);
+
+    fill_nan(y, ys);
+    conv2d_forward(y, x, w, use_b ? b : NULL, &d);
+    conv2d_forward_ref(yr, x, w, use_b ? b : NULL, &d);
+    char w2[240];
+    snprintf(w2, sizeof w2, "%s: y", what);
+    expect_close(y, yr, ys, (double)cin_g * kk, w2);
+
+    conv2d_backward(mask & 1 ? dx : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dy, x, w, &d);
+    conv2d_backward_ref(mask & 1 ? dxr : NULL, mask & 2 ? dwr : NULL, mask & 4 ? dbr : NULL, dy, x, w, &d);
+    snprintf(w2, sizeof w2, "%s: dx", what);
+    expect_close(dx, dxr, xs, (double)d.cout / d.groups * kk, w2);
+    snprintf(w2, sizeof w2, "%s: dw", what);
+    expect_close(dw, dwr, ws, (double)d.n * d.oh * d.ow, w2);
+    snprintf(w2, sizeof w2, "%s: db", what);
+    expect_close(db, dbr, (size_t)d.cout, (double)d.n * d.oh * d.ow, w2);
+    free(x), free(w), free(b), free(y), free(yr), free(dy), free(dx), free(dxr), free(dw), free(dwr), free(db),
+        free(dbr);
+    return 1;
+}
+
+static ConvDims dims(int n, int cin, int h, int w, int cout, int k, int s, int p, int dil, int g) {
+    ConvDims d = {.n = n, .cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = s, .pad = p, .dil = dil,
+                  .groups = g};
+    return d;
+}
+
+static void test_conv_random(Rng *r, int count) {
+    static const int ks[] = {1, 3, 5, 7};
+    int done = 0;
+    while (done < count) {
+        ConvDims d;
+        d.n = 1 + (int)rng_below(r, 5);
+        d.k = ks[rng_below(r, 4)];
+        d.stride = 1 + (int)rng_below(r, 3);
+        d.pad = (int)rng_below(r, 4);
+        d.dil = 1 + (int)rng_below(r, 2);
+        d.h = 1 + (int)rng_below(r, 17);
+        d.w = 1 + (int)rng_below(r, 17);
+        int gk = (int)rng_below(r, 4); /* 0: 1, 1: 2, 2: 4, 3: depthwise */
+        if (gk == 3) {
+            d.cin = d.cout = d.groups = 1 + (int)rng_below(r, 12);
+        } else {
+            d.groups = 1 << gk;
+            d.cin = d.groups * (1 + (int)rng_below(r, 6));
+            d.cout = d.groups * (1 + (int)rng_below(r, 7));
+        }
+        done += conv_case(r, d, 1 + (int)rng_below(r, 3), "random");
+    }
+}
+
+static void test_conv_fixed(Rng *r) {
+    /* The reference networks' layers (small batches) and paths: batched gemm (P = 49),
+     * columns split (n = 1), direct 1x1, grouped, depthwise with odd strides. */
+    conv_case(r, dims(2, 1, 28, 28, 16, 3, 1, 1, 1, 1), 2, "stem");
+    conv_case(r, dims(2, 16, 28, 28, 16, 3, 1, 1, 1, 1), 2, "resnet8.b1");
+    conv_case(r, dims(3, 16, 28, 28, 32, 3, 2, 1, 1, 1), 2, "resnet8.b2");
+    conv_case(r, dims(5, 32, 14, 14, 64, 3, 2, 1, 1, 1), 2, "resnet8.b3");
+    conv_case(r, dims(5, 64, 7, 7, 64, 3, 1, 1, 1, 1), 1, "resnet8.b3b");
+    conv_case(r, dims(3, 32, 14, 14, 64, 1, 2, 0, 1, 1), 2, "resnet8.short");
+    conv_case(r, dims(4, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
+    conv_case(r, dims(5, 64, 7, 7, 96, 1, 1, 0, 1, 1), 2, "mbv2.project");
+    conv_case(r, dims(5, 96, 7, 7, 96, 1, 1, 0, 1, 1), 1, "mbv2.1x1.batched");
+    conv_case(r, dims(3, 96, 28, 28, 96, 3, 2, 1, 1, 96), 2, "mbv2.dw.s2");
+    conv_case(r, dims(2, 144, 14, 14, 144, 3, 1, 1, 1, 144), 3, "mbv2.dw");
+    conv_case(r, dims(1, 16, 28, 28, 32, 3, 1, 1, 1, 1), 2, "batch1.cols");
+    conv_case(r, dims(1, 24, 14, 14, 40, 1, 1, 0, 1, 1), 2, "batch1.cols.1x1");
+    conv_case(r, dims(1, 8, 30, 30, 12, 3, 1, 1, 1, 2), 3, "batch1.cols.grouped");
+    conv_case(r, dims(4, 12, 9, 11, 20, 3, 1, 2, 2, 4), 2, "grouped.dilated");
+    conv_case(r, dims(2, 6, 13, 12, 12, 5, 3, 3, 2, 6), 2, "multiplier");
+    conv_case(r, dims(3, 10, 15, 13, 10, 7, 3, 3, 2, 10), 2, "dw.k7.s3");
+    conv_case(r, dims(2, 7, 9, 9, 7, 5, 2, 0, 1, 7), 1, "dw.k5.s2.p0");
+}
+
+static void test_dims(void) {
+    Err e;
+    ConvDims d = dims(1, 3, 28, 28, 8, 3, 2, 1, 1, 1);
+    CHECK(conv_dims_init(&d, &e) == NASC_OK && d.oh == 14 && d.ow == 14, "28x28 k3 s2 p1 -> 14x14 (got %dx%d)",
+          d.oh, d.ow);
+    d = dims(1, 3, 7, 9, 8, 3, 1, 1, 2, 1);
+    CHECK(conv_dims_init(&d, &e) == NASC_OK && d.oh == 5 && d.ow == 7, "7x9 k3 d2 p1 -> 5x7 (got %dx%d)", d.oh, d.ow);
+    d = dims(1, 3, 5, 6, 8, 2, 3, 0, 1, 1);
+    CHECK(conv_dims_init(&d, &e) == NASC_OK && d.oh == 2 && d.ow == 2, "5x6 k2 s3 -> 2x2 (got %dx%d)", d.oh, d.ow);
+    d = dims(1, 3, 1, 1, 8, 3, 1, 1, 1, 1);
+    CHECK(conv_dims_init(&d, &e) == NASC_OK && d.oh == 1 && d.ow == 1, "1x1 k3 p1 -> 1x1");
+    static const struct {
+        ConvDims d;
+        const char *why;
+    } bad[] = {
+        {{.n = 1, .cin = 6, .h = 8, .w = 8, .cout = 8, .k = 3, .stride = 1, .pad = 1, .dil = 1, .groups = 4},
+         "cin not divisible by groups"},
+        {{.n = 1, .cin = 8, .h = 8, .w = 8, .cout = 6, .k = 3, .stride = 1, .pad = 1, .dil = 1, .groups = 4},
+         "cout not divisible by groups"},
+        {{.n = 1, .cin = 3, .h = 3, .w = 8, .cout = 4, .k = 5, .stride = 1, .pad = 0, .dil = 1, .groups = 1},
+         "kernel larger than input"},
+        {{.n = 1, .cin = 3, .h = 5, .w = 5, .cout = 4, .k = 3, .stride = 1, .pad = 0, .dil = 3, .groups = 1},
+         "dilated kernel larger than input"},
+        {{.n = 1, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 3, .stride = 0, .pad = 0, .dil = 1, .groups = 1},
+         "stride 0"},
+        {{.n = 1, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 3, .stride = 1, .pad = -1, .dil = 1, .groups = 1},
+         "negative padding"},
+        {{.n = 1, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 3, .stride = 1, .pad = 0, .dil = 0, .groups = 1},
+         "dilation 0"},
+        {{.n = 1, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 0, .stride = 1, .pad = 0, .dil = 1, .groups = 1},
+         "kernel 0"},
+        {{.n = 0, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 3, .stride = 1, .pad = 0, .dil = 1, .groups = 1},
+         "empty batch"},
+        {{.n = 1, .cin = 3, .h = 8, .w = 8, .cout = 4, .k = 3, .stride = 1, .pad = 0, .dil = 1, .groups = 0},
+         "groups 0"},
+        {{.n = 1, .cin = 3, .h = 0, .w = 8, .cout = 4, .k = 1, .stride = 1, .pad = 0, .dil = 1, .groups = 1},
+         "zero height"},
+        {{.n = 4096, .cin = 1024, .h = 1024, .w = 1024, .cout = 4, .k = 1, .stride = 1, .pad = 0, .dil = 1,
+          .groups = 1},
+         "too large"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ConvDims t = bad[i].d;
+        e.msg[0] = 0;
+        int rc = conv_dims_init(&t, &e);
+        CHECK(rc == NASC_ERR && e.msg[0] != 0, "conv_dims_init accepted: %s", bad[i].why);
+    }
+}
+
+/* ------------------------------------------------------------------ linear */
+static void linear_case(Rng *r, int n, int in, int out, int threads) {
+    threads_set(threads);
+    size_t xs = (size_t)n * in, ys = (size_t)n * out, ws = (size_t)out * in;
+    float *x = xmalloc(xs * 4), *w = xmalloc(ws * 4), *b = xmalloc((size_t)out * 4), *dy = xmalloc(ys * 4);
+    float *y = xmalloc(ys * 4), *yr = xmalloc(ys * 4), *dx = xmalloc(xs * 4), *dxr = xmalloc(xs * 4);
+    float *dw = xmalloc(ws * 4), *dwr = xmalloc(ws * 4), *db = xmalloc((size_t)out * 4), *dbr = xmalloc((size_t)out * 4);
+    fill(x, xs, r), fill(w, ws, r), fill(b, (size_t)out, r), fill(dy, ys, r);
+    fill(dx, xs, r), fill(dw, ws, r), fill(db, (size_t)out, r);
+    memcpy(dxr, dx, xs * 4), memcpy(dwr, dw, ws * 4), memcpy(dbr, db, (size_t)out * 4);
+    int use_b = rng_below(r, 2), mask = 1 + (int)rng_below(r, 7);
+    char what[160];
+    snprintf(what, sizeof what, "linear n=%d in=%d out=%d bias=%d grads=%d threads=%d", n, in, out, use_b, mask,
+             threads);
+    fill_nan(y, ys);
+    linear_forward(y, x, w, use_b ? b : NULL, n, in, out);
+    linear_forward_ref(yr, x, w, use_b ? b : NULL, n, in, out);
+    expect_close(y, yr, ys, in, what);
+    linear_backward(mask & 1 ? dx : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dy, x, w, n, in, out);
+    linear_backward_ref(mask & 1 ? dxr : NULL, mask & 2 ? dwr : NULL, mask & 4 ? dbr : NULL, dy, x, w, n, in, out);
+    expect_close(dx, dxr, xs, out, what);
+    expect_close(dw, dwr, ws, n, what);
+    expect_close(db, dbr, (size_t)out, n, what);
+    free(x), free(w), free(b), free(dy), free(y), free(yr), free(dx), free(dxr), free(dw), free(dwr), free(db),
+        free(dbr);
+}
+
+static void test_linear(Rng *r) {
+    for (int t = 0; t < 12; t++)
+        linear_case(r, 1 + (int)rng_below(r, 40), 1 + (int)rng_below(r, 70), 1 + (int)rng_below(r, 30),
+                    1 + (int)rng_below(r, 2));
+    linear_case(r, 128, 64, 10, 2);
+    linear_case(r, 128, 256, 10, 2);
+    linear_case(r, 300, 96, 120, 2);
+}
+
+/* ------------------------------------------------------------------ paths */
+static int cpu_has(const char *path) {
+    if (strcmp(path, "generic") == 0) return 1;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (strcmp(path, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(path, "avx512") == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* Runs this program again with NASC_GEMM=path; returns its exit status (-1 if it did not run). */
+static int run_with_path(const char *self, const char *path) {
+    char *argv[] = {(char *)self, "--gemm-path", NULL};
+    setenv("NASC_GEMM", path, 1);
+    pid_t pid;
+    int rc = posix_spawn(&pid, self, NULL, NULL, argv, environ);
+    unsetenv("NASC_GEMM");
+    if (rc != 0) return -1;
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv) {
+    Rng r;
+    rng_seed(&r, 20240611);
+    if (argc > 1 && strcmp(argv[1], "--gemm-path") == 0) {
+        /* child: the path forced by NASC_GEMM must be the one in use */
+        const char *want = getenv("NASC_GEMM");
+        CHECK(want && strcmp(gemm_path(), want) == 0, "NASC_GEMM=%s but gemm_path() = %s", want ? want : "(unset)",
+              gemm_path());
+        test_gemm(&r);
+        test_conv_random(&r, 40);
+        test_conv_fixed(&r);
+        test_linear(&r);
+        char name[64];
+        snprintf(name, sizeof name, "test_conv[%s]", gemm_path());
+        return check_summary(name);
+    }
+    printf("default gemm path: %s\n", gemm_path());
+    test_dims();
+    test_gemm(&r);
+    test_conv_random(&r, 150);
+    test_conv_fixed(&r);
+    test_linear(&r);
+    static const char *paths[] = {"generic", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        if (!cpu_has(paths[i])) {
+            printf("gemm path %s: not supported by this CPU, skipped\n", paths[i]);
+            continue;
+        }
+        fflush(stdout);
+        int rc = run_with_path(argv[0], paths[i]);
+        CHECK(rc == 0, "the tests under NASC_GEMM=%s failed (exit status %d)", paths[i], rc);
+        if (rc == 0) printf("gemm path %s: ok\n", paths[i]);
+    }
+    return check_summary("test_conv");
+}
