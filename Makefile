@@ -30,7 +30,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 BENCH_SRC:= $(sort $(wildcard bench/*.c))
 # The reference kernels, compiled in double for the gradient checker.
 REF_SRC  := src/ops/conv.c src/ops/linear.c src/ops/norm.c src/ops/act.c src/ops/pool.c \
-            src/ops/elem.c src/ops/loss.c src/core/common.c
+            src/ops/elem.c src/ops/loss.c src/ops/resize.c src/core/common.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

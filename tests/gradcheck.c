@@ -727,8 +727,47 @@ static void test_selftest(void) {
     }
 }
 
+static void resize_fwd(Case *c, double *y) {
+    resize_forward_ref(y, c->var[0].v, c->n, c->cs[0], c->cs[1], c->cs[2], c->cs[3]);
+}
+static void resize_bwd(Case *c, double *const *g, const double *dy) {
+    resize_backward_ref(g[0], dy, c->n, c->cs[0], c->cs[1], c->cs[2], c->cs[3]);
+}
+
+static void test_resize(void) {
+    static const int shapes[][5] = {{3, 7, 5, 4, 9}, {2, 6, 6, 12, 12}, {1, 5, 5, 5, 5}, {2, 28, 28, 20, 20}, {1, 3, 4, 1, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *s = shapes[i];
+        Case c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.name, sizeof c.name, "resize nc%d %dx%d -> %dx%d", s[0], s[1], s[2], s[3], s[4]);
+        c.n = s[0];
+        for (int j = 0; j < 4; j++) c.cs[j] = s[1 + j];
+        case_var(&c, "x", (size_t)s[0] * s[1] * s[2], -1, 1);
+        c.ny = (size_t)s[0] * s[3] * s[4];
+        c.fwd = resize_fwd;
+        c.bwd = resize_bwd;
+        run_case(&c);
+        case_free(&c);
+    }
+    /* Values from PyTorch: F.interpolate(x, size, mode="bilinear", align_corners=False) with
+     * x = arange(12).reshape(1, 1, 3, 4) ** 1.5. */
+    static const double want53[15] = {0.166666666666667, 1.9142135623731,  4.80153153971322, 3.5120226591666,
+                                      6.32398380626346,  10.0341345467586, 8.53005664791649, 12.938639172099,
+                                      17.8830390573266,  17.4257311581514, 22.7622886493447, 28.5569296300537,
+                                      23.3561808316413,  29.3113883008419, 35.6728566785385};
+    static const double want22[4] = {2.77254248593737, 7.16136703456371, 21.0078238601759, 29.6917681901163};
+    double x[12], y[15];
+    for (int i = 0; i < 12; i++) x[i] = pow(i, 1.5);
+    resize_forward_ref(y, x, 1, 3, 4, 5, 3);
+    for (int i = 0; i < 15; i++) CHECK_CLOSE(y[i], want53[i], 1e-12, 1e-12, "resize 3x4 -> 5x3 vs PyTorch");
+    resize_forward_ref(y, x, 1, 3, 4, 2, 2);
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(y[i], want22[i], 1e-12, 1e-12, "resize 3x4 -> 2x2 vs PyTorch");
+}
+
 int main(void) {
     rng_seed(&rng, 20240611);
+    test_resize();
     test_selftest();
     test_conv_linear();
     test_bn();

@@ -142,7 +142,7 @@ int main(void) {
     roundtrip(zoo_lookup("small"), 16, 1);
     roundtrip(zoo_lookup("resnet8"), 16, 1);
     roundtrip(zoo_lookup("mbv2"), 16, 1);
-    roundtrip("# comment\nstem=conv(c=8,k=5,s=2,p=1,d=1,g=1,bias=1)\n a=maxpool(k=3,s=2,p=1); b=avgpool(stem,k=3,s=1,p=1,cip=0)\n"
+    roundtrip("# comment\nresize(s=24)\nstem=conv(c=8,k=5,s=2,p=1,d=1,g=1,bias=1)\n a=maxpool(k=3,s=2,p=1); b=avgpool(stem,k=3,s=1,p=1,cip=0)\n"
               "c=concat(a, b)\n dropout(p=0.25); hswish; s=gap; conv(c=4,k=1,bias=1); relu; conv(c=16,k=1,bias=1); hsigmoid;"
               "mul(c,_); sigmoid; relu6; zero; id; add(_, c, c); gap; linear(c=10,bias=0)",
               16, 1);

@@ -10,13 +10,12 @@
  * files but DIR/cifar-10-batches-bin does (the layout of the official tarball), that
  * sub-folder is used.
  */
-#include "data.h"
+#include "loaders.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
 
-int cifar10_load_dir(Dataset *out, const char *dir, Split split, Err *e);
 
 #define CIFAR_SIDE 32
 #define CIFAR_PIXELS (3 * CIFAR_SIDE * CIFAR_SIDE)

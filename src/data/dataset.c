@@ -10,18 +10,13 @@
  * if cropping, then the flip bit as rng_below(rng, 2)) before the pixel work, which then runs
  * in parallel over images; the result is the same for any thread count.
  */
-#include "data.h"
+#include "loaders.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
 
-/* The loaders (idx.c, cifar.c, folder.c). Each fills *out completely (except out->name) or
- * leaves it zeroed and returns NASC_ERR with a message. */
-int idx_load_dir(Dataset *out, const char *dir, Split split, Err *e);
-int cifar10_load_dir(Dataset *out, const char *dir, Split split, Err *e);
-int folder_load_dir(Dataset *out, const char *dir, Split split, Err *e);
 
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 

@@ -11,7 +11,7 @@
  * channels (alpha dropped, not composited). Every image must match the first one's width,
  * height and channel count; a mismatch is an error naming the file.
  */
-#include "data.h"
+#include "loaders.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -20,7 +20,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-int folder_load_dir(Dataset *out, const char *dir, Split split, Err *e);
 
 typedef struct {
     char **v;

@@ -10,14 +10,13 @@
  * corrupt header claiming terabytes gives a "truncated" error rather than an out-of-memory
  * exit. Every failure fills the Err with the file's path and the problem.
  */
-#include "data.h"
+#include "loaders.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
-int idx_load_dir(Dataset *out, const char *dir, Split split, Err *e);
 
 #define IDX_MAGIC_IMAGES 0x00000803u
 #define IDX_MAGIC_LABELS 0x00000801u

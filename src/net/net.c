@@ -379,6 +379,33 @@ static void mul_bwd(Net *net, int i) {
                        in_out(net, nd, 1), net->batch, nd->c, nd->h * nd->w);
 }
 
+/* ---- resize */
+static int resize_infer(Net *net, int i, Err *e) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    if (nd->a.s > 16384) {
+        err_set(e, "resize: output size %d is too large", nd->a.s);
+        return NASC_ERR;
+    }
+    nd->c = c, nd->h = nd->w = nd->a.s;
+    return NASC_OK;
+}
+
+static void resize_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    resize_forward_ref(net->out[i], in_out(net, nd, 0), net->batch * c, h, w, nd->h, nd->w);
+}
+
+static void resize_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    resize_backward_ref(in_grad(net, nd, 0), net->dout[i], net->batch * c, h, w, nd->h, nd->w);
+}
+
 static const OpInfo op_info[OP_COUNT] = {
     [OP_CONV] = {conv_infer, conv_fwd, conv_bwd, no_saved},
     [OP_BN] = {bn_infer, bn_fwd, bn_bwd, bn_saved},
@@ -397,6 +424,7 @@ static const OpInfo op_info[OP_COUNT] = {
     [OP_ZERO] = {same_infer, zero_fwd, nothing_bwd, no_saved},
     [OP_ID] = {same_infer, id_fwd, nothing_bwd, no_saved},
     [OP_DROPOUT] = {same_infer, dropout_fwd, dropout_bwd, dropout_saved},
+    [OP_RESIZE] = {resize_infer, resize_fwd, resize_bwd, no_saved},
 };
 _Static_assert(sizeof op_info / sizeof op_info[0] == OP_COUNT, "one op_info entry per op");
 
@@ -533,6 +561,15 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         op_info[nd->op].forward(net, i);
     }
     return net->out[net->spec.n - 1];
+}
+
+void net_node_forward(Net *net, int i) {
+    const Node *nd = &net->spec.nodes[i];
+    if (nd->op == OP_ID) {
+        memcpy(net->out[i], in_out(net, nd, 0), node_size(nd) * net->batch * sizeof(float));
+        return;
+    }
+    op_info[nd->op].forward(net, i);
 }
 
 void net_backward(Net *net, const float *dlogits) {

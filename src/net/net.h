@@ -34,6 +34,7 @@ typedef enum {
     OP_ZERO,     /* zeros shaped like the input (NB201's `none`) */
     OP_ID,       /* identity */
     OP_DROPOUT,  /* p */
+    OP_RESIZE,   /* s: output size (square), bilinear like F.interpolate(align_corners=False) */
     OP_COUNT
 } OpKind;
 
@@ -121,6 +122,13 @@ const float *net_forward(Net *net, const float *x, int n, int training);
 /* Backward from dlogits (n, classes) of the last forward; ACCUMULATES into net->grads. */
 void net_backward(Net *net, const float *dlogits);
 void net_zero_grad(Net *net);
+/* Run node i's forward alone, reading net->out[] of its inputs (net->x for the network input)
+ * and writing net->out[i], with the current net->batch and net->training. For executors that
+ * manage activation memory themselves (the peak-memory check, exporters): set net->x, batch,
+ * training and the out[] pointers, then call this node by node in any topological order. An
+ * identity node copies. Saved values (maxpool argmax, BN statistics) go to net->saved[i],
+ * which exists once net_forward has run at a batch at least as large. */
+void net_node_forward(Net *net, int i);
 /* Counts: trainable parameters; multiply-accumulates of conv and linear layers per sample. */
 size_t net_param_count(const Net *net);
 double net_macs(const Net *net);

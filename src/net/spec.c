@@ -45,6 +45,7 @@ static const OpSyntax op_syntax[OP_COUNT] = {
     [OP_ZERO] = {"zero", 1, 1, ""},
     [OP_ID] = {"id", 1, 1, ""},
     [OP_DROPOUT] = {"dropout", 1, 1, "p"},
+    [OP_RESIZE] = {"resize", 1, 1, "s!"},
 };
 _Static_assert(sizeof op_syntax / sizeof op_syntax[0] == OP_COUNT, "one syntax entry per op");
 
@@ -329,7 +330,8 @@ static int parse_stmt(Lexer *L, Spec *s) {
             if (!given) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "op '%s' needs attribute '%s' (%%s)", op_syntax[op].name, key);
-                return lex_error(L, &optok, msg, key[0] == 'c' ? "output channels" : "kernel size");
+                return lex_error(L, &optok, msg,
+                                 key[0] == 'c' ? "output channels" : key[0] == 'k' ? "kernel size" : "output size");
             }
             q++;
         }
@@ -484,6 +486,9 @@ char *spec_print(const Spec *s) {
             break;
         case OP_DROPOUT:
             if (a->drop != def.drop) ARG("p=%.9g", a->drop);
+            break;
+        case OP_RESIZE:
+            ARG("s=%d", a->s);
             break;
         default: break;
         }

@@ -3,29 +3,31 @@
  * gemm_ref is three plain loops (double accumulation); gemm is the fast path, a cache-blocked
  * scheme in the BLIS style:
  *   for each NC-wide block of columns and KC-deep block of k:
- *     op(B) block -> NR-wide k-major panels (packed, or read in place, see below);
- *     for each MC-high block of rows: op(A) block -> MR-high panels (packed or in place);
- *       for each NR panel, for each MR panel: micro-kernel (MR x NR in registers over KC).
+ *     for each MC-high block of rows:
+ *       for each NR-wide panel, for each MR-high panel: micro-kernel (MR x NR in registers).
  * The micro-kernel stores alpha * acc + beta * C (beta = 1 after the first k block) and never
  * reads C when beta == 0, so C may then hold garbage (BLAS semantics).
  *
- * Packing costs O(K N) and O(M K) copies, which is a large share of the work for the thin
- * shapes of small CNNs (M = 16 output channels, N = 49 pixels). So the kernels take strides:
- * A is read in place through MR row pointers (rows past M repeat the last row; their results
- * are never stored), and a non-transposed B is read in place except for a ragged last panel,
- * which is packed zero-padded. Packing remains where it pays: transposed B, and A or B with a
- * row stride that would make the panel's rows collide in the L1 cache.
+ * Packing costs O(K N) and O(M K) copies, a large share of the work for the thin shapes of
+ * small CNNs (M = 16 output channels, N = 49 pixels), so operands are read in place where
+ * possible. The kernel reads A through MR row pointers and a k step (a row-major A, a
+ * transposed A, packed panels and conv's row tables all fit that form; rows past M repeat the
+ * last row and are never stored), and B through one row pointer per k (row-major B or a row
+ * table). Packing remains where it pays: a transposed B (into row-major), A or B strides that
+ * make a panel's rows collide in the L1 cache, and the ragged last column panel (zero-padded,
+ * so the kernels never read past N).
  *
  * Three micro-kernels, picked once at run time: AVX-512F (8 x 48), AVX2+FMA (6 x 16) and a
  * portable one (4 x 8, GNU C vector extensions: SSE2 / NEON) that compiles anywhere.
  * NASC_GEMM=generic|avx2|avx512 forces one (a path the CPU lacks falls back to the best
  * available, with a warning; gemm_path() tells which is used).
  *
- * gemm is single-threaded and reentrant; callers parallelize around it. Its packing buffers
- * come from scratch slot GEMM_SCRATCH_SLOT (3) of the calling thread, so a caller must not
- * hold a pointer from that slot across a gemm call.
+ * gemm is single-threaded and reentrant; callers parallelize around it. Its buffers come from
+ * scratch slot GEMM_SCRATCH_SLOT (3) of the calling thread, so a caller must not hold a
+ * pointer from that slot across a gemm call. gemm_ex (gemm_ex.h) is the general entry point.
  */
 #include "ops.h"
+#include "gemm_ex.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -58,15 +60,15 @@ void gemm_ref(int transa, int transb, int M, int N, int K, float alpha, const fl
 
 /* ------------------------------------------------------------------ micro-kernels */
 /* One MR x NR tile: c (the m x n valid part, row stride ldc) = alpha * A B + beta * c, where
- * A (i, k) = a[i * a_rs + k * a_cs] for i < MR (rows i >= m are clamped to m - 1) and
- * B (k, j) = b[k * b_rs + j] for j < the panel width (n rounded up to the path's granule). */
-typedef struct {
-    const float *a;
-    ptrdiff_t a_rs, a_cs;
-    const float *b;
-    ptrdiff_t b_rs;
-} Tile;
-typedef void (*GemmKernel)(int kc, const Tile *t, float *c, int ldc, int m, int n, float alpha, float beta);
+ * A (i, k) = ap[i][k * a_cs] and B (k, j) = bk[k][boff + j] for j < the panel width (n rounded
+ * up to the path's granule; the driver guarantees those reads are in bounds). */
+typedef void (*GemmKernel)(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
+                           ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta);
+
+/* NT tile: c (m x n of NT_MR x NT_NR) = alpha * A B^T + beta * c, A (i, k) = ar[i][k],
+ * B^T (k, j) = br[j][k]. */
+typedef void (*GemmNtKernel)(int kc, const float *const *ar, const float *const *br, float *c, int ldc, int m,
+                             int n, float alpha, float beta);
 
 typedef struct {
     const char *name;
@@ -74,6 +76,8 @@ typedef struct {
     int ng;         /* a ragged last panel is as wide as its columns rounded up to ng (<= nr) */
     int kc, mc, nc; /* cache blocks (mc a multiple of mr, nc of nr) */
     GemmKernel kernel;
+    int masked;     /* the kernel reads a ragged panel with masked loads (no packing needed) */
+    GemmNtKernel nt; /* optional kernel for A B^T read along rows (NULL: pack B instead) */
 } GemmPath;
 
 /* Stores one row of results: c[0, n) = alpha * r + beta * c. */
@@ -88,13 +92,12 @@ static inline void store_row(float *c, const float *r, int n, float alpha, float
 #define GEN_MR 4
 #define GEN_NR 8
 typedef float v4f __attribute__((vector_size(16)));
-static void kernel_generic(int kc, const Tile *t, float *c, int ldc, int m, int n, float alpha, float beta) {
-    const float *ap[GEN_MR];
-    for (int i = 0; i < GEN_MR; i++) ap[i] = t->a + (ptrdiff_t)NASC_MIN(i, m - 1) * t->a_rs;
+static void kernel_generic(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk, ptrdiff_t boff,
+                           float *c, int ldc, int m, int n, float alpha, float beta) {
     v4f acc[GEN_MR][2];
     memset(acc, 0, sizeof acc);
-    const float *b = t->b;
-    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += t->a_cs, b += t->b_rs) {
+    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
+        const float *b = bk[k] + boff;
         v4f b0, b1;
         memcpy(&b0, b, sizeof b0);
         memcpy(&b1, b + 4, sizeof b1);
@@ -116,20 +119,19 @@ static void kernel_generic(int kc, const Tile *t, float *c, int ldc, int m, int 
 /* AVX2 + FMA: 6 x 16, 12 accumulators. */
 #define AVX2_MR 6
 #define AVX2_NR 16
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const Tile *t, float *c, int ldc, int m,
-                                                             int n, float alpha, float beta) {
-    const float *ap[AVX2_MR];
-    for (int i = 0; i < AVX2_MR; i++) ap[i] = t->a + (ptrdiff_t)NASC_MIN(i, m - 1) * t->a_rs;
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *const *ap, ptrdiff_t a_cs,
+                                                             const float *const *bk, ptrdiff_t boff, float *c,
+                                                             int ldc, int m, int n, float alpha, float beta) {
+    const float *a[AVX2_MR];
     __m256 acc[AVX2_MR][2];
 #pragma GCC unroll 6
-    for (int i = 0; i < AVX2_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    const float *b = t->b;
-    const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
-    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs, b += b_rs) {
+    for (int i = 0; i < AVX2_MR; i++) a[i] = ap[i], acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
+        const float *b = bk[k] + boff;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < AVX2_MR; i++) {
-            __m256 ai = _mm256_broadcast_ss(ap[i] + ka);
+            __m256 ai = _mm256_broadcast_ss(a[i] + ka);
             acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
@@ -157,38 +159,38 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const Tile *
 }
 
 /* AVX-512F: 8 rows x 16 * NV columns, NV = 1..3 vectors (8 x 48 = 24 accumulators in the main
- * case; a ragged last panel uses fewer vectors and masked stores). */
+ * case). A ragged last panel uses fewer vectors and masked loads and stores, so B is read in
+ * place even there (masked-off lanes are never touched). */
 #define AVX512_MR 8
 #define AVX512_NR 48
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
-kernel_avx512_nv(const int NV, int kc, const Tile *t, float *c, int ldc, int m, int n, float alpha,
-                 float beta) {
-    const float *ap[AVX512_MR];
-#pragma GCC unroll 8
-    for (int i = 0; i < AVX512_MR; i++) ap[i] = t->a + (ptrdiff_t)NASC_MIN(i, m - 1) * t->a_rs;
+kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
+                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta) {
+    const float *a[AVX512_MR];
     __m512 acc[AVX512_MR][3];
-#pragma GCC unroll 8
-    for (int i = 0; i < AVX512_MR; i++)
-#pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
-    const float *b = t->b;
-    const ptrdiff_t a_cs = t->a_cs, b_rs = t->b_rs;
-    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs, b += b_rs) {
-        __m512 bv[3];
-#pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 8
-        for (int i = 0; i < AVX512_MR; i++) {
-            __m512 ai = _mm512_set1_ps(ap[i][ka]);
-#pragma GCC unroll 3
-            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-        }
-    }
     __mmask16 mask[3];
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) {
         int left = n - 16 * v;
         mask[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < AVX512_MR; i++) {
+        a[i] = ap[i];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    }
+    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
+        const float *b = bk[k] + boff;
+        __m512 bv[3];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
+#pragma GCC unroll 8
+        for (int i = 0; i < AVX512_MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i][ka]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
@@ -208,14 +210,71 @@ kernel_avx512_nv(const int NV, int kc, const Tile *t, float *c, int ldc, int m, 
     }
 }
 
-__attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const Tile *t, float *c, int ldc,
-                                                                 int m, int n, float alpha, float beta) {
+__attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const float *const *ap, ptrdiff_t a_cs,
+                                                                 const float *const *bk, ptrdiff_t boff, float *c,
+                                                                 int ldc, int m, int n, float alpha, float beta) {
     if (n > 32)
-        kernel_avx512_nv(3, kc, t, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(3, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
     else if (n > 16)
-        kernel_avx512_nv(2, kc, t, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(2, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
     else
-        kernel_avx512_nv(1, kc, t, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
+}
+
+/* AVX-512F "NT" kernel for C = A B^T with both A (m x K) and B (n x K) read along rows:
+ * 6 x 4 dot products, each a 16-lane accumulator summed at the end. No packing at all, which
+ * pays when B would otherwise need a transposing pack (conv's dW, linear's forward). */
+#define NT_MR 6
+#define NT_NR 4
+/* The four horizontal sums of a, b, c, d. */
+__attribute__((target("avx512f,fma"))) static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+#define HALVES(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(HALVES(a), HALVES(b)), _mm256_hadd_ps(HALVES(c), HALVES(d)));
+#undef HALVES
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+__attribute__((target("avx512f,fma"))) static void
+kernel_nt_avx512(int kc, const float *const *ar, const float *const *br, float *c, int ldc, int m, int n,
+                 float alpha, float beta) {
+    __m512 acc[NT_MR][NT_NR];
+#pragma GCC unroll 6
+    for (int i = 0; i < NT_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT_NR; j++) acc[i][j] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 b0 = _mm512_loadu_ps(br[0] + k), b1 = _mm512_loadu_ps(br[1] + k);
+        __m512 b2 = _mm512_loadu_ps(br[2] + k), b3 = _mm512_loadu_ps(br[3] + k);
+#pragma GCC unroll 6
+        for (int i = 0; i < NT_MR; i++) {
+            __m512 a = _mm512_loadu_ps(ar[i] + k);
+            acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, b2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, b3, acc[i][3]);
+        }
+    }
+    if (k < kc) {
+        __mmask16 mk = (__mmask16)((1u << (kc - k)) - 1);
+        __m512 b0 = _mm512_maskz_loadu_ps(mk, br[0] + k), b1 = _mm512_maskz_loadu_ps(mk, br[1] + k);
+        __m512 b2 = _mm512_maskz_loadu_ps(mk, br[2] + k), b3 = _mm512_maskz_loadu_ps(mk, br[3] + k);
+#pragma GCC unroll 6
+        for (int i = 0; i < NT_MR; i++) {
+            __m512 a = _mm512_maskz_loadu_ps(mk, ar[i] + k);
+            acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, b2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, b3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < NT_MR; i++) {
+        if (i >= m) break;
+        float r[NT_NR], *ci = c + (size_t)i * ldc;
+        _mm_storeu_ps(r, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+        for (int j = 0; j < NASC_MIN(n, NT_NR); j++) ci[j] = alpha * r[j] + (beta == 0.0f ? 0.0f : beta * ci[j]);
+    }
 }
 #endif
 
@@ -223,10 +282,10 @@ __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const T
 enum { PATH_GENERIC, PATH_AVX2, PATH_AVX512, PATH_COUNT };
 
 static const GemmPath gemm_paths[PATH_COUNT] = {
-    [PATH_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_NR, 256, 128, 2048, kernel_generic},
+    [PATH_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_NR, 256, 128, 2048, kernel_generic, 0, NULL},
 #if GEMM_X86
-    [PATH_AVX2] = {"avx2", AVX2_MR, AVX2_NR, AVX2_NR, 256, 144, 2048, kernel_avx2},
-    [PATH_AVX512] = {"avx512", AVX512_MR, AVX512_NR, 16, 192, 512, 2064, kernel_avx512},
+    [PATH_AVX2] = {"avx2", AVX2_MR, AVX2_NR, AVX2_NR, 256, 144, 2048, kernel_avx2, 0, NULL},
+    [PATH_AVX512] = {"avx512", AVX512_MR, AVX512_NR, 16, 192, 512, 2064, kernel_avx512, 1, kernel_nt_avx512},
 #endif
 };
 
@@ -268,45 +327,44 @@ static const GemmPath *path_get(void) {
 const char *gemm_path(void) { return path_get()->name; }
 
 /* ------------------------------------------------------------------ packing */
-/* op(A) rows [0, mc), k [0, kc) (A already offset to the block) into MR-high k-major panels
- * (read back with a_rs = 1, a_cs = mr); rows past mc are zero. */
-static void pack_a(int transa, int mc, int kc, const float *A, int lda, int mr, float *dst) {
+/* op(A) rows [0, mc), k [0, kc) (A at the block's first element, not transposed, row stride
+ * lda) into MR-high k-major panels (read back with a_cs = mr); rows past mc are zero. */
+static void pack_a(int mc, int kc, const float *A, int lda, int mr, float *dst) {
     for (int i0 = 0; i0 < mc; i0 += mr) {
         int m = NASC_MIN(mr, mc - i0);
-        for (int k = 0; k < kc; k++) {
-            float *d = dst + (size_t)k * mr;
-            if (transa)
-                for (int i = 0; i < m; i++) d[i] = A[(size_t)k * lda + i0 + i];
-            else
-                for (int i = 0; i < m; i++) d[i] = A[(size_t)(i0 + i) * lda + k];
-            for (int i = m; i < mr; i++) d[i] = 0.0f;
+        for (int i = 0; i < mr; i++) {
+            const float *src = A + (size_t)(i0 + NASC_MIN(i, m - 1)) * lda;
+            for (int k = 0; k < kc; k++) dst[(size_t)k * mr + i] = src[k];
         }
         dst += (size_t)mr * kc;
     }
 }
 
-/* op(B) k [0, kc), columns [0, nc) into k-major panels of width nr (read back with
- * b_rs = the panel width); the last panel is as wide as its columns rounded up to ng, and
- * its padding is zero. */
-static void pack_b(int transb, int kc, int nc, const float *B, int ldb, int nr, int ng, float *dst) {
-    for (int j0 = 0; j0 < nc; j0 += nr) {
-        int n = NASC_MIN(nr, nc - j0);
-        int w = n == nr ? nr : NASC_MIN(nr, (n + ng - 1) / ng * ng);
-        if (!transb) {
-            for (int k = 0; k < kc; k++) {
-                const float *src = B + (size_t)k * ldb + j0;
-                float *d = dst + (size_t)k * w;
-                memcpy(d, src, (size_t)n * sizeof *d);
-                for (int j = n; j < w; j++) d[j] = 0.0f;
-            }
-        } else { /* op(B)(k, j) = B[j][k]: walk n rows of B side by side */
-            for (int k = 0; k < kc; k++) {
-                float *d = dst + (size_t)k * w;
-                for (int j = 0; j < n; j++) d[j] = B[(size_t)(j0 + j) * ldb + k];
-                for (int j = n; j < w; j++) d[j] = 0.0f;
+/* Row k of the op(B) block [kc x nc], for a B given by rows or row-major. */
+static const float *b_row(const GemmMat *B, int k, int j) {
+    return B->rows ? B->rows[k] + j : B->p + (size_t)k * B->ld + j;
+}
+
+/* op(B) rows [pc, pc + kc), columns [jc, jc + nc) into dst, row-major with row stride ldd;
+ * columns nc..ldd-1 are left alone. */
+static void pack_b(const GemmMat *B, int pc, int kc, int jc, int nc, float *dst, int ldd) {
+    if (!B->trans) {
+        for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * ldd, b_row(B, pc + k, jc), (size_t)nc * sizeof *dst);
+        return;
+    }
+    /* op(B)(k, j) = B[j][k]: 8 x 8 blocks, reading 8 rows of B side by side */
+    const float *src = B->p + (size_t)jc * B->ld + pc;
+    const size_t ld = (size_t)B->ld;
+    for (int j0 = 0; j0 < nc; j0 += 8) {
+        int jn = NASC_MIN(8, nc - j0);
+        for (int k0 = 0; k0 < kc; k0 += 8) {
+            int kn = NASC_MIN(8, kc - k0);
+            for (int j = 0; j < jn; j++) {
+                const float *s = src + (size_t)(j0 + j) * ld + k0;
+                float *d = dst + (size_t)k0 * ldd + j0 + j;
+                for (int k = 0; k < kn; k++) d[(size_t)k * ldd] = s[k];
             }
         }
-        dst += (size_t)w * kc;
     }
 }
 
@@ -324,68 +382,119 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
     }
 }
 
-void gemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
-          const float *B, int ldb, float beta, float *C, int ldc) {
+static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* A B^T with the NT kernel: k blocks of up to NT_KC, row tiles outer, column tiles inner. */
+#define NT_KC 768
+static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B,
+                    float beta, float *C, int ldc) {
+    int nkb = (K + NT_KC - 1) / NT_KC, kcb = (K + nkb - 1) / nkb;
+    for (int pc = 0; pc < K; pc += kcb) {
+        int kc = NASC_MIN(kcb, K - pc);
+        float beta_k = pc == 0 ? beta : 1.0f;
+        for (int i0 = 0; i0 < M; i0 += NT_MR) {
+            int m = NASC_MIN(NT_MR, M - i0);
+            const float *ar[NT_MR];
+            for (int i = 0; i < NT_MR; i++) {
+                int row = i0 + NASC_MIN(i, m - 1);
+                ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
+            }
+            for (int j0 = 0; j0 < N; j0 += NT_NR) {
+                int n = NASC_MIN(NT_NR, N - j0);
+                const float *br[NT_NR];
+                for (int j = 0; j < NT_NR; j++) br[j] = B->p + (size_t)(j0 + NASC_MIN(j, n - 1)) * B->ld + pc;
+                p->nt(kc, ar, br, C + (size_t)i0 * ldc + j0, ldc, m, n, alpha, beta_k);
+            }
+        }
+    }
+}
+
+void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         if (beta != 1.0f) scale_c(M, N, beta, C, ldc);
         return;
     }
+    NASC_ASSERT(!(A->rows && A->trans) && !(B->rows && B->trans));
     const GemmPath *p = path_get();
-    const int mr = p->mr, nr = p->nr;
-    /* A is packed when its rows would be read with a colliding stride; B when transposed or
-     * colliding. Otherwise both are read in place (see the file comment). */
-    const int pack_A = !transa && M > mr && stride_collides(lda);
-    const int pack_B = transb || stride_collides(ldb);
+    if (p->nt && !A->trans && B->trans && K >= 64) {
+        gemm_nt(p, M, N, K, alpha, A, B, beta, C, ldc);
+        return;
+    }
+    const int mr = p->mr, nr = p->nr, ng = p->ng;
+    const int pack_A = !A->rows && !A->trans && M > mr && stride_collides(A->ld);
+    const int pack_B = B->trans || (!B->rows && stride_collides(B->ld));
     /* Blocks no larger than needed, the k blocks balanced so the last one is not tiny. */
     int kcb = NASC_MIN(p->kc, K);
     int nkb = (K + kcb - 1) / kcb;
     kcb = (K + nkb - 1) / nkb;
     int mcb = NASC_MIN(p->mc, (M + mr - 1) / mr * mr);
     int ncb = NASC_MIN(p->nc, (N + nr - 1) / nr * nr);
-    size_t a_floats = pack_A ? (size_t)mcb * kcb : 0;
-    size_t b_floats = (size_t)kcb * (pack_B ? ncb : nr);
-    float *apack = scratch_get(GEMM_SCRATCH_SLOT, (a_floats + b_floats) * sizeof(float) + 64);
-    float *bpack = apack + (a_floats + 15) / 16 * 16;
+    int ldp = ncb + 16; /* packed B row stride: never a multiple of 1 KiB */
+    size_t a_sz = pack_A ? align16((size_t)mcb * kcb) : 0;
+    size_t b_sz = pack_B ? align16((size_t)kcb * ldp) : 0;
+    size_t e_sz = p->masked ? 0 : align16((size_t)kcb * nr);
+    size_t bytes = (a_sz + b_sz + e_sz) * sizeof(float) + 2 * (size_t)kcb * sizeof(float *);
+    float *apack = scratch_get(GEMM_SCRATCH_SLOT, bytes);
+    float *bpack = apack + a_sz, *epack = bpack + b_sz;
+    const float **bk = (const float **)(void *)(epack + e_sz), **ek = bk + kcb;
 
     for (int jc = 0; jc < N; jc += ncb) {
         int nc = NASC_MIN(ncb, N - jc);
+        /* columns in full panels; the rest is the ragged panel, which kernels without masked
+         * loads get packed and zero-padded */
+        int nfull = p->masked ? nc : nc / nr * nr;
         for (int pc = 0; pc < K; pc += kcb) {
             int kc = NASC_MIN(kcb, K - pc);
             float beta_k = pc == 0 ? beta : 1.0f;
-            const float *Bblk = transb ? B + (size_t)jc * ldb + pc : B + (size_t)pc * ldb + jc;
-            if (pack_B) pack_b(transb, kc, nc, Bblk, ldb, nr, p->ng, bpack);
+            /* B rows of this block: bk[k] + jr is the start of panel jr */
+            if (pack_B) {
+                pack_b(B, pc, kc, jc, nfull, bpack, ldp);
+                for (int k = 0; k < kc; k++) bk[k] = bpack + (size_t)k * ldp;
+            } else {
+                for (int k = 0; k < kc; k++) bk[k] = b_row(B, pc + k, jc);
+            }
+            int nrag = nc - nfull, wrag = NASC_MIN(nr, (nrag + ng - 1) / ng * ng);
+            if (nrag) {
+                pack_b(B, pc, kc, jc + nfull, nrag, epack, wrag);
+                for (int k = 0; k < kc; k++) {
+                    ek[k] = epack + (size_t)k * wrag;
+                    for (int j = nrag; j < wrag; j++) epack[(size_t)k * wrag + j] = 0.0f;
+                }
+            }
             for (int ic = 0; ic < M; ic += mcb) {
                 int mc = NASC_MIN(mcb, M - ic);
-                const float *Ablk = transa ? A + (size_t)pc * lda + ic : A + (size_t)ic * lda + pc;
-                if (pack_A) pack_a(transa, mc, kc, Ablk, lda, mr, apack);
+                if (pack_A) pack_a(mc, kc, A->p + (size_t)ic * A->ld + pc, A->ld, mr, apack);
                 for (int jr = 0; jr < nc; jr += nr) {
                     int n = NASC_MIN(nr, nc - jr);
-                    Tile t;
-                    if (pack_B) {
-                        t.b = bpack + (size_t)jr * kc;
-                        t.b_rs = n == nr ? nr : NASC_MIN(nr, (n + p->ng - 1) / p->ng * p->ng);
-                    } else if (n == nr) {
-                        t.b = Bblk + jr;
-                        t.b_rs = ldb;
-                    } else { /* ragged last panel: pack it so the kernel never reads past N */
-                        pack_b(0, kc, n, Bblk + jr, ldb, nr, p->ng, bpack);
-                        t.b = bpack;
-                        t.b_rs = NASC_MIN(nr, (n + p->ng - 1) / p->ng * p->ng);
-                    }
+                    const float *const *tab = jr < nfull ? bk : ek;
+                    ptrdiff_t boff = jr < nfull ? jr : 0;
                     for (int ir = 0; ir < mc; ir += mr) {
                         int m = NASC_MIN(mr, mc - ir);
-                        if (pack_A) {
-                            t.a = apack + (size_t)ir * kc, t.a_rs = 1, t.a_cs = mr;
-                        } else if (transa) {
-                            t.a = Ablk + ir, t.a_rs = 1, t.a_cs = lda;
-                        } else {
-                            t.a = Ablk + (size_t)ir * lda, t.a_rs = lda, t.a_cs = 1;
+                        const float *ap[16];
+                        ptrdiff_t a_cs = 1;
+                        for (int i = 0; i < mr; i++) {
+                            int row = ic + ir + NASC_MIN(i, m - 1);
+                            if (pack_A)
+                                ap[i] = apack + (size_t)ir * kc + i, a_cs = mr;
+                            else if (A->rows)
+                                ap[i] = A->rows[row] + pc;
+                            else if (A->trans)
+                                ap[i] = A->p + (size_t)pc * A->ld + row, a_cs = A->ld;
+                            else
+                                ap[i] = A->p + (size_t)row * A->ld + pc;
                         }
-                        p->kernel(kc, &t, C + (size_t)(ic + ir) * ldc + jc + jr, ldc, m, n, alpha, beta_k);
+                        p->kernel(kc, ap, a_cs, tab, boff, C + (size_t)(ic + ir) * ldc + jc + jr, ldc, m, n, alpha,
+                                  beta_k);
                     }
                 }
             }
         }
     }
+}
+
+void gemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+          int ldb, float beta, float *C, int ldc) {
+    GemmMat a = {A, lda, transa, NULL}, b = {B, ldb, transb, NULL};
+    gemm_ex(M, N, K, alpha, &a, &b, beta, C, ldc);
 }

@@ -142,6 +142,11 @@ void add_forward(float *y, const float *const *xs, int nin, size_t n);
 void add_backward(float *const *dxs, const float *dy, int nin, size_t n);
 #endif
 
+/* ---------------------------------------------------------------- resize (resize.c) */
+/* Bilinear resize of nc planes (h, w) -> (oh, ow), PyTorch's align_corners=False. */
+void resize_forward_ref(real *y, const real *x, int nc, int h, int w, int oh, int ow);
+void resize_backward_ref(real *dx, const real *dy, int nc, int h, int w, int oh, int ow);
+
 /* ---------------------------------------------------------------- loss (loss.c) */
 /* Mean softmax cross-entropy over n rows of k logits, with label smoothing eps (PyTorch's
  * definition: target = (1-eps) one-hot + eps/k). Saves the softmax in probs (n, k).
