@@ -2,9 +2,10 @@
  *
  *   - gemm vs gemm_ref: all transpose combinations, odd and edge sizes, padded and
  *     cache-colliding strides, several alpha/beta (beta = 0 with NaN in C must not read C),
- *     K = 0; then the same again under every gemm path this CPU has (the test re-runs
- *     itself with NASC_GEMM=<path> --gemm-path, since the path is chosen once per process);
- *   - conv2d forward/backward vs the reference on random shapes (kernel 1/3/5/7, stride 1..3,
+ *     K = 0; then everything again under every gemm path this CPU has and under each conv
+ *     lowering (the test re-runs itself with NASC_GEMM=<path> or NASC_CONV=explicit|implicit,
+ *     since both are chosen once per process);
+ *   - conv2d forward/backward vs the reference on random shapes (kernel 1..5 and 7, stride 1..3,
  *     padding 0..3, dilation 1/2, groups 1/2/4/depthwise, batch 1..5, odd sizes), plus the
  *     layer shapes of the reference networks; 1 to 3 threads; NaN-filled outputs (forward
  *     overwrites), nonzero initial gradients (backward accumulates), NULL gradients and bias;
@@ -27,7 +28,7 @@ static void fill_nan(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = NAN;
 }
 
-/* Compares two arrays; counts one check per array (prints the first few mismatches). */
+/* Compares two arrays as one check (on failure: how many values are off, the first and the worst). */
 static void expect_close(const float *got, const float *want, size_t n, double terms, const char *what) {
     double atol = 1e-5 * sqrt(terms > 1 ? terms : 1), worst = 0;
     size_t bad = 0, at = 0;
@@ -60,8 +61,8 @@ static void gemm_case(Rng *r, int ta, int tb, int M, int N, int K, float alpha, 
     char what[160];
     snprintf(what, sizeof what, "gemm[%s] ta=%d tb=%d M=%d N=%d K=%d alpha=%g beta=%g pad=%d", gemm_path(), ta, tb, M,
              N, K, alpha, beta, pad);
-    /* padding between rows must be untouched */
-    int pad_ok = 1;
+    /* padding between rows and the element after C must be untouched */
+    int pad_ok = C[(size_t)M * ldc] == R[(size_t)M * ldc] || (isnan(C[(size_t)M * ldc]) && isnan(R[(size_t)M * ldc]));
     for (int i = 0; i < M; i++)
         for (int j = N; j < ldc; j++) {
             size_t at = (size_t)i * ldc + j;
@@ -100,6 +101,8 @@ static void test_gemm(Rng *r) {
     /* conv-like shapes */
     gemm_case(r, 0, 0, 16, 784, 144, 1, 0, 0);
     gemm_case(r, 0, 1, 288, 32, 392, 1, 1, 0);
+    gemm_case(r, 0, 1, 100, 97, 130, 1, 1, 0); /* B^T packed rather than the NT kernel */
+    gemm_case(r, 0, 1, 30, 100, 1000, 1, 0, 3);
     gemm_case(r, 1, 0, 576, 98, 64, 1, 0, 0);
 }
 
@@ -112,7 +115,8 @@ static int conv_case(Rng *r, ConvDims d, int threads, const char *tag) {
     size_t xs = (size_t)d.n * d.cin * d.h * d.w, ys = (size_t)d.n * d.cout * d.oh * d.ow;
     size_t ws = (size_t)d.cout * cin_g * kk;
     float *x = xmalloc(xs * 4), *w = xmalloc(ws * 4), *b = xmalloc((size_t)d.cout * 4);
-    float *y = xmalloc(ys * 4), *yr = xmalloc(ys * 4), *dy = xmalloc(ys * 4);
+    /* y 64-byte aligned as in the engine (so large outputs take the streaming stores) */
+    float *y = xalloc_aligned(ys * 4), *yr = xmalloc(ys * 4), *dy = xmalloc(ys * 4);
     float *dx = xmalloc(xs * 4), *dxr = xmalloc(xs * 4), *dw = xmalloc(ws * 4), *dwr = xmalloc(ws * 4);
     float *db = xmalloc((size_t)d.cout * 4), *dbr = xmalloc((size_t)d.cout * 4);
     fill(x, xs, r), fill(w, ws, r), fill(b, (size_t)d.cout, r), fill(dy, ys, r);
@@ -151,12 +155,12 @@ static ConvDims dims(int n, int cin, int h, int w, int cout, int k, int s, int p
 }
 
 static void test_conv_random(Rng *r, int count) {
-    static const int ks[] = {1, 3, 5, 7};
+    static const int ks[] = {1, 2, 3, 4, 5, 7};
     int done = 0;
     while (done < count) {
         ConvDims d;
         d.n = 1 + (int)rng_below(r, 5);
-        d.k = ks[rng_below(r, 4)];
+        d.k = ks[rng_below(r, 6)];
         d.stride = 1 + (int)rng_below(r, 3);
         d.pad = (int)rng_below(r, 4);
         d.dil = 1 + (int)rng_below(r, 2);
@@ -179,14 +183,14 @@ static void test_conv_fixed(Rng *r) {
      * columns split (n = 1), direct 1x1, grouped, depthwise with odd strides. */
     conv_case(r, dims(2, 1, 28, 28, 16, 3, 1, 1, 1, 1), 2, "stem");
     conv_case(r, dims(2, 16, 28, 28, 16, 3, 1, 1, 1, 1), 2, "resnet8.b1");
-    conv_case(r, dims(3, 16, 28, 28, 32, 3, 2, 1, 1, 1), 2, "resnet8.b2");
+    conv_case(r, dims(2, 16, 28, 28, 32, 3, 2, 1, 1, 1), 2, "resnet8.b2");
     conv_case(r, dims(5, 32, 14, 14, 64, 3, 2, 1, 1, 1), 2, "resnet8.b3");
     conv_case(r, dims(5, 64, 7, 7, 64, 3, 1, 1, 1, 1), 1, "resnet8.b3b");
     conv_case(r, dims(3, 32, 14, 14, 64, 1, 2, 0, 1, 1), 2, "resnet8.short");
-    conv_case(r, dims(4, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
+    conv_case(r, dims(2, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
     conv_case(r, dims(5, 64, 7, 7, 96, 1, 1, 0, 1, 1), 2, "mbv2.project");
     conv_case(r, dims(5, 96, 7, 7, 96, 1, 1, 0, 1, 1), 1, "mbv2.1x1.batched");
-    conv_case(r, dims(3, 96, 28, 28, 96, 3, 2, 1, 1, 96), 2, "mbv2.dw.s2");
+    conv_case(r, dims(2, 40, 28, 28, 40, 3, 2, 1, 1, 40), 2, "mbv2.dw.s2");
     conv_case(r, dims(2, 144, 14, 14, 144, 3, 1, 1, 1, 144), 3, "mbv2.dw");
     conv_case(r, dims(1, 16, 28, 28, 32, 3, 1, 1, 1, 1), 2, "batch1.cols");
     conv_case(r, dims(1, 24, 14, 14, 40, 1, 1, 0, 1, 1), 2, "batch1.cols.1x1");
@@ -195,6 +199,8 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(2, 6, 13, 12, 12, 5, 3, 3, 2, 6), 2, "multiplier");
     conv_case(r, dims(3, 10, 15, 13, 10, 7, 3, 3, 2, 10), 2, "dw.k7.s3");
     conv_case(r, dims(2, 7, 9, 9, 7, 5, 2, 0, 1, 7), 1, "dw.k5.s2.p0");
+    /* an output over 16 MB: written with streaming stores */
+    conv_case(r, dims(2, 1, 512, 512, 9, 1, 1, 0, 1, 1), 2, "streamed");
 }
 
 static void test_dims(void) {
@@ -282,7 +288,7 @@ static void test_linear(Rng *r) {
     linear_case(r, 300, 96, 120, 2);
 }
 
-/* ------------------------------------------------------------------ paths */
+/* ------------------------------------------------------------------ variants */
 static int cpu_has(const char *path) {
     if (strcmp(path, "generic") == 0) return 1;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -293,13 +299,16 @@ static int cpu_has(const char *path) {
     return 0;
 }
 
-/* Runs this program again with NASC_GEMM=path; returns its exit status (-1 if it did not run). */
-static int run_with_path(const char *self, const char *path) {
-    char *argv[] = {(char *)self, "--gemm-path", NULL};
-    setenv("NASC_GEMM", path, 1);
+/* Runs this program again as `self --child` with one extra environment variable (the gemm
+ * path and the conv lowering are chosen once per process); returns its exit status, -1 if it
+ * did not run. */
+static int run_child(const char *self, const char *var, const char *value) {
+    char *argv[] = {(char *)self, "--child", NULL};
+    setenv(var, value, 1);
+    fflush(stdout);
     pid_t pid;
     int rc = posix_spawn(&pid, self, NULL, NULL, argv, environ);
-    unsetenv("NASC_GEMM");
+    unsetenv(var);
     if (rc != 0) return -1;
     int status;
     if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) return -1;
@@ -309,35 +318,37 @@ static int run_with_path(const char *self, const char *path) {
 int main(int argc, char **argv) {
     Rng r;
     rng_seed(&r, 20240611);
-    if (argc > 1 && strcmp(argv[1], "--gemm-path") == 0) {
-        /* child: the path forced by NASC_GEMM must be the one in use */
-        const char *want = getenv("NASC_GEMM");
-        CHECK(want && strcmp(gemm_path(), want) == 0, "NASC_GEMM=%s but gemm_path() = %s", want ? want : "(unset)",
-              gemm_path());
+    if (argc > 1 && strcmp(argv[1], "--child") == 0) {
+        /* a forced gemm path must be the one in use */
+        const char *want = getenv("NASC_GEMM"), *conv = getenv("NASC_CONV");
+        if (want) CHECK(strcmp(gemm_path(), want) == 0, "NASC_GEMM=%s but gemm_path() = %s", want, gemm_path());
         test_gemm(&r);
         test_conv_random(&r, 40);
         test_conv_fixed(&r);
         test_linear(&r);
-        char name[64];
-        snprintf(name, sizeof name, "test_conv[%s]", gemm_path());
+        char name[96];
+        snprintf(name, sizeof name, "test_conv[gemm %s, conv %s]", gemm_path(), conv ? conv : "auto");
         return check_summary(name);
     }
     printf("default gemm path: %s\n", gemm_path());
     test_dims();
     test_gemm(&r);
-    test_conv_random(&r, 150);
+    test_conv_random(&r, 120);
     test_conv_fixed(&r);
     test_linear(&r);
-    static const char *paths[] = {"generic", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
-        if (!cpu_has(paths[i])) {
-            printf("gemm path %s: not supported by this CPU, skipped\n", paths[i]);
+    /* every gemm path this CPU has, then each conv lowering forced */
+    static const char *const variants[][2] = {{"NASC_GEMM", "generic"}, {"NASC_GEMM", "avx2"},
+                                              {"NASC_GEMM", "avx512"},  {"NASC_CONV", "explicit"},
+                                              {"NASC_CONV", "implicit"}};
+    for (int i = 0; i < 5; i++) {
+        const char *var = variants[i][0], *val = variants[i][1];
+        if (strcmp(var, "NASC_GEMM") == 0 && !cpu_has(val)) {
+            printf("%s=%s: not supported by this CPU, skipped\n", var, val);
             continue;
         }
-        fflush(stdout);
-        int rc = run_with_path(argv[0], paths[i]);
-        CHECK(rc == 0, "the tests under NASC_GEMM=%s failed (exit status %d)", paths[i], rc);
-        if (rc == 0) printf("gemm path %s: ok\n", paths[i]);
+        int rc = run_child(argv[0], var, val);
+        CHECK(rc == 0, "the tests under %s=%s failed (exit status %d)", var, val, rc);
+        if (rc == 0) printf("%s=%s: ok\n", var, val);
     }
     return check_summary("test_conv");
 }

@@ -8,6 +8,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train   train a network from a spec and report its accuracy\n"
             "  eval    test accuracy of a saved model\n"
+            "  cost    params, MACs, peak memory, flash, latency and target fit of a network\n"
             "  version print the version\n");
 }
 
@@ -19,6 +20,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "cost")) return cmd_cost(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("nasc 0.1\n");
         return 0;

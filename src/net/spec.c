@@ -485,7 +485,14 @@ char *spec_print(const Spec *s) {
             if (a->bias != def.bias) ARG("bias=%d", a->bias);
             break;
         case OP_DROPOUT:
-            if (a->drop != def.drop) ARG("p=%.9g", a->drop);
+            if (a->drop != def.drop) {
+                char num[32];
+                for (int prec = 6; prec <= 9; prec++) { /* shortest text that reads back exactly */
+                    snprintf(num, sizeof num, "%.*g", prec, (double)a->drop);
+                    if (strtof(num, NULL) == a->drop) break;
+                }
+                ARG("p=%s", num);
+            }
             break;
         case OP_RESIZE:
             ARG("s=%d", a->s);

@@ -4,26 +4,26 @@
  * conv2d_*_ref are direct loops over every output and kernel tap, in `real`, single-threaded:
  * obviously correct, slow, and also compiled in double for the gradient checker.
  *
- * The fast float kernels lower everything but depthwise convolution to gemm (per group g;
+ * The fast float kernels lower everything but depthwise convolution to gemm (per group;
  * P = oh*ow output pixels, Kc = cin_g*k*k, "col" = the im2col matrix of the input):
- *   forward   y (cout_g, P)        = W (cout_g, Kc) col (Kc, P)
- *   dW        dW^T (Kc, cout_g)   += col (Kc, P) dy^T (P, cout_g)     (gemm's NT kernel: no packing)
- *   dx        stride 1: dx = a stride-1 conv of dy with the flipped, transposed kernel
- *             (padding (k-1)*dil - pad), lowered like the forward;
- *             otherwise dcol (Kc, P) = W^T dy, then col2im adds it into dx.
- * col is built one of two ways (see "lowering"): written out by im2col, or read in place by
- * gemm from a zero-padded, phase-split copy of the input through a table of row pointers. Small
- * images are batched: nb images side by side give gemm enough columns. A 1x1 stride-1 unpadded
- * conv needs neither: x is its own col and dx its own dcol.
+ *   forward  y (cout_g, P)       = W (cout_g, Kc) col (Kc, P)
+ *   dW       dW^T (Kc, cout_g)  += col (Kc, P) dy^T (P, cout_g)    (gemm's NT kernel: no packing)
+ *   dx       stride 1: a stride-1 conv of dy with the flipped, transposed kernel (padding
+ *            (k-1)*dil - pad), lowered like the forward; otherwise dcol (Kc, P) = W^T dy,
+ *            scattered back (the adjoint of the lowering).
+ * col is built one of two ways (see "lowering to gemm"): written out by im2col, or read in
+ * place by gemm from a zero-padded, phase-split copy of the input through a table of row
+ * pointers. Small images are batched: nb images side by side give gemm enough columns. A 1x1
+ * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol.
  *
- * Depthwise convolution (groups == cin == cout) is direct: each input plane is split into
- * `stride` zero-padded column-phase planes, so every kernel tap is a contiguous, vectorizable
- * row operation for any stride, padding and dilation.
+ * Outputs too large to stay in cache are written with non-temporal stores.
  *
- * Threads: images are split across threads; dW and db go to per-thread partial sums reduced at
- * the end. With fewer images than threads the forward splits one image's columns (or output
- * channels) instead. Depthwise splits (image, channel) planes forward and channels backward
- * (so its dW/db need no reduction).
+ * Depthwise convolution (groups == cin == cout) is direct and vectorized across channels:
+ * blocks of 16 channels are transposed to one 16-channel vector per pixel (see "depthwise").
+ *
+ * Threads: images are split across threads (depthwise: (channel block, image) pairs); dW and
+ * db go to per-thread partial sums reduced at the end. With fewer images than threads the
+ * forward splits one image's columns (or output channels) instead.
  * Scratch slots (per thread): 0 col or phase planes (+ row table), 1 gemm output or dy copies,
  * 2 partial dW/db and the adjoint kernel. Slot 3 belongs to gemm.
  */
@@ -179,6 +179,27 @@ static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 
 #define MULTIVERSION
 #endif
 
+/* A few row shuffles are written with AVX-512 intrinsics; they run when gemm runs on its
+ * AVX-512 path (so NASC_GEMM=avx2|generic also tests the plain C versions). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define CONV_X86 1
+#include <immintrin.h>
+#else
+#define CONV_X86 0
+#endif
+
+#if CONV_X86
+static int use_avx512(void) {
+    static int use = -1;
+    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
+    if (u < 0) {
+        u = strcmp(gemm_path(), "avx512") == 0;
+        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
+    }
+    return u;
+}
+#endif
+
 /* col rows (ci, kh, kw) of cin_g channels, columns = output pixels [p0, p1) of one image,
  * written at col + row * ldcol + (p - p0). x points at the image's first channel of the group. */
 MULTIVERSION static void im2col(float *col, int ldcol, const float *x, int cin_g, const ConvDims *d, int p0,
@@ -215,31 +236,6 @@ MULTIVERSION static void im2col(float *col, int ldcol, const float *x, int cin_g
                     else
                         for (int ox = l; ox < r; ox++) drow[ox] = xr[(size_t)ox * s];
                     for (int ox = r; ox < b; ox++) drow[ox] = 0.0f;
-                }
-            }
-    }
-}
-
-/* dx += col2im(dcol) for one image and group: the adjoint of im2col over all P columns. */
-MULTIVERSION static void col2im_add(float *dx, const float *dcol, int ldcol, int cin_g, const ConvDims *d) {
-    const int k = d->k, s = d->stride, ow = d->ow, h = d->h, w = d->w;
-    for (int c = 0; c < cin_g; c++) {
-        float *xc = dx + (size_t)c * h * w;
-        for (int kh = 0; kh < k; kh++)
-            for (int kw = 0; kw < k; kw++) {
-                const float *src = dcol + (size_t)((c * k + kh) * k + kw) * ldcol;
-                int off = kw * d->dil - d->pad, lo, hi;
-                valid_cols(ow, s, off, w, &lo, &hi);
-                if (lo >= hi) continue;
-                for (int oy = 0; oy < d->oh; oy++) {
-                    int iy = oy * s - d->pad + kh * d->dil;
-                    if (iy < 0 || iy >= h) continue;
-                    float *xr = xc + (size_t)iy * w + off;
-                    const float *sr = src + (size_t)oy * ow;
-                    if (s == 1)
-                        for (int ox = lo; ox < hi; ox++) xr[ox] += sr[ox];
-                    else
-                        for (int ox = lo; ox < hi; ox++) xr[(size_t)ox * s] += sr[ox];
                 }
             }
     }
@@ -287,6 +283,8 @@ typedef struct {
 
 /* Columns a gemm should see at least (fewer make thin, inefficient panels). */
 #define COLS_TARGET 512
+/* Outputs larger than this are written with non-temporal stores (they leave the caches anyway). */
+#define STREAM_BYTES (16.0 * 1024 * 1024)
 
 static int forced_lowering(void) {
     static int forced = -2;
@@ -318,38 +316,181 @@ static Plan plan_of(const ConvDims *d, int images) {
     return pl;
 }
 
+/* One input row xr (NULL: a padding row) into its s column-phase rows: dst[pc][q] = padded
+ * column q*s + pc, for q < wq. The interior, where every phase is inside the row, is a plain
+ * (s = 1) or de-interleaving (s = 2) copy that vectorizes; the edges check bounds. */
+static inline void phase_row(float *const *dst, const float *xr, int s, int pad, int w, int wq) {
+    if (!xr) {
+        for (int pc = 0; pc < s; pc++)
+            for (int q = 0; q < wq; q++) dst[pc][q] = 0.0f;
+        return;
+    }
+    int qa = NASC_MIN((pad + s - 1) / s, wq);
+    int qb = w + pad - s >= 0 ? NASC_MIN((w + pad - s) / s + 1, wq) : 0;
+    if (qb < qa) qb = qa;
+    const float *x0 = xr - pad;
+    if (s == 1) {
+        float *d0 = dst[0];
+        for (int q = qa; q < qb; q++) d0[q] = x0[q];
+    } else if (s == 2) {
+        float *d0 = dst[0], *d1 = dst[1];
+        for (int q = qa; q < qb; q++) {
+            d0[q] = x0[2 * q];
+            d1[q] = x0[2 * q + 1];
+        }
+    } else {
+        for (int pc = 0; pc < s; pc++)
+            for (int q = qa; q < qb; q++) dst[pc][q] = x0[(size_t)q * s + pc];
+    }
+    for (int pc = 0; pc < s; pc++) {
+        for (int q = 0; q < qa; q++) {
+            int col = q * s + pc - pad;
+            dst[pc][q] = col >= 0 && col < w ? xr[col] : 0.0f;
+        }
+        for (int q = qb; q < wq; q++) {
+            int col = q * s + pc - pad;
+            dst[pc][q] = col >= 0 && col < w ? xr[col] : 0.0f;
+        }
+    }
+}
+
+#if CONV_X86
+/* Lanes l of a 16-lane chunk whose element index base + l lies in [lo, hi). */
+static inline __mmask16 lane_range(int base, int lo, int hi) {
+    int a = NASC_MAX(lo - base, 0), b = NASC_MIN(hi - base, 16);
+    if (b <= a) return 0;
+    return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
+}
+
+/* phase_row for s = 1 or 2 with masked loads (lanes outside the row read nothing). */
+__attribute__((target("avx512f"))) static void phase_row_avx512(float *const *dst, const float *xr, int s, int pad,
+                                                                int w, int wq) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int q0 = 0; q0 < wq; q0 += 16) {
+        __mmask16 st = lane_range(q0, 0, wq);
+        if (!xr) {
+            for (int pc = 0; pc < s; pc++) _mm512_mask_storeu_ps(dst[pc] + q0, st, _mm512_setzero_ps());
+            continue;
+        }
+        if (s == 1) {
+            __mmask16 m = lane_range(q0 - pad, 0, w);
+            _mm512_mask_storeu_ps(dst[0] + q0, st, _mm512_maskz_loadu_ps(m, xr + q0 - pad));
+        } else { /* padded columns 2*q0 .. 2*q0 + 31, de-interleaved */
+            int c0 = 2 * q0 - pad;
+            __m512 a = _mm512_maskz_loadu_ps(lane_range(c0, 0, w), xr + c0);
+            __m512 b = _mm512_maskz_loadu_ps(lane_range(c0 + 16, 0, w), xr + c0 + 16);
+            _mm512_mask_storeu_ps(dst[0] + q0, st, _mm512_permutex2var_ps(a, even, b));
+            _mm512_mask_storeu_ps(dst[1] + q0, st, _mm512_permutex2var_ps(a, odd, b));
+        }
+    }
+}
+#endif
+
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
  * img_stride apart) into the phase planes xph. */
 MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1,
                                    const ConvDims *d, const Grid *g) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, W = g->W;
+    float *dst[16];
+    float **dp = s <= 16 ? dst : xmalloc((size_t)s * sizeof *dp);
     for (int c = c0; c < c1; c++)
-        for (int pr = 0; pr < s; pr++)
-            for (int pc = 0; pc < s; pc++) {
-                float *base = xph + ((size_t)(c * s + pr) * s + pc) * g->plane;
-                int lo, hi;
-                valid_cols(wq, s, pc - pad, w, &lo, &hi);
-                for (int i = 0; i < g->hq; i++) {
-                    float *dst = base + (size_t)i * W;
-                    int iy = i * s + pr - pad;
-                    if (iy < 0 || iy >= h) {
-                        for (int q = 0; q < W; q++) dst[q] = 0.0f;
+        for (int pr = 0; pr < s; pr++) {
+            float *base = xph + (size_t)(c * s + pr) * s * g->plane; /* plane (pr, 0) */
+            for (int i = 0; i < g->hq; i++) {
+                int iy = i * s + pr - pad;
+                for (int j = 0; j < g->nb; j++) {
+                    for (int pc = 0; pc < s; pc++) dp[pc] = base + pc * g->plane + (size_t)i * W + (size_t)j * wq;
+                    const float *xr = iy < 0 || iy >= h ? NULL : x + j * img_stride + ((size_t)c * h + iy) * w;
+#if CONV_X86
+                    if (s <= 2 && use_avx512()) {
+                        phase_row_avx512(dp, xr, s, pad, w, wq);
                         continue;
                     }
-                    for (int j = 0; j < g->nb; j++) {
-                        const float *xr = x + j * img_stride + ((size_t)c * h + iy) * w + pc - pad;
-                        float *dj = dst + (size_t)j * wq;
-                        for (int q = 0; q < lo; q++) dj[q] = 0.0f;
-                        if (s == 1)
-                            for (int q = lo; q < hi; q++) dj[q] = xr[q];
-                        else
-                            for (int q = lo; q < hi; q++) dj[q] = xr[(size_t)q * s];
-                        for (int q = hi; q < wq; q++) dj[q] = 0.0f;
-                    }
+#endif
+                    phase_row(dp, xr, s, pad, w, wq);
                 }
-                float *slack = base + (size_t)g->hq * W;
+            }
+            for (int pc = 0; pc < s; pc++) {
+                float *slack = base + pc * g->plane + (size_t)g->hq * W;
                 for (int q = 0; q < W; q++) slack[q] = 0.0f;
             }
+        }
+    if (dp != dst) free(dp);
+}
+
+/* The adjoint of phase_row: xr[col] += padded column col + pad of the s phase rows src[pc]
+ * (src[pc][q] is padded column q*s + pc), for the w columns of the row. */
+static inline void fold_row(float *xr, const float *const *src, int s, int pad, int w, int wq) {
+    for (int pc = 0; pc < s; pc++) {
+        int lo, hi;
+        valid_cols(wq, s, pc - pad, w, &lo, &hi);
+        float *dd = xr + pc - pad;
+        const float *sp = src[pc];
+        if (s == 1)
+            for (int q = lo; q < hi; q++) dd[q] += sp[q];
+        else
+            for (int q = lo; q < hi; q++) dd[(size_t)q * s] += sp[q];
+    }
+}
+
+#if CONV_X86
+/* fold_row for s = 1 or 2 with masked loads and stores. */
+__attribute__((target("avx512f"))) static void fold_row_avx512(float *xr, const float *const *src, int s, int pad,
+                                                               int w, int wq) {
+    const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (int q0 = 0; q0 < wq; q0 += 16) {
+        __mmask16 in = lane_range(q0, 0, wq);
+        if (s == 1) {
+            __mmask16 m = lane_range(q0 - pad, 0, w);
+            float *d = xr + q0 - pad;
+            _mm512_mask_storeu_ps(d, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), _mm512_maskz_loadu_ps(in, src[0] + q0)));
+        } else { /* phase columns q0 .. q0 + 15 interleave into padded columns 2*q0 .. 2*q0 + 31 */
+            __m512 a = _mm512_maskz_loadu_ps(in, src[0] + q0), b = _mm512_maskz_loadu_ps(in, src[1] + q0);
+            int c0 = 2 * q0 - pad;
+            __mmask16 m0 = lane_range(c0, 0, w), m1 = lane_range(c0 + 16, 0, w);
+            float *d0 = xr + c0, *d1 = xr + c0 + 16;
+            _mm512_mask_storeu_ps(d0, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d0), _mm512_permutex2var_ps(a, lo_idx, b)));
+            _mm512_mask_storeu_ps(d1, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d1), _mm512_permutex2var_ps(a, hi_idx, b)));
+        }
+    }
+}
+#endif
+
+/* dx (nb images, img_stride apart, at the group's first channel) += the interior of the phase
+ * planes dxph: the adjoint of grid_fill. */
+MULTIVERSION static void grid_fold_add(float *dx, size_t img_stride, const float *dxph, int cin_g,
+                                       const ConvDims *d, const Grid *g) {
+    const int s = g->s, pad = d->pad, h = d->h, w = d->w;
+    const float *src[16];
+    const float **sp = s <= 16 ? src : xmalloc((size_t)s * sizeof *sp);
+    for (int j = 0; j < g->nb; j++)
+        for (int c = 0; c < cin_g; c++)
+            for (int iy = 0; iy < h; iy++) {
+                float *xr = dx + j * img_stride + ((size_t)c * h + iy) * w;
+                int R = iy + pad;
+                for (int pc = 0; pc < s; pc++)
+                    sp[pc] = dxph + ((size_t)(c * s + R % s) * s + pc) * g->plane + (size_t)(R / s) * g->W +
+                             (size_t)j * g->wq;
+#if CONV_X86
+                if (s <= 2 && use_avx512()) {
+                    fold_row_avx512(xr, sp, s, pad, w, g->wq);
+                    continue;
+                }
+#endif
+                fold_row(xr, sp, s, pad, w, g->wq);
+            }
+    if (sp != src) free(sp);
+}
+
+/* dst rows[r][q] += src[r*Q + q] for r < n, q < Q (rows may overlap: applied in order). */
+MULTIVERSION static void rows_add(float *const *rows, const float *src, int n, int Q) {
+    for (int r = 0; r < n; r++) {
+        float *dst = rows[r];
+        const float *sr = src + (size_t)r * Q;
+        for (int q = 0; q < Q; q++) dst[q] += sr[q];
+    }
 }
 
 /* rows[(c*k + kh)*k + kw] = where im2col row (c, kh, kw) starts inside the phase planes. */
@@ -364,41 +505,74 @@ static void grid_rows(const float **rows, const float *xph, int cin_g, const Con
             }
 }
 
+/* rows rows of n values: dst (row stride ds) = src (row stride ss) + v, or dst += src when
+ * accumulate; then dst[n, n + zero_tail) = 0. The unit of every scatter and gather between
+ * NCHW planes and the lowered layouts. */
+static inline void move_rows(float *dst, size_t ds, const float *src, size_t ss, int rows, int n, float v,
+                             int accumulate, int zero_tail) {
+    for (int r = 0; r < rows; r++, dst += ds, src += ss) {
+        if (accumulate)
+            for (int q = 0; q < n; q++) dst[q] += src[q];
+        else
+            for (int q = 0; q < n; q++) dst[q] = src[q] + v;
+        for (int q = n; q < n + zero_tail; q++) dst[q] = 0.0f;
+    }
+}
+
+#if CONV_X86
+__attribute__((target("avx512f"))) static void move_rows_avx512(float *dst, size_t ds, const float *src, size_t ss,
+                                                                int rows, int n, float v, int accumulate,
+                                                                int zero_tail) {
+    const __m512 vv = _mm512_set1_ps(v);
+    for (int r = 0; r < rows; r++, dst += ds, src += ss) {
+        for (int q = 0; q < n + zero_tail; q += 16) {
+            __mmask16 m = lane_range(q, 0, n), z = lane_range(q, n, n + zero_tail);
+            __m512 x = _mm512_maskz_loadu_ps(m, src + q);
+            x = accumulate ? _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, dst + q)) : _mm512_add_ps(x, vv);
+            _mm512_mask_storeu_ps(dst + q, m, x);
+            if (z) _mm512_mask_storeu_ps(dst + q, z, _mm512_setzero_ps());
+        }
+    }
+}
+#endif
+
+static void move(float *dst, size_t ds, const float *src, size_t ss, int rows, int n, float v, int accumulate,
+                 int zero_tail) {
+#if CONV_X86
+    if (use_avx512()) {
+        move_rows_avx512(dst, ds, src, ss, rows, n, v, accumulate, zero_tail);
+        return;
+    }
+#endif
+    move_rows(dst, ds, src, ss, rows, n, v, accumulate, zero_tail);
+}
+
 /* dyg (cout_g, Q) = dy of nb images (images img_stride apart) on the output grid; the junk
  * columns are zero, so they contribute nothing to dW. */
 MULTIVERSION static void grid_dy(float *dyg, const float *dy, size_t img_stride, int cout_g, const ConvDims *d,
                                  const Grid *g) {
     const int ow = d->ow, P = d->oh * ow;
     for (int co = 0; co < cout_g; co++)
-        for (int oy = 0; oy < d->oh; oy++) {
-            float *dst = dyg + (size_t)co * g->Q + (size_t)oy * g->W;
-            for (int j = 0; j < g->nb; j++) {
-                const float *src = dy + j * img_stride + (size_t)co * P + (size_t)oy * ow;
-                float *dj = dst + (size_t)j * g->wq;
-                for (int q = 0; q < ow; q++) dj[q] = src[q];
-                for (int q = ow; q < g->wq; q++) dj[q] = 0.0f;
-            }
-        }
+        for (int j = 0; j < g->nb; j++)
+            move(dyg + (size_t)co * g->Q + (size_t)j * g->wq, (size_t)g->W, dy + j * img_stride + (size_t)co * P,
+                 (size_t)ow, d->oh, ow, 0.0f, 0, g->wq - ow);
 }
 
 /* y (images j < nb, channels [c0, c1) of the group) = or += res (channels, columns) + bias.
  * res has `ld` columns per row; image j's pixel (oy, ox) is at column oy * W + j * wq + ox
  * (implicit grid: W = nb * wq; explicit batch: W = ow, wq = P). */
-MULTIVERSION static void scatter_out(float *y, size_t img_stride, const float *res, int ld, int c0, int c1,
-                                     const float *b, int accumulate, int nb, int W, int wq, int oh, int ow) {
+static void scatter_out(float *y, size_t img_stride, const float *res, int ld, int c0, int c1, const float *b,
+                        int accumulate, int nb, int W, int wq, int oh, int ow) {
     const int P = oh * ow;
     for (int j = 0; j < nb; j++)
         for (int c = c0; c < c1; c++) {
             float *yr = y + j * img_stride + (size_t)c * P;
+            const float *src = res + (size_t)c * ld + (size_t)j * wq;
             float v = b ? b[c] : 0.0f;
-            for (int oy = 0; oy < oh; oy++) {
-                const float *src = res + (size_t)c * ld + (size_t)oy * W + (size_t)j * wq;
-                float *dst = yr + (size_t)oy * ow;
-                if (accumulate)
-                    for (int ox = 0; ox < ow; ox++) dst[ox] += src[ox];
-                else
-                    for (int ox = 0; ox < ow; ox++) dst[ox] = src[ox] + v;
-            }
+            if (W == ow) /* rows are contiguous: one run */
+                move(yr, 0, src, 0, 1, P, v, accumulate, 0);
+            else
+                move(yr, (size_t)ow, src, (size_t)W, oh, ow, v, accumulate, 0);
         }
 }
 
@@ -437,155 +611,304 @@ static void adjoint_weights(float *wadj, const float *w, const ConvDims *d) {
 }
 
 /* ------------------------------------------------------------------ depthwise */
-/* Phase planes of one zero-padded input plane: plane q holds padded columns j*s + q, so a tap
- * at padded column ox*s + kw*dil reads plane (kw*dil) % s at column ox + (kw*dil) / s.
- * Layout: q-major, each plane hp rows of wq columns (wq = ceil(wp / s)). */
-typedef struct {
-    int hp, wp, wq, s;
-} Phases;
+/* Depthwise convolution vectorizes across channels: blocks of DW_CB = 16 channels are
+ * transposed into a pixel-major layout (one 16-channel vector per pixel, the input zero-padded),
+ * so each kernel tap is one vector multiply-add whatever the stride, padding or dilation, and
+ * the padding needs no tests. The transposes use AVX-512 gathers/scatters when gemm runs on the
+ * AVX-512 path and plain loops otherwise; the arithmetic is plain C that the compiler
+ * vectorizes. Work items are (channel block, image) pairs; dW and db go to per-thread partial
+ * sums reduced at the end. */
+#define DW_CB 16
 
-static Phases phases_of(const ConvDims *d) {
-    Phases ph;
-    ph.s = d->stride;
-    ph.hp = d->h + 2 * d->pad;
-    ph.wp = d->w + 2 * d->pad;
-    ph.wq = (ph.wp + ph.s - 1) / ph.s;
-    return ph;
-}
-
-static void phases_fill(float *xq, const float *x, const ConvDims *d, const Phases *ph) {
-    const int s = ph->s, pad = d->pad, w = d->w;
-    for (int q = 0; q < s; q++)
-        for (int r = 0; r < ph->hp; r++) {
-            float *dst = xq + ((size_t)q * ph->hp + r) * ph->wq;
-            int iy = r - pad;
-            if (iy < 0 || iy >= d->h) {
-                memset(dst, 0, (size_t)ph->wq * sizeof(float));
-                continue;
-            }
-            const float *xr = x + (size_t)iy * w;
-            for (int j = 0; j < ph->wq; j++) {
-                int ix = j * s + q - pad;
-                dst[j] = ix >= 0 && ix < w ? xr[ix] : 0.0f;
-            }
-        }
-}
-
-/* dx (one plane) += the interior of phase planes dxq. */
-static void phases_fold_add(float *dx, const float *dxq, const ConvDims *d, const Phases *ph) {
-    const int s = ph->s, pad = d->pad, w = d->w;
-    for (int iy = 0; iy < d->h; iy++) {
-        float *dr = dx + (size_t)iy * w;
-        for (int q = 0; q < s; q++) {
-            const float *src = dxq + ((size_t)q * ph->hp + iy + pad) * ph->wq;
-            for (int j = 0; j < ph->wq; j++) {
-                int ix = j * s + q - pad;
-                if (ix >= 0 && ix < w) dr[ix] += src[j];
-            }
-        }
+#if CONV_X86
+/* In-register transpose of the 16 x 16 matrix r (r[i] = row i). */
+__attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { /* r[4i + j]: columns j, j+4, j+8, j+12 (by lane) of rows 4i..4i+3 */
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+        r[j + 4] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[j + 12] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
     }
 }
 
-/* y (oh, ow) = bias + sum over taps of w * phase rows. */
-MULTIVERSION static void dw_plane_forward(float *y, const float *xq, const float *wk, float bias,
-                                          const ConvDims *d, const Phases *ph) {
-    const int k = d->k, ow = d->ow, s = ph->s;
-    for (int oy = 0; oy < d->oh; oy++) {
-        float *yr = y + (size_t)oy * ow;
-        for (int ox = 0; ox < ow; ox++) yr[ox] = bias;
-        for (int kh = 0; kh < k; kh++) {
-            int r = oy * s + kh * d->dil;
-            for (int kw = 0; kw < k; kw++) {
-                int t = kw * d->dil;
-                const float *xr = xq + ((size_t)(t % s) * ph->hp + r) * ph->wq + t / s;
-                float wv = wk[kh * k + kw];
-                for (int ox = 0; ox < ow; ox++) yr[ox] += wv * xr[ox];
-            }
+/* dst[p*16 + c] = src[c*plane + p] for c < cn (0 above), p < np. */
+__attribute__((target("avx512f"))) static void dw_in_avx512(float *dst, const float *src, size_t plane, int np,
+                                                            int cn) {
+    int p0 = 0;
+    if (cn == 16)
+        for (; p0 + 16 <= np; p0 += 16) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) r[c] = _mm512_loadu_ps(src + (size_t)c * plane + p0);
+            tr16(r);
+#pragma GCC unroll 16
+            for (int p = 0; p < 16; p++) _mm512_storeu_ps(dst + (size_t)(p0 + p) * 16, r[p]);
         }
+    for (; p0 < np; p0 += 16) {
+        int n = NASC_MIN(16, np - p0);
+        __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        __m512 r[16];
+        for (int c = 0; c < 16; c++)
+            r[c] = c < cn ? _mm512_maskz_loadu_ps(m, src + (size_t)c * plane + p0) : _mm512_setzero_ps();
+        tr16(r);
+        for (int p = 0; p < n; p++) _mm512_storeu_ps(dst + (size_t)(p0 + p) * 16, r[p]);
     }
 }
 
-/* dxq (phase planes, accumulated) += taps of w * dy; tacc (k*k, ow) += dy * x per tap. */
-MULTIVERSION static void dw_plane_backward(float *dxq, float *tacc, const float *dy, const float *xq,
-                                           const float *wk, const ConvDims *d, const Phases *ph) {
-    const int k = d->k, ow = d->ow, s = ph->s;
-    for (int oy = 0; oy < d->oh; oy++) {
-        const float *gr = dy + (size_t)oy * ow;
-        for (int kh = 0; kh < k; kh++) {
-            int r = oy * s + kh * d->dil;
-            for (int kw = 0; kw < k; kw++) {
-                int t = kw * d->dil;
-                size_t at = ((size_t)(t % s) * ph->hp + r) * ph->wq + t / s;
-                float wv = wk[kh * k + kw];
-                if (dxq) {
-                    float *dr = dxq + at;
-                    for (int ox = 0; ox < ow; ox++) dr[ox] += wv * gr[ox];
+/* dst[c*plane + p] (+)= src[p*16 + c] for c < cn, p < np. */
+__attribute__((target("avx512f"))) static void dw_out_avx512(float *dst, size_t plane, const float *src, int np,
+                                                             int cn, int accumulate) {
+    int p0 = 0;
+    if (cn == 16)
+        for (; p0 + 16 <= np; p0 += 16) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int p = 0; p < 16; p++) r[p] = _mm512_loadu_ps(src + (size_t)(p0 + p) * 16);
+            tr16(r);
+            if (accumulate) {
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++) {
+                    float *row = dst + (size_t)c * plane + p0;
+                    _mm512_storeu_ps(row, _mm512_add_ps(r[c], _mm512_loadu_ps(row)));
                 }
-                if (tacc) {
-                    const float *xr = xq + at;
-                    float *ta = tacc + (size_t)(kh * k + kw) * ow;
-                    for (int ox = 0; ox < ow; ox++) ta[ox] += gr[ox] * xr[ox];
+            } else {
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++) _mm512_storeu_ps(dst + (size_t)c * plane + p0, r[c]);
+            }
+        }
+    for (; p0 < np; p0 += 16) {
+        int n = NASC_MIN(16, np - p0);
+        __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        __m512 r[16];
+        for (int p = 0; p < 16; p++) r[p] = p < n ? _mm512_loadu_ps(src + (size_t)(p0 + p) * 16) : _mm512_setzero_ps();
+        tr16(r);
+        for (int c = 0; c < cn; c++) {
+            float *row = dst + (size_t)c * plane + p0;
+            __m512 v = accumulate ? _mm512_add_ps(r[c], _mm512_maskz_loadu_ps(m, row)) : r[c];
+            _mm512_mask_storeu_ps(row, m, v);
+        }
+    }
+}
+#endif
+
+static void dw_in(float *dst, const float *src, size_t plane, int np, int cn) {
+#if CONV_X86
+    if (use_avx512()) {
+        dw_in_avx512(dst, src, plane, np, cn);
+        return;
+    }
+#endif
+    for (int p = 0; p < np; p++)
+        for (int c = 0; c < DW_CB; c++) dst[(size_t)p * DW_CB + c] = c < cn ? src[(size_t)c * plane + p] : 0.0f;
+}
+
+static void dw_out(float *dst, size_t plane, const float *src, int np, int cn, int accumulate) {
+#if CONV_X86
+    if (use_avx512()) {
+        dw_out_avx512(dst, plane, src, np, cn, accumulate);
+        return;
+    }
+#endif
+    for (int c = 0; c < cn; c++)
+        for (int p = 0; p < np; p++) {
+            float v = src[(size_t)p * DW_CB + c];
+            dst[(size_t)c * plane + p] = accumulate ? dst[(size_t)c * plane + p] + v : v;
+        }
+}
+
+/* xb (hp, wp, 16): the zero-padded block of channels [c0, c0 + cn) of one image, through tmp
+ * (h*w*16 floats). Only the interior is written: the caller zeroes xb once (the border stays
+ * zero). */
+static void dw_fill(float *xb, float *tmp, const float *x, int cn, const ConvDims *d) {
+    const int wp = d->w + 2 * d->pad;
+    dw_in(tmp, x, (size_t)d->h * d->w, d->h * d->w, cn);
+    for (int iy = 0; iy < d->h; iy++)
+        memcpy(xb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB, tmp + (size_t)iy * d->w * DW_CB,
+               (size_t)d->w * DW_CB * sizeof(float));
+}
+
+/* yb (P, 16) = b16 + the taps of w16 (kk, 16) over xb (hp, wp, 16). Four output pixels at a
+ * time, so each weight vector is loaded once per four multiply-adds. */
+MULTIVERSION static void dw_block_forward(float *yb, const float *xb, const float *w16, const float *b16,
+                                          const ConvDims *d) {
+    const int k = d->k, s = d->stride, dil = d->dil, ow = d->ow, wp = d->w + 2 * d->pad;
+    for (int oy = 0; oy < d->oh; oy++) {
+        int ox = 0;
+        for (; ox + 4 <= ow; ox += 4) {
+            float a0[DW_CB], a1[DW_CB], a2[DW_CB], a3[DW_CB];
+            for (int c = 0; c < DW_CB; c++) a0[c] = a1[c] = a2[c] = a3[c] = b16[c];
+            for (int kh = 0; kh < k; kh++) {
+                const float *xr = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)ox * s) * DW_CB;
+                for (int kw = 0; kw < k; kw++) {
+                    const float *xp = xr + (size_t)kw * dil * DW_CB, *wt = w16 + (size_t)(kh * k + kw) * DW_CB;
+                    const size_t st = (size_t)s * DW_CB;
+                    for (int c = 0; c < DW_CB; c++) {
+                        a0[c] += wt[c] * xp[c];
+                        a1[c] += wt[c] * xp[st + c];
+                        a2[c] += wt[c] * xp[2 * st + c];
+                        a3[c] += wt[c] * xp[3 * st + c];
+                    }
+                }
+            }
+            float *yo = yb + ((size_t)oy * ow + ox) * DW_CB;
+            for (int c = 0; c < DW_CB; c++) {
+                yo[c] = a0[c];
+                yo[DW_CB + c] = a1[c];
+                yo[2 * DW_CB + c] = a2[c];
+                yo[3 * DW_CB + c] = a3[c];
+            }
+        }
+        for (; ox < ow; ox++) {
+            float a[DW_CB];
+            for (int c = 0; c < DW_CB; c++) a[c] = b16[c];
+            for (int kh = 0; kh < k; kh++)
+                for (int kw = 0; kw < k; kw++) {
+                    const float *xp = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)ox * s + (size_t)kw * dil) * DW_CB;
+                    const float *wt = w16 + (size_t)(kh * k + kw) * DW_CB;
+                    for (int c = 0; c < DW_CB; c++) a[c] += wt[c] * xp[c];
+                }
+            float *yo = yb + ((size_t)oy * ow + ox) * DW_CB;
+            for (int c = 0; c < DW_CB; c++) yo[c] = a[c];
+        }
+    }
+}
+
+/* For the output gradients dyb (P, 16): db16 += sum of dyb; dw16 (kk, 16) += dyb * input tap;
+ * dxb (hp, wp, 16) += w16 * dyb at each tap. NULL outputs are skipped. One tap at a time, so
+ * the dW sums stay in registers. */
+MULTIVERSION static void dw_block_backward(float *restrict dxb, float *restrict dw16, float *restrict db16,
+                                           const float *restrict dyb, const float *restrict xb,
+                                           const float *restrict w16, const ConvDims *d) {
+    const int k = d->k, s = d->stride, dil = d->dil, oh = d->oh, ow = d->ow, wp = d->w + 2 * d->pad;
+    if (db16) {
+        float a[DW_CB] = {0};
+        for (int p = 0; p < oh * ow; p++)
+            for (int c = 0; c < DW_CB; c++) a[c] += dyb[(size_t)p * DW_CB + c];
+        for (int c = 0; c < DW_CB; c++) db16[c] += a[c];
+    }
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++) {
+            const size_t t = (size_t)(kh * k + kw) * DW_CB;
+            if (dw16) {
+                float a[DW_CB] = {0};
+                for (int oy = 0; oy < oh; oy++) {
+                    const float *xr = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)kw * dil) * DW_CB;
+                    const float *g = dyb + (size_t)oy * ow * DW_CB;
+                    for (int ox = 0; ox < ow; ox++)
+                        for (int c = 0; c < DW_CB; c++) a[c] += g[(size_t)ox * DW_CB + c] * xr[(size_t)ox * s * DW_CB + c];
+                }
+                for (int c = 0; c < DW_CB; c++) dw16[t + c] += a[c];
+            }
+            if (dxb) {
+                float wt[DW_CB];
+                for (int c = 0; c < DW_CB; c++) wt[c] = w16[t + c];
+                for (int oy = 0; oy < oh; oy++) {
+                    float *xr = dxb + ((size_t)(oy * s + kh * dil) * wp + (size_t)kw * dil) * DW_CB;
+                    const float *g = dyb + (size_t)oy * ow * DW_CB;
+                    for (int ox = 0; ox < ow; ox++)
+                        for (int c = 0; c < DW_CB; c++) xr[(size_t)ox * s * DW_CB + c] += wt[c] * g[(size_t)ox * DW_CB + c];
                 }
             }
         }
-    }
+}
+
+/* w16 (kk, 16) and b16 (16) of channels [c0, c0 + cn), zero above cn. */
+static void dw_block_weights(float *w16, float *b16, const float *w, const float *b, int c0, int cn, int kk) {
+    for (int t = 0; t < kk; t++)
+        for (int c = 0; c < DW_CB; c++) w16[(size_t)t * DW_CB + c] = c < cn ? w[(size_t)(c0 + c) * kk + t] : 0.0f;
+    if (b16)
+        for (int c = 0; c < DW_CB; c++) b16[c] = c < cn && b ? b[c0 + c] : 0.0f;
 }
 
 static void depthwise_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
-    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
-    const Phases ph = phases_of(d);
-    const size_t qsize = (size_t)ph.s * ph.hp * ph.wq;
-    int planes = d->n * C;
-    int nt = threads_for(2.0 * planes * P * kk, planes);
+    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
+    const int blocks = (C + DW_CB - 1) / DW_CB, items = blocks * d->n;
+    const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad) * DW_CB);
+    int nt = threads_for(2.0 * d->n * C * P * kk, items);
 #pragma omp parallel num_threads(nt)
     {
-        float *xq = scratch_get(0, qsize * sizeof(float));
-        int lo, hi;
-        split_range(planes, thread_count(), thread_id(), &lo, &hi);
-        for (int i = lo; i < hi; i++) {
-            int c = i % C;
-            phases_fill(xq, x + (size_t)i * d->h * d->w, d, &ph);
-            dw_plane_forward(y + (size_t)i * P, xq, w + (size_t)c * kk, b ? b[c] : 0.0f, d, &ph);
+        const size_t tsz = round16((size_t)NASC_MAX(P, HW) * DW_CB);
+        float *xb = scratch_get(0, (xbsz + tsz + (size_t)(kk + 1) * DW_CB) * sizeof(float));
+        float *yb = xb + xbsz, *w16 = yb + tsz, *b16 = w16 + (size_t)kk * DW_CB; /* yb also dw_fill's tmp */
+        memset(xb, 0, xbsz * sizeof(float));
+        int lo, hi, blk_have = -1;
+        split_range(items, thread_count(), thread_id(), &lo, &hi);
+        for (int it = lo; it < hi; it++) {
+            int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
+            if (blk != blk_have) dw_block_weights(w16, b16, w, b, c0, cn, kk), blk_have = blk;
+            dw_fill(xb, yb, x + ((size_t)n * C + c0) * HW, cn, d);
+            dw_block_forward(yb, xb, w16, b16, d);
+            dw_out(y + ((size_t)n * C + c0) * P, (size_t)P, yb, P, cn, 0);
         }
     }
 }
 
 static void depthwise_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                const float *w, const ConvDims *d) {
-    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, ow = d->ow;
-    const Phases ph = phases_of(d);
-    const size_t qsize = (size_t)ph.s * ph.hp * ph.wq;
-    int nt = threads_for(4.0 * d->n * C * P * kk, C);
+    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
+    const int blocks = (C + DW_CB - 1) / DW_CB, items = blocks * d->n, Cp = blocks * DW_CB;
+    const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * wp * DW_CB);
+    int nt = NASC_MIN(threads_for(4.0 * d->n * C * P * kk, items), 256);
+    float *parts[256] = {0};
 #pragma omp parallel num_threads(nt)
     {
-        float *xq = scratch_get(0, qsize * sizeof(float));
-        float *dxq = scratch_get(1, qsize * sizeof(float));
-        float *tacc = scratch_get(2, (size_t)kk * ow * sizeof(float));
-        int lo, hi;
-        split_range(C, thread_count(), thread_id(), &lo, &hi);
-        for (int c = lo; c < hi; c++) {
-            if (dw) memset(tacc, 0, (size_t)kk * ow * sizeof(float));
-            double bsum = 0.0;
-            for (int n = 0; n < d->n; n++) {
-                size_t plane = (size_t)n * C + c;
-                const float *g = dy + plane * P;
-                if (dw) phases_fill(xq, x + plane * d->h * d->w, d, &ph);
-                if (dx) memset(dxq, 0, qsize * sizeof(float));
-                dw_plane_backward(dx ? dxq : NULL, dw ? tacc : NULL, g, xq, w + (size_t)c * kk, d, &ph);
-                if (dx) phases_fold_add(dx + plane * d->h * d->w, dxq, d, &ph);
-                if (db) {
-                    float s = 0.0f;
-                    for (int p = 0; p < P; p++) s += g[p];
-                    bsum += s;
-                }
+        const int t = thread_id(), T = thread_count();
+        const size_t tsz = round16((size_t)HW * DW_CB);
+        float *xb = scratch_get(0, (2 * xbsz + tsz + round16((size_t)P * DW_CB)) * sizeof(float));
+        float *dxb = xb + xbsz, *tmp = dxb + xbsz, *dyb = tmp + tsz;
+        /* this thread's dW (blocks, kk, 16) and db (blocks, 16) sums, then the block's weights */
+        size_t psz = (size_t)Cp * kk + Cp;
+        float *part = scratch_get(2, (psz + (size_t)kk * DW_CB) * sizeof(float)), *w16 = part + psz;
+        memset(part, 0, psz * sizeof(float));
+        parts[t] = part;
+        if (dw) memset(xb, 0, xbsz * sizeof(float));
+        int lo, hi, blk_have = -1;
+        split_range(items, T, t, &lo, &hi);
+        for (int it = lo; it < hi; it++) {
+            int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
+            if (blk != blk_have) dw_block_weights(w16, NULL, w, NULL, c0, cn, kk), blk_have = blk;
+            size_t img = (size_t)n * C + c0;
+            dw_in(dyb, dy + img * P, (size_t)P, P, cn);
+            if (dw) dw_fill(xb, tmp, x + img * HW, cn, d);
+            if (dx) memset(dxb, 0, xbsz * sizeof(float));
+            dw_block_backward(dx ? dxb : NULL, dw ? part + (size_t)blk * kk * DW_CB : NULL,
+                              db ? part + (size_t)Cp * kk + (size_t)blk * DW_CB : NULL, dyb, xb, w16, d);
+            if (dx) { /* the interior of dxb, compacted, added into dx */
+                for (int iy = 0; iy < d->h; iy++)
+                    memcpy(tmp + (size_t)iy * d->w * DW_CB, dxb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB,
+                           (size_t)d->w * DW_CB * sizeof(float));
+                dw_out(dx + img * HW, (size_t)HW, tmp, HW, cn, 1);
             }
-            if (dw)
-                for (int t = 0; t < kk; t++) {
-                    float s = 0.0f;
-                    for (int ox = 0; ox < ow; ox++) s += tacc[(size_t)t * ow + ox];
-                    dw[(size_t)c * kk + t] += s;
-                }
-            if (db) db[c] += (float)bsum;
+        }
+#pragma omp barrier
+        /* reduce over threads, split by channel */
+        int c0, c1;
+        split_range(C, T, t, &c0, &c1);
+        for (int c = c0; c < c1; c++) {
+            int blk = c / DW_CB, lane = c % DW_CB;
+            for (int u = 0; u < T; u++) {
+                const float *pu = parts[u];
+                if (dw)
+                    for (int q = 0; q < kk; q++) dw[(size_t)c * kk + q] += pu[((size_t)blk * kk + q) * DW_CB + lane];
+                if (db) db[c] += pu[(size_t)Cp * kk + (size_t)blk * DW_CB + lane];
+            }
         }
     }
 }
@@ -608,6 +931,8 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
     const Plan pl = plan_of(d, i1 - i0);
     const Grid gmax = grid_of(d, pl.nb);
     const int in_place = pl.how == LOWER_EXPLICIT && pl.nb == 1; /* gemm writes y itself */
+    /* an output much larger than the caches is written around them */
+    const int stream = !accumulate && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
     float *buf = NULL, *tmp = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
@@ -630,15 +955,16 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                 grid_fill(buf, xg, xstride, 0, cin_g, d, &gr);
                 grid_rows(rows, buf, cin_g, d, &gr);
                 GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
-                gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q);
+                gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
                 scatter_out(yg, ystride, tmp, gr.Q, 0, cout_g, bg, accumulate, m, gr.W, gr.wq, d->oh, d->ow);
-            } else if (m == 1 && in_place) {
+            } else if (in_place) {
                 const float *B = xg;
                 if (!is_pointwise(d)) {
                     im2col(buf, P, xg, cin_g, d, 0, P);
                     B = buf;
                 }
-                gemm(0, 0, cout_g, P, Kc, 1.0f, wg, Kc, B, P, accumulate ? 1.0f : 0.0f, yg, P);
+                GemmMat A = {wg, Kc, 0, NULL}, Bm = {B, P, 0, NULL};
+                gemm_ex(cout_g, P, Kc, 1.0f, &A, &Bm, accumulate ? 1.0f : 0.0f, yg, P, stream ? GEMM_STREAM_C : 0);
                 if (bg) add_bias(yg, bg, cout_g, P, P);
             } else {
                 int ld = m * P;
@@ -692,7 +1018,7 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
 #pragma omp barrier
         if (m0 < m1) {
             GemmMat A = {w + ((size_t)g * cout_g + m0) * Kc, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
-            gemm_ex(m1 - m0, gr.Q, Kc, 1.0f, &A, &B, 0.0f, shared_out + (size_t)m0 * gr.Q, gr.Q);
+            gemm_ex(m1 - m0, gr.Q, Kc, 1.0f, &A, &B, 0.0f, shared_out + (size_t)m0 * gr.Q, gr.Q, 0);
             scatter_out(y + (size_t)g * cout_g * P, 0, shared_out, gr.Q, m0, m1, b ? b + g * cout_g : NULL, 0, 1,
                         gr.W, gr.wq, d->oh, d->ow);
         }
@@ -765,7 +1091,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                 grid_fill(buf, xg, xstride, 0, cin_g, d, &gr);
                 grid_rows(rows, buf, cin_g, d, &gr);
                 GemmMat A = {NULL, 0, 0, rows}, B = {dyg, gr.Q, 1, NULL};
-                gemm_ex(Kc, cout_g, gr.Q, 1.0f, &A, &B, 1.0f, dwg, cout_g);
+                gemm_ex(Kc, cout_g, gr.Q, 1.0f, &A, &B, 1.0f, dwg, cout_g, 0);
             } else if (m == 1) {
                 const float *col = xg;
                 if (!is_pointwise(d)) {
@@ -803,21 +1129,26 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
                      HW);
         return;
     }
-    /* dcol = W^T dy, then col2im */
-    const int nb = NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / P));
-    float *dcol = scratch_get(0, (size_t)Kc * nb * P * sizeof(float));
-    float *dyg = nb > 1 ? scratch_get(1, (size_t)cout_g * nb * P * sizeof(float)) : NULL;
+    /* dcol = W^T dy on the output grid, added row by row into zeroed phase planes, which are
+     * then folded into dx (the adjoint of the implicit lowering) */
+    const Grid g1 = grid_of(d, 1);
+    const int nb = NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / (d->oh * g1.wq)));
+    const Grid gmax = grid_of(d, nb);
+    const size_t psz = grid_floats(&gmax, cin_g), gsz = round16((size_t)cout_g * gmax.Q);
+    float *planes = scratch_get(0, psz * sizeof(float) + (size_t)Kc * sizeof(float *));
+    float **rows = (float **)(void *)(planes + psz);
+    float *dyg = scratch_get(1, (gsz + (size_t)Kc * gmax.Q) * sizeof(float)), *dcol = dyg + gsz;
     for (int i = i0; i < i1; i += nb) {
-        int m = NASC_MIN(nb, i1 - i), ld = m * P;
+        int m = NASC_MIN(nb, i1 - i);
+        Grid gr = grid_of(d, m);
+        grid_rows((const float **)rows, planes, cin_g, d, &gr);
         for (int g = 0; g < G; g++) {
-            const float *wg = w + (size_t)g * cout_g * Kc, *dyi = dy + i * ystride + (size_t)g * cout_g * P;
-            float *dxg = dx + i * xstride + (size_t)g * cin_g * HW;
-            if (m > 1) {
-                gather_dy(dyg, dyi, ystride, cout_g, m, P);
-                dyi = dyg;
-            }
-            gemm(1, 0, Kc, ld, cout_g, 1.0f, wg, Kc, dyi, ld, 0.0f, dcol, ld);
-            for (int j = 0; j < m; j++) col2im_add(dxg + j * xstride, dcol + (size_t)j * P, ld, cin_g, d);
+            const float *wg = w + (size_t)g * cout_g * Kc;
+            grid_dy(dyg, dy + i * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
+            gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
+            memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
+            rows_add(rows, dcol, Kc, gr.Q);
+            grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr);
         }
     }
 }
@@ -846,16 +1177,21 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wadj, w, d);
-        if (dbp)
-            for (int i = lo; i < hi; i++)
-                for (int co = 0; co < d->cout; co++) {
-                    const float *g = dy + ((size_t)i * d->cout + co) * P;
-                    float s = 0.0f;
-                    for (int p = 0; p < P; p++) s += g[p];
-                    dbp[co] += s;
-                }
-        if (dwt && lo < hi) dw_images(dwt, dy, x, d, lo, hi);
-        if (dx && lo < hi) dx_images(dx, dy, w, wadj, d, lo, hi);
+        /* a few images at a time through db, dW and dx, so dy is still in cache for the latter */
+        const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
+        for (int i = lo; i < hi; i += step) {
+            int e = NASC_MIN(hi, i + step);
+            if (dbp)
+                for (int j = i; j < e; j++)
+                    for (int co = 0; co < d->cout; co++) {
+                        const float *g = dy + ((size_t)j * d->cout + co) * P;
+                        float s = 0.0f;
+                        for (int p = 0; p < P; p++) s += g[p];
+                        dbp[co] += s;
+                    }
+            if (dwt) dw_images(dwt, dy, x, d, i, e);
+            if (dx) dx_images(dx, dy, w, wadj, d, i, e);
+        }
         if (dw || db) {
 #pragma omp barrier
             /* reduce: dw (cout, Kc) += sum over threads of dW^T, split over output channels */

@@ -14,13 +14,15 @@
  * transposed A, packed panels and conv's row tables all fit that form; rows past M repeat the
  * last row and are never stored), and B through one row pointer per k (row-major B or a row
  * table). Packing remains where it pays: a transposed B (into row-major), A or B strides that
- * make a panel's rows collide in the L1 cache, and the ragged last column panel (zero-padded,
- * so the kernels never read past N).
+ * make a panel's rows collide in the L1 cache, and, for kernels without masked loads, the
+ * ragged last column panel (zero-padded, so they never read past N).
  *
  * Three micro-kernels, picked once at run time: AVX-512F (8 x 48), AVX2+FMA (6 x 16) and a
  * portable one (4 x 8, GNU C vector extensions: SSE2 / NEON) that compiles anywhere.
  * NASC_GEMM=generic|avx2|avx512 forces one (a path the CPU lacks falls back to the best
- * available, with a warning; gemm_path() tells which is used).
+ * available, with a warning; gemm_path() tells which is used). The AVX-512 path also has an
+ * "NT" kernel for A B^T with both read along k (dot products, no packing), used for
+ * op(B) = B^T when K is long and M or N small: conv's weight gradient, linear's forward.
  *
  * gemm is single-threaded and reentrant; callers parallelize around it. Its buffers come from
  * scratch slot GEMM_SCRATCH_SLOT (3) of the calling thread, so a caller must not hold a
@@ -30,6 +32,7 @@
 #include "gemm_ex.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -63,10 +66,12 @@ void gemm_ref(int transa, int transb, int M, int N, int K, float alpha, const fl
  * A (i, k) = ap[i][k * a_cs] and B (k, j) = bk[k][boff + j] for j < the panel width (n rounded
  * up to the path's granule; the driver guarantees those reads are in bounds). */
 typedef void (*GemmKernel)(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
-                           ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta);
+                           ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream);
 
 /* NT tile: c (m x n of NT_MR x NT_NR) = alpha * A B^T + beta * c, A (i, k) = ar[i][k],
  * B^T (k, j) = br[j][k]. */
+#define NT_MR 6
+#define NT_NR 4
 typedef void (*GemmNtKernel)(int kc, const float *const *ar, const float *const *br, float *c, int ldc, int m,
                              int n, float alpha, float beta);
 
@@ -93,7 +98,7 @@ static inline void store_row(float *c, const float *r, int n, float alpha, float
 #define GEN_NR 8
 typedef float v4f __attribute__((vector_size(16)));
 static void kernel_generic(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk, ptrdiff_t boff,
-                           float *c, int ldc, int m, int n, float alpha, float beta) {
+                           float *c, int ldc, int m, int n, float alpha, float beta, int stream) {
     v4f acc[GEN_MR][2];
     memset(acc, 0, sizeof acc);
     for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
@@ -121,7 +126,8 @@ static void kernel_generic(int kc, const float *const *ap, ptrdiff_t a_cs, const
 #define AVX2_NR 16
 __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *const *ap, ptrdiff_t a_cs,
                                                              const float *const *bk, ptrdiff_t boff, float *c,
-                                                             int ldc, int m, int n, float alpha, float beta) {
+                                                             int ldc, int m, int n, float alpha, float beta,
+                                                             int stream) {
     const float *a[AVX2_MR];
     __m256 acc[AVX2_MR][2];
 #pragma GCC unroll 6
@@ -165,7 +171,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
 #define AVX512_NR 48
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
-                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta) {
+                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream) {
     const float *a[AVX512_MR];
     __m512 acc[AVX512_MR][3];
     __mmask16 mask[3];
@@ -205,27 +211,29 @@ kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, c
                 r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v));
             else if (beta != 0.0f)
                 r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], ci + 16 * v), r);
-            _mm512_mask_storeu_ps(ci + 16 * v, mask[v], r);
+            if (stream && mask[v] == 0xFFFF && ((uintptr_t)(ci + 16 * v) & 63) == 0)
+                _mm512_stream_ps(ci + 16 * v, r); /* C is not read again soon: skip the cache */
+            else
+                _mm512_mask_storeu_ps(ci + 16 * v, mask[v], r);
         }
     }
 }
 
 __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const float *const *ap, ptrdiff_t a_cs,
                                                                  const float *const *bk, ptrdiff_t boff, float *c,
-                                                                 int ldc, int m, int n, float alpha, float beta) {
+                                                                 int ldc, int m, int n, float alpha, float beta,
+                                                                 int stream) {
     if (n > 32)
-        kernel_avx512_nv(3, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(3, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
     else if (n > 16)
-        kernel_avx512_nv(2, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(2, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
     else
-        kernel_avx512_nv(1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta);
+        kernel_avx512_nv(1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
 }
 
 /* AVX-512F "NT" kernel for C = A B^T with both A (m x K) and B (n x K) read along rows:
  * 6 x 4 dot products, each a 16-lane accumulator summed at the end. No packing at all, which
  * pays when B would otherwise need a transposing pack (conv's dW, linear's forward). */
-#define NT_MR 6
-#define NT_NR 4
 /* The four horizontal sums of a, b, c, d. */
 __attribute__((target("avx512f,fma"))) static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 #define HALVES(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
@@ -328,7 +336,8 @@ const char *gemm_path(void) { return path_get()->name; }
 
 /* ------------------------------------------------------------------ packing */
 /* op(A) rows [0, mc), k [0, kc) (A at the block's first element, not transposed, row stride
- * lda) into MR-high k-major panels (read back with a_cs = mr); rows past mc are zero. */
+ * lda) into MR-high k-major panels (read back with a_cs = mr); rows past mc repeat the last
+ * row (their results are never stored). */
 static void pack_a(int mc, int kc, const float *A, int lda, int mr, float *dst) {
     for (int i0 = 0; i0 < mc; i0 += mr) {
         int m = NASC_MIN(mr, mc - i0);
@@ -385,7 +394,7 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
 static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* A B^T with the NT kernel: k blocks of up to NT_KC, row tiles outer, column tiles inner. */
-#define NT_KC 768
+#define NT_KC 1024
 static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B,
                     float beta, float *C, int ldc) {
     int nkb = (K + NT_KC - 1) / NT_KC, kcb = (K + nkb - 1) / nkb;
@@ -409,7 +418,8 @@ static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const G
     }
 }
 
-void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc) {
+void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc,
+             int flags) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         if (beta != 1.0f) scale_c(M, N, beta, C, ldc);
@@ -417,11 +427,13 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
     }
     NASC_ASSERT(!(A->rows && A->trans) && !(B->rows && B->trans));
     const GemmPath *p = path_get();
-    if (p->nt && !A->trans && B->trans && K >= 64) {
+    /* NT beats the transposing pack when one side is thin (measured on conv's dW shapes) */
+    if (p->nt && !A->trans && B->trans && K >= 64 && (N < 48 || M < 48)) {
         gemm_nt(p, M, N, K, alpha, A, B, beta, C, ldc);
         return;
     }
     const int mr = p->mr, nr = p->nr, ng = p->ng;
+    const int stream = (flags & GEMM_STREAM_C) && beta == 0.0f && K <= p->kc; /* C written once */
     const int pack_A = !A->rows && !A->trans && M > mr && stride_collides(A->ld);
     const int pack_B = B->trans || (!B->rows && stride_collides(B->ld));
     /* Blocks no larger than needed, the k blocks balanced so the last one is not tiny. */
@@ -485,16 +497,19 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
                                 ap[i] = A->p + (size_t)row * A->ld + pc;
                         }
                         p->kernel(kc, ap, a_cs, tab, boff, C + (size_t)(ic + ir) * ldc + jc + jr, ldc, m, n, alpha,
-                                  beta_k);
+                                  beta_k, stream);
                     }
                 }
             }
         }
     }
+#if GEMM_X86
+    if (stream) _mm_sfence(); /* order the streaming stores before whatever the caller does next */
+#endif
 }
 
 void gemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
           int ldb, float beta, float *C, int ldc) {
     GemmMat a = {A, lda, transa, NULL}, b = {B, ldb, transb, NULL};
-    gemm_ex(M, N, K, alpha, &a, &b, beta, C, ldc);
+    gemm_ex(M, N, K, alpha, &a, &b, beta, C, ldc, 0);
 }

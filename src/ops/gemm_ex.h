@@ -14,7 +14,12 @@ typedef struct {
     const float *const *rows; /* NULL, or one pointer per row of the untransposed matrix */
 } GemmMat;
 
+/* flags: GEMM_STREAM_C writes C (when beta == 0 and K fits one k block) with non-temporal
+ * stores where aligned: for large outputs that are not read again soon. */
+#define GEMM_STREAM_C 1
+
 /* C (M, N) = alpha * op(A) op(B) + beta * C; same contract as gemm() in ops.h. */
-void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc);
+void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc,
+             int flags);
 
 #endif

@@ -1,0 +1,258 @@
+/* cmd_cost.c: `nasc cost`: what a network costs, without training: parameters, MACs, peak
+ * activation memory under the planner's execution order (fp32 and int8), flash (fp32 and
+ * int8), latency measured here (batch 1, fp32), and whether it fits a deployment target.
+ * The input shape and class count come from --data (known datasets need no files), or from
+ * the model file. The accounting is documented in src/cost/cost.h.
+ */
+#include <math.h>
+
+#include "../cost/cost.h"
+#include "cli.h"
+
+static const char usage[] =
+    "usage: nasc cost --arch SPEC | MODEL [--channels C --cells N] [--data NAME[:DIR]|DIR] [--target NAME|FILE]\n"
+    "                 [--repeats N] [--threads T] [--order] [--json]\n"
+    "  SPEC is spec text, a file holding one, a zoo name (small, resnet8, mbv2) or an NB201 cell;\n"
+    "  MODEL is a model file saved by 'nasc train --out'. Targets: mcu, mobile, server, or a .target file\n"
+    "  (see targets/*.target; $NASC_TARGETS adds folders to search).";
+
+/* Input shape and classes of a data source: constants for the known datasets (no files
+ * read), else the test split's. */
+static int data_shape(const char *data, int *c, int *h, int *w, int *classes, Err *e) {
+    if (!strcmp(data, "fashion-mnist") || !strncmp(data, "fashion-mnist:", 14) || !strncmp(data, "mnist:", 6)) {
+        *c = 1, *h = 28, *w = 28, *classes = 10;
+        return NASC_OK;
+    }
+    if (!strncmp(data, "cifar10:", 8)) {
+        *c = 3, *h = 32, *w = 32, *classes = 10;
+        return NASC_OK;
+    }
+    Dataset d;
+    if (dataset_load(&d, data, SPLIT_TEST, e) != NASC_OK) return NASC_ERR;
+    *c = d.c, *h = d.h, *w = d.w, *classes = d.classes;
+    dataset_free(&d);
+    return NASC_OK;
+}
+
+static void fmt_bytes(char *buf, size_t n, size_t bytes) {
+    if (bytes < 1024) snprintf(buf, n, "%zu B", bytes);
+    else if (bytes < 1024 * 1024) snprintf(buf, n, "%.1f KB", bytes / 1024.0);
+    else snprintf(buf, n, "%.2f MB", bytes / (1024.0 * 1024.0));
+}
+
+static void fmt_count(char *buf, size_t n, double v) {
+    if (v < 1e3) snprintf(buf, n, "%.0f", v);
+    else if (v < 1e6) snprintf(buf, n, "%.2f K", v / 1e3);
+    else if (v < 1e9) snprintf(buf, n, "%.2f M", v / 1e6);
+    else snprintf(buf, n, "%.2f G", v / 1e9);
+}
+
+/* A JSON value written as is (arrays, booleans), in json_* style. */
+static void json_raw_begin(Json *j, const char *key) { fprintf(j->f, "%s\"%s\": ", j->n++ ? ", " : "", key); }
+
+int cmd_cost(int argc, char **argv) {
+    const char *arch = NULL, *data = "fashion-mnist", *target_name = NULL;
+    int channels = 16, cells = 1, repeats = 50, threads = 0, beam = 0, show_order = 0, json = 0, help = 0;
+    ArgSpec specs[] = {
+        {"arch", ARG_STR, &arch, "network spec, spec file, zoo name or NB201 cell", 0},
+        {"channels", ARG_INT, &channels, "NB201: channels of the first stage (16)", 0},
+        {"cells", ARG_INT, &cells, "NB201: cells per stage (1)", 0},
+        {"data", ARG_STR, &data, "input shape and classes: fashion-mnist | mnist:DIR | cifar10:DIR | DIR", 0},
+        {"target", ARG_STR, &target_name, "deployment target: mcu | mobile | server | FILE.target", 0},
+        {"repeats", ARG_INT, &repeats, "timed runs for the latency (50; 0 = no latency)", 0},
+        {"threads", ARG_INT, &threads, "threads for the latency runs (all cores)", 0},
+        {"beam", ARG_INT, &beam, "memory planner: sets kept per search level (0 = automatic)", 0},
+        {"order", ARG_FLAG, &show_order, "print the planned execution order", 0},
+        {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
+        {"help", ARG_FLAG, &help, "this help", 0},
+    };
+    int nspecs = (int)(sizeof specs / sizeof specs[0]);
+    Err e = {{0}};
+    const char *pos[1];
+    int npos;
+    if (args_parse(argc, argv, specs, nspecs, pos, 1, &npos, "cost", &e) != NASC_OK) {
+        fprintf(stderr, "nasc %s\n", e.msg);
+        return 2;
+    }
+    if (help) {
+        args_usage(stdout, usage, specs, nspecs);
+        return 0;
+    }
+    const char *model = npos ? pos[0] : NULL;
+    if (!arch == !model) {
+        fprintf(stderr, "nasc cost: %s\n%s\n",
+                arch ? "give --arch SPEC or a MODEL file, not both" : "needs --arch SPEC or a MODEL file", usage);
+        return 2;
+    }
+    if (repeats < 0 || repeats > 1000000 || threads < 0 || threads > 1024 || beam < 0) {
+        fprintf(stderr, "nasc cost: --repeats must be in 0..1000000, --threads in 1..1024, --beam >= 0\n");
+        return 2;
+    }
+    if (threads) threads_set(threads);
+    Target target;
+    if (target_name && target_find(&target, target_name, &e) != NASC_OK) {
+        fprintf(stderr, "nasc cost: --target: %s\n", e.msg);
+        return 2;
+    }
+
+    Net net;
+    const char *what = model ? model : arch;
+    if (model) {
+        Norm norm;
+        if (model_load(model, &net, &norm, &e) != NASC_OK) {
+            fprintf(stderr, "nasc cost: %s\n", e.msg);
+            return 2;
+        }
+        int c, h, w, k;
+        if (specs[3].seen) {
+            if (data_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
+                fprintf(stderr, "nasc cost: --data: %s\n", e.msg);
+                net_free(&net);
+                return 2;
+            }
+            if (c != net.in_c || h != net.in_h || w != net.in_w || k != net.classes) {
+                fprintf(stderr, "nasc cost: the model takes %dx%dx%d inputs and %d classes but %s has %dx%dx%d and %d\n",
+                        net.in_c, net.in_h, net.in_w, net.classes, data, c, h, w, k);
+                net_free(&net);
+                return 2;
+            }
+        }
+    } else {
+        int c, h, w, k;
+        if (data_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
+            fprintf(stderr, "nasc cost: --data: %s\n", e.msg);
+            return 2;
+        }
+        char *text = cli_arch_text(arch, &e);
+        Spec spec;
+        if (!text || spec_parse(&spec, text, channels, cells, &e) != NASC_OK) {
+            fprintf(stderr, "nasc cost: --arch: %s\n", e.msg);
+            free(text);
+            return 2;
+        }
+        free(text);
+        int rc = net_build(&net, &spec, c, h, w, k, &e);
+        spec_free(&spec);
+        if (rc != NASC_OK) {
+            fprintf(stderr, "nasc cost: --arch: %s\n", e.msg);
+            return 2;
+        }
+        net_init_params(&net, 0);
+    }
+
+    MemPlanConfig pc = {.beam = beam};
+    LatencyConfig lc = {.repeats = repeats};
+    CostReport r;
+    if (repeats > 0) cost_of(&net, &pc, &lc, &r);
+    else cost_static(&net, &pc, &r);
+    const MemPlan *pl = &r.plan;
+    int n = net.spec.n, moved = 0;
+    for (int t = 0; t < n; t++) moved += pl->order[t] != t;
+
+    char a[32], b[32], c2[32];
+    printf("nasc cost: %.*s%s  (input %dx%dx%d, %d classes, %d nodes)\n", 60, what, strlen(what) > 60 ? "..." : "",
+           net.in_c, net.in_h, net.in_w, net.classes, n);
+    fmt_count(a, sizeof a, (double)r.params);
+    printf("  params          %zu (%s)\n", r.params, a);
+    fmt_count(a, sizeof a, r.macs);
+    printf("  MACs            %.0f (%s)\n", r.macs, a);
+    fmt_bytes(a, sizeof a, r.peak_fp32);
+    fmt_bytes(b, sizeof b, r.peak_int8);
+    fmt_bytes(c2, sizeof c2, pl->spec_order_peak * 4);
+    printf("  peak memory     fp32 %s, int8 %s  (%s order; the spec's order needs fp32 %s)\n", a, b,
+           pl->exact ? "optimal" : "heuristic", c2);
+    if (pl->peak_node >= 0)
+        printf("                  peak while running statement %d (%s); %d of %d statements run out of spec order\n",
+               pl->peak_node + 1, op_name(net.spec.nodes[pl->peak_node].op), moved, n);
+    else
+        printf("                  peak is the input alone; %d of %d statements run out of spec order\n", moved, n);
+    if (show_order) {
+        printf("  order          ");
+        for (int t = 0; t < n; t++) printf(" %d:%s", pl->order[t] + 1, op_name(net.spec.nodes[pl->order[t]].op));
+        printf("\n");
+    }
+    fmt_bytes(a, sizeof a, r.flash_fp32);
+    fmt_bytes(b, sizeof b, r.flash_int8);
+    printf("  flash           fp32 %s, int8 %s  (int8: %zu B weights, %zu B biases, %zu B weight scales,\n", a, b,
+           r.int8.weights, r.int8.biases, r.int8.wscales);
+    printf("                  %zu B unfolded BN, %zu B activation qparams; %d BN folded)\n", r.int8.bn, r.int8.act_qparams,
+           r.int8.folded_bn);
+    if (r.has_latency)
+        printf("  latency fp32    %.3f ms median  (p10 %.3f, p90 %.3f; %d runs after %d warm-up, batch 1, %d thread%s, "
+               "this machine)\n",
+               r.latency.median_ms, r.latency.p10_ms, r.latency.p90_ms, r.latency.runs, r.latency.warmup,
+               r.latency.threads, r.latency.threads == 1 ? "" : "s");
+    TargetFit fit;
+    if (target_name) {
+        target_check(&target, &r, &fit);
+        const char *dt = target.dtype_bytes == 1 ? "int8" : "fp32";
+        fmt_bytes(a, sizeof a, fit.peak_bytes);
+        fmt_bytes(b, sizeof b, fit.flash_bytes);
+        printf("  target %-8s %s: %s peak %s %s %.0f KB SRAM, flash %s %s %.0f KB", target.name,
+               fit.fits ? "fits" : "DOES NOT FIT", dt, a, fit.sram_ok ? "<=" : ">", target.sram_kb, b,
+               fit.flash_ok ? "<=" : ">", target.flash_kb);
+        if (fit.latency_ok >= 0)
+            printf(", latency %.3f ms %s %g ms (measured here)\n", fit.latency_ms, fit.latency_ok ? "<=" : ">",
+                   target.latency_ms);
+        else
+            printf(", latency not measured (budget %g ms)\n", target.latency_ms);
+    }
+
+    if (json) {
+        int dtb = target_name ? target.dtype_bytes : 4;
+        Json j;
+        json_begin(&j, stdout);
+        json_int(&j, "params", (long long)r.params);
+        json_num(&j, "macs", r.macs);
+        json_int(&j, "peak_bytes", (long long)cost_peak_bytes(&r, dtb));
+        json_int(&j, "flash_bytes", (long long)cost_flash_bytes(&r, dtb));
+        if (r.has_latency) json_num(&j, "latency_ms", r.latency.median_ms);
+        json_str(&j, "dtype", dtb == 1 ? "int8" : "fp32");
+        json_int(&j, "peak_bytes_fp32", (long long)r.peak_fp32);
+        json_int(&j, "peak_bytes_int8", (long long)r.peak_int8);
+        json_int(&j, "flash_bytes_fp32", (long long)r.flash_fp32);
+        json_int(&j, "flash_bytes_int8", (long long)r.flash_int8);
+        json_int(&j, "spec_order_peak_bytes_fp32", (long long)pl->spec_order_peak * 4);
+        json_raw_begin(&j, "plan_exact");
+        fputs(pl->exact ? "true" : "false", j.f);
+        json_int(&j, "plan_states", pl->states);
+        json_int(&j, "peak_statement", pl->peak_node + 1);
+        json_raw_begin(&j, "order");
+        fputc('[', j.f);
+        for (int t = 0; t < n; t++) fprintf(j.f, "%s%d", t ? ", " : "", pl->order[t] + 1);
+        fputc(']', j.f);
+        json_int(&j, "int8_weight_bytes", (long long)r.int8.weights);
+        json_int(&j, "int8_bias_bytes", (long long)r.int8.biases);
+        json_int(&j, "int8_weight_scale_bytes", (long long)r.int8.wscales);
+        json_int(&j, "int8_bn_bytes", (long long)r.int8.bn);
+        json_int(&j, "int8_act_qparam_bytes", (long long)r.int8.act_qparams);
+        if (r.has_latency) {
+            json_num(&j, "latency_p10_ms", r.latency.p10_ms);
+            json_num(&j, "latency_p90_ms", r.latency.p90_ms);
+            json_int(&j, "latency_runs", r.latency.runs);
+            json_int(&j, "threads", r.latency.threads);
+        }
+        json_int(&j, "in_c", net.in_c);
+        json_int(&j, "in_h", net.in_h);
+        json_int(&j, "in_w", net.in_w);
+        json_int(&j, "classes", net.classes);
+        if (target_name) {
+            json_str(&j, "target", target.name);
+            json_raw_begin(&j, "fits");
+            fputs(fit.fits ? "true" : "false", j.f);
+            json_raw_begin(&j, "fits_sram");
+            fputs(fit.sram_ok ? "true" : "false", j.f);
+            json_raw_begin(&j, "fits_flash");
+            fputs(fit.flash_ok ? "true" : "false", j.f);
+            json_raw_begin(&j, "fits_latency");
+            fputs(fit.latency_ok < 0 ? "null" : fit.latency_ok ? "true" : "false", j.f);
+            json_num(&j, "target_sram_bytes", target.sram_kb * 1024.0);
+            json_num(&j, "target_flash_bytes", target.flash_kb * 1024.0);
+            json_num(&j, "target_latency_ms", target.latency_ms);
+        }
+        json_end(&j);
+    }
+    cost_free(&r);
+    net_free(&net);
+    return 0;
+}
