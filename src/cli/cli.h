@@ -50,5 +50,6 @@ void json_end(Json *j);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 
 #endif

@@ -104,7 +104,10 @@ int cmd_cost(int argc, char **argv) {
             return 2;
         }
         int c, h, w, k;
-        if (specs[3].seen) {
+        int data_given = 0;
+        for (int k = 0; k < nspecs; k++)
+            if (!strcmp(specs[k].name, "data")) data_given = specs[k].seen;
+        if (data_given) {
             if (data_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
                 fprintf(stderr, "nasc cost: --data: %s\n", e.msg);
                 net_free(&net);

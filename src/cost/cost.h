@@ -25,9 +25,11 @@
  *     constant); otherwise a new buffer. For int8 deployment BN is folded into the preceding
  *     conv anyway, which leaves the same activation footprint as an in-place BN.
  *   - MEM_NEW (conv, linear, pools, gap, concat): a new buffer for the output.
- * Not counted: weights (they are flash), kernel scratch (im2col and the like), the training
- * engine's saved values. Concat copies its inputs (no MCUNet-style placement of the inputs
- * inside the output buffer).
+ * The figure is the sum of live buffers, i.e. an arena with an ideal allocator (no
+ * fragmentation; a real arena planner may need a little more). Not counted: weights (they
+ * are flash), kernel scratch (im2col and the like), the training engine's saved values.
+ * Concat copies its inputs (no placement of the inputs inside the output buffer), and an add
+ * whose inputs are all zero constants still gets a buffer.
  *
  * ---- Flash
  *   fp32: every trainable parameter, 4 bytes (BN's gamma/beta stand for the per-channel

@@ -5,15 +5,19 @@
  * Why a search over sets works: with aliases fixed per node and in-place reuse only of a
  * buffer that dies, the bytes live after a set S of nodes has run depend on S alone, not on
  * the order inside S. So the best order is a shortest path in "max" cost over the lattice of
- * executed sets (downsets of the DAG), as in SERENITY (Ahn et al., 2020) and MCUNet's
- * scheduling. The search runs level by level (|S| = 0, 1, ..., n), merging equal sets and
- * keeping for each the lowest peak so far; it is exact when every level fits the beam, and
- * the number of downsets of a network that is a chain of cells is the sum, not the product,
- * of the cells' counts, so NB201 networks, ResNets and MobileNets are solved exactly.
+ * executed sets (downsets of the DAG), as in SERENITY (Ahn et al., 2020); the in-place rules
+ * follow MCUNet's TinyEngine. The search runs level by level (|S| = 0, 1, ..., n), merging
+ * equal sets and keeping for each the lowest peak so far; it is exact when every level fits
+ * the beam, and the number of downsets of a network that is a chain of cells is the sum, not
+ * the product, of the cells' counts, so NB201 networks, ResNets and MobileNets are solved
+ * exactly.
  * Branch and bound: the best of the spec order and a greedy order is an upper bound; a
- * partial order whose peak already reaches it is dropped. Beyond the beam (very wide random
- * graphs, huge networks) the best sets of a level by (peak so far, live now) are kept, which
- * is a heuristic, never worse than the bound it started from.
+ * partial order whose peak already reaches it is dropped, and when the bound meets a simple
+ * lower bound (the largest single step: a node's inputs plus its new output) there is nothing
+ * to search. Beyond the beam (very wide random graphs, networks of thousands of nodes) the
+ * best sets of a level by (peak so far, live now) are kept: a heuristic, never worse than the
+ * upper bound it started from, reported as exact only if it meets the lower bound. The beam
+ * is sized so the work (sets x nodes) stays under about 1e8 steps, about a second.
  *
  * Tensors are numbered 0 = the network input, i + 1 = node i's output. Tensors that share a
  * buffer through aliases (id, dropout) form one class; a class lives while any member still
@@ -332,11 +336,9 @@ static long level_find(Level *L, const uint64_t *s, int *fresh) {
     return k;
 }
 
-static const Level *sort_level; /* qsort has no context argument; the search is not reentrant */
-
-static int by_peak_live(const void *a, const void *b) {
+static int by_peak_live(const void *a, const void *b, void *ctx) {
     long x = *(const long *)a, y = *(const long *)b;
-    const Level *L = sort_level;
+    const Level *L = ctx;
     if (L->peak[x] != L->peak[y]) return L->peak[x] < L->peak[y] ? -1 : 1;
     if (L->live[x] != L->live[y]) return L->live[x] < L->live[y] ? -1 : 1;
     return x < y ? -1 : x > y;
@@ -352,10 +354,9 @@ static void level_truncate(Level *L, long beam) {
     if (L->count <= beam) return;
     long *idx = xmalloc((size_t)L->count * sizeof *idx);
     for (long k = 0; k < L->count; k++) idx[k] = k;
-    sort_level = L;
-    qsort(idx, (size_t)L->count, sizeof *idx, by_peak_live);
-    /* Keep the chosen ones in their original relative order (deterministic, and the copy
-     * below then only ever moves entries down). */
+    qsort_r(idx, (size_t)L->count, sizeof *idx, by_peak_live, L);
+    /* Keep the chosen ones in their original relative order (the copy below then only ever
+     * moves entries down). */
     long *keep = xmalloc((size_t)beam * sizeof *keep);
     memcpy(keep, idx, (size_t)beam * sizeof *keep);
     qsort(keep, (size_t)beam, sizeof *keep, by_index);
@@ -372,6 +373,20 @@ static void level_truncate(Level *L, long beam) {
     free(idx);
     free(keep);
     level_rehash(L, L->hcap);
+}
+
+/* A lower bound on any order's peak: the input alone, and for each node its distinct input
+ * buffers plus its output when that always needs a new buffer. When the best order found
+ * meets it, the order is optimal without searching. */
+static size_t lower_bound(const Graph *g) {
+    size_t lb = g->live0;
+    for (int i = 0; i < g->n; i++) {
+        size_t s = g->kind[i] == MEM_NEW ? g->csize[g->cls[i + 1]] : 0;
+        const int *ic = g->incls + i * NODE_MAX_IN;
+        for (int j = 0; j < g->nincls[i]; j++) s += g->csize[ic[j]];
+        lb = NASC_MAX(lb, s);
+    }
+    return lb;
 }
 
 void memplan_plan(const Net *net, const MemPlanConfig *cfg, MemPlan *out) {
@@ -408,7 +423,9 @@ void memplan_plan(const Net *net, const MemPlanConfig *cfg, MemPlan *out) {
     long k0 = level_find(&cur, tmp, &fresh);
     cur.peak[k0] = cur.live[k0] = g.live0;
     cur.parent[k0] = cur.node[k0] = -1;
-    if (g.live0 < ub) {
+    size_t lb = lower_bound(&g);
+    NASC_ASSERT(lb <= ub);
+    if (lb < ub) {
         for (int lvl = 0; lvl < n; lvl++) {
             level_init(&next, W);
             for (long s = 0; s < cur.count; s++) {
@@ -443,8 +460,10 @@ void memplan_plan(const Net *net, const MemPlanConfig *cfg, MemPlan *out) {
             states += next.count;
             hist_parent[lvl + 1] = xmalloc((size_t)(next.count ? next.count : 1) * sizeof(int));
             hist_node[lvl + 1] = xmalloc((size_t)(next.count ? next.count : 1) * sizeof(int));
-            memcpy(hist_parent[lvl + 1], next.parent, (size_t)next.count * sizeof(int));
-            memcpy(hist_node[lvl + 1], next.node, (size_t)next.count * sizeof(int));
+            if (next.count) {
+                memcpy(hist_parent[lvl + 1], next.parent, (size_t)next.count * sizeof(int));
+                memcpy(hist_node[lvl + 1], next.node, (size_t)next.count * sizeof(int));
+            }
             level_free(&cur);
             cur = next;
             if (cur.count == 0) break; /* everything pruned: the bound's order is the best */
@@ -468,7 +487,7 @@ void memplan_plan(const Net *net, const MemPlanConfig *cfg, MemPlan *out) {
         NASC_ASSERT(order_peak(&g, out->order, NULL) == cur.peak[0]);
     }
     out->peak_elems = order_peak(&g, out->order, &out->peak_node);
-    out->exact = exact;
+    out->exact = exact || out->peak_elems == lb;
     out->states = states;
     NASC_ASSERT(out->peak_elems <= spec_peak);
 
