@@ -21,7 +21,7 @@ LDSAN        = -fsanitize=address,undefined
 endif
 CFLAGS  ?=
 override CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
-LDLIBS   = -lstb -lz -lm
+LDLIBS   = -lsqlite3 -lstb -lz -lm
 LDFLAGS += -fopenmp $(LDSAN)
 
 LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))

@@ -2,7 +2,7 @@
 # Installs what nasc needs to build, test and run on Debian 12, if it is missing. Idempotent:
 # does nothing when every package is present. Needs root (or sudo) only when something is missing.
 set -eu
-PKGS="build-essential zlib1g-dev libstb-dev dataset-fashion-mnist"
+PKGS="build-essential zlib1g-dev libstb-dev libsqlite3-dev dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
