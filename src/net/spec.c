@@ -15,6 +15,8 @@
  */
 #include "net.h"
 
+#include "../core/text.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -87,99 +89,11 @@ void spec_free(Spec *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* ------------------------------------------------------------------ lexer */
-typedef enum { T_END, T_NAME, T_NUM, T_LP, T_RP, T_COMMA, T_EQ, T_SEP, T_BAD } TokKind;
-
-typedef struct {
-    TokKind kind;
-    char text[64];
-    double num;
-    int line, col;
-} Tok;
-
-typedef struct {
-    const char *src;
-    size_t pos;
-    int line, col;
-    Tok tok; /* current token */
-    Err *e;
-} Lexer;
-
-static void lex_advance_char(Lexer *L) {
-    if (L->src[L->pos] == '\n') {
-        L->line++;
-        L->col = 1;
-    } else {
-        L->col++;
-    }
-    L->pos++;
-}
-
-static void lex_next(Lexer *L) {
-    const char *s = L->src;
-    for (;;) {
-        char ch = s[L->pos];
-        if (ch == ' ' || ch == '\t' || ch == '\r') {
-            lex_advance_char(L);
-        } else if (ch == '#') {
-            while (s[L->pos] && s[L->pos] != '\n') lex_advance_char(L);
-        } else {
-            break;
-        }
-    }
-    Tok *t = &L->tok;
-    t->line = L->line;
-    t->col = L->col;
-    t->text[0] = 0;
-    char ch = s[L->pos];
-    if (ch == 0) {
-        t->kind = T_END;
-        return;
-    }
-    if (isalpha((unsigned char)ch) || ch == '_') {
-        size_t n = 0;
-        while (isalnum((unsigned char)s[L->pos]) || s[L->pos] == '_') {
-            if (n + 1 < sizeof t->text) t->text[n++] = s[L->pos];
-            lex_advance_char(L);
-        }
-        t->text[n] = 0;
-        t->kind = T_NAME;
-        return;
-    }
-    if (isdigit((unsigned char)ch) || ch == '.' || ch == '-' || ch == '+') {
-        char *end;
-        errno = 0;
-        t->num = strtod(s + L->pos, &end);
-        size_t len = (size_t)(end - (s + L->pos));
-        if (len == 0 || errno == ERANGE || !isfinite(t->num)) {
-            t->kind = T_BAD;
-            snprintf(t->text, sizeof t->text, "%c", ch);
-            return;
-        }
-        snprintf(t->text, sizeof t->text, "%.*s", (int)NASC_MIN(len, 60), s + L->pos);
-        for (size_t i = 0; i < len; i++) lex_advance_char(L);
-        t->kind = T_NUM;
-        return;
-    }
-    TokKind k = T_BAD;
-    switch (ch) {
-    case '(': k = T_LP; break;
-    case ')': k = T_RP; break;
-    case ',': k = T_COMMA; break;
-    case '=': k = T_EQ; break;
-    case ';':
-    case '\n': k = T_SEP; break;
-    default: break;
-    }
-    snprintf(t->text, sizeof t->text, "%c", ch);
-    t->kind = k;
-    lex_advance_char(L);
-}
-
+/* ------------------------------------------------------------------ errors */
 static int lex_error(Lexer *L, const Tok *t, const char *fmt, const char *arg) {
     char what[256];
     snprintf(what, sizeof what, fmt, arg);
-    err_set(L->e, "spec: line %d, column %d: %s", t->line, t->col, what);
+    err_set(L->e, "spec: line %d, column %d: %s", t->pos.line, t->pos.col, what);
     return NASC_ERR;
 }
 
@@ -367,8 +281,8 @@ int spec_parse(Spec *out, const char *text, int channels, int cells, Err *e) {
         out->arch = xstrdup(t);
         return NASC_OK;
     }
-    Lexer L = {.src = text, .pos = 0, .line = 1, .col = 1, .e = e};
-    lex_next(&L);
+    Lexer L;
+    lex_init(&L, text, e);
     while (L.tok.kind != T_END) {
         if (L.tok.kind == T_SEP) {
             lex_next(&L);
@@ -393,28 +307,6 @@ int spec_parse(Spec *out, const char *text, int channels, int cells, Err *e) {
 }
 
 /* ------------------------------------------------------------------ printer */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} Str;
-
-static void str_addf(Str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void str_addf(Str *s, const char *fmt, ...) {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(s->buf ? s->buf + s->len : NULL, s->buf ? s->cap - s->len : 0, fmt, ap);
-        va_end(ap);
-        NASC_ASSERT(n >= 0);
-        if (s->buf && s->len + (size_t)n < s->cap) {
-            s->len += (size_t)n;
-            return;
-        }
-        s->cap = (s->cap + (size_t)n + 1) * 2;
-        s->buf = xrealloc(s->buf, s->cap);
-    }
-}
-
 char *spec_print(const Spec *s) {
     /* Which nodes are referenced other than as the implicit previous input? */
     char *needs = xcalloc((size_t)s->n + 1, 1);

@@ -74,6 +74,7 @@
  * at an add) is reported by net_build for the members that have it.
  */
 #include "space.h"
+#include "../core/text.h"
 #include "../net/net.h"
 
 #include <ctype.h>
@@ -90,10 +91,6 @@ Space *user_space_open(const char *path, Err *e);
 #define USER_MAX_NEST 16      /* nesting of repeat / choice blocks */
 
 /* ------------------------------------------------------------------ syntax tree */
-typedef struct {
-    int line, col;
-} Pos;
-
 typedef struct {
     char text[64]; /* the source text of a number, or a name */
     double num;    /* value and count options */
@@ -191,47 +188,9 @@ static void fmt_num(char *buf, size_t n, double v) {
 }
 
 /* ------------------------------------------------------------------ growable string */
+/* ------------------------------------------------------------------ parser state */
 typedef struct {
-    char *buf;
-    size_t len, cap;
-} Str;
-
-static void str_addf(Str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void str_addf(Str *s, const char *fmt, ...) {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(s->buf ? s->buf + s->len : NULL, s->buf ? s->cap - s->len : 0, fmt, ap);
-        va_end(ap);
-        NASC_ASSERT(n >= 0);
-        if (s->buf && s->len + (size_t)n < s->cap) {
-            s->len += (size_t)n;
-            return;
-        }
-        s->cap = (s->cap + (size_t)n + 1) * 2;
-        s->buf = xrealloc(s->buf, s->cap);
-    }
-}
-
-/* ------------------------------------------------------------------ lexer */
-typedef enum { T_END, T_NAME, T_NUM, T_LP, T_RP, T_COMMA, T_EQ, T_SEP, T_LB, T_RB, T_BAR, T_BAD } TokKind;
-
-typedef struct {
-    TokKind kind;
-    char text[64];
-    double num;
-    Pos pos;
-} Tok;
-
-typedef struct {
-    const char *src;
-    size_t at;
-    int line, col;
-    Tok tok;
-} LexState;
-
-typedef struct {
-    LexState L;
+    Lexer L;
     const char *path;
     Err *e;
     int failed;
@@ -244,84 +203,13 @@ typedef struct {
     int nest;
 } Parser;
 
-static void lex_char(LexState *L) {
-    if (L->src[L->at] == '\n') {
-        L->line++;
-        L->col = 1;
-    } else {
-        L->col++;
-    }
-    L->at++;
-}
-
-static void lex_next(LexState *L) {
-    const char *s = L->src;
-    for (;;) {
-        char ch = s[L->at];
-        if (ch == ' ' || ch == '\t' || ch == '\r') lex_char(L);
-        else if (ch == '#')
-            while (s[L->at] && s[L->at] != '\n') lex_char(L);
-        else break;
-    }
-    Tok *t = &L->tok;
-    t->pos.line = L->line;
-    t->pos.col = L->col;
-    t->text[0] = 0;
-    char ch = s[L->at];
-    if (ch == 0) {
-        t->kind = T_END;
-        return;
-    }
-    if (isalpha((unsigned char)ch) || ch == '_') {
-        size_t n = 0;
-        while (isalnum((unsigned char)s[L->at]) || s[L->at] == '_') {
-            if (n + 1 < sizeof t->text) t->text[n++] = s[L->at];
-            lex_char(L);
-        }
-        t->text[n] = 0;
-        t->kind = T_NAME;
-        return;
-    }
-    if (isdigit((unsigned char)ch) || ch == '.' || ch == '-' || ch == '+') {
-        char *end;
-        errno = 0;
-        t->num = strtod(s + L->at, &end);
-        size_t len = (size_t)(end - (s + L->at));
-        if (len == 0 || errno == ERANGE || !isfinite(t->num)) {
-            t->kind = T_BAD;
-            snprintf(t->text, sizeof t->text, "%c", ch);
-            return;
-        }
-        snprintf(t->text, sizeof t->text, "%.*s", (int)NASC_MIN(len, 60), s + L->at);
-        for (size_t i = 0; i < len; i++) lex_char(L);
-        t->kind = T_NUM;
-        return;
-    }
-    TokKind k = T_BAD;
-    switch (ch) {
-    case '(': k = T_LP; break;
-    case ')': k = T_RP; break;
-    case ',': k = T_COMMA; break;
-    case '=': k = T_EQ; break;
-    case '{': k = T_LB; break;
-    case '}': k = T_RB; break;
-    case '|': k = T_BAR; break;
-    case ';':
-    case '\n': k = T_SEP; break;
-    default: break;
-    }
-    snprintf(t->text, sizeof t->text, "%c", ch);
-    t->kind = k;
-    lex_char(L);
-}
-
 /* Line breaks (not ';') are allowed inside parentheses and lists. */
 static void skip_newlines(Parser *P) {
     while (P->L.tok.kind == T_SEP && P->L.tok.text[0] == '\n') lex_next(&P->L);
 }
 
 static TokKind peek_kind(const Parser *P) {
-    LexState L = P->L;
+    Lexer L = P->L;
     lex_next(&L);
     return L.tok.kind;
 }
@@ -1205,8 +1093,8 @@ Space *user_space_open(const char *path, Err *e) {
     text[size] = 0;
     free(raw);
     UserSpace *u = xcalloc(1, sizeof *u);
-    Parser P = {.L = {.src = text, .line = 1, .col = 1}, .path = path, .e = e};
-    lex_next(&P.L);
+    Parser P = {.path = path, .e = e};
+    lex_init(&P.L, text, e);
     while (P.L.tok.kind == T_SEP) lex_next(&P.L);
     default_name(u->name, sizeof u->name, path);
     if (P.L.tok.kind == T_NAME && !strcmp(P.L.tok.text, "space") && peek_kind(&P) == T_NAME) {
