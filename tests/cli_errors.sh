@@ -7,23 +7,7 @@ B=${1:-build}
 NASC=${NASC_BIN:-$B/nasc}
 T=$(mktemp -d /tmp/nasc_cli_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-# expect STATUS_KIND MESSAGE_PART -- command...
-expect() {
-    local want=$1 msg=$2; shift 2
-    local out rc
-    out=$("$@" 2>&1); rc=$?
-    local ok=1
-    if [ "$want" = fail ]; then
-        { [ $rc -ne 0 ] && [ $rc -lt 128 ]; } || ok=0
-    else
-        [ $rc -eq 0 ] || ok=0
-    fi
-    case "$out" in *"$msg"*) ;; *) ok=0 ;; esac
-    case "$out" in *"runtime error"*|*"AddressSanitizer"*|*"internal error"*) ok=0 ;; esac
-    if [ $ok = 1 ]; then pass=$((pass+1)); else
-        fail=$((fail+1)); echo "FAIL (exit $rc, wanted $want with '$msg'): $*"; echo "$out" | tail -5 | sed 's/^/    /'; fi
-}
+source "$(dirname "$0")/lib_cli.sh"
 FM=/usr/share/datasets/fashion-mnist
 Q="--quiet --threads 2"
 
