@@ -130,20 +130,7 @@ int main(int argc, char **argv) {
     printf("correction: us = %.4f * sum + %.3f * nodes + %.2f;  %d thread%s; members drawn with seed %d\n", t.corr[0],
            t.corr[1], t.corr[2], threads, threads == 1 ? "" : "s", seed);
 
-    /* The table's reference workload, timed alongside every measurement: it tells how fast the
-     * machine is now compared with when the table was made. */
-    Net refnets[4];
-    Net *refp[4];
-    int nref = 0;
-    if (t.ref_names[0]) {
-        nref = predict_reference_nets(t.ref_names, t.ref_c, t.ref_h, t.ref_w, t.ref_classes, refnets, 4, &e);
-        if (nref < 0) {
-            fprintf(stderr, "bench_latency: %s\n", e.msg);
-            return 2;
-        }
-        for (int k = 0; k < nref; k++) refp[k] = &refnets[k];
-    }
-    LatMeasureConfig mc = {.repeats = repeats, .passes = passes, .seed = (uint64_t)seed, .ref = refp, .nref = nref};
+    LatMeasureConfig mc = {.repeats = repeats, .passes = passes, .seed = (uint64_t)seed};
     int all_ok = 1;
     for (int si = 0; si < nspaces; si++) {
         Space *s = space_open(spaces[si], channels, cells, &e);
@@ -170,17 +157,12 @@ int main(int argc, char **argv) {
         }
         double *meas = xmalloc((size_t)n * sizeof *meas), *meas2 = xmalloc((size_t)n * sizeof *meas2);
         double *err = xmalloc((size_t)n * sizeof *err), *err_sum = xmalloc((size_t)n * sizeof *err_sum);
-        double *noise = xmalloc((size_t)n * sizeof *noise), *err_norm = xmalloc((size_t)n * sizeof *err_norm);
-        double *noise_norm = xmalloc((size_t)n * sizeof *noise_norm);
+        double *noise = xmalloc((size_t)n * sizeof *noise);
         double t0 = now_seconds();
-        /* raw: scaled to each measurement's own quietest reference figure (nothing divided out) */
-        double r1 = 0, r2 = 0;
-        predict_measure_nets(nets, n, &mc, meas, &r1);
+        predict_measure_nets(nets, n, &mc, meas);
         mc.seed += 1000;
-        predict_measure_nets(nets, n, &mc, meas2, &r2); /* the second, independent measurement */
+        predict_measure_nets(nets, n, &mc, meas2); /* the second, independent measurement */
         double secs = now_seconds() - t0;
-        /* speed-normalized: as if the machine ran at the table's reference speed */
-        double k1 = nref && r1 > 0 ? t.ref_us / r1 : 1, k2 = nref && r2 > 0 ? t.ref_us / r2 : 1;
         int fb_nets = 0, fb_nodes = 0, nodes = 0;
         double lat_min = 1e30, lat_max = 0;
         int *worst = xmalloc((size_t)n * sizeof *worst);
@@ -190,8 +172,7 @@ int main(int argc, char **argv) {
             err[i] = (p.us - meas[i]) / meas[i];
             err_sum[i] = (p.sum_us - meas[i]) / meas[i];
             noise[i] = (meas2[i] - meas[i]) / meas[i];
-            err_norm[i] = (p.us - meas[i] * k1) / (meas[i] * k1);
-            noise_norm[i] = (meas2[i] * k2 - meas[i] * k1) / (meas[i] * k1);
+
             fb_nets += p.fallback_nodes > 0;
             fb_nodes += p.fallback_nodes;
             nodes += p.nodes;
@@ -201,10 +182,6 @@ int main(int argc, char **argv) {
         printf("\n%s: %d members (latency %.3f .. %.3f ms), measured twice in %.0f s; %d of %d nodes (in %d "
                "members) used the fallback\n",
                spaces[si], n, lat_min * 1e-3, lat_max * 1e-3, secs, fb_nodes, nodes, fb_nets);
-        if (nref)
-            printf("  machine speed now vs when profiled (reference %s): %+.1f%% and %+.1f%% time in the two "
-                   "measurements\n",
-                   t.ref_names, 100 * (r1 / t.ref_us - 1), 100 * (r2 / t.ref_us - 1));
         Dist d;
         dist_of(err, n, &d);
         dist_print("predicted vs measured", &d);
@@ -213,14 +190,6 @@ int main(int argc, char **argv) {
         dist_print("plain sum vs measured", &d);
         dist_of(noise, n, &d);
         dist_print("measured again vs first", &d);
-        if (nref) {
-            dist_of(err_norm, n, &d);
-            dist_print("predicted vs measured, n.", &d);
-            dist_of(noise_norm, n, &d);
-            dist_print("measured again, n.", &d);
-            printf("  (n. = speed-normalized: measured times scaled by the table's reference time over the reference "
-                   "time measured alongside)\n");
-        }
         /* worst 5 by |err| */
         for (int a = 0; a < n; a++)
             for (int b = a + 1; b < n; b++)
@@ -249,12 +218,9 @@ int main(int argc, char **argv) {
         free(err);
         free(err_sum);
         free(noise);
-        free(err_norm);
-        free(noise_norm);
         free(worst);
         space_free(s);
     }
-    for (int k = 0; k < nref; k++) net_free(&refnets[k]);
     lattable_free(&t);
     free(list);
     return all_ok ? 0 : 1;

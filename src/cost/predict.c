@@ -474,11 +474,6 @@ char *lattable_print(const LatencyTable *t) {
     buf_printf(&b, "isa %s\nthreads %d\nbatch 1\nrepeats %d\npasses %d\n", OR_UNKNOWN(t->isa),
                NASC_MAX(t->threads, 1), t->repeats, t->passes);
 #undef OR_UNKNOWN
-    if (t->ref_names[0]) {
-        fmt_exact(x[0], sizeof x[0], t->ref_us);
-        buf_printf(&b, "reference %s %dx%dx%d %d %s\n", t->ref_names, t->ref_c, t->ref_h, t->ref_w, t->ref_classes,
-                   x[0]);
-    }
     for (int k = 0; k < 3; k++) fmt_exact(x[k], sizeof x[k], t->corr[k]);
     buf_printf(&b, "correction %s %s %s\n", x[0], x[1], x[2]);
     for (int c = 0; c < LAT_CLASS_COUNT; c++) {
@@ -529,9 +524,9 @@ static int parse_int_tok(const char *s, int lo, int hi, int *out) {
     return NASC_OK;
 }
 
-enum { H_NASC, H_TARGET, H_MACHINE, H_CPUS, H_ISA, H_THREADS, H_BATCH, H_REPEATS, H_PASSES, H_CORR, H_REF, H_COUNT };
-static const char *const header_names[H_COUNT] = {"nasc",    "target", "machine", "cpus",       "isa",      "threads",
-                                                  "batch",   "repeats", "passes", "correction", "reference"};
+enum { H_NASC, H_TARGET, H_MACHINE, H_CPUS, H_ISA, H_THREADS, H_BATCH, H_REPEATS, H_PASSES, H_CORR, H_COUNT };
+static const char *const header_names[H_COUNT] = {"nasc",    "target",  "machine", "cpus",   "isa",
+                                                  "threads", "batch",   "repeats", "passes", "correction"};
 
 int lattable_parse(LatencyTable *t, const char *text, const char *file, Err *e) {
     table_blank(t);
@@ -560,7 +555,8 @@ int lattable_parse(LatencyTable *t, const char *text, const char *file, Err *e) 
         snprintf(copy, sizeof copy, "%s", s);
         char *tok[8] = {0};
         int nt = 0;
-        for (char *q = strtok(copy, " \t"); q && nt < 8; q = strtok(NULL, " \t")) tok[nt++] = q;
+        char *save = NULL;
+        for (char *q = strtok_r(copy, " \t", &save); q && nt < 8; q = strtok_r(NULL, " \t", &save)) tok[nt++] = q;
         if (!nt) continue;
         if (!magic) {
             int v;
@@ -650,21 +646,11 @@ int lattable_parse(LatencyTable *t, const char *text, const char *file, Err *e) 
             bad = nt != 4 || parse_num(tok[1], &t->corr[0]) || parse_num(tok[2], &t->corr[1]) ||
                   parse_num(tok[3], &t->corr[2]);
             break;
-        case H_REF: {
-            char tail;
-            bad = nt != 5 || strlen(tok[1]) >= sizeof t->ref_names ||
-                  sscanf(tok[2], "%dx%dx%d%c", &t->ref_c, &t->ref_h, &t->ref_w, &tail) != 3 || t->ref_c < 1 ||
-                  t->ref_h < 1 || t->ref_w < 1 || parse_int_tok(tok[3], 1, 1 << 24, &t->ref_classes) ||
-                  parse_num(tok[4], &t->ref_us) || !(t->ref_us > 0);
-            if (!bad) snprintf(t->ref_names, sizeof t->ref_names, "%s", tok[1]);
-            break;
-        }
         }
         if (bad) {
             static const char *const want[H_COUNT] = {"a version", "a name", "a description", "a count >= 1",
                                                       "a word", "a count in 1..1024", "1 (batch-1 tables only)",
-                                                      "a count", "a count", "three numbers A B C",
-                                                      "NETS CxHxW CLASSES MICROSECONDS"};
+                                                      "a count", "a count", "three numbers A B C"};
             lattable_free(t);
             return lerr(e, file, line, "'%s' needs %s", tok[0], want[h]);
         }
@@ -700,8 +686,12 @@ int lattable_load(LatencyTable *t, const char *path, Err *e) {
         err_set(e, "%s: not a text file", path);
         return NASC_ERR;
     }
-    int rc = lattable_parse(t, text, path, e);
+    char *z = xmalloc(n + 1); /* file_read_all does not terminate the text */
+    memcpy(z, text, n);
+    z[n] = 0;
     free(text);
+    int rc = lattable_parse(t, z, path, e);
+    free(z);
     return rc;
 }
 
@@ -780,7 +770,7 @@ static void mc_defaults(const LatMeasureConfig *in, LatMeasureConfig *mc) {
     if (mc->passes <= 0) mc->passes = 2;
     if (mc->runs <= 0) mc->runs = 3;
     if (mc->sample_us <= 0) mc->sample_us = 40;
-    if (!(mc->q > 0 && mc->q <= 1)) mc->q = getenv("NASC_LAT_Q") ? atof(getenv("NASC_LAT_Q")) : 0.5;
+    if (!(mc->q > 0 && mc->q <= 1)) mc->q = 0.5;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -980,67 +970,18 @@ int lattable_measure(LatencyTable *t, int all, const LatMeasureConfig *mcin, Err
     return NASC_OK;
 }
 
-/* The reference workload: the reference nets run back to back; one sample times them all. */
-typedef struct {
-    Net *const *nets;
-    int n;
-    float **x;
-    double *v; /* samples of the current group or pass */
-    int nv, cap;
-} RefRun;
-
-static void ref_init(RefRun *rr, const LatMeasureConfig *mc, int cap) {
-    memset(rr, 0, sizeof *rr);
-    rr->nets = mc->ref, rr->n = mc->ref ? mc->nref : 0;
-    rr->x = xcalloc((size_t)(rr->n ? rr->n : 1), sizeof *rr->x);
-    for (int j = 0; j < rr->n; j++)
-        rr->x[j] = random_input((size_t)rr->nets[j]->in_c * rr->nets[j]->in_h * rr->nets[j]->in_w, 0x4ef + (uint64_t)j);
-    rr->cap = cap;
-    rr->v = xmalloc((size_t)(cap ? cap : 1) * sizeof *rr->v);
-}
-
-/* One round of the reference: a warm-up run, then `runs` timed runs. */
-static void ref_round(RefRun *rr, int runs) {
-    volatile float sink = 0;
-    if (!rr->n) return;
-    for (int j = 0; j < rr->n; j++) sink += net_forward(rr->nets[j], rr->x[j], 1, 0)[0];
-    for (int k = 0; k < runs && rr->nv < rr->cap; k++) {
-        double t0 = now_seconds();
-        for (int j = 0; j < rr->n; j++) sink += net_forward(rr->nets[j], rr->x[j], 1, 0)[0];
-        rr->v[rr->nv++] = (now_seconds() - t0) * 1e6;
-    }
-    (void)sink;
-}
-
-/* The statistic of the samples so far (1 without reference nets); clears them. */
-static double ref_take(RefRun *rr, double q) {
-    double r = rr->n && rr->nv ? quantile(rr->v, rr->nv, q) : 1.0;
-    rr->nv = 0;
-    return r;
-}
-
-static void ref_free(RefRun *rr) {
-    for (int j = 0; j < rr->n; j++) free(rr->x[j]);
-    free(rr->x);
-    free(rr->v);
-}
-
-void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mcin, double *us, double *ref_us) {
+void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mcin, double *us) {
     LatMeasureConfig mc;
     mc_defaults(mcin, &mc);
     if (n <= 0) return;
     int per = mc.repeats * mc.runs;
     float **x = xmalloc((size_t)n * sizeof *x);
     double *samples = xmalloc((size_t)n * per * sizeof *samples);
-    double *rel = xmalloc((size_t)n * sizeof *rel);
     int *order = xmalloc((size_t)n * sizeof *order);
     for (int i = 0; i < n; i++) {
         x[i] = random_input((size_t)nets[i]->in_c * nets[i]->in_h * nets[i]->in_w, mc.seed + 77 + (uint64_t)i);
-        rel[i] = -1;
+        us[i] = -1;
     }
-    RefRun rr;
-    ref_init(&rr, &mc, per);
-    double rmin = -1;
     Rng r;
     rng_seed(&r, mc.seed ^ 0x4e7f0a11ULL);
     volatile float sink = 0;
@@ -1049,7 +990,6 @@ void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mcin,
         for (int i = 0; i < n; i++) order[i] = i;
         for (int rep = 0; rep < mc.repeats; rep++) {
             rng_shuffle_int(&r, order, n);
-            ref_round(&rr, mc.runs);
             for (int q = 0; q < n; q++) {
                 int i = order[q];
                 sink += net_forward(nets[i], x[i], 1, 0)[0];
@@ -1065,25 +1005,136 @@ void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mcin,
                 fprintf(stderr, "\rprofile: whole nets pass %d/%d: round %d/%d (%.0f s)   ", pass + 1, mc.passes,
                         rep + 1, mc.repeats, now_seconds() - start);
         }
-        double rp = ref_take(&rr, mc.q);
-        if (rmin < 0 || rp < rmin) rmin = rp;
         for (int i = 0; i < n; i++) {
-            double v = quantile(samples + (size_t)i * per, per, mc.q) / rp;
-            if (rel[i] < 0 || v < rel[i]) rel[i] = v;
+            double v = quantile(samples + (size_t)i * per, per, mc.q);
+            if (us[i] < 0 || v < us[i]) us[i] = v;
         }
     }
-    double R = rr.n && ref_us && *ref_us > 0 ? *ref_us : rmin;
-    for (int i = 0; i < n; i++) us[i] = rel[i] * R;
-    if (ref_us) *ref_us = rr.n ? R : 0;
     if (mc.verbose) fprintf(stderr, "%sprofile: measured %d whole nets in %.0f s\n", isatty(2) ? "\r" : "", n,
                             now_seconds() - start);
     (void)sink;
-    ref_free(&rr);
     for (int i = 0; i < n; i++) free(x[i]);
     free(x);
     free(samples);
-    free(rel);
     free(order);
+}
+
+/* In-network measurement. */
+static void timed_forward(Net *net, const float *x, double *dst, size_t stride) {
+    net->x = x, net->batch = 1, net->training = 0;
+    for (int i = 0; i < net->spec.n; i++) {
+        if (net->spec.nodes[i].op == OP_ID) continue; /* aliased by the last net_forward */
+        double t0 = now_seconds();
+        net_node_forward(net, i);
+        dst[(size_t)i * stride] = (now_seconds() - t0) * 1e6;
+    }
+}
+
+typedef struct {
+    double *v;
+    int n, cap;
+} DList;
+
+static void dlist_push(DList *l, double v) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 8;
+        l->v = xrealloc(l->v, (size_t)l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = v;
+}
+
+#define NET_GROUP 24
+
+int lattable_measure_in_nets(LatencyTable *t, int all, int ncarriers, NetSourceFn build, void *ctx,
+                             const LatMeasureConfig *mcin, Err *e) {
+    LatMeasureConfig mc;
+    mc_defaults(mcin, &mc);
+    int per = mc.repeats * mc.runs, ne = t->n;
+    DList *occ = xcalloc((size_t)(ne ? ne : 1), sizeof *occ); /* this pass: each occurrence's statistic */
+    double *best = xmalloc((size_t)(ne ? ne : 1) * sizeof *best);
+    for (int k = 0; k < ne; k++) best[k] = -1;
+    int *pos = xmalloc((size_t)(ncarriers ? ncarriers : 1) * sizeof *pos);
+    Net *nets = xcalloc(NET_GROUP, sizeof *nets);
+    int order[NET_GROUP], *eidx[NET_GROUP];
+    float *x[NET_GROUP];
+    double *samples[NET_GROUP];
+    Rng r;
+    rng_seed(&r, mc.seed ^ 0x1d5e7ULL);
+    volatile float sink = 0;
+    double start = now_seconds();
+    int rc = NASC_OK;
+    for (int pass = 0; pass < mc.passes && rc == NASC_OK; pass++) {
+        for (int k = 0; k < ne; k++) occ[k].n = 0;
+        for (int k = 0; k < ncarriers; k++) pos[k] = k;
+        rng_shuffle_int(&r, pos, ncarriers);
+        for (int g0 = 0; g0 < ncarriers && rc == NASC_OK; g0 += NET_GROUP) {
+            int gn = NASC_MIN(NET_GROUP, ncarriers - g0), nb = 0;
+            for (; nb < gn; nb++) {
+                if (build(ctx, pos[g0 + nb], &nets[nb], e) != NASC_OK) {
+                    rc = NASC_ERR;
+                    break;
+                }
+                Net *net = &nets[nb];
+                x[nb] = random_input((size_t)net->in_c * net->in_h * net->in_w, mc.seed + (uint64_t)(g0 + nb));
+                eidx[nb] = xmalloc((size_t)net->spec.n * sizeof *eidx[nb]);
+                samples[nb] = xcalloc((size_t)net->spec.n * per, sizeof *samples[nb]);
+                for (int i = 0; i < net->spec.n; i++) {
+                    OpConfig cfg;
+                    char key[LAT_KEY_MAX];
+                    eidx[nb][i] = -1;
+                    if (!opconfig_of_node(net, i, &cfg)) continue;
+                    opconfig_key(&cfg, key, sizeof key);
+                    eidx[nb][i] = find_index(t, key);
+                }
+                sink += net_forward(net, x[nb], 1, 0)[0];
+            }
+            if (rc == NASC_OK) {
+                for (int k = 0; k < gn; k++) order[k] = k;
+                for (int rep = 0; rep < mc.repeats; rep++) {
+                    rng_shuffle_int(&r, order, gn);
+                    for (int q = 0; q < gn; q++) {
+                        int k = order[q];
+                        sink += net_forward(&nets[k], x[k], 1, 0)[0]; /* warm-up; sets the id aliases */
+                        for (int run = 0; run < mc.runs; run++)
+                            timed_forward(&nets[k], x[k], samples[k] + rep * mc.runs + run, (size_t)per);
+                    }
+                }
+                for (int k = 0; k < gn; k++)
+                    for (int i = 0; i < nets[k].spec.n; i++)
+                        if (eidx[k][i] >= 0)
+                            dlist_push(&occ[eidx[k][i]], quantile(samples[k] + (size_t)i * per, per, mc.q));
+            }
+            for (int k = 0; k < nb; k++) {
+                net_free(&nets[k]);
+                free(x[k]), free(eidx[k]), free(samples[k]);
+            }
+            if (mc.verbose && isatty(2))
+                fprintf(stderr, "\rprofile: in-network timing, pass %d/%d: %d/%d nets (%.0f s)   ", pass + 1, mc.passes,
+                        g0 + gn, ncarriers, now_seconds() - start);
+        }
+        for (int k = 0; k < ne; k++) {
+            if (!occ[k].n) continue;
+            double med = median(occ[k].v, occ[k].n);
+            if (best[k] < 0 || med < best[k]) best[k] = med;
+        }
+    }
+    (void)sink;
+    int measured = 0;
+    for (int k = 0; rc == NASC_OK && k < ne; k++)
+        if (best[k] >= 0 && (all || t->e[k].us < 0)) {
+            t->e[k].us = round(best[k] * 1e3) / 1e3; /* 1 ns */
+            measured++;
+        }
+    if (rc == NASC_OK) t->repeats = mc.repeats, t->passes = mc.passes;
+    if (mc.verbose && rc == NASC_OK)
+        fprintf(stderr, "%sprofile: timed %d configurations inside %d nets in %.0f s\n", isatty(2) ? "\r" : "",
+                measured, ncarriers, now_seconds() - start);
+    for (int k = 0; k < ne; k++) free(occ[k].v);
+    free(occ);
+    free(best);
+    free(pos);
+    free(nets);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ fitting */
@@ -1189,7 +1240,7 @@ void lattable_fit_correction(LatencyTable *t, Net *const *nets, const double *me
     }
     double prior[3] = {1, 0, 0}, th[3];
     /* a light pull toward the plain sum; a strong one when there are too few nets to fit 3 terms */
-    if (wls(3, n, x, measured_us, w, n >= 6 ? 1e-4 : 1.0, prior, th) == NASC_OK && th[0] > 0)
+    if (wls(3, n, x, measured_us, w, n >= 6 ? 1e-6 : 1.0, prior, th) == NASC_OK && th[0] > 0)
         for (int k = 0; k < 3; k++) t->corr[k] = round6(th[k]);
     free(x);
     free(w);
@@ -1206,135 +1257,6 @@ int predict_build_member(const Space *s, const int *m, int in_c, int in_h, int i
     if (rc != NASC_OK) return NASC_ERR;
     rc = net_build(net, &sp, in_c, in_h, in_w, classes, e);
     spec_free(&sp);
-    return rc;
-}
-
-/* In-network measurement. */
-static void timed_forward(Net *net, const float *x, double *dst, size_t stride) {
-    net->x = x, net->batch = 1, net->training = 0;
-    for (int i = 0; i < net->spec.n; i++) {
-        if (net->spec.nodes[i].op == OP_ID) continue; /* aliased by the last net_forward */
-        double t0 = now_seconds();
-        net_node_forward(net, i);
-        dst[(size_t)i * stride] = (now_seconds() - t0) * 1e6;
-    }
-}
-
-typedef struct {
-    double *v;
-    int n, cap;
-} DList;
-
-static void dlist_push(DList *l, double v) {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 8;
-        l->v = xrealloc(l->v, (size_t)l->cap * sizeof *l->v);
-    }
-    l->v[l->n++] = v;
-}
-
-#define NET_GROUP 24
-
-int lattable_measure_in_nets(LatencyTable *t, int all, int ncarriers, NetSourceFn build, void *ctx,
-                             const LatMeasureConfig *mcin, double *ref_us, Err *e) {
-    LatMeasureConfig mc;
-    mc_defaults(mcin, &mc);
-    int per = mc.repeats * mc.runs, ne = t->n;
-    DList *occ = xcalloc((size_t)(ne ? ne : 1), sizeof *occ); /* this pass: occurrence / reference */
-    double *best = xmalloc((size_t)(ne ? ne : 1) * sizeof *best);
-    for (int k = 0; k < ne; k++) best[k] = -1;
-    int *pos = xmalloc((size_t)(ncarriers ? ncarriers : 1) * sizeof *pos);
-    Net *nets = xcalloc(NET_GROUP, sizeof *nets);
-    int order[NET_GROUP], *eidx[NET_GROUP];
-    float *x[NET_GROUP];
-    double *samples[NET_GROUP];
-    RefRun rr;
-    ref_init(&rr, &mc, per);
-    double rmin = -1;
-    Rng r;
-    rng_seed(&r, mc.seed ^ 0x1d5e7ULL);
-    volatile float sink = 0;
-    double start = now_seconds();
-    int rc = NASC_OK;
-    for (int pass = 0; pass < mc.passes && rc == NASC_OK; pass++) {
-        for (int k = 0; k < ne; k++) occ[k].n = 0;
-        for (int k = 0; k < ncarriers; k++) pos[k] = k;
-        rng_shuffle_int(&r, pos, ncarriers);
-        for (int g0 = 0; g0 < ncarriers && rc == NASC_OK; g0 += NET_GROUP) {
-            int gn = NASC_MIN(NET_GROUP, ncarriers - g0), nb = 0;
-            for (; nb < gn; nb++) {
-                if (build(ctx, pos[g0 + nb], &nets[nb], e) != NASC_OK) {
-                    rc = NASC_ERR;
-                    break;
-                }
-                Net *net = &nets[nb];
-                x[nb] = random_input((size_t)net->in_c * net->in_h * net->in_w, mc.seed + (uint64_t)(g0 + nb));
-                eidx[nb] = xmalloc((size_t)net->spec.n * sizeof *eidx[nb]);
-                samples[nb] = xcalloc((size_t)net->spec.n * per, sizeof *samples[nb]);
-                for (int i = 0; i < net->spec.n; i++) {
-                    OpConfig cfg;
-                    char key[LAT_KEY_MAX];
-                    eidx[nb][i] = -1;
-                    if (!opconfig_of_node(net, i, &cfg)) continue;
-                    opconfig_key(&cfg, key, sizeof key);
-                    eidx[nb][i] = find_index(t, key);
-                }
-                sink += net_forward(net, x[nb], 1, 0)[0];
-            }
-            if (rc == NASC_OK) {
-                for (int k = 0; k < gn; k++) order[k] = k;
-                for (int rep = 0; rep < mc.repeats; rep++) {
-                    rng_shuffle_int(&r, order, gn);
-                    ref_round(&rr, mc.runs);
-                    for (int q = 0; q < gn; q++) {
-                        int k = order[q];
-                        sink += net_forward(&nets[k], x[k], 1, 0)[0]; /* warm-up; sets the id aliases */
-                        for (int run = 0; run < mc.runs; run++)
-                            timed_forward(&nets[k], x[k], samples[k] + rep * mc.runs + run, (size_t)per);
-                    }
-                }
-                double rg = ref_take(&rr, mc.q);
-                if (rmin < 0 || rg < rmin) rmin = rg;
-                for (int k = 0; k < gn; k++)
-                    for (int i = 0; i < nets[k].spec.n; i++)
-                        if (eidx[k][i] >= 0)
-                            dlist_push(&occ[eidx[k][i]], quantile(samples[k] + (size_t)i * per, per, mc.q) / rg);
-            }
-            for (int k = 0; k < nb; k++) {
-                net_free(&nets[k]);
-                free(x[k]), free(eidx[k]), free(samples[k]);
-            }
-            if (mc.verbose && isatty(2))
-                fprintf(stderr, "\rprofile: in-network timing, pass %d/%d: %d/%d nets (%.0f s)   ", pass + 1, mc.passes,
-                        g0 + gn, ncarriers, now_seconds() - start);
-        }
-        for (int k = 0; k < ne; k++) {
-            if (!occ[k].n) continue;
-            double med = median(occ[k].v, occ[k].n);
-            if (best[k] < 0 || med < best[k]) best[k] = med;
-        }
-    }
-    (void)sink;
-    double R = rr.n && ref_us && *ref_us > 0 ? *ref_us : rmin;
-    int measured = 0;
-    for (int k = 0; rc == NASC_OK && k < ne; k++)
-        if (best[k] >= 0 && (all || t->e[k].us < 0)) {
-            t->e[k].us = round(best[k] * R * 1e3) / 1e3;
-            measured++;
-        }
-    if (rc == NASC_OK) {
-        t->repeats = mc.repeats, t->passes = mc.passes;
-        if (ref_us) *ref_us = rr.n ? R : 0;
-    }
-    if (mc.verbose && rc == NASC_OK)
-        fprintf(stderr, "%sprofile: timed %d configurations inside %d nets in %.0f s\n", isatty(2) ? "\r" : "",
-                measured, ncarriers, now_seconds() - start);
-    ref_free(&rr);
-    for (int k = 0; k < ne; k++) free(occ[k].v);
-    free(occ);
-    free(best);
-    free(pos);
-    free(nets);
     return rc;
 }
 
@@ -1359,27 +1281,6 @@ static int build_zoo(const char *name, const ProfileConfig *pc, Net *net, Err *e
     int rc = net_build(net, &sp, pc->in_c, pc->in_h, pc->in_w, pc->classes, e);
     spec_free(&sp);
     return rc;
-}
-
-int predict_reference_nets(const char *names, int c, int h, int w, int classes, Net *nets, int max, Err *e) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", names);
-    int n = 0;
-    ProfileConfig pc = {.in_c = c, .in_h = h, .in_w = w, .classes = classes};
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        Err sub;
-        if (n == max || !zoo_lookup(tok)) {
-            err_set(e, "reference nets '%s': %s", names, n == max ? "too many" : "not a zoo net");
-        } else if (build_zoo(tok, &pc, &nets[n], &sub) == NASC_OK) {
-            n++;
-            continue;
-        } else {
-            err_set(e, "reference net %s does not build for %dx%dx%d: %s", tok, c, h, w, sub.msg);
-        }
-        for (int k = 0; k < n; k++) net_free(&nets[k]);
-        return -1;
-    }
-    return n;
 }
 
 static int carrier_build(void *ctx, int k, Net *net, Err *e) {
@@ -1480,32 +1381,10 @@ int predict_profile(LatencyTable *t, const ProfileConfig *pcin, ProfileSummary *
         carrier_add(&cs, -1 - z, NULL, 0);
         cnets[ncn++] = net;
     }
-    /* the reference workload: the zoo nets that build for this input */
-    Net refnets[3];
-    Net *refp[3];
-    int nref = 0;
-    t->ref_names[0] = 0;
-    for (int z = 0; z < 3; z++) {
-        Err sub;
-        if (build_zoo(zoo_names[z], &pc, &refnets[nref], &sub) != NASC_OK) continue;
-        refp[nref] = &refnets[nref];
-        nref++;
-        size_t len = strlen(t->ref_names);
-        snprintf(t->ref_names + len, sizeof t->ref_names - len, "%s%s", len ? "," : "", zoo_names[z]);
-    }
-    pc.mc.ref = refp, pc.mc.nref = nref;
-    double ref_us = 0;
     if (rc == NASC_OK) {
         sum->configs = t->n;
         if (pc.mc.verbose) fprintf(stderr, "profile: timing %d op configurations inside %d nets\n", t->n, cs.n);
-        rc = lattable_measure_in_nets(t, 0, cs.n, carrier_build, &cs, &pc.mc, &ref_us, e);
-    }
-    if (rc == NASC_OK && nref) {
-        t->ref_c = pc.in_c, t->ref_h = pc.in_h, t->ref_w = pc.in_w, t->ref_classes = pc.classes;
-        t->ref_us = round(ref_us * 1e3) / 1e3;
-        ref_us = t->ref_us;
-    } else {
-        t->ref_names[0] = 0;
+        rc = lattable_measure_in_nets(t, 0, cs.n, carrier_build, &cs, &pc.mc, e);
     }
     if (rc == NASC_OK) {
         /* whatever no net carried (none, normally) is timed alone */
@@ -1515,7 +1394,7 @@ int predict_profile(LatencyTable *t, const ProfileConfig *pcin, ProfileSummary *
         lattable_fit_fallback(t);
         double *meas = xmalloc((size_t)(ncn ? ncn : 1) * sizeof *meas);
         if (pc.mc.verbose && ncn) fprintf(stderr, "profile: measuring %d whole networks for the correction\n", ncn);
-        predict_measure_nets(cnets, ncn, &pc.mc, meas, &ref_us);
+        predict_measure_nets(cnets, ncn, &pc.mc, meas);
         lattable_fit_correction(t, cnets, meas, ncn);
         sum->nets = ncn;
         for (int i = 0; i < ncn; i++) {
@@ -1528,7 +1407,6 @@ int predict_profile(LatencyTable *t, const ProfileConfig *pcin, ProfileSummary *
         free(meas);
     }
     sum->carriers = cs.n;
-    for (int k = 0; k < nref; k++) net_free(&refnets[k]);
     for (int i = 0; i < ncn; i++) {
         net_free(cnets[i]);
         free(cnets[i]);

@@ -31,9 +31,6 @@
  *     batch 1                           always 1 in this version
  *     repeats 15                        interleaved rounds per pass (informative)
  *     passes 2                          measurement passes; an entry is the min of per-pass medians
- *     reference NETS CxHxW K US         the reference workload (zoo nets, ',' separated, built for
- *                                       that input and K classes) ran in US microseconds: every
- *                                       measurement is normalized to this machine speed
  *     correction A B C                  whole-net us = A * (sum of node us) + B * nodes + C
  *     fallback CLASS C0 C1 C2 N         for configs missing from the table: us = C0 + C1*MACs + C2*bytes,
  *                                       fitted on N entries of that class (conv, conv_dw, conv_1x1,
@@ -99,11 +96,6 @@ typedef struct {
     char isa[32];
     int threads;
     int repeats, passes;
-    /* The reference workload (zoo nets run back to back) and its latency when the table was
-     * made: every measurement times it alongside and divides drift in the machine's speed out. */
-    char ref_names[64];     /* e.g. "small,resnet8,mbv2"; "" = none */
-    int ref_c, ref_h, ref_w, ref_classes;
-    double ref_us;
     double corr[3];          /* A, B, C of the correction */
     double fb[LAT_CLASS_COUNT][3];
     int fb_n[LAT_CLASS_COUNT]; /* entries each fallback was fitted on; 0 = none */
@@ -159,8 +151,6 @@ typedef struct {
     int runs;         /* whole nets: timed runs per round, after one warm-up run (default 3) */
     double sample_us; /* ops: a timed sample runs the op back to back for at least this long (default 40) */
     double q;         /* statistic of a pass: the q-quantile of its samples (default 0.5, the median) */
-    Net *const *ref;  /* reference nets (may be NULL), timed back to back in every round */
-    int nref;
     uint64_t seed;
     int verbose;      /* progress lines on stderr */
 } LatMeasureConfig;
@@ -173,15 +163,8 @@ typedef struct {
  * message if a configuration cannot be built. */
 int lattable_measure(LatencyTable *t, int all, const LatMeasureConfig *mc, Err *e);
 /* Whole-net latency (microseconds) of each net, interleaved the same way: per round, one
- * warm-up forward then `runs` timed forwards of each net.
- * Drift: with reference nets (mc->ref), every pass (here) or group (lattable_measure_in_nets)
- * also times the reference workload each round, and each result is taken relative to it, then
- * scaled to *ref_us when that is > 0 (e.g. a table's ref_us), else to the quietest reference
- * figure seen; *ref_us gets the value used (0 without reference nets). ref_us may be NULL. */
-void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mc, double *us, double *ref_us);
-/* Builds the reference nets named in `names` (zoo names, ',' separated) for an input and class
- * count into nets[0..max); returns how many, or -1 with a message. */
-int predict_reference_nets(const char *names, int c, int h, int w, int classes, Net *nets, int max, Err *e);
+ * warm-up forward then `runs` timed forwards of each net. */
+void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mc, double *us);
 
 /* Builds carrier net k (net_build'ed) or returns NASC_ERR with a message. */
 typedef int (*NetSourceFn)(void *ctx, int k, Net *net, Err *e);
@@ -193,7 +176,7 @@ typedef int (*NetSourceFn)(void *ctx, int k, Net *net, Err *e);
  * inside a network meets the caches the way it will at inference (its output buffer and its
  * weights are cold, its input was just written), which an op timed alone does not. */
 int lattable_measure_in_nets(LatencyTable *t, int all, int ncarriers, NetSourceFn build, void *ctx,
-                             const LatMeasureConfig *mc, double *ref_us, Err *e);
+                             const LatMeasureConfig *mc, Err *e);
 
 /* Fits the fallback models on the measured entries (weighted least squares on relative error). */
 void lattable_fit_fallback(LatencyTable *t);

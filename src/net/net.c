@@ -5,6 +5,16 @@
  *
  * Activations live in one buffer sized for the largest batch seen so far. The identity op
  * costs nothing: its output and gradient alias its input's, and its backward is empty.
+ *
+ * Two things happen only inside net_forward/net_backward's walk (the per-node semantics, and
+ * net_node_forward, stay those of the op table):
+ *   - fusion: a BN whose only consumer is the next node, a ReLU or ReLU6, runs with it as one
+ *     kernel (bn_act_*): the BN output and its gradient are never stored; the pair's output
+ *     is the activation's. NASC_FUSE=0 in the environment turns this off (tests compare both).
+ *   - no zeroing pass over the activation gradients: the backward remembers which gradients
+ *     have been written in this pass; the first contributor to one overwrites it (kernels with
+ *     an overwrite flavour: conv, BN, activations, add) or zeroes it just before accumulating
+ *     (the others), when it is about to be hot in cache anyway.
  */
 #include "net.h"
 
@@ -49,6 +59,44 @@ static float *in_grad(Net *net, const Node *nd, int j) {
 
 static size_t node_size(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; }
 
+/* ---- gradient bookkeeping of one net_backward call (see the file comment). bw_written[k]:
+ * node k's gradient buffer holds a value in this pass. NULL outside net_backward. */
+static _Thread_local unsigned char *bw_written;
+
+/* The node whose buffers input j of nd really uses (identities alias their input); -1 for the
+ * network input. */
+static int grad_owner(const Net *net, int k) {
+    while (k >= 0 && net->spec.nodes[k].op == OP_ID) k = net->spec.nodes[k].in[0];
+    return k;
+}
+
+/* Gradient k, zeroed now if nothing has written it yet in this pass. */
+static float *grad_ready(Net *net, int k) {
+    k = grad_owner(net, k);
+    if (k < 0) return NULL;
+    if (bw_written && !bw_written[k]) {
+        memset(net->dout[k], 0, node_size(&net->spec.nodes[k]) * net->batch * sizeof(float));
+        bw_written[k] = 1;
+    }
+    return net->dout[k];
+}
+
+/* Input j's gradient for a kernel that only accumulates. */
+static float *in_grad_acc(Net *net, const Node *nd, int j) { return grad_ready(net, nd->in[j]); }
+
+/* Input j's gradient for a kernel that can overwrite: *acc = 0 when this is its first write
+ * in this pass (the kernel must then write every element), else 1. */
+static float *in_grad_w(Net *net, const Node *nd, int j, int *acc) {
+    int k = grad_owner(net, nd->in[j]);
+    *acc = 1;
+    if (k < 0) return NULL;
+    if (bw_written && !bw_written[k]) {
+        bw_written[k] = 1;
+        *acc = 0;
+    }
+    return net->dout[k];
+}
+
 static size_t no_saved(const Net *net, int i, int batch) { return 0; }
 
 /* ---- conv */
@@ -87,7 +135,19 @@ static void conv_bwd(Net *net, int i) {
     const float *w = net->params + nd->param_off;
     float *dw = net->grads + nd->param_off;
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
-    conv2d_backward(in_grad(net, nd, 0), dw, db, net->dout[i], in_out(net, nd, 0), w, &d);
+    int acc;
+    float *dx = in_grad_w(net, nd, 0, &acc);
+    conv2d_backward_ex(dx, dw, db, net->dout[i], in_out(net, nd, 0), w, &d, acc);
+}
+
+static ActKind act_kind(OpKind op) {
+    switch (op) {
+    case OP_RELU: return ACT_RELU;
+    case OP_RELU6: return ACT_RELU6;
+    case OP_HSWISH: return ACT_HSWISH;
+    case OP_SIGMOID: return ACT_SIGMOID;
+    default: return ACT_HSIGMOID;
+    }
 }
 
 /* ---- batch norm */
@@ -119,8 +179,38 @@ static void bn_bwd(Net *net, int i) {
     NASC_ASSERT(net->training);
     const float *g = net->params + nd->param_off;
     float *dg = net->grads + nd->param_off, *st = net->saved[i];
-    bn_backward(in_grad(net, nd, 0), dg, dg + nd->c, net->dout[i], in_out(net, nd, 0), g, st, st + nd->c,
-                net->batch, nd->c, nd->h * nd->w);
+    int acc;
+    float *dx = in_grad_w(net, nd, 0, &acc);
+    bn_backward_ex(dx, dg, dg + nd->c, net->dout[i], in_out(net, nd, 0), g, st, st + nd->c, net->batch, nd->c,
+                   nd->h * nd->w, acc);
+}
+
+/* BN node i and the ReLU/ReLU6 node i + 1 as one kernel: reads BN's input, writes the
+ * activation's output (training: and BN's saved statistics). */
+static void bn_act_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    ActKind act = act_kind(net->spec.nodes[i + 1].op);
+    const float *g = net->params + nd->param_off, *b = g + nd->c;
+    float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
+    float *st = net->saved[i], *y = net->out[i + 1];
+    if (net->training)
+        bn_act_forward_train(act, y, st, st + nd->c, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c,
+                             nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+    else
+        bn_act_forward_eval(act, y, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w, BN_EPS);
+}
+
+/* The backward of that pair, from the activation's output gradient dout[i + 1]. */
+static void bn_act_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    NASC_ASSERT(net->training);
+    ActKind act = act_kind(net->spec.nodes[i + 1].op);
+    const float *g = net->params + nd->param_off;
+    float *dg = net->grads + nd->param_off, *st = net->saved[i];
+    int acc;
+    float *dx = in_grad_w(net, nd, 0, &acc);
+    bn_act_backward(act, dx, dg, dg + nd->c, net->dout[i + 1], net->out[i + 1], in_out(net, nd, 0), g, st,
+                    st + nd->c, net->batch, nd->c, nd->h * nd->w, acc);
 }
 
 /* ---- shape-preserving single-input ops */
@@ -130,16 +220,6 @@ static int same_infer(Net *net, int i, Err *e) {
     return NASC_OK;
 }
 
-static ActKind act_kind(OpKind op) {
-    switch (op) {
-    case OP_RELU: return ACT_RELU;
-    case OP_RELU6: return ACT_RELU6;
-    case OP_HSWISH: return ACT_HSWISH;
-    case OP_SIGMOID: return ACT_SIGMOID;
-    default: return ACT_HSIGMOID;
-    }
-}
-
 static void act_fwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     act_forward(act_kind(nd->op), net->out[i], in_out(net, nd, 0), node_size(nd) * net->batch);
@@ -147,8 +227,9 @@ static void act_fwd(Net *net, int i) {
 
 static void act_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
-    float *dx = in_grad(net, nd, 0);
-    if (dx) act_backward(act_kind(nd->op), dx, net->dout[i], in_out(net, nd, 0), node_size(nd) * net->batch);
+    int acc;
+    float *dx = in_grad_w(net, nd, 0, &acc);
+    if (dx) act_backward_ex(act_kind(nd->op), dx, net->dout[i], in_out(net, nd, 0), node_size(nd) * net->batch, acc);
 }
 
 static void zero_fwd(Net *net, int i) {
@@ -173,7 +254,7 @@ static void dropout_fwd(Net *net, int i) {
 
 static void dropout_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
-    float *dx = in_grad(net, nd, 0);
+    float *dx = in_grad_acc(net, nd, 0);
     size_t n = node_size(nd) * net->batch;
     if (!dx) return;
     if (nd->a.drop > 0)
@@ -215,7 +296,7 @@ static void maxpool_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     PoolDims d = pool_dims(net, nd);
     pool_dims_init(&d, NULL);
-    float *dx = in_grad(net, nd, 0);
+    float *dx = in_grad_acc(net, nd, 0);
     if (dx) maxpool_backward(dx, net->dout[i], net->saved[i], &d);
 }
 
@@ -230,7 +311,7 @@ static void avgpool_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     PoolDims d = pool_dims(net, nd);
     pool_dims_init(&d, NULL);
-    float *dx = in_grad(net, nd, 0);
+    float *dx = in_grad_acc(net, nd, 0);
     if (dx) avgpool_backward(dx, net->dout[i], &d);
 }
 
@@ -252,7 +333,7 @@ static void gap_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     int c, h, w;
     in_node(net, nd, 0, &c, &h, &w);
-    float *dx = in_grad(net, nd, 0);
+    float *dx = in_grad_acc(net, nd, 0);
     if (dx) gap_backward(dx, net->dout[i], net->batch, c, h * w);
 }
 
@@ -284,7 +365,7 @@ static void linear_bwd(Net *net, int i) {
     int in = c * h * w;
     const float *wt = net->params + nd->param_off;
     float *dw = net->grads + nd->param_off;
-    linear_backward(in_grad(net, nd, 0), dw, nd->a.bias ? dw + (size_t)nd->c * in : NULL, net->dout[i],
+    linear_backward(in_grad_acc(net, nd, 0), dw, nd->a.bias ? dw + (size_t)nd->c * in : NULL, net->dout[i],
                     in_out(net, nd, 0), wt, net->batch, in, nd->c);
 }
 
@@ -314,8 +395,9 @@ static void add_fwd(Net *net, int i) {
 static void add_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     float *dxs[NODE_MAX_IN];
-    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad(net, nd, j);
-    add_backward(dxs, net->dout[i], nd->nin, node_size(nd) * net->batch);
+    int acc[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad_w(net, nd, j, &acc[j]);
+    add_backward_ex(dxs, net->dout[i], nd->nin, node_size(nd) * net->batch, acc);
 }
 
 static int concat_infer(Net *net, int i, Err *e) {
@@ -349,7 +431,7 @@ static void concat_bwd(Net *net, int i) {
     float *dxs[NODE_MAX_IN];
     int cs[NODE_MAX_IN], h, w;
     for (int j = 0; j < nd->nin; j++) {
-        dxs[j] = in_grad(net, nd, j);
+        dxs[j] = in_grad_acc(net, nd, j);
         in_node(net, nd, j, &cs[j], &h, &w);
     }
     concat_backward_ref(dxs, net->dout[i], cs, nd->nin, net->batch, nd->h * nd->w);
@@ -375,7 +457,7 @@ static void mul_fwd(Net *net, int i) {
 
 static void mul_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
-    chmul_backward_ref(in_grad(net, nd, 0), in_grad(net, nd, 1), net->dout[i], in_out(net, nd, 0),
+    chmul_backward_ref(in_grad_acc(net, nd, 0), in_grad_acc(net, nd, 1), net->dout[i], in_out(net, nd, 0),
                        in_out(net, nd, 1), net->batch, nd->c, nd->h * nd->w);
 }
 
@@ -403,7 +485,7 @@ static void resize_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     int c, h, w;
     in_node(net, nd, 0, &c, &h, &w);
-    resize_backward_ref(in_grad(net, nd, 0), net->dout[i], net->batch * c, h, w, nd->h, nd->w);
+    resize_backward_ref(in_grad_acc(net, nd, 0), net->dout[i], net->batch * c, h, w, nd->h, nd->w);
 }
 
 static const OpInfo op_info[OP_COUNT] = {
@@ -546,11 +628,39 @@ void net_init_params(Net *net, uint64_t seed) {
 }
 
 /* ------------------------------------------------------------------ run */
+static int fusion_on(void) {
+    const char *e = getenv("NASC_FUSE");
+    return !(e && e[0] == '0');
+}
+
+/* fuse[i] = 1: BN node i runs fused with the ReLU/ReLU6 node i + 1 (its only consumer).
+ * Returns NULL when nothing fuses; the caller frees. */
+static unsigned char *fusion_plan(const Net *net) {
+    int n = net->spec.n;
+    if (!fusion_on() || n < 2) return NULL;
+    int *uses = xcalloc((size_t)n, sizeof *uses);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < net->spec.nodes[i].nin; j++)
+            if (net->spec.nodes[i].in[j] >= 0) uses[net->spec.nodes[i].in[j]]++;
+    unsigned char *fuse = NULL;
+    for (int i = 0; i + 1 < n; i++) {
+        const Node *a = &net->spec.nodes[i], *b = &net->spec.nodes[i + 1];
+        if (a->op == OP_BN && (b->op == OP_RELU || b->op == OP_RELU6) && b->nin == 1 && b->in[0] == i &&
+            uses[i] == 1) {
+            if (!fuse) fuse = xcalloc((size_t)n, 1);
+            fuse[i] = 1;
+        }
+    }
+    free(uses);
+    return fuse;
+}
+
 const float *net_forward(Net *net, const float *x, int n, int training) {
     net_reserve(net, n);
     net->x = x;
     net->batch = n;
     net->training = training;
+    unsigned char *fuse = fusion_plan(net);
     for (int i = 0; i < net->spec.n; i++) {
         const Node *nd = &net->spec.nodes[i];
         if (nd->op == OP_ID) {
@@ -558,8 +668,14 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             net->dout[i] = in_grad(net, nd, 0);
             continue;
         }
+        if (fuse && fuse[i]) {
+            bn_act_fwd(net, i);
+            i++;
+            continue;
+        }
         op_info[nd->op].forward(net, i);
     }
+    free(fuse);
     return net->out[net->spec.n - 1];
 }
 
@@ -574,22 +690,30 @@ void net_node_forward(Net *net, int i) {
 
 void net_backward(Net *net, const float *dlogits) {
     int n = net->spec.n;
-    /* Zero every activation gradient, then seed the output's. */
-    for (int i = 0; i < n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_ID) memset(net->dout[i], 0, node_size(nd) * net->batch * sizeof(float));
-    }
     const Node *last = &net->spec.nodes[n - 1];
-    float *dl = net->dout[n - 1];
-    if (!dl) { /* the output is an identity of the input: nothing to learn */
-        return;
-    }
+    int lo = grad_owner(net, n - 1);
+    if (lo < 0) return; /* the output is an identity of the input: nothing to learn */
+    float *dl = net->dout[lo];
     memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
+    unsigned char *fuse = fusion_plan(net);
+    unsigned char *written = xcalloc((size_t)n, 1);
+    unsigned char *outer = bw_written;
+    bw_written = written;
+    written[lo] = 1;
     for (int i = n - 1; i >= 0; i--) {
         const Node *nd = &net->spec.nodes[i];
         if (nd->op == OP_ID) continue;
+        grad_ready(net, i); /* an output nothing consumed: its gradient is zero */
+        if (i > 0 && fuse && fuse[i - 1]) {
+            bn_act_bwd(net, i - 1);
+            i--;
+            continue;
+        }
         op_info[nd->op].backward(net, i);
     }
+    bw_written = outer;
+    free(written);
+    free(fuse);
 }
 
 void net_zero_grad(Net *net) { memset(net->grads, 0, net->nparams * sizeof(float)); }

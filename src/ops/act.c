@@ -113,33 +113,36 @@ static void act_forward_chunk(ActKind kind, float *y, const float *x, size_t n) 
     }
 }
 
-static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const float *x, size_t n) {
+/* dx (+)= dy f'(x); `acc` is 0 (overwrite) or 1, invariant, so the loops are unswitched. */
+#define ACC(i) (acc ? dx[i] : 0.0f)
+static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int acc) {
     switch (kind) {
     case ACT_RELU:
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0 ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + (x[i] > 0 ? dy[i] : 0.0f);
         break;
     case ACT_RELU6:
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0 && x[i] < 6 ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + (x[i] > 0 && x[i] < 6 ? dy[i] : 0.0f);
         break;
     case ACT_HSWISH:
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
-            dx[i] += v < -3 ? 0.0f : v < 3 ? dy[i] * ((2 * v + 3) / 6) : dy[i];
+            dx[i] = ACC(i) + (v < -3 ? 0.0f : v < 3 ? dy[i] * ((2 * v + 3) / 6) : dy[i]);
         }
         break;
     case ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++) dx[i] += dy[i] * dsigmoidf_(x[i]);
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + dy[i] * dsigmoidf_(x[i]);
         break;
     case ACT_HSIGMOID:
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dx[i] += x[i] > -3 && x[i] < 3 ? dy[i] * (1.0f / 6) : 0.0f;
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + (x[i] > -3 && x[i] < 3 ? dy[i] * (1.0f / 6) : 0.0f);
         break;
     default: NASC_ASSERT(!"unknown activation");
     }
 }
+#undef ACC
 
 /* Contiguous chunks, one per thread. Element i only touches index i of each array, so the
  * forward may run in place and the backward may have dx == dy. */
@@ -162,10 +165,15 @@ void act_forward(ActKind kind, float *y, const float *x, size_t n) {
 }
 
 void act_backward(ActKind kind, float *dx, const float *dy, const float *x, size_t n) {
+    act_backward_ex(kind, dx, dy, x, n, 1);
+}
+
+void act_backward_ex(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int accumulate) {
     if (!dx) return;
+    accumulate = accumulate != 0;
     int nt = n >= ACT_PAR_MIN ? threads_get() : 1;
     if (nt <= 1) {
-        act_backward_chunk(kind, dx, dy, x, n);
+        act_backward_chunk(kind, dx, dy, x, n, accumulate);
         return;
     }
 #pragma omp parallel num_threads(nt)
@@ -176,7 +184,7 @@ void act_backward(ActKind kind, float *dx, const float *dy, const float *x, size
         int t = 0, tn = 1;
 #endif
         size_t lo = n * t / tn, hi = n * (t + 1) / tn;
-        act_backward_chunk(kind, dx + lo, dy + lo, x + lo, hi - lo);
+        act_backward_chunk(kind, dx + lo, dy + lo, x + lo, hi - lo, accumulate);
     }
 }
 

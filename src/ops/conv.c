@@ -29,6 +29,7 @@
  */
 #include "ops.h"
 #include "gemm_ex.h"
+#include "simd.h"
 
 #include <limits.h>
 #include <math.h>
@@ -173,11 +174,7 @@ static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 
 
 /* The data-movement loops below are compiled for AVX-512 / AVX2 / baseline and picked at load
  * time (GCC function multiversioning; off under the sanitizers and on other compilers). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
+/* (MULTIVERSION: see simd.h) */
 
 /* A few row shuffles are written with AVX-512 intrinsics; they run when gemm runs on its
  * AVX-512 path (so NASC_GEMM=avx2|generic also tests the plain C versions). */
@@ -861,7 +858,7 @@ static void depthwise_forward(float *y, const float *x, const float *w, const fl
 }
 
 static void depthwise_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                               const float *w, const ConvDims *d) {
+                               const float *w, const ConvDims *d, int dx_acc) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
     const int blocks = (C + DW_CB - 1) / DW_CB, items = blocks * d->n, Cp = blocks * DW_CB;
     const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * wp * DW_CB);
@@ -894,7 +891,7 @@ static void depthwise_backward(float *dx, float *dw, float *db, const float *dy,
                 for (int iy = 0; iy < d->h; iy++)
                     memcpy(tmp + (size_t)iy * d->w * DW_CB, dxb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB,
                            (size_t)d->w * DW_CB * sizeof(float));
-                dw_out(dx + img * HW, (size_t)HW, tmp, HW, cn, 1);
+                dw_out(dx + img * HW, (size_t)HW, tmp, HW, cn, dx_acc);
             }
         }
 #pragma omp barrier
@@ -1112,21 +1109,21 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
 /* dx (images [i0, i1)) += the input gradient, on the calling thread. wadj: the adjoint kernel
  * (see adjoint_weights) when has_adjoint(d). */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wadj, const ConvDims *d, int i0,
-                      int i1) {
+                      int i1, int acc) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx, dy, wadj, NULL, &t, i0, i1, 1);
+        forward_images(dx, dy, wadj, NULL, &t, i0, i1, acc);
         return;
     }
     if (is_pointwise(d)) { /* dx is its own dcol */
         for (int i = i0; i < i1; i++)
             for (int g = 0; g < G; g++)
                 gemm(1, 0, cin_g, P, cout_g, 1.0f, w + (size_t)g * cout_g * cin_g, cin_g,
-                     dy + i * ystride + (size_t)g * cout_g * P, P, 1.0f, dx + i * xstride + (size_t)g * cin_g * HW,
-                     HW);
+                     dy + i * ystride + (size_t)g * cout_g * P, P, acc ? 1.0f : 0.0f,
+                     dx + i * xstride + (size_t)g * cin_g * HW, HW);
         return;
     }
     /* dcol = W^T dy on the output grid, added row by row into zeroed phase planes, which are
@@ -1148,6 +1145,9 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
             gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
             memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
             rows_add(rows, dcol, Kc, gr.Q);
+            if (!acc)
+                for (int j = 0; j < m; j++)
+                    memset(dx + (i + j) * xstride + (size_t)g * cin_g * HW, 0, (size_t)cin_g * HW * sizeof(float));
             grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr);
         }
     }
@@ -1155,9 +1155,15 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
 
 void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                      const ConvDims *d) {
+    conv2d_backward_ex(dx, dw, db, dy, x, w, d, 1);
+}
+
+void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const ConvDims *d, int dx_acc) {
     if (!dx && !dw && !db) return;
+    dx_acc = dx_acc != 0;
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_backward(dx, dw, db, dy, x, w, d);
+        depthwise_backward(dx, dw, db, dy, x, w, d, dx_acc);
         return;
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
@@ -1190,7 +1196,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
                         dbp[co] += s;
                     }
             if (dwt) dw_images(dwt, dy, x, d, i, e);
-            if (dx) dx_images(dx, dy, w, wadj, d, i, e);
+            if (dx) dx_images(dx, dy, w, wadj, d, i, e, dx_acc);
         }
         if (dw || db) {
 #pragma omp barrier

@@ -126,7 +126,11 @@ void add_forward(float *y, const float *const *xs, int nin, size_t n) {
     }
 }
 
-void add_backward(float *const *dxs, const float *dy, int nin, size_t n) {
+void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }
+
+/* Inputs are handled in order within each block, so a gradient passed twice with flags
+ * {0, 1} gets dy + dy. */
+void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, const int *accumulate) {
     int par = n >= ADD_PAR_MIN;
     long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
@@ -136,6 +140,10 @@ void add_backward(float *const *dxs, const float *dy, int nin, size_t n) {
         for (int j = 0; j < nin; j++) {
             if (!dxs[j]) continue;
             float *dxp = dxs[j] + lo;
+            if (accumulate && !accumulate[j]) {
+                memcpy(dxp, g, len * sizeof(float));
+                continue;
+            }
 #pragma omp simd
             for (size_t i = 0; i < len; i++) dxp[i] += g[i];
         }

@@ -10,13 +10,20 @@
  * With count == 1 the unbiased correction is skipped (PyTorch refuses such a batch).
  *
  * The fast float kernels split the channels over threads; each channel's sums are made by
- * one thread in double accumulators, so results do not depend on the thread count. The
- * forward reads x twice (statistics, then normalize); the backward reads dy and x twice
- * (sum dy and sum dy (x - mean), then dx).
+ * one thread in double accumulators, so results do not depend on the thread count. The forward reads x twice (statistics, then normalize); the backward reads
+ * dy and x twice (sum dy and sum dy (x - mean), then dx).
+ *
+ * Fused BN + ReLU/ReLU6 (bn_act_*): the forward writes only act(bn(x)); the backward reads
+ * the activation's derivative from that output (relu: y > 0, relu6: 0 < y < 6, exactly the
+ * conditions on the BN output) and folds the activation's backward into BN's, so neither the
+ * BN output nor its gradient is ever stored. The *_ex / bn_act_backward variants can
+ * overwrite dx instead of accumulating (accumulate = 0), for the first writer of a gradient.
  */
 #include "ops.h"
 
 #include <math.h>
+
+#include "simd.h"
 
 /* ------------------------------------------------------------------ reference */
 
@@ -106,27 +113,67 @@ void bn_backward_ref(real *dx, real *dgamma, real *dbeta, const real *dy, const 
 /* Parallelize over channels only when there is enough work to pay for the threads. */
 #define BN_PAR_MIN 16384
 
-void bn_forward_train(float *y, float *mean, float *invstd, const float *x, const float *gamma,
-                      const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                      float momentum, float eps) {
-    size_t count = (size_t)n * hw;
-    NASC_ASSERT(count > 0);
+/* The activations that can be fused after a batch norm: their derivative is a function of
+ * their OUTPUT (relu: y > 0; relu6: 0 < y < 6), so the BN output need not be stored. ACT_COUNT
+ * stands for "no activation" inside this file. */
+static int fusable(ActKind act) { return act == ACT_RELU || act == ACT_RELU6 || act == ACT_COUNT; }
+
+/* One row of y = act((x - mhi - mlo) * scale + b). The BN expression is the same as the
+ * unfused kernel's, so fused and unfused outputs are bitwise equal. */
+static inline void bn_row(ActKind act, float *restrict yp, const float *restrict xp, int hw, float mhi, float mlo,
+                          float scale, float b) {
+    if (act == ACT_RELU) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float v = ((xp[j] - mhi) - mlo) * scale + b;
+            yp[j] = v > 0 ? v : 0.0f;
+        }
+    } else if (act == ACT_RELU6) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float v = ((xp[j] - mhi) - mlo) * scale + b;
+            yp[j] = v > 0 ? (v < 6 ? v : 6.0f) : 0.0f;
+        }
+    } else {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) yp[j] = ((xp[j] - mhi) - mlo) * scale + b;
+    }
+}
+
+/* rows rows of hw values, `stride` apart: y = act(bn(x)) with one channel's constants. */
+MULTIVERSION static void bn_apply(ActKind act, float *y, const float *x, size_t stride, int rows, int hw, float mhi,
+                                  float mlo, float scale, float b) {
+    for (int i = 0; i < rows; i++) bn_row(act, y + i * stride, x + i * stride, hw, mhi, mlo, scale, b);
+}
+
+/* Sum and sum of squares of x - shift over rows rows of hw values, `stride` apart. */
+MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *x, size_t stride, int rows, int hw,
+                                 double shift) {
+    double s1 = 0, s2 = 0;
+    for (int i = 0; i < rows; i++) {
+        const float *xp = x + i * stride;
+#pragma omp simd reduction(+ : s1, s2)
+        for (int j = 0; j < hw; j++) {
+            double d = (double)xp[j] - shift;
+            s1 += d;
+            s2 += d * d;
+        }
+    }
+    *s1o = s1, *s2o = s2;
+}
+
+static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                          float momentum, float eps) {
+    size_t count = (size_t)n * hw, stride = (size_t)c * hw;
+    NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (int ch = 0; ch < c; ch++) {
         /* One pass for sum and sum of squares, shifted by the channel's first value so the
          * variance does not cancel when |mean| >> std. Products of floats are exact in double. */
-        double shift = x[(size_t)ch * hw];
-        double s1 = 0, s2 = 0;
-        for (int i = 0; i < n; i++) {
-            const float *xp = x + ((size_t)i * c + ch) * hw;
-#pragma omp simd reduction(+ : s1, s2)
-            for (int j = 0; j < hw; j++) {
-                double d = (double)xp[j] - shift;
-                s1 += d;
-                s2 += d * d;
-            }
-        }
+        double shift = x[(size_t)ch * hw], s1, s2;
+        bn_sums(&s1, &s2, x + (size_t)ch * hw, stride, n, hw, shift);
         double dm = s1 / (double)count;
         double var = s2 / (double)count - dm * dm;
         if (var < 0) var = 0;
@@ -144,70 +191,149 @@ void bn_forward_train(float *y, float *mean, float *invstd, const float *x, cons
         float mhi = (float)mu, mlo = (float)(mu - mhi);
         float scale = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
         float b = beta ? beta[ch] : 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float *xp = x + ((size_t)i * c + ch) * hw;
-            float *yp = y + ((size_t)i * c + ch) * hw;
-#pragma omp simd
-            for (int j = 0; j < hw; j++) yp[j] = ((xp[j] - mhi) - mlo) * scale + b;
+        bn_apply(act, y + (size_t)ch * hw, x + (size_t)ch * hw, stride, n, hw, mhi, mlo, scale, b);
+    }
+}
+
+static void bn_eval_core(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
+                         const float *running_mean, const float *running_var, int n, int c, int hw, float eps) {
+    NASC_ASSERT(fusable(act));
+    size_t stride = (size_t)c * hw;
+    int par = (size_t)n * stride >= BN_PAR_MIN && (c > 1 || n > 1);
+    if (c == 1 && n > 1) { /* one channel: split the images instead */
+        double is = 1.0 / sqrt((double)running_var[0] + (double)eps);
+        float scale = (float)((gamma ? (double)gamma[0] : 1.0) * is), b = beta ? beta[0] : 0.0f;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+        for (int i = 0; i < n; i++) bn_apply(act, y + i * stride, x + i * stride, stride, 1, hw, running_mean[0], 0.0f, scale, b);
+        return;
+    }
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (int ch = 0; ch < c; ch++) {
+        double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
+        float scale = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
+        bn_apply(act, y + (size_t)ch * hw, x + (size_t)ch * hw, stride, n, hw, running_mean[ch], 0.0f, scale,
+                 beta ? beta[ch] : 0.0f);
+    }
+}
+
+/* The upstream gradient: dy masked by the activation's derivative read from its output yv
+ * (act == ACT_COUNT: dy itself). */
+static inline float masked(ActKind act, float dy, float yv) {
+    if (act == ACT_RELU) return yv > 0 ? dy : 0.0f;
+    if (act == ACT_RELU6) return yv > 0 && yv < 6 ? dy : 0.0f;
+    return dy;
+}
+
+/* Over rows rows of hw values, `stride` apart: sum g and sum g (x - mu), g = masked dy. */
+MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dy, const float *yv,
+                                     const float *x, size_t stride, int rows, int hw, double mu) {
+    double sdy = 0, sdyxc = 0;
+    for (int i = 0; i < rows; i++) {
+        const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
+        if (act == ACT_COUNT) {
+#pragma omp simd reduction(+ : sdy, sdyxc)
+            for (int j = 0; j < hw; j++) {
+                double g = dyp[j];
+                sdy += g;
+                sdyxc += g * ((double)xp[j] - mu);
+            }
+        } else {
+#pragma omp simd reduction(+ : sdy, sdyxc)
+            for (int j = 0; j < hw; j++) {
+                double g = masked(act, dyp[j], yp[j]);
+                sdy += g;
+                sdyxc += g * ((double)xp[j] - mu);
+            }
         }
     }
+    *sdyo = sdy, *sdyxco = sdyxc;
+}
+
+/* dx (+)= a g + b (x - fmu) + c0 over rows rows of hw values, `stride` apart. */
+MULTIVERSION static void bn_bwd_dx(ActKind act, float *dx, const float *dy, const float *yv, const float *x,
+                                   size_t stride, int rows, int hw, float fmu, float a, float b, float c0, int acc) {
+    for (int i = 0; i < rows; i++) {
+        const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
+        float *dxp = dx + i * stride;
+        if (act == ACT_COUNT && acc) {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dxp[j] += a * dyp[j] + b * (xp[j] - fmu) + c0;
+        } else if (act == ACT_COUNT) {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dxp[j] = a * dyp[j] + b * (xp[j] - fmu) + c0;
+        } else if (acc) {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dxp[j] += a * masked(act, dyp[j], yp[j]) + b * (xp[j] - fmu) + c0;
+        } else {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dxp[j] = a * masked(act, dyp[j], yp[j]) + b * (xp[j] - fmu) + c0;
+        }
+    }
+}
+
+static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *yv,
+                             const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c,
+                             int hw, int accumulate) {
+    NASC_ASSERT(fusable(act) && (act == ACT_COUNT || yv));
+    size_t count = (size_t)n * hw, stride = (size_t)c * hw;
+    double m = (double)count;
+    int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
+    if (!yv) yv = dy; /* not read */
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (int ch = 0; ch < c; ch++) {
+        double mu = mean[ch], is = invstd[ch], sdy, sdyxc; /* sum g, sum g (x - mean) */
+        size_t o = (size_t)ch * hw;
+        bn_bwd_sums(&sdy, &sdyxc, act, dy + o, yv + o, x + o, stride, n, hw, mu);
+        if (dbeta) dbeta[ch] += (float)sdy;
+        if (dgamma) dgamma[ch] += (float)(sdyxc * is);
+        if (!dx) continue;
+        /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
+         * c0 = -a sum(g) / m. */
+        double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
+        bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, stride, n, hw, mean[ch], (float)gi,
+                  (float)(-gi * is * is * sdyxc / m), (float)(-gi * sdy / m), accumulate);
+    }
+}
+
+void bn_forward_train(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                      const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                      float momentum, float eps) {
+    bn_train_core(ACT_COUNT, y, mean, invstd, x, gamma, beta, running_mean, running_var, n, c, hw, momentum, eps);
 }
 
 void bn_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
                      const float *running_mean, const float *running_var, int n, int c, int hw, float eps) {
-    size_t planes = (size_t)n * c;
-    int par = planes * hw >= BN_PAR_MIN && planes > 1;
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (size_t p = 0; p < planes; p++) {
-        int ch = (int)(p % (size_t)c);
-        double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
-        float fmu = running_mean[ch];
-        float scale = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
-        float b = beta ? beta[ch] : 0.0f;
-        const float *xp = x + p * hw;
-        float *yp = y + p * hw;
-#pragma omp simd
-        for (int j = 0; j < hw; j++) yp[j] = (xp[j] - fmu) * scale + b;
-    }
+    bn_eval_core(ACT_COUNT, y, x, gamma, beta, running_mean, running_var, n, c, hw, eps);
 }
 
 void bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
                  const float *mean, const float *invstd, int n, int c, int hw) {
-    size_t count = (size_t)n * hw;
-    double m = (double)count;
-    int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (int ch = 0; ch < c; ch++) {
-        double mu = mean[ch], is = invstd[ch];
-        double sdy = 0, sdyxc = 0; /* sum dy, sum dy (x - mean) */
-        for (int i = 0; i < n; i++) {
-            const float *xp = x + ((size_t)i * c + ch) * hw;
-            const float *dyp = dy + ((size_t)i * c + ch) * hw;
-#pragma omp simd reduction(+ : sdy, sdyxc)
-            for (int j = 0; j < hw; j++) {
-                double d = dyp[j];
-                sdy += d;
-                sdyxc += d * ((double)xp[j] - mu);
-            }
-        }
-        if (dbeta) dbeta[ch] += (float)sdy;
-        if (dgamma) dgamma[ch] += (float)(sdyxc * is);
-        if (!dx) continue;
-        /* dx += a dy + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(dy (x-mean)) / m,
-         * c0 = -a sum(dy) / m. */
-        double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
-        float a = (float)gi;
-        float b = (float)(-gi * is * is * sdyxc / m);
-        float c0 = (float)(-gi * sdy / m);
-        float fmu = (float)mu;
-        for (int i = 0; i < n; i++) {
-            const float *xp = x + ((size_t)i * c + ch) * hw;
-            const float *dyp = dy + ((size_t)i * c + ch) * hw;
-            float *dxp = dx + ((size_t)i * c + ch) * hw;
-#pragma omp simd
-            for (int j = 0; j < hw; j++) dxp[j] += a * dyp[j] + b * (xp[j] - fmu) + c0;
-        }
-    }
+    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, NULL, x, gamma, mean, invstd, n, c, hw, 1);
+}
+
+void bn_backward_ex(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
+                    const float *mean, const float *invstd, int n, int c, int hw, int accumulate) {
+    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, NULL, x, gamma, mean, invstd, n, c, hw, accumulate);
+}
+
+void bn_act_forward_train(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                          float momentum, float eps) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    bn_train_core(act, y, mean, invstd, x, gamma, beta, running_mean, running_var, n, c, hw, momentum, eps);
+}
+
+void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
+                         const float *running_mean, const float *running_var, int n, int c, int hw, float eps) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    bn_eval_core(act, y, x, gamma, beta, running_mean, running_var, n, c, hw, eps);
+}
+
+void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *y,
+                     const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c, int hw,
+                     int accumulate) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    bn_backward_core(act, dx, dgamma, dbeta, dy, y, x, gamma, mean, invstd, n, c, hw, accumulate);
 }
 
 #endif /* NASC_REF_ONLY */

@@ -39,6 +39,9 @@ void conv2d_backward_ref(real *dx, real *dw, real *db, const real *dy, const rea
 void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d);
 void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                      const ConvDims *d);
+/* conv2d_backward that overwrites dx (dx = ...) when dx_accumulate == 0; dw/db accumulate. */
+void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const ConvDims *d, int dx_accumulate);
 #endif
 
 /* ---------------------------------------------------------------- gemm (gemm.c) */
@@ -85,6 +88,9 @@ void bn_forward_eval(float *y, const float *x, const float *gamma, const float *
                      const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
 void bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
                  const float *mean, const float *invstd, int n, int c, int hw);
+/* bn_backward that overwrites dx (dx = ...) when accumulate == 0; dgamma/dbeta still accumulate. */
+void bn_backward_ex(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
+                    const float *mean, const float *invstd, int n, int c, int hw, int accumulate);
 #endif
 
 /* ---------------------------------------------------------------- activations (act.c) */
@@ -95,6 +101,22 @@ void act_backward_ref(ActKind kind, real *dx, const real *dy, const real *x, siz
 #ifndef NASC_REF_ONLY
 void act_forward(ActKind kind, float *y, const float *x, size_t n);
 void act_backward(ActKind kind, float *dx, const float *dy, const float *x, size_t n);
+/* act_backward that overwrites dx (dx = dy f'(x)) when accumulate == 0. */
+void act_backward_ex(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int accumulate);
+
+/* Fused batch norm + activation (norm.c), act = ACT_RELU or ACT_RELU6: y = act(bn(x)) in one
+ * pass, bitwise equal to bn_forward_* followed by act_forward. The backward takes the FUSED
+ * output y (the activation's derivative is read from it: y > 0, resp. 0 < y < 6) and dy, the
+ * gradient w.r.t. y; it equals act_backward into a zeroed buffer followed by bn_backward.
+ * dx is overwritten when accumulate == 0; dgamma/dbeta always accumulate. */
+void bn_act_forward_train(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                          float momentum, float eps);
+void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
+                         const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
+void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *y,
+                     const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c, int hw,
+                     int accumulate);
 #endif
 
 /* ---------------------------------------------------------------- pooling (pool.c) */
@@ -140,6 +162,9 @@ void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n);
 #ifndef NASC_REF_ONLY
 void add_forward(float *y, const float *const *xs, int nin, size_t n);
 void add_backward(float *const *dxs, const float *dy, int nin, size_t n);
+/* add_backward where input j's gradient is overwritten (dx_j = dy) when accumulate[j] == 0
+ * (accumulate == NULL: all accumulate). */
+void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, const int *accumulate);
 #endif
 
 /* ---------------------------------------------------------------- resize (resize.c) */
