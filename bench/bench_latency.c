@@ -6,11 +6,17 @@
  * the share within 5% and 10%, the bias, and the worst cases. Its peer, measured in the same
  * run, is the measurement itself: every member is measured twice, independently, and the
  * disagreement of the two measurements is printed beside the prediction's error (the noise
- * floor no predictor can beat on this machine at this moment).
+ * floor no predictor can beat on this machine at this moment). Two more peers: the plain sum
+ * of the table (no correction), and the sum of the same op configurations timed alone, each
+ * op back to back in a one-op net (the textbook kernel-level table; it misses the cold
+ * caches a node meets inside a network).
+ * --drop F removes a fraction F of the table's entries at random first, to see how the
+ * fallback model does on configurations it never measured.
  *
  *   build/bench/bench_latency [--table FILE] [--space nb201,macro,FILE] [--members 100]
  *                             [--seed 777] [--threads 1] [--repeats 15] [--passes 2]
- *                             [--channels 16] [--cells 1] [--save-table FILE] [--quiet]
+ *                             [--channels 16] [--cells 1] [--save-table FILE] [--drop F]
+ *                             [--no-alone] [--quiet]
  * Without --table the profile uses its defaults (seed 1; --profile-members sets its sample).
  */
 #include <math.h>
@@ -70,7 +76,8 @@ static const char *arg_value(int argc, char **argv, int *i) {
 int main(int argc, char **argv) {
     const char *table_path = NULL, *save_path = NULL, *space_list = "nb201,macro";
     int members = 100, seed = 777, threads = 1, repeats = 15, passes = 2, channels = 16, cells = 1, quiet = 0;
-    int profile_members = 2000;
+    int profile_members = 2000, alone = 1;
+    double drop = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--table")) table_path = arg_value(argc, argv, &i);
@@ -84,6 +91,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--passes")) passes = atoi(arg_value(argc, argv, &i));
         else if (!strcmp(a, "--channels")) channels = atoi(arg_value(argc, argv, &i));
         else if (!strcmp(a, "--cells")) cells = atoi(arg_value(argc, argv, &i));
+        else if (!strcmp(a, "--drop")) drop = atof(arg_value(argc, argv, &i));
+        else if (!strcmp(a, "--no-alone")) alone = 0;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "bench_latency: unknown argument '%s' (see the comment at the top of bench/bench_latency.c)\n", a);
@@ -127,6 +136,34 @@ int main(int argc, char **argv) {
                sum.configs, sum.members, sum.seconds, sum.nets, 100 * sum.fit_mean_abs_err);
         if (save_path && lattable_save(&t, save_path, &e) != NASC_OK) fprintf(stderr, "bench_latency: %s\n", e.msg);
     }
+    if (drop > 0) { /* a copy of the table without a random fraction of its entries */
+        LatencyTable d;
+        lattable_init(&d, t.target);
+        memcpy(d.corr, t.corr, sizeof d.corr);
+        memcpy(d.fb, t.fb, sizeof d.fb);
+        memcpy(d.fb_n, t.fb_n, sizeof d.fb_n);
+        d.threads = t.threads;
+        Rng r;
+        rng_seed(&r, (uint64_t)seed + 99);
+        for (int i = 0; i < t.n; i++)
+            if (rng_uniform(&r) >= drop) lattable_add(&d, &t.e[i].cfg, t.e[i].us);
+        printf("dropped %d of %d entries (--drop %g): those nodes use the fallback\n", t.n - d.n, t.n, drop);
+        lattable_free(&t);
+        t = d;
+    }
+    /* the peer table: the same configurations, each op timed alone */
+    LatencyTable iso;
+    lattable_init(&iso, "alone");
+    if (alone) {
+        for (int i = 0; i < t.n; i++) lattable_add(&iso, &t.e[i].cfg, -1);
+        LatMeasureConfig mi = {.repeats = repeats, .passes = passes, .seed = (uint64_t)seed};
+        double t0 = now_seconds();
+        if (lattable_measure(&iso, 1, &mi, &e) != NASC_OK) {
+            fprintf(stderr, "bench_latency: %s\n", e.msg);
+            return 2;
+        }
+        printf("timed the %d configurations alone too, in %.0f s\n", iso.n, now_seconds() - t0);
+    }
     printf("correction: us = %.4f * sum + %.3f * nodes + %.2f;  %d thread%s; members drawn with seed %d\n", t.corr[0],
            t.corr[1], t.corr[2], threads, threads == 1 ? "" : "s", seed);
 
@@ -157,6 +194,7 @@ int main(int argc, char **argv) {
         }
         double *meas = xmalloc((size_t)n * sizeof *meas), *meas2 = xmalloc((size_t)n * sizeof *meas2);
         double *err = xmalloc((size_t)n * sizeof *err), *err_sum = xmalloc((size_t)n * sizeof *err_sum);
+        double *err_alone = xmalloc((size_t)n * sizeof *err_alone);
         double *noise = xmalloc((size_t)n * sizeof *noise);
         double t0 = now_seconds();
         predict_measure_nets(nets, n, &mc, meas);
@@ -171,6 +209,11 @@ int main(int argc, char **argv) {
             predict_net(&t, nets[i], &p);
             err[i] = (p.us - meas[i]) / meas[i];
             err_sum[i] = (p.sum_us - meas[i]) / meas[i];
+            if (alone) {
+                LatPrediction pa;
+                predict_net(&iso, nets[i], &pa);
+                err_alone[i] = (pa.sum_us - meas[i]) / meas[i];
+            }
             noise[i] = (meas2[i] - meas[i]) / meas[i];
 
             fb_nets += p.fallback_nodes > 0;
@@ -188,6 +231,10 @@ int main(int argc, char **argv) {
         double within10 = d.within10;
         dist_of(err_sum, n, &d);
         dist_print("plain sum vs measured", &d);
+        if (alone) {
+            dist_of(err_alone, n, &d);
+            dist_print("ops alone, sum vs measured", &d);
+        }
         dist_of(noise, n, &d);
         dist_print("measured again vs first", &d);
         /* worst 5 by |err| */
@@ -218,9 +265,11 @@ int main(int argc, char **argv) {
         free(err);
         free(err_sum);
         free(noise);
+        free(err_alone);
         free(worst);
         space_free(s);
     }
+    lattable_free(&iso);
     lattable_free(&t);
     free(list);
     return all_ok ? 0 : 1;

@@ -43,8 +43,8 @@ static void remove_db(const char *path) {
 }
 
 static const TrialsSetting settings[] = {
-    {"space", "nb201", 0},  {"strategy", "evolution", 0}, {"seed", "7", 0},
-    {"epochs", "12", 0},    {"max_params", "100000", 0},  {"trials", "50", 1},
+    {"space", "nb201", 0}, {"strategy", "evolution", 0}, {"seed", "7", 0},
+    {"epochs", "12", 0},   {"max_params", "100000", 0},  {"trials", "50", 1},
 };
 #define NSET ((int)(sizeof settings / sizeof settings[0]))
 
@@ -177,7 +177,8 @@ static void test_roundtrip(void) {
     CHECK(trials_settings(db, &kv, &nkv, &e) == NASC_OK && nkv == NSET, "settings: %d", nkv);
     for (int i = 0; i < nkv; i++) {
         int found = 0;
-        for (int j = 0; j < NSET; j++) found |= !strcmp(kv[i].key, settings[j].key) && !strcmp(kv[i].value, settings[j].value);
+        for (int j = 0; j < NSET; j++)
+            found |= !strcmp(kv[i].key, settings[j].key) && !strcmp(kv[i].value, settings[j].value);
         CHECK(found, "setting %s=%s not given", kv[i].key, kv[i].value);
     }
     trials_settings_free(kv, nkv);
@@ -197,8 +198,9 @@ static void test_roundtrip(void) {
     sqlite3 *raw;
     sqlite3_open(path, &raw);
     sqlite3_stmt *st;
-    sqlite3_prepare_v2(raw, "SELECT (SELECT application_id FROM pragma_application_id), "
-                            "(SELECT user_version FROM pragma_user_version), (SELECT journal_mode FROM pragma_journal_mode)",
+    sqlite3_prepare_v2(raw,
+                       "SELECT (SELECT application_id FROM pragma_application_id), "
+                       "(SELECT user_version FROM pragma_user_version), (SELECT journal_mode FROM pragma_journal_mode)",
                        -1, &st, NULL);
     CHECK(sqlite3_step(st) == SQLITE_ROW, "pragmas");
     CHECK(sqlite3_column_int64(st, 0) == TRIALS_APP_ID, "application_id");
@@ -224,7 +226,8 @@ static void test_unique(void) {
     trials_row_free(&row);
     TrialBegin dup = b0;
     dup.seq = 1, dup.trial_id = 1, dup.arch = "another-arch-same-function";
-    CHECK(trials_begin(db, &dup, &e) == NASC_ERR && strstr(e.msg, "never trained twice") && strstr(e.msg, "being trained"),
+    CHECK(trials_begin(db, &dup, &e) == NASC_ERR && strstr(e.msg, "never trained twice") &&
+              strstr(e.msg, "being trained"),
           "duplicate while running: %s", e.msg);
     dup.reuse_of = 0;
     CHECK(trials_record(db, &dup, &r0, &e) == NASC_ERR, "reuse of a running trial accepted");
@@ -232,8 +235,7 @@ static void test_unique(void) {
     CHECK(trials_finish(db, 0, &r0, &e) == NASC_ERR && strstr(e.msg, "not running"), "finish twice: %s", e.msg);
 
     /* Now answered from the database and recorded as a reuse row. */
-    CHECK(trials_find_result(db, canon, b0.fid, &row, &e) == TRIALS_FOUND_DONE && row.seq == 0 &&
-              row.r.val_acc == 0.8,
+    CHECK(trials_find_result(db, canon, b0.fid, &row, &e) == TRIALS_FOUND_DONE && row.seq == 0 && row.r.val_acc == 0.8,
           "done lookup");
     trials_row_free(&row);
     dup.reuse_of = -1;
@@ -275,12 +277,13 @@ static void test_unique(void) {
     /* The rule is the schema's, not only the API's. */
     sqlite3 *raw;
     sqlite3_open(path, &raw);
-    CHECK(sqlite3_exec(raw,
-                       "INSERT INTO trials(seq, trial_id, arch, canonical, spec, fid_epochs, fid_fraction, seed, status, "
-                       "val_acc, started, finished, ask_ev, tell_ev) SELECT 5, 5, arch, canonical, spec, fid_epochs, "
-                       "fid_fraction, 1, 'done', 0.5, 0, 0, 100, 101 FROM trials WHERE seq = 0",
-                       NULL, NULL, NULL) == SQLITE_CONSTRAINT,
-          "schema lets a trial train twice");
+    CHECK(
+        sqlite3_exec(raw,
+                     "INSERT INTO trials(seq, trial_id, arch, canonical, spec, fid_epochs, fid_fraction, seed, status, "
+                     "val_acc, started, finished, ask_ev, tell_ev) SELECT 5, 5, arch, canonical, spec, fid_epochs, "
+                     "fid_fraction, 1, 'done', 0.5, 0, 0, 100, 101 FROM trials WHERE seq = 0",
+                     NULL, NULL, NULL) == SQLITE_CONSTRAINT,
+        "schema lets a trial train twice");
     sqlite3_close(raw);
     trials_close(db);
 }
@@ -321,8 +324,9 @@ static void test_resume(void) {
     trials_row_free(&row);
     TrialsEvent *ev;
     CHECK(trials_events(db, &ev, &n, &e) == NASC_OK && n == 8, "events %ld", n);
-    if (n == 8) CHECK(ev[6].seq == 3 && ev[6].kind == TRIALS_EV_ASK && ev[7].seq == 3 && ev[7].kind == TRIALS_EV_TELL,
-                      "redone trial keeps its ask position");
+    if (n == 8)
+        CHECK(ev[6].seq == 3 && ev[6].kind == TRIALS_EV_ASK && ev[7].seq == 3 && ev[7].kind == TRIALS_EV_TELL,
+              "redone trial keeps its ask position");
     free(ev);
     TrialsSetting *kv;
     int nkv;
@@ -395,8 +399,8 @@ static void test_open_errors(void) {
     trials_close(open_ok(path, TRIALS_CREATE));
     TrialsSetting changed[NSET];
     memcpy(changed, settings, sizeof changed);
-    changed[2].value = "8";         /* seed */
-    changed[1].value = "random";    /* strategy */
+    changed[2].value = "8";      /* seed */
+    changed[1].value = "random"; /* strategy */
     expect_open_error(path, TRIALS_RESUME, changed, NSET, "seed: stored '7', this command '8'", "other settings");
     expect_open_error(path, TRIALS_RESUME, changed, NSET, "strategy: stored 'evolution', this command 'random'",
                       "other settings (2)");
@@ -586,9 +590,9 @@ static void test_crash(void) {
 }
 
 static void cleanup(void) {
-    static const char *names[] = {"rt.db", "uniq.db", "resume.db", "text.db", "empty.db", "other.db",
-                                  "other_id.db", "half.db", "newer.db", "settings.db", "trunc.db", "crash.db",
-                                  "uninterrupted.db", "missing.db"};
+    static const char *names[] = {"rt.db",    "uniq.db",     "resume.db",        "text.db",   "empty.db",
+                                  "other.db", "other_id.db", "half.db",          "newer.db",  "settings.db",
+                                  "trunc.db", "crash.db",    "uninterrupted.db", "missing.db"};
     char p[300];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);

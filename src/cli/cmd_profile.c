@@ -64,7 +64,7 @@ int cmd_profile(int argc, char **argv) {
         {"cells", ARG_INT, &cells, "NB201: cells per stage (1)", 0},
         {"data", ARG_STR, &data, "input shape and classes: fashion-mnist | mnist:DIR | cifar10:DIR | DIR", 0},
         {"seed", ARG_INT, &seed, "seed for sampling members and inputs (1)", 0},
-        {"zoo", ARG_NOFLAG, &zoo, "--no-zoo: leave out the zoo nets small, resnet8, mbv2", 0},
+        {"no-zoo", ARG_NOFLAG, &zoo, "leave out the zoo nets small, resnet8, mbv2", 0},
         {"quiet", ARG_FLAG, &quiet, "no progress on stderr", 0},
         {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
         {"help", ARG_FLAG, &help, "this help", 0},

@@ -41,8 +41,10 @@ static void json_trial(FILE *f, const TrialRow *t) {
 }
 
 static void print_count(char *buf, size_t n, long long v) {
-    if (v < 0) snprintf(buf, n, "-");
-    else snprintf(buf, n, "%lld", v);
+    if (v < 0)
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%lld", v);
 }
 
 int cmd_report(int argc, char **argv) {
@@ -96,8 +98,10 @@ int cmd_report(int argc, char **argv) {
     for (long i = 0; i < n; i++) {
         const TrialRow *t = &rows[i];
         counts[t->running ? 3 : (int)t->r.status]++;
-        if (t->reuse_of >= 0) reused++;
-        else if (!isnan(t->r.train_seconds)) train_s += t->r.train_seconds;
+        if (t->reuse_of >= 0)
+            reused++;
+        else if (!isnan(t->r.train_seconds))
+            train_s += t->r.train_seconds;
         if (!t->running && t->r.status == TRIAL_OK && t->reuse_of < 0) best[nbest++] = t;
     }
     qsort(best, (size_t)nbest, sizeof *best, cmp_best);
@@ -108,7 +112,9 @@ int cmd_report(int argc, char **argv) {
     for (int i = 0; i < nmeta; i++) fprintf(f, "  %-22s %s\n", meta[i].key, meta[i].value);
     fprintf(f, "settings\n");
     for (int i = 0; i < nset; i++) fprintf(f, "  %-22s %s\n", set[i].key, set[i].value);
-    fprintf(f, "trials: %ld (done %ld, failed %ld, infeasible %ld, running or interrupted %ld; %ld answered from earlier trials)\n",
+    fprintf(f,
+            "trials: %ld (done %ld, failed %ld, infeasible %ld, running or interrupted %ld; %ld answered from earlier "
+            "trials)\n",
             n, counts[TRIAL_OK], counts[TRIAL_FAILED], counts[TRIAL_INFEASIBLE], counts[3], reused);
     fprintf(f, "training time: %.1f s\n", train_s);
     if (shown) {
@@ -142,8 +148,10 @@ int cmd_report(int argc, char **argv) {
         for (int i = 0; i < nset; i++) json_str(&s, set[i].key, set[i].value);
         fputc('}', stdout);
         json_raw_key(&j, "best");
-        if (nbest) json_trial(stdout, best[0]);
-        else fputs("null", stdout);
+        if (nbest)
+            json_trial(stdout, best[0]);
+        else
+            fputs("null", stdout);
         json_raw_key(&j, "top");
         fputc('[', stdout);
         for (long i = 0; i < shown; i++) {

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define NASC_VERSION "0.1"
+
 #ifndef NASC_REAL
 #define NASC_REAL float
 #endif

@@ -3,11 +3,23 @@
  * configuration the search spaces can produce, and a table file keeps the results; a
  * network's latency is then the sum of its nodes' entries, corrected by a small linear model
  * fitted on whole networks measured during profiling. A table made on one device can be used
- * to search on another machine.
+ * to search on another machine: prediction reads the table only.
  *
  * Latency means: net_forward at batch 1, eval mode, fp32, with the table's thread count, in
  * steady state (the median of back-to-back runs after a warm-up), in microseconds inside the
- * table and milliseconds at the API's edge.
+ * table and milliseconds at the API's edge. `nasc profile` uses 1 thread unless told otherwise
+ * (target files have no thread count): at batch 1 these nets are faster on one thread than
+ * on two here, and far steadier on a shared machine (see cmd_profile.c).
+ *
+ * An entry is the time of one op configuration as a node inside real networks (the members
+ * that contain it, each timed node by node), not of the op run alone: inside a network a node
+ * meets cold output buffers and weights, which makes cheap memory-bound ops (relu, bn, add)
+ * 1.5x to 4x slower than back to back in a one-op net. Timing alone stays available
+ * (lattable_measure) for configurations no network carries.
+ *
+ * Measurements are robust to a noisy machine the cheap way: medians of many short samples,
+ * rounds interleaved across items (a burst of load hits many items a little, not one a lot),
+ * and the min over passes of the per-pass medians.
  *
  * ---- Op configurations and keys
  * An op configuration is everything that decides one node's forward cost at batch 1: the op,
@@ -148,7 +160,7 @@ double predict_fallback_us(const LatencyTable *t, const OpConfig *cfg);
 typedef struct {
     int repeats;      /* interleaved rounds per pass (default 15) */
     int passes;       /* passes; a result is the min over passes of the per-pass median (default 2) */
-    int runs;         /* whole nets: timed runs per round, after one warm-up run (default 3) */
+    int runs;         /* nets: timed runs of each net per round, after one warm-up run (default 3) */
     double sample_us; /* ops: a timed sample runs the op back to back for at least this long (default 40) */
     double q;         /* statistic of a pass: the q-quantile of its samples (default 0.5, the median) */
     uint64_t seed;
@@ -159,8 +171,8 @@ typedef struct {
  * small net whose earlier nodes make its inputs, timed with net_node_forward. Entries are
  * measured in groups; within a group the rounds are interleaved (one sample of each entry per
  * round, in shuffled order), and every pass reshuffles, so a burst of load on the machine
- * spreads over many entries instead of spoiling one. mc may be NULL. Returns NASC_ERR with a
- * message if a configuration cannot be built. */
+ * spreads over many entries instead of spoiling one. mc may be NULL. An entry whose net cannot
+ * be built stays unmeasured (us < 0: the fallback covers it); returns NASC_OK. */
 int lattable_measure(LatencyTable *t, int all, const LatMeasureConfig *mc, Err *e);
 /* Whole-net latency (microseconds) of each net, interleaved the same way: per round, one
  * warm-up forward then `runs` timed forwards of each net. */

@@ -30,7 +30,7 @@
 struct TrialsDb {
     sqlite3 *db;
     char *path;
-    int lock_fd;       /* flock(LOCK_EX) held by a writer, -1 for readers */
+    int lock_fd; /* flock(LOCK_EX) held by a writer, -1 for readers */
     TrialsMode mode;
     long interrupted;
 };
@@ -131,18 +131,24 @@ static sqlite3_stmt *prep(TrialsDb *db, const char *sql, Err *e) {
 }
 
 static void bind_real(sqlite3_stmt *st, int i, double v) {
-    if (isnan(v)) sqlite3_bind_null(st, i);
-    else sqlite3_bind_double(st, i, v);
+    if (isnan(v))
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_double(st, i, v);
 }
 
 static void bind_count(sqlite3_stmt *st, int i, long long v) {
-    if (v < 0) sqlite3_bind_null(st, i);
-    else sqlite3_bind_int64(st, i, v);
+    if (v < 0)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, v);
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s) {
-    if (s) sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
-    else sqlite3_bind_null(st, i);
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
 }
 
 static double col_real(sqlite3_stmt *st, int i) {
@@ -339,8 +345,10 @@ static void append_diff(char *buf, size_t cap, int *ndiff, const char *key, cons
     snprintf(b, sizeof b, now ? "'%s'" : "%s", now ? now : "(not set)");
     snprintf(item, sizeof item, "%s%s: stored %s, this command %s", (*ndiff)++ ? "; " : "", key, a, b);
     size_t len = strlen(buf);
-    if (len + strlen(item) + 6 < cap) memcpy(buf + len, item, strlen(item) + 1);
-    else if (len + 6 <= cap && !strstr(buf, "; ...")) memcpy(buf + len, "; ...", 6);
+    if (len + strlen(item) + 6 < cap)
+        memcpy(buf + len, item, strlen(item) + 1);
+    else if (len + 6 <= cap && !strstr(buf, "; ..."))
+        memcpy(buf + len, "; ...", 6);
 }
 
 /* Compares the stored settings with this command's; updates the may_change ones. */
@@ -402,8 +410,10 @@ static int take_lock(TrialsDb *db, Err *e) {
     }
     if (flock(db->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
-            err_set(e, "%s: in use by another nasc process (a search is writing it); wait for it to end or use another --db",
-                    db->path);
+            err_set(
+                e,
+                "%s: in use by another nasc process (a search is writing it); wait for it to end or use another --db",
+                db->path);
         else
             err_set(e, "%s: cannot lock: %s", db->path, strerror(errno));
         return NASC_ERR;
@@ -457,7 +467,8 @@ TrialsDb *trials_open(const char *path, TrialsMode mode, const TrialsSetting *se
     if (kind == NASC_ERR) goto fail;
     if (kind == 0 && mode != TRIALS_CREATE) {
         err_set(e, "%s: an empty database, so there is no experiment to %s%s", path,
-                mode == TRIALS_RESUME ? "resume" : "read", mode == TRIALS_RESUME ? "; run without --resume to start one" : "");
+                mode == TRIALS_RESUME ? "resume" : "read",
+                mode == TRIALS_RESUME ? "; run without --resume to start one" : "");
         goto fail;
     }
     if (kind == 1 && mode == TRIALS_CREATE) {
@@ -485,8 +496,8 @@ fail:
 
 void trials_close(TrialsDb *db) {
     if (!db) return;
-    /* sqlite3_close first: closing our own descriptor while SQLite still holds its POSIX
-     * locks on the file would be harmless for flock but we keep the order strict anyway. */
+    /* SQLite first: close() of any descriptor of the file drops every POSIX (fcntl) lock this
+     * process holds on it, SQLite's included, so the flock descriptor must outlive SQLite. */
     if (db->db) sqlite3_close_v2(db->db);
     if (db->lock_fd >= 0) close(db->lock_fd);
     free(db->path);
@@ -565,8 +576,10 @@ static int insert_row(TrialsDb *db, const TrialBegin *b, const TrialResult *r, E
     sqlite3_bind_double(st, 6, b->fid.epochs);
     sqlite3_bind_double(st, 7, b->fid.fraction);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)b->seed);
-    if (b->reuse_of >= 0) sqlite3_bind_int64(st, 9, b->reuse_of);
-    else sqlite3_bind_null(st, 9);
+    if (b->reuse_of >= 0)
+        sqlite3_bind_int64(st, 9, b->reuse_of);
+    else
+        sqlite3_bind_null(st, 9);
     sqlite3_bind_double(st, 10, wall_seconds());
     sqlite3_bind_int(st, 11, b->worker);
     sqlite3_bind_int64(st, 12, ev);
@@ -659,8 +672,10 @@ int trials_mark_infeasible(TrialsDb *db, const TrialBegin *b, const TrialResult 
 
 int trials_restart(TrialsDb *db, long seq, int worker, Err *e) {
     if (begin_tx(db, e) != NASC_OK) return NASC_ERR;
-    sqlite3_stmt *st =
-        prep(db, "UPDATE trials SET started = ?2, worker = ?3, attempts = attempts + 1 WHERE seq = ?1 AND status = 'running'", e);
+    sqlite3_stmt *st = prep(
+        db,
+        "UPDATE trials SET started = ?2, worker = ?3, attempts = attempts + 1 WHERE seq = ?1 AND status = 'running'",
+        e);
     if (!st) return rollback(db);
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_double(st, 2, wall_seconds());
@@ -680,9 +695,9 @@ int trials_restart(TrialsDb *db, long seq, int worker, Err *e) {
 
 /* ------------------------------------------------------------------ reads */
 
-#define ROW_COLUMNS                                                                                   \
-    "seq, trial_id, arch, canonical, spec, fid_epochs, fid_fraction, seed, status, reuse_of, val_acc, " \
-    "train_acc, train_loss, params, macs, peak_bytes, flash_bytes, latency_ms, predicted_latency_ms, "  \
+#define ROW_COLUMNS                                                                                                    \
+    "seq, trial_id, arch, canonical, spec, fid_epochs, fid_fraction, seed, status, reuse_of, val_acc, "                \
+    "train_acc, train_loss, params, macs, peak_bytes, flash_bytes, latency_ms, predicted_latency_ms, "                 \
     "train_seconds, started, finished, worker, attempts, error, ask_ev, tell_ev"
 
 static void read_row(sqlite3_stmt *st, TrialRow *row) {
@@ -698,7 +713,7 @@ static void read_row(sqlite3_stmt *st, TrialRow *row) {
     const char *status = (const char *)sqlite3_column_text(st, 8);
     row->r = trials_result_empty();
     row->running = !status || !strcmp(status, "running");
-    row->r.status = !status ? TRIAL_FAILED
+    row->r.status = !status                         ? TRIAL_FAILED
                     : !strcmp(status, "infeasible") ? TRIAL_INFEASIBLE
                     : !strcmp(status, "failed")     ? TRIAL_FAILED
                                                     : TRIAL_OK;
@@ -737,9 +752,7 @@ void trials_rows_free(TrialRow *rows, long n) {
     free(rows);
 }
 
-const char *trials_status_name(const TrialRow *row) {
-    return row->running ? "running" : status_names[row->r.status];
-}
+const char *trials_status_name(const TrialRow *row) { return row->running ? "running" : status_names[row->r.status]; }
 
 int trials_get(TrialsDb *db, long seq, TrialRow *row, Err *e) {
     sqlite3_stmt *st = prep(db, "SELECT " ROW_COLUMNS " FROM trials WHERE seq = ?1", e);
@@ -888,7 +901,8 @@ int trials_check(TrialsDb *db, Err *e) {
     } checks[] = {
         {"SELECT (SELECT count(*) FROM trials) - (coalesce((SELECT max(seq) FROM trials), -1) + 1)",
          "trial seq numbers are not contiguous from 0"},
-        {"SELECT count(*) FROM trials WHERE status = 'done' AND (val_acc IS NULL OR finished IS NULL OR tell_ev IS NULL)",
+        {"SELECT count(*) FROM trials WHERE status = 'done' AND (val_acc IS NULL OR finished IS NULL OR tell_ev IS "
+         "NULL)",
          "a done trial lacks its result"},
         {"SELECT count(*) FROM trials a JOIN trials b ON b.seq = a.seq + 1 WHERE b.ask_ev <= a.ask_ev",
          "asks are not in seq order"},

@@ -61,25 +61,25 @@ typedef struct TrialsDb TrialsDb;
 /* A trial's result. Unknown values: NAN for doubles, -1 for counts (stored as NULL). */
 typedef struct {
     TrialStatus status;
-    double val_acc;              /* [0, 1]; required when status is TRIAL_OK */
+    double val_acc; /* [0, 1]; required when status is TRIAL_OK */
     double train_acc, train_loss;
     long long params, macs, peak_bytes, flash_bytes;
     double latency_ms, predicted_latency_ms;
-    double train_seconds;        /* training wall time of this trial */
-    const char *error;           /* NULL, or why it failed / is infeasible */
+    double train_seconds; /* training wall time of this trial */
+    const char *error;    /* NULL, or why it failed / is infeasible */
 } TrialResult;
 
 /* What trials_begin / trials_record write about a newly asked trial. */
 typedef struct {
-    long seq;                 /* ask order: must be the next one (0 for the first trial) */
-    long trial_id;            /* Trial.id as the strategy assigned it */
-    const char *arch;         /* compact arch string */
-    const char *canonical;    /* space_canonical_arch() */
-    const char *spec;         /* the spec text trained */
+    long seq;              /* ask order: must be the next one (0 for the first trial) */
+    long trial_id;         /* Trial.id as the strategy assigned it */
+    const char *arch;      /* compact arch string */
+    const char *canonical; /* space_canonical_arch() */
+    const char *spec;      /* the spec text trained */
     Fidelity fid;
-    uint64_t seed;            /* training seed (stored as a 64-bit two's-complement integer) */
-    int worker;               /* MPI rank that runs it (0 when serial) */
-    long reuse_of;            /* -1, or the seq of the trained trial whose result this row reuses */
+    uint64_t seed; /* training seed (stored as a 64-bit two's-complement integer) */
+    int worker;    /* MPI rank that runs it (0 when serial) */
+    long reuse_of; /* -1, or the seq of the trained trial whose result this row reuses */
 } TrialBegin;
 
 /* A row read back. Strings are owned by the row (trials_row_free / trials_rows_free). */
@@ -93,20 +93,20 @@ typedef struct {
     long reuse_of;            /* -1 or seq of the trained trial */
     double started, finished; /* unix seconds (finished: NAN while running) */
     int worker, attempts;
-    long ask_ev, tell_ev;     /* event clock; tell_ev -1 while running */
+    long ask_ev, tell_ev; /* event clock; tell_ev -1 while running */
 } TrialRow;
 
 typedef enum { TRIALS_EV_ASK, TRIALS_EV_TELL } TrialsEventKind;
 typedef struct {
-    long ev;                  /* event clock value, increasing through the array */
-    long seq;                 /* the trial */
+    long ev;  /* event clock value, increasing through the array */
+    long seq; /* the trial */
     TrialsEventKind kind;
 } TrialsEvent;
 
 /* trials_find_result answers */
-#define TRIALS_FOUND_NONE 0     /* never asked at this fidelity */
-#define TRIALS_FOUND_DONE 1     /* *row holds the finished result (done, failed or infeasible) */
-#define TRIALS_FOUND_RUNNING 2  /* being trained now (row->seq): wait for it, then reuse */
+#define TRIALS_FOUND_NONE 0    /* never asked at this fidelity */
+#define TRIALS_FOUND_DONE 1    /* *row holds the finished result (done, failed or infeasible) */
+#define TRIALS_FOUND_RUNNING 2 /* being trained now (row->seq): wait for it, then reuse */
 
 /* Open or create. settings (nsettings pairs) are stored on create and compared on resume
  * (ignored for TRIALS_READ). NULL with a message naming the file and the problem. */
@@ -129,7 +129,7 @@ int trials_mark_infeasible(TrialsDb *db, const TrialBegin *b, const TrialResult 
 
 /* Reads. */
 int trials_find_result(TrialsDb *db, const char *canonical, Fidelity fid, TrialRow *row, Err *e);
-long trials_count(TrialsDb *db, Err *e); /* -1 on error */
+long trials_count(TrialsDb *db, Err *e);                         /* -1 on error */
 int trials_list(TrialsDb *db, TrialRow **rows, long *n, Err *e); /* seq order */
 int trials_get(TrialsDb *db, long seq, TrialRow *row, Err *e);   /* NASC_ERR if absent */
 int trials_events(TrialsDb *db, TrialsEvent **ev, long *n, Err *e);
