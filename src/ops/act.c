@@ -123,7 +123,7 @@ static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const f
         break;
     case ACT_RELU6:
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + (x[i] > 0 && x[i] < 6 ? dy[i] : 0.0f);
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + ((x[i] > 0) & (x[i] < 6) ? dy[i] : 0.0f);
         break;
     case ACT_HSWISH:
 #pragma omp simd
@@ -137,7 +137,7 @@ static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const f
         break;
     case ACT_HSIGMOID:
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + (x[i] > -3 && x[i] < 3 ? dy[i] * (1.0f / 6) : 0.0f);
+        for (size_t i = 0; i < n; i++) dx[i] = ACC(i) + ((x[i] > -3) & (x[i] < 3) ? dy[i] * (1.0f / 6) : 0.0f);
         break;
     default: NASC_ASSERT(!"unknown activation");
     }

@@ -21,10 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef NASC_VERSION
-#define NASC_VERSION "0.1"
-#endif
-
 #define BUSY_TIMEOUT_MS 10000
 
 struct TrialsDb {
