@@ -17,6 +17,8 @@
 #include "ops.h"
 
 #include <math.h>
+
+#include "simd.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -82,7 +84,7 @@ static inline float dsigmoidf_(float x) {
     return e / ((1.0f + e) * (1.0f + e));
 }
 
-static void act_forward_chunk(ActKind kind, float *y, const float *x, size_t n) {
+MULTIVERSION static void act_forward_chunk(ActKind kind, float *y, const float *x, size_t n) {
     switch (kind) {
     case ACT_RELU:
 #pragma omp simd
@@ -115,7 +117,7 @@ static void act_forward_chunk(ActKind kind, float *y, const float *x, size_t n) 
 
 /* dx (+)= dy f'(x); `acc` is 0 (overwrite) or 1, invariant, so the loops are unswitched. */
 #define ACC(i) (acc ? dx[i] : 0.0f)
-static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int acc) {
+MULTIVERSION static void act_backward_chunk(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int acc) {
     switch (kind) {
     case ACT_RELU:
 #pragma omp simd

@@ -8,6 +8,7 @@
  * element when 0 < p < 1), so a seed reproduces it.
  */
 #include "ops.h"
+#include "simd.h"
 
 /* ------------------------------------------------------------------ reference */
 
@@ -103,30 +104,51 @@ void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n) 
 #define ADD_CHUNK 2048 /* floats per block: a block of the sum stays in L1 */
 #define ADD_PAR_MIN 65536
 
-/* Sums block by block into a local buffer, then stores: y may alias any input. */
+/* One block of len <= ADD_CHUNK values: y = sum of the inputs, through a local buffer (y may
+ * alias any input). */
+MULTIVERSION static void add_block(float *y, const float *const *xs, int nin, size_t lo, size_t len) {
+    float acc[ADD_CHUNK];
+    const float *x0 = xs[0] + lo;
+#pragma omp simd
+    for (size_t i = 0; i < len; i++) acc[i] = x0[i];
+    for (int j = 1; j < nin; j++) {
+        const float *xj = xs[j] + lo;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) acc[i] += xj[i];
+    }
+    float *yp = y + lo;
+#pragma omp simd
+    for (size_t i = 0; i < len; i++) yp[i] = acc[i];
+}
+
 void add_forward(float *y, const float *const *xs, int nin, size_t n) {
     NASC_ASSERT(nin >= 1);
     long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
     int par = n >= ADD_PAR_MIN;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long b = 0; b < nblocks; b++) {
-        float acc[ADD_CHUNK];
-        size_t lo = (size_t)b * ADD_CHUNK, len = NASC_MIN((size_t)ADD_CHUNK, n - lo);
-        const float *x0 = xs[0] + lo;
-#pragma omp simd
-        for (size_t i = 0; i < len; i++) acc[i] = x0[i];
-        for (int j = 1; j < nin; j++) {
-            const float *xj = xs[j] + lo;
-#pragma omp simd
-            for (size_t i = 0; i < len; i++) acc[i] += xj[i];
-        }
-        float *yp = y + lo;
-#pragma omp simd
-        for (size_t i = 0; i < len; i++) yp[i] = acc[i];
+        size_t lo = (size_t)b * ADD_CHUNK;
+        add_block(y, xs, nin, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
     }
 }
 
 void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }
+
+/* One block of the backward: each non-NULL dx_j (+)= dy, in input order. */
+MULTIVERSION static void add_back_block(float *const *dxs, const float *dy, int nin, const int *accumulate, size_t lo,
+                                        size_t len) {
+    const float *g = dy + lo;
+    for (int j = 0; j < nin; j++) {
+        if (!dxs[j]) continue;
+        float *dxp = dxs[j] + lo;
+        if (accumulate && !accumulate[j]) {
+            memcpy(dxp, g, len * sizeof(float));
+            continue;
+        }
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) dxp[i] += g[i];
+    }
+}
 
 /* Inputs are handled in order within each block, so a gradient passed twice with flags
  * {0, 1} gets dy + dy. */
@@ -135,18 +157,8 @@ void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, cons
     long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long b = 0; b < nblocks; b++) {
-        size_t lo = (size_t)b * ADD_CHUNK, len = NASC_MIN((size_t)ADD_CHUNK, n - lo);
-        const float *g = dy + lo;
-        for (int j = 0; j < nin; j++) {
-            if (!dxs[j]) continue;
-            float *dxp = dxs[j] + lo;
-            if (accumulate && !accumulate[j]) {
-                memcpy(dxp, g, len * sizeof(float));
-                continue;
-            }
-#pragma omp simd
-            for (size_t i = 0; i < len; i++) dxp[i] += g[i];
-        }
+        size_t lo = (size_t)b * ADD_CHUNK;
+        add_back_block(dxs, dy, nin, accumulate, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
     }
 }
 

@@ -216,60 +216,75 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
     }
 }
 
-/* The upstream gradient: dy masked by the activation's derivative read from its output yv
- * (act == ACT_COUNT: dy itself). */
-static inline float masked(ActKind act, float dy, float yv) {
-    if (act == ACT_RELU) return yv > 0 ? dy : 0.0f;
-    if (act == ACT_RELU6) return (yv > 0) & (yv < 6) ? dy : 0.0f; /* `&`: no branch, so it vectorizes */
-    return dy;
-}
+/* The upstream gradient g: dy masked by the activation's derivative read from its output yv
+ * (relu: yv > 0, relu6: 0 < yv < 6; act == ACT_COUNT: g = dy). One loop per activation, and
+ * the mask is a multiply by 0 or 1 (GCC does not if-convert a select feeding a double
+ * reduction), so each loop vectorizes. */
+#define G_RELU (dv * (float)(yp[j] > 0))
+#define G_RELU6 (dv * (float)((yp[j] > 0) & (yp[j] < 6)))
+#define G_NONE (dv)
 
-/* Over rows rows of hw values, `stride` apart: sum g and sum g (x - mu), g = masked dy. */
+/* Over rows rows of hw values, `stride` apart: sum g and sum g (x - mu). */
 MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dy, const float *yv,
                                      const float *x, size_t stride, int rows, int hw, double mu) {
     double sdy = 0, sdyxc = 0;
+#define SUMS(G)                                                                                                     \
+    _Pragma("omp simd reduction(+ : sdy, sdyxc)") for (int j = 0; j < hw; j++) {                                   \
+        float dv = dyp[j], gf = G;                                                                                 \
+        double g = gf;                                                                                             \
+        sdy += g;                                                                                                  \
+        sdyxc += g * ((double)xp[j] - mu);                                                                         \
+    }
     for (int i = 0; i < rows; i++) {
         const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
-        if (act == ACT_COUNT) {
-#pragma omp simd reduction(+ : sdy, sdyxc)
-            for (int j = 0; j < hw; j++) {
-                double g = dyp[j];
-                sdy += g;
-                sdyxc += g * ((double)xp[j] - mu);
-            }
+        if (act == ACT_RELU) {
+            SUMS(G_RELU)
+        } else if (act == ACT_RELU6) {
+            SUMS(G_RELU6)
         } else {
-#pragma omp simd reduction(+ : sdy, sdyxc)
-            for (int j = 0; j < hw; j++) {
-                double g = masked(act, dyp[j], yp[j]);
-                sdy += g;
-                sdyxc += g * ((double)xp[j] - mu);
-            }
+            SUMS(G_NONE)
         }
     }
+#undef SUMS
     *sdyo = sdy, *sdyxco = sdyxc;
 }
 
 /* dx (+)= a g + b (x - fmu) + c0 over rows rows of hw values, `stride` apart. */
 MULTIVERSION static void bn_bwd_dx(ActKind act, float *dx, const float *dy, const float *yv, const float *x,
                                    size_t stride, int rows, int hw, float fmu, float a, float b, float c0, int acc) {
+#define DX(G, OP)                                                                                                   \
+    _Pragma("omp simd") for (int j = 0; j < hw; j++) {                                                             \
+        float dv = dyp[j];                                                                                         \
+        dxp[j] OP a * (G) + b * (xp[j] - fmu) + c0;                                                                \
+    }
     for (int i = 0; i < rows; i++) {
         const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
         float *dxp = dx + i * stride;
-        if (act == ACT_COUNT && acc) {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) dxp[j] += a * dyp[j] + b * (xp[j] - fmu) + c0;
-        } else if (act == ACT_COUNT) {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) dxp[j] = a * dyp[j] + b * (xp[j] - fmu) + c0;
-        } else if (acc) {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) dxp[j] += a * masked(act, dyp[j], yp[j]) + b * (xp[j] - fmu) + c0;
+        if (act == ACT_RELU) {
+            if (acc) {
+                DX(G_RELU, +=)
+            } else {
+                DX(G_RELU, =)
+            }
+        } else if (act == ACT_RELU6) {
+            if (acc) {
+                DX(G_RELU6, +=)
+            } else {
+                DX(G_RELU6, =)
+            }
         } else {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) dxp[j] = a * masked(act, dyp[j], yp[j]) + b * (xp[j] - fmu) + c0;
+            if (acc) {
+                DX(G_NONE, +=)
+            } else {
+                DX(G_NONE, =)
+            }
         }
     }
+#undef DX
 }
+#undef G_RELU
+#undef G_RELU6
+#undef G_NONE
 
 static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *yv,
                              const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c,

@@ -1,0 +1,56 @@
+/* driver.h: `nasc search`'s engine: a strategy proposes, the driver checks hard constraints
+ * before any training, evaluates (trains on a validation split of the training set, never
+ * the test set, or looks the trial up in a tabular benchmark), records every trial in the
+ * trial database, and resumes a killed search by replaying the recorded ask/tell events.
+ */
+#ifndef NASC_DRIVER_H
+#define NASC_DRIVER_H
+
+#include "../data/data.h"
+#include "../store/trials.h"
+#include "strategy.h"
+
+typedef struct {
+    const char *space;    /* nb201 | macro | FILE */
+    int channels, cells;  /* NB201 skeleton */
+    const char *strategy;
+    long trials;          /* trials to run (asks answered), 0 = no limit */
+    double minutes;       /* wall-clock limit of this invocation, 0 = none */
+    /* Hard limits (<= 0: none), checked before training. */
+    double max_params, max_macs, max_latency_ms, max_peak_kb, max_flash_kb;
+    const char *target;   /* a target profile: its SRAM, flash, latency budget and dtype */
+    double epochs;        /* full fidelity: epochs per trial */
+    int subset;           /* training images per trial at full fidelity (0 = the whole split) */
+    int val;              /* validation images held out of the training set */
+    int batch;
+    float lr, wd;
+    uint64_t seed;
+    const char *db;
+    int resume;
+    const char *benchmark; /* tabular mode: answer trials from this CSV */
+    const char *data;
+    int quiet;
+} SearchConfig;
+
+typedef struct {
+    long seq;
+    char *arch;
+    double val_acc;
+    long long params, macs, peak_bytes, flash_bytes;
+    double latency_ms;
+} SearchPoint;
+
+typedef struct {
+    long trials;          /* rows in the database */
+    long trained, reused, infeasible, failed;
+    SearchPoint best;     /* recommended: best validation accuracy at full fidelity */
+    SearchPoint *pareto;  /* accuracy vs params and MACs, full fidelity, sorted by params */
+    int npareto;
+    int have_best;
+} SearchResult;
+
+SearchConfig search_defaults(void);
+int search_run(const SearchConfig *cfg, SearchResult *res, Err *e);
+void search_result_free(SearchResult *r);
+
+#endif

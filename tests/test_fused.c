@@ -1,0 +1,227 @@
+/* test_fused.c: the fused and overwrite paths of the training step against the plain ones.
+ *   - bn_act_* (BN + ReLU/ReLU6 in one kernel) against bn_* followed by act_*;
+ *   - the overwrite flavours (bn_backward_ex, act_backward_ex, add_backward_ex,
+ *     conv2d_backward_ex with accumulate = 0) against zeroing then accumulating, on a
+ *     garbage-filled output (they must write every element);
+ *   - whole networks (the zoo's small, resnet8, mbv2 and specs with a BN that has two
+ *     consumers, an output nothing consumes, an identity): net_forward/net_backward with
+ *     fusion and lazy gradient zeroing against NASC_FUSE=0, where every node runs alone
+ *     (the zeroing bookkeeping is the same in both, so it is also checked against the sum of
+ *     per-node results through net_node_forward for the forward).
+ * Values are compared as floats (so -0 == 0) within a small relative tolerance.
+ */
+#include "../src/net/net.h"
+#include "../src/ops/ops.h"
+#include "check.h"
+
+static Rng rng;
+
+static float *frand(size_t n, float lo, float hi) {
+    float *p = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = rng_uniformf(&rng, lo, hi);
+    return p;
+}
+
+static float *fdup(const float *a, size_t n) {
+    float *p = xmalloc((n ? n : 1) * sizeof(float));
+    memcpy(p, a, n * sizeof(float));
+    return p;
+}
+
+/* |got - want| <= rtol * max|want| for every entry; one CHECK per array. */
+static void close_arrays(const float *got, const float *want, size_t n, double rtol, const char *what) {
+    double scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    size_t bad = 0, worst = 0;
+    double wd = -1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= rtol * scale)) {
+            bad++;
+            if (!(d <= wd)) wd = d, worst = i;
+        }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu entries differ, worst [%zu] got %.9g want %.9g", what, bad, n, worst,
+          bad ? got[worst] : 0.0, bad ? want[worst] : 0.0);
+}
+
+/* ------------------------------------------------------------------ kernels */
+static void test_bn_act(int n, int c, int hw, ActKind act) {
+    size_t len = (size_t)n * c * hw;
+    char what[128];
+    float *x = frand(len, -2, 9), *gamma = frand(c, 0.5f, 3.0f), *beta = frand(c, -1, 4);
+    float *rm1 = frand(c, -1, 1), *rv1 = frand(c, 0.5f, 2), *rm2 = fdup(rm1, c), *rv2 = fdup(rv1, c);
+    float *y1 = xmalloc(len * 4), *y2 = xmalloc(len * 4), *t = xmalloc(len * 4);
+    float *st1 = xmalloc(2 * c * 4), *st2 = xmalloc(2 * c * 4);
+    /* forward, training: bitwise equal */
+    bn_forward_train(t, st1, st1 + c, x, gamma, beta, rm1, rv1, n, c, hw, 0.1f, 1e-5f);
+    act_forward(act, y1, t, len);
+    bn_act_forward_train(act, y2, st2, st2 + c, x, gamma, beta, rm2, rv2, n, c, hw, 0.1f, 1e-5f);
+    snprintf(what, sizeof what, "bn_act train (%d,%d,%d) act %d", n, c, hw, act);
+    CHECK(memcmp(y1, y2, len * 4) == 0 && memcmp(st1, st2, 2 * c * 4) == 0, "%s: not bitwise equal", what);
+    CHECK(memcmp(rm1, rm2, c * 4) == 0 && memcmp(rv1, rv2, c * 4) == 0, "%s: running stats differ", what);
+    /* forward, eval */
+    bn_forward_eval(t, x, gamma, beta, rm1, rv1, n, c, hw, 1e-5f);
+    act_forward(act, y1, t, len);
+    bn_act_forward_eval(act, y2, x, gamma, beta, rm1, rv1, n, c, hw, 1e-5f);
+    CHECK(memcmp(y1, y2, len * 4) == 0, "bn_act eval (%d,%d,%d): not bitwise equal", n, c, hw);
+    /* backward from the fused output y (recompute the training forward) */
+    bn_act_forward_train(act, y2, st2, st2 + c, x, gamma, beta, NULL, NULL, n, c, hw, 0.1f, 1e-5f);
+    bn_forward_train(t, st1, st1 + c, x, gamma, beta, NULL, NULL, n, c, hw, 0.1f, 1e-5f);
+    float *dy = frand(len, -1, 1), *dx0 = frand(len, -1, 1), *dg0 = frand(2 * c, -1, 1);
+    float *dt = xcalloc(len, 4), *dx1 = fdup(dx0, len), *dx2 = fdup(dx0, len);
+    float *dg1 = fdup(dg0, 2 * c), *dg2 = fdup(dg0, 2 * c);
+    act_backward(act, dt, dy, t, len);
+    bn_backward(dx1, dg1, dg1 + c, dt, x, gamma, st1, st1 + c, n, c, hw);
+    bn_act_backward(act, dx2, dg2, dg2 + c, dy, y2, x, gamma, st2, st2 + c, n, c, hw, 1);
+    snprintf(what, sizeof what, "bn_act backward dx (%d,%d,%d) act %d", n, c, hw, act);
+    close_arrays(dx2, dx1, len, 1e-6, what);
+    close_arrays(dg2, dg1, 2 * c, 1e-6, "bn_act backward dgamma, dbeta");
+    /* overwrite: dx = the gradient alone, whatever dx held */
+    float *dx3 = frand(len, 100, 200), *dx4 = xcalloc(len, 4);
+    memcpy(dg1, dg0, 2 * c * 4);
+    bn_act_backward(act, dx3, dg1, dg1 + c, dy, y2, x, gamma, st2, st2 + c, n, c, hw, 0);
+    bn_act_backward(act, dx4, dg1, dg1 + c, dy, y2, x, gamma, st2, st2 + c, n, c, hw, 1);
+    close_arrays(dx3, dx4, len, 0, "bn_act backward, overwrite");
+    /* plain BN overwrite */
+    for (size_t i = 0; i < len; i++) dx3[i] = 1e3f, dx4[i] = 0;
+    bn_backward_ex(dx3, NULL, NULL, dy, x, gamma, st1, st1 + c, n, c, hw, 0);
+    bn_backward(dx4, NULL, NULL, dy, x, gamma, st1, st1 + c, n, c, hw);
+    close_arrays(dx3, dx4, len, 0, "bn backward, overwrite");
+    free(x), free(gamma), free(beta), free(rm1), free(rv1), free(rm2), free(rv2), free(y1), free(y2), free(t);
+    free(st1), free(st2), free(dy), free(dx0), free(dg0), free(dt), free(dx1), free(dx2), free(dg1), free(dg2);
+    free(dx3), free(dx4);
+}
+
+static void test_overwrite_elem(void) {
+    static const size_t sizes[] = {1, 37, 70001};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        float *x = frand(n, -4, 8), *dy = frand(n, -1, 1), *a = frand(n, 50, 60), *b = xcalloc(n, 4);
+        for (int k = 0; k < ACT_COUNT; k++) {
+            act_backward_ex((ActKind)k, a, dy, x, n, 0);
+            memset(b, 0, n * 4);
+            act_backward((ActKind)k, b, dy, x, n);
+            close_arrays(a, b, n, 0, "act backward, overwrite");
+        }
+        /* add: the same gradient twice, first overwritten then accumulated: 2 dy */
+        float *dxs[3] = {a, a, NULL};
+        int acc[3] = {0, 1, 1};
+        add_backward_ex(dxs, dy, 3, n, acc);
+        for (size_t i = 0; i < n; i++) b[i] = dy[i] + dy[i];
+        close_arrays(a, b, n, 0, "add backward, overwrite then accumulate");
+        free(x), free(dy), free(a), free(b);
+    }
+}
+
+static void test_overwrite_conv(int n, int cin, int h, int cout, int k, int s, int p, int g) {
+    ConvDims d = {.n = n, .cin = cin, .h = h, .w = h, .cout = cout, .k = k, .stride = s, .pad = p, .dil = 1,
+                  .groups = g};
+    Err e;
+    CHECK(conv_dims_init(&d, &e) == NASC_OK, "conv dims: %s", e.msg);
+    size_t xs = (size_t)n * cin * h * h, ys = (size_t)n * cout * d.oh * d.ow, ws = (size_t)cout * (cin / g) * k * k;
+    float *x = frand(xs, -1, 1), *w = frand(ws, -1, 1), *dy = frand(ys, -1, 1);
+    float *dx1 = frand(xs, 1e3f, 2e3f), *dx2 = xcalloc(xs, 4), *dw = xcalloc(ws, 4);
+    conv2d_backward_ex(dx1, dw, NULL, dy, x, w, &d, 0);
+    conv2d_backward(dx2, NULL, NULL, dy, x, w, &d);
+    char what[128];
+    snprintf(what, sizeof what, "conv backward overwrite n=%d %d->%d %dx%d k=%d s=%d p=%d g=%d", n, cin, cout, h, h, k,
+             s, p, g);
+    close_arrays(dx1, dx2, xs, 1e-6, what);
+    free(x), free(w), free(dy), free(dx1), free(dx2), free(dw);
+}
+
+/* ------------------------------------------------------------------ whole networks */
+typedef struct {
+    float *logits; /* training-mode logits of the second step */
+    float *grads;  /* parameter gradients after two forward/backward passes */
+    float *eval;   /* eval-mode logits, then the running statistics */
+    size_t np, ne;
+} Run;
+
+static Run run_net(const char *spec, int batch, int fuse) {
+    if (fuse) unsetenv("NASC_FUSE");
+    else setenv("NASC_FUSE", "0", 1);
+    Spec s;
+    Net net;
+    Err e;
+    Run r = {0};
+    if (spec_parse(&s, spec, 16, 1, &e) != NASC_OK) {
+        CHECK(0, "spec %s: %s", spec, e.msg);
+        return r;
+    }
+    int ok = net_build(&net, &s, 1, 28, 28, 10, &e) == NASC_OK;
+    spec_free(&s);
+    if (!ok) {
+        CHECK(0, "spec %s: %s", spec, e.msg);
+        return r;
+    }
+    net_init_params(&net, 7);
+    Rng xr;
+    rng_seed(&xr, 11);
+    float *x = xmalloc((size_t)batch * 784 * sizeof(float)), *dl = xmalloc((size_t)batch * 10 * sizeof(float));
+    for (int i = 0; i < batch * 784; i++) x[i] = (float)rng_normal(&xr);
+    for (int i = 0; i < batch * 10; i++) dl[i] = rng_uniformf(&xr, -0.1f, 0.1f);
+    net_zero_grad(&net);
+    for (int step = 0; step < 2; step++) { /* twice: the second pass starts from stale activation gradients */
+        const float *lg = net_forward(&net, x, batch, 1);
+        if (step == 1) r.logits = fdup(lg, (size_t)batch * 10);
+        net_backward(&net, dl);
+    }
+    r.np = net.nparams;
+    r.grads = fdup(net.grads, net.nparams);
+    const float *ev = net_forward(&net, x, batch, 0);
+    r.ne = (size_t)batch * 10 + net.nbuffers;
+    r.eval = xmalloc(r.ne * sizeof(float));
+    memcpy(r.eval, ev, (size_t)batch * 10 * sizeof(float));
+    memcpy(r.eval + batch * 10, net.buffers, net.nbuffers * sizeof(float));
+    free(x), free(dl);
+    net_free(&net);
+    unsetenv("NASC_FUSE");
+    return r;
+}
+
+static void test_net(const char *name, const char *spec, int batch) {
+    Run a = run_net(spec, batch, 1), b = run_net(spec, batch, 0);
+    if (a.logits && b.logits && a.np == b.np && a.ne == b.ne) {
+        char what[160];
+        snprintf(what, sizeof what, "%s: training logits, fused vs unfused", name);
+        close_arrays(a.logits, b.logits, (size_t)batch * 10, 1e-6, what);
+        snprintf(what, sizeof what, "%s: parameter gradients, fused vs unfused", name);
+        close_arrays(a.grads, b.grads, a.np, 1e-5, what);
+        snprintf(what, sizeof what, "%s: eval logits and running stats, fused vs unfused", name);
+        close_arrays(a.eval, b.eval, a.ne, 1e-6, what);
+    } else {
+        CHECK(0, "%s: runs failed or differ in size", name);
+    }
+    free(a.logits), free(b.logits), free(a.grads), free(b.grads), free(a.eval), free(b.eval);
+}
+
+int main(void) {
+    rng_seed(&rng, 42);
+    static const int bn_shapes[][3] = {{1, 1, 2}, {3, 5, 7}, {4, 16, 49}, {16, 8, 196}, {2, 7, 33}, {64, 10, 1}};
+    for (size_t i = 0; i < sizeof bn_shapes / sizeof bn_shapes[0]; i++) {
+        test_bn_act(bn_shapes[i][0], bn_shapes[i][1], bn_shapes[i][2], ACT_RELU);
+        test_bn_act(bn_shapes[i][0], bn_shapes[i][1], bn_shapes[i][2], ACT_RELU6);
+    }
+    test_overwrite_elem();
+    /* n, cin, h, cout, k, s, p, g: adjoint (3x3 s1), strided (s2), pointwise, 1x1 s2, depthwise,
+     * grouped, the stem */
+    static const int convs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1}, {5, 8, 13, 8, 3, 2, 1, 1}, {2, 16, 7, 24, 1, 1, 0, 1},
+                                   {4, 16, 14, 32, 1, 2, 0, 1}, {3, 24, 14, 24, 3, 2, 1, 24},
+                                   {2, 32, 9, 32, 3, 1, 1, 32}, {2, 8, 10, 12, 3, 1, 1, 4}, {6, 1, 28, 16, 3, 1, 1, 1}};
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+        const int *c = convs[i];
+        test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+    }
+    static const char *zoo[] = {"small", "resnet8", "mbv2"};
+    for (int i = 0; i < 3; i++) test_net(zoo[i], zoo_lookup(zoo[i]), i == 2 ? 6 : 9);
+    /* a BN with two consumers (not fused); an output nothing consumes (its gradient must be
+     * zeroed); identities between fused pairs and in front of an add; relu6 after a BN that
+     * feeds it through an identity (not fused) */
+    test_net("two consumers", "conv(c=8,k=3);b=bn;r=relu;add(r,b);conv(c=8,k=3,s=2);bn;relu6;gap;linear", 5);
+    test_net("unconsumed", "a=conv(c=4,k=1);conv(input,c=8,k=3);bn;relu;gap;linear", 4);
+    test_net("identities", "conv(c=8,k=3);bn;x=relu;y=id(x);conv(c=8,k=3);bn;i=id;relu6;add(_,y,y);gap;linear", 3);
+    test_net("add twice", "conv(c=8,k=3);bn;x=relu;add(x,x);bn;relu;gap;linear", 4);
+    return check_summary("test_fused");
+}
