@@ -52,5 +52,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 #endif

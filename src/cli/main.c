@@ -10,6 +10,7 @@ static void usage(FILE *f) {
             "  eval    test accuracy of a saved model\n"
             "  cost    params, MACs, peak memory, flash, latency and target fit of a network\n"
             "  profile measure this machine's per-op latency table for a target (the predictor's data)\n"
+            "  search  architecture search under constraints, recorded in a trial database\n"
             "  report  settings, trial counts and best trials of a search's trial database\n"
             "  version print the version\n");
 }
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "cost")) return cmd_cost(argc - 2, argv + 2);
     if (!strcmp(cmd, "profile")) return cmd_profile(argc - 2, argv + 2);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("nasc %s\n", NASC_VERSION);

@@ -291,6 +291,10 @@ static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *n
         } else {
             TrialStatus st = row->r.status;
             if (row->r.status == TRIAL_OK && is_full(S, row->fid)) S->best = fmax(S->best, row->r.val_acc);
+            if (st == TRIAL_INFEASIBLE) S->infeasible++;
+            else if (row->reuse_of >= 0) S->reused++;
+            else if (st == TRIAL_OK) S->trained++;
+            else S->failed++;
             S->strat->ops->tell(S->strat, t, st, row->r.val_acc);
         }
     }
@@ -389,8 +393,8 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
         {"subset", NUM("%d", cfg->subset), 0},
         {"val", NUM("%d", cfg->val), 0},
         {"batch", NUM("%d", cfg->batch), 0},
-        {"lr", NUM("%.9g", (double)cfg->lr), 0},
-        {"wd", NUM("%.9g", (double)cfg->wd), 0},
+        {"lr", NUM("%.7g", (double)cfg->lr), 0},
+        {"wd", NUM("%.7g", (double)cfg->wd), 0},
         {"max_params", NUM("%.9g", cfg->max_params), 0},
         {"max_macs", NUM("%.9g", cfg->max_macs), 0},
         {"max_latency_ms", NUM("%.9g", cfg->max_latency_ms), 0},
