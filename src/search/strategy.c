@@ -24,16 +24,18 @@ StrategyConfig strategy_defaults(void) {
     return c;
 }
 
+int neat_init(Strategy *s, Err *e), proxy_init(Strategy *s, Err *e); /* neat.c, proxy.c */
+
 static const struct {
     const char *name;
     int (*init)(Strategy *, Err *);
 } strategy_table[] = {
     {"random", random_init}, {"evolution", evolution_init}, {"reinforce", reinforce_init},
-    {"bohb", bohb_init},     {"pnas", pnas_init},
+    {"bohb", bohb_init},     {"pnas", pnas_init},           {"neat", neat_init}, {"proxy", proxy_init},
 };
 #define N_STRATEGIES ((int)(sizeof strategy_table / sizeof strategy_table[0]))
 
-const char *strategy_names(void) { return "random, evolution, reinforce, bohb, pnas"; }
+const char *strategy_names(void) { return "random, evolution, reinforce, bohb, pnas, neat, proxy"; }
 
 static int fid_ok(Fidelity f) { return f.epochs > 0 && isfinite(f.epochs) && f.fraction > 0 && f.fraction <= 1; }
 

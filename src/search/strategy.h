@@ -64,7 +64,7 @@ struct Strategy {
 };
 
 StrategyConfig strategy_defaults(void);
-/* name: random, evolution, reinforce, bohb, pnas (more later: neat, proxy). */
+/* name: random, evolution, reinforce, bohb, pnas, neat, proxy. */
 Strategy *strategy_new(const char *name, const Space *space, const StrategyConfig *cfg, uint64_t seed, Err *e);
 void strategy_free(Strategy *s);
 const char *strategy_names(void); /* "random, evolution, ..." for messages */
