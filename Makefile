@@ -1,13 +1,19 @@
 # nasc build. `make` builds build/nasc; `make test` installs what is missing (Debian), builds,
 # and runs the whole suite twice: normally, then under AddressSanitizer + UBSan (SAN=1 build).
-# `make run` is the main job on Fashion-MNIST. Options: SAN=1 (sanitizers), DEBUG=1 (-O0).
+# `make run` is the main job on Fashion-MNIST. Options: SAN=1 (sanitizers), DEBUG=1 (-O0),
+# MPI=1 (OpenMPI's mpicc, -DNASC_MPI, into build-mpi/: `mpirun -np N build-mpi/nasc search ...`).
 
 CC      ?= cc
 SAN     ?= 0
 DEBUG   ?= 0
+MPI     ?= 0
 BUILD   ?= build
 ifeq ($(SAN),1)
 BUILD   := build-san
+endif
+ifeq ($(MPI),1)
+BUILD   := $(BUILD)-mpi
+CC      := mpicc
 endif
 
 OPT      = -O3
@@ -15,6 +21,9 @@ ifeq ($(DEBUG),1)
 OPT      = -O0
 endif
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wno-unused-parameter -fopenmp -MMD -MP
+ifeq ($(MPI),1)
+CFLAGS_BASE += -DNASC_MPI -pthread
+endif
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LDSAN        = -fsanitize=address,undefined
@@ -23,6 +32,9 @@ CFLAGS  ?=
 override CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
 LDLIBS   = -lsqlite3 -lstb -lz -lm
 LDFLAGS += -fopenmp $(LDSAN)
+ifeq ($(MPI),1)
+LDFLAGS += -pthread
+endif
 
 LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
@@ -72,9 +84,11 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libnasc.a
 deps:
 	@bash scripts/install-deps.sh
 
-# The whole suite, plain and under ASan+UBSan.
+# The whole suite, plain and under ASan+UBSan. When OpenMPI is there (install-deps adds it), the
+# MPI binary is built too and tests/cli_search_mpi.sh (run with the plain build) uses it.
 test: deps
 	$(MAKE) all
+	if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then $(MAKE) MPI=1 build-mpi/nasc; fi
 	bash tests/run.sh build
 	$(MAKE) SAN=1 all
 	bash tests/run.sh build-san
@@ -94,6 +108,6 @@ refs:
 	/usr/bin/python3 scripts/make_refs.py tests/ref
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-mpi build-san-mpi
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(REF_OBJ:.o=.d)

@@ -1,6 +1,7 @@
 /* cmd_search.c: `nasc search`: multi-trial architecture search under hard constraints, every
  * trial recorded in an SQLite trial database; --resume continues a killed search. Prints the
- * recommended architecture and the Pareto front (accuracy vs params and MACs). */
+ * recommended architecture and the Pareto front (accuracy vs params and MACs). Built with
+ * MPI=1 and run under mpirun, rank 0 prints the results (with trials per rank); workers print nothing. */
 #include "../search/driver.h"
 #include "cli.h"
 
@@ -8,7 +9,8 @@ static const char usage[] =
     "usage: nasc search [--space nb201|macro|FILE] [--strategy NAME] [--trials K | --minutes M]\n"
     "                   [--max-params P] [--max-macs M] [--max-latency-ms L] [--max-peak-kb S] [--max-flash-kb F]\n"
     "                   [--target NAME] [--epochs E] [--subset N] [--val N] [--seed S] [--db FILE] [--resume]\n"
-    "                   [--benchmark FILE.csv] [--data NAME] [--json]";
+    "                   [--benchmark FILE.csv] [--data NAME] [--worker-timeout S] [--json]\n"
+    "MPI build: mpirun --enable-recovery -np N build-mpi/nasc search ... (rank 0 coordinates, ranks 1.. train)";
 
 static void print_point(const char *label, const SearchPoint *p) {
     printf("%-6s val_acc %.4f  params %lld  macs %lld  peak %lld B  flash %lld B  %s\n", label, p->val_acc, p->params,
@@ -31,6 +33,7 @@ static void json_point(FILE *f, const SearchPoint *p) {
 int cmd_search(int argc, char **argv) {
     SearchConfig c = search_defaults();
     int trials = 0, seed = 0, threads = 0, json = 0, help = 0;
+    float worker_timeout = (float)c.worker_timeout;
     float minutes = 0, epochs = (float)c.epochs, max_params = 0, max_macs = 0, max_lat = 0, max_peak = 0,
           max_flash = 0;
     ArgSpec specs[] = {
@@ -56,6 +59,8 @@ int cmd_search(int argc, char **argv) {
         {"resume", ARG_FLAG, &c.resume, "continue the experiment in --db", 0},
         {"benchmark", ARG_STR, &c.benchmark, "answer trials from a tabular benchmark CSV instead of training", 0},
         {"data", ARG_STR, &c.data, "dataset (fashion-mnist)", 0},
+        {"worker-timeout", ARG_FLOAT, &worker_timeout, "MPI: seconds of silence before a worker is declared dead (60)",
+         0},
         {"threads", ARG_INT, &threads, "threads (all cores)", 0},
         {"quiet", ARG_FLAG, &c.quiet, "no progress output", 0},
         {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
@@ -74,7 +79,7 @@ int cmd_search(int argc, char **argv) {
         return 0;
     }
     if (trials < 0 || minutes < 0 || !(epochs > 0) || c.subset < 0 || c.batch < 1 || !(c.lr > 0) || seed < 0 ||
-        threads < 0) {
+        threads < 0 || worker_timeout < 0) {
         fprintf(stderr, "nasc search: --trials, --minutes, --subset and --seed must not be negative; --epochs, "
                         "--batch and --lr must be positive\n");
         return 2;
@@ -85,11 +90,16 @@ int cmd_search(int argc, char **argv) {
     c.max_params = max_params, c.max_macs = max_macs, c.max_latency_ms = max_lat;
     c.max_peak_kb = max_peak, c.max_flash_kb = max_flash;
     c.seed = (uint64_t)seed;
+    c.worker_timeout = worker_timeout;
     if (threads) threads_set(threads);
     SearchResult r;
     if (search_run(&c, &r, &e) != NASC_OK) {
         fprintf(stderr, "nasc search: %s\n", e.msg);
         return 2;
+    }
+    if (r.rank > 0) { /* an MPI worker: rank 0 reports */
+        search_result_free(&r);
+        return 0;
     }
     printf("trials %ld: %ld trained, %ld reused, %ld rejected by limits, %ld failed  (database %s)\n", r.trials,
            r.trained, r.reused, r.infeasible, r.failed, c.db);
@@ -97,6 +107,11 @@ int cmd_search(int argc, char **argv) {
     else printf("no trial finished at full fidelity\n");
     printf("pareto front (val_acc vs params, MACs): %d\n", r.npareto);
     for (int i = 0; i < r.npareto; i++) print_point("  *", &r.pareto[i]);
+    if (r.nranks > 1) {
+        printf("trials evaluated per rank:");
+        for (int k = 0; k < r.nworkers; k++) printf(" %d:%ld", k, r.per_worker[k]);
+        printf("\n");
+    }
     if (json) {
         printf("{\"trials\": %ld, \"trained\": %ld, \"reused\": %ld, \"infeasible\": %ld, \"failed\": %ld, \"best\": ",
                r.trials, r.trained, r.reused, r.infeasible, r.failed);
@@ -107,7 +122,13 @@ int cmd_search(int argc, char **argv) {
             if (i) fputs(", ", stdout);
             json_point(stdout, &r.pareto[i]);
         }
-        fputs("]}\n", stdout);
+        fputs("]", stdout);
+        if (r.nranks > 1) { /* MPI: trials evaluated per rank, from the database */
+            printf(", \"ranks\": %d, \"per_rank\": [", r.nranks);
+            for (int k = 0; k < r.nworkers; k++) printf("%s%ld", k ? ", " : "", r.per_worker[k]);
+            fputs("]", stdout);
+        }
+        fputs("}\n", stdout);
     }
     search_result_free(&r);
     return 0;

@@ -34,6 +34,7 @@ SearchConfig search_defaults(void) {
     c.wd = 5e-4f;
     c.db = "search.db";
     c.data = "fashion-mnist";
+    c.worker_timeout = 60;
     return c;
 }
 
@@ -147,7 +148,8 @@ static void train_trial(Search *S, Net *net, const Trial *t, uint64_t seed, Tria
 }
 
 /* Evaluates a trial that has a row already (status running). */
-static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, TrialResult *r, char *err, size_t nerr) {
+static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, uint64_t seed, TrialResult *r, char *err,
+                       size_t nerr) {
     double t0 = now_seconds();
     err[0] = 0;
     if (S->table) {
@@ -170,7 +172,7 @@ static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, Tr
         snprintf(err, nerr, "%s", e.msg);
         return;
     }
-    train_trial(S, &net, t, S->cfg->seed * 1000003u + (uint64_t)seq, r, err, nerr);
+    train_trial(S, &net, t, seed, r, err, nerr);
     net_free(&net);
 }
 
@@ -185,79 +187,173 @@ static void say(const Search *S, long seq, const char *arch, const char *what, c
         fprintf(stderr, "trial %ld  %-9s %s  %.0fs  %s\n", seq, what, r && r->error ? r->error : "", el, arch);
 }
 
-/* Runs the trial the strategy asked (row seq); returns NASC_ERR only for database errors. */
-static int run_trial(Search *S, const Trial *t, long seq, int redo, Err *e) {
-    char *arch = S->space->ops->to_arch(S->space, t->m);
-    char *canon = space_canonical_arch(S->space, t->m);
-    char *spec = S->space->ops->to_spec(S->space, t->m, e);
-    int rc = NASC_ERR;
-    TrialResult r = trials_result_empty();
-    char why[512] = "", err[512] = "";
-    if (!spec) goto done;
-    TrialBegin b = {.seq = seq, .trial_id = t->id, .arch = arch, .canonical = canon, .spec = spec, .fid = t->fid,
-                    .seed = S->cfg->seed * 1000003u + (uint64_t)seq, .worker = 0, .reuse_of = -1};
+/* One asked trial on its way through the driver: its names, its costs and result so far.
+ * r.error is set only while writing (why/err live in the job, which may move). */
+typedef struct {
+    Trial t;
+    long seq;
+    char *arch, *canon, *spec;
+    TrialResult r;
+    char why[512], err[512];
+    int worker;   /* rank evaluating it (0: rank 0 itself) */
+    int attempts; /* evaluations started in this process (MPI: re-queued after a lost worker) */
+} Job;
+
+static void job_init(Job *j, const Trial *t, long seq) {
+    memset(j, 0, sizeof *j);
+    j->t = *t;
+    j->seq = seq;
+    j->r = trials_result_empty();
+}
+
+static void job_free(Job *j) {
+    free(j->arch);
+    free(j->canon);
+    free(j->spec);
+    j->arch = j->canon = j->spec = NULL;
+}
+
+/* The reuse rows that rank 0 records for a trial asked while the same canonical arch was being
+ * trained at the same fidelity by a worker carry this worker number: their ask happened before
+ * the source trial's tell although the database numbers it after (replay() moves it back). */
+#define DRIVER_EARLY_REUSE (-1)
+
+typedef enum {
+    JOB_SETTLED, /* recorded and told: reused, rejected by limits */
+    JOB_EVAL,    /* its row is running: evaluate it, then job_end */
+    JOB_WAIT,    /* the same function is being trained at this fidelity (row *wait_for): retry later */
+} JobNext;
+
+/* Before evaluation: names, reuse, costs and hard limits, then the running row (trials_begin,
+ * or trials_restart for a redo). Returns NASC_ERR only for database errors; *next says what
+ * follows. reuse_worker is the worker number written on a reuse row. */
+static int job_start(Search *S, Job *j, int redo, int reuse_worker, JobNext *next, long *wait_for, Err *e) {
+    const Trial *t = &j->t;
+    *next = JOB_SETTLED;
+    if (!j->arch) {
+        j->arch = S->space->ops->to_arch(S->space, t->m);
+        j->canon = space_canonical_arch(S->space, t->m);
+        j->spec = S->space->ops->to_spec(S->space, t->m, e);
+        if (!j->spec) return NASC_ERR;
+    }
+    long seq = j->seq;
+    int rc;
+    TrialBegin b = {.seq = seq, .trial_id = t->id, .arch = j->arch, .canonical = j->canon, .spec = j->spec,
+                    .fid = t->fid, .seed = S->cfg->seed * 1000003u + (uint64_t)seq, .worker = j->worker,
+                    .reuse_of = -1};
     if (!redo) {
         TrialRow found;
-        int f = trials_find_result(S->db, canon, t->fid, &found, e);
-        if (f < 0) goto done;
+        int f = trials_find_result(S->db, j->canon, t->fid, &found, e);
+        if (f < 0) return NASC_ERR;
+        if (f == TRIALS_FOUND_RUNNING) {
+            *wait_for = found.seq;
+            trials_row_free(&found);
+            *next = JOB_WAIT;
+            return NASC_OK;
+        }
         if (f == TRIALS_FOUND_DONE && found.r.status != TRIAL_INFEASIBLE) {
             TrialResult rr = found.r;
             b.reuse_of = found.seq;
+            b.worker = reuse_worker;
             rc = trials_record(S->db, &b, &rr, e);
             trials_row_free(&found);
-            if (rc != NASC_OK) goto done;
+            if (rc != NASC_OK) return NASC_ERR;
             S->reused++;
             if (rr.status == TRIAL_OK && is_full(S, t->fid)) S->best = fmax(S->best, rr.val_acc);
             S->strat->ops->tell(S->strat, t, rr.status, rr.val_acc);
-            say(S, seq, arch, "reused", &rr);
-            goto done;
+            say(S, seq, j->arch, "reused", &rr);
+            return NASC_OK;
         }
         if (f == TRIALS_FOUND_DONE) trials_row_free(&found);
-        NASC_ASSERT(f != TRIALS_FOUND_RUNNING); /* serial: nothing else is running */
     }
     /* Costs and hard limits, before any training. */
     Net net;
     Err be;
-    if (build_net(S, spec, &net, &be) != NASC_OK) {
-        r.status = TRIAL_FAILED;
-        snprintf(err, sizeof err, "%s", be.msg);
+    if (build_net(S, j->spec, &net, &be) != NASC_OK) {
+        j->r.status = TRIAL_FAILED;
+        snprintf(j->err, sizeof j->err, "%s", be.msg);
     } else {
-        int bad = check_costs(S, &net, &r, why, sizeof why);
+        int bad = check_costs(S, &net, &j->r, j->why, sizeof j->why);
         net_free(&net);
         if (bad) {
-            r.status = TRIAL_INFEASIBLE;
-            r.error = why;
-            if (redo) rc = trials_finish(S->db, seq, &r, e);
-            else rc = trials_mark_infeasible(S->db, &b, &r, e);
-            if (rc != NASC_OK) goto done;
+            j->r.status = TRIAL_INFEASIBLE;
+            j->r.error = j->why;
+            if (redo) rc = trials_finish(S->db, seq, &j->r, e);
+            else rc = trials_mark_infeasible(S->db, &b, &j->r, e);
+            j->r.error = NULL;
+            if (rc != NASC_OK) return NASC_ERR;
             S->infeasible++;
             S->strat->ops->tell(S->strat, t, TRIAL_INFEASIBLE, 0);
-            say(S, seq, arch, "rejected", &r);
-            goto done;
+            j->r.error = j->why;
+            say(S, seq, j->arch, "rejected", &j->r);
+            j->r.error = NULL;
+            return NASC_OK;
         }
     }
-    if (redo) rc = trials_restart(S->db, seq, 0, e);
+    if (redo) rc = trials_restart(S->db, seq, j->worker, e);
     else rc = trials_begin(S->db, &b, e);
-    if (rc != NASC_OK) goto done;
-    if (r.status != TRIAL_FAILED) eval_trial(S, t, spec, seq, &r, err, sizeof err);
-    if (err[0]) r.error = err;
-    if ((rc = trials_finish(S->db, seq, &r, e)) != NASC_OK) goto done;
-    if (r.status == TRIAL_OK) {
+    if (rc != NASC_OK) return NASC_ERR;
+    *next = JOB_EVAL;
+    return NASC_OK;
+}
+
+/* After evaluation (j->r holds costs and result, j->err why it failed): record, tell. */
+static int job_end(Search *S, Job *j, Err *e) {
+    if (j->err[0]) j->r.error = j->err;
+    int rc = trials_finish(S->db, j->seq, &j->r, e);
+    if (rc != NASC_OK) {
+        j->r.error = NULL;
+        return NASC_ERR;
+    }
+    if (j->r.status == TRIAL_OK) {
         S->trained++;
-        if (is_full(S, t->fid)) S->best = fmax(S->best, r.val_acc);
+        if (is_full(S, j->t.fid)) S->best = fmax(S->best, j->r.val_acc);
     } else {
         S->failed++;
     }
-    S->strat->ops->tell(S->strat, t, r.status, r.val_acc);
-    say(S, seq, arch, r.status == TRIAL_OK ? "trained" : "failed", &r);
-done:
-    free(arch);
-    free(canon);
-    free(spec);
+    S->strat->ops->tell(S->strat, &j->t, j->r.status, j->r.val_acc);
+    say(S, j->seq, j->arch, j->r.status == TRIAL_OK ? "trained" : "failed", &j->r);
+    j->r.error = NULL;
+    return NASC_OK;
+}
+
+/* Runs the trial the strategy asked (row seq) here; returns NASC_ERR only for database errors. */
+static int run_trial(Search *S, const Trial *t, long seq, int redo, Err *e) {
+    Job j;
+    job_init(&j, t, seq);
+    JobNext next;
+    long wait_for = -1;
+    int rc = job_start(S, &j, redo, 0, &next, &wait_for, e);
+    NASC_ASSERT(rc != NASC_OK || next != JOB_WAIT); /* serial: nothing else is running */
+    if (rc == NASC_OK && next == JOB_EVAL) {
+        if (j.r.status != TRIAL_FAILED)
+            eval_trial(S, &j.t, j.spec, seq, S->cfg->seed * 1000003u + (uint64_t)seq, &j.r, j.err, sizeof j.err);
+        rc = job_end(S, &j, e);
+    }
+    job_free(&j);
     return rc;
 }
 
 /* ------------------------------------------------------------------ replay */
+/* Replays the ask of row seq; checks that the strategy asks the recorded trial. */
+static int replay_ask(Search *S, const TrialRow *row, Trial *t, long *redo, long *nredo, Err *e) {
+    int a = S->strat->ops->ask(S->strat, t);
+    char *arch = a == 1 ? S->space->ops->to_arch(S->space, t->m) : NULL;
+    int rc = NASC_OK;
+    if (a != 1 || strcmp(arch, row->arch) != 0 || !fid_equal(t->fid, row->fid)) {
+        err_set(e,
+                "%s: cannot resume: replaying the strategy does not reproduce trial %ld (recorded %s, "
+                "replayed %s); the database was written by a different strategy version",
+                trials_path(S->db), row->seq, row->arch, arch ? arch : "nothing");
+        rc = NASC_ERR;
+    }
+    free(arch);
+    if (row->running) redo[(*nredo)++] = row->seq;
+    return rc;
+}
+
+static int early_reuse(const TrialRow *row) { return row->reuse_of >= 0 && row->worker == DRIVER_EARLY_REUSE; }
+
 static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *nredo, Err *e) {
     TrialRow *rows;
     long nrows;
@@ -272,23 +368,20 @@ static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *n
     *redo = xcalloc((size_t)nrows + 1, sizeof **redo);
     *ntrials = nrows;
     *nredo = 0;
+    /* early[s]: the early reuse row of trial s (MPI runs), replayed just before s's tell. */
+    long *early = xmalloc(((size_t)nrows + 1) * sizeof *early);
+    for (long i = 0; i < nrows; i++) early[i] = -1;
+    for (long i = 0; i < nrows; i++)
+        if (early_reuse(&rows[i]) && rows[i].reuse_of < nrows) early[rows[i].reuse_of] = i;
     int rc = NASC_OK;
     for (long i = 0; i < nev && rc == NASC_OK; i++) {
         const TrialRow *row = &rows[ev[i].seq];
         Trial *t = &(*trials)[ev[i].seq];
         if (ev[i].kind == TRIALS_EV_ASK) {
-            int a = S->strat->ops->ask(S->strat, t);
-            char *arch = a == 1 ? S->space->ops->to_arch(S->space, t->m) : NULL;
-            if (a != 1 || strcmp(arch, row->arch) != 0 || !fid_equal(t->fid, row->fid)) {
-                err_set(e,
-                        "%s: cannot resume: replaying the strategy does not reproduce trial %ld (recorded %s, "
-                        "replayed %s); the database was written by a different strategy version",
-                        trials_path(S->db), row->seq, row->arch, arch ? arch : "nothing");
-                rc = NASC_ERR;
-            }
-            free(arch);
-            if (row->running) (*redo)[(*nredo)++] = row->seq;
+            if (!early_reuse(row)) rc = replay_ask(S, row, t, *redo, nredo, e);
         } else {
+            long r = early[row->seq];
+            if (r >= 0 && (rc = replay_ask(S, &rows[r], &(*trials)[r], *redo, nredo, e)) != NASC_OK) break;
             TrialStatus st = row->r.status;
             if (row->r.status == TRIAL_OK && is_full(S, row->fid)) S->best = fmax(S->best, row->r.val_acc);
             if (st == TRIAL_INFEASIBLE) S->infeasible++;
@@ -298,10 +391,433 @@ static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *n
             S->strat->ops->tell(S->strat, t, st, row->r.val_acc);
         }
     }
+    free(early);
     free(ev);
     trials_rows_free(rows, nrows);
     return rc;
 }
+
+/* ------------------------------------------------------------------ MPI (make MPI=1) */
+#ifdef NASC_MPI
+/* Master/worker over MPI_COMM_WORLD. Rank 0 owns the database and the strategy: it asks,
+ * answers reuses, checks hard limits (an infeasible member is never sent), writes the running
+ * row (worker = the rank) and sends the trial to an idle worker; workers only evaluate.
+ *
+ * Messages (MPI_BYTE; every rank runs the same binary on the same kind of machine):
+ *   WORK   0 -> w  a WorkMsg, then the spec text (NUL-terminated)
+ *   RESULT w -> 0  a ResultMsg: seq, status, accuracies, training time, error text
+ *   BEAT   w -> 0  every second, from a thread of each worker, training or idle
+ *   STOP   0 -> w  empty: the search is over (also sent when rank 0 fails)
+ * A trial's seed and training subset come from its seq, so its result does not depend on the
+ * rank that ran it.
+ *
+ * A lost worker: a worker is declared dead when a send to it fails or when nothing (result or
+ * heartbeat) came from it for cfg->worker_timeout seconds. Its trial is re-queued for another
+ * worker once (trials_restart: attempts + 1); lost a second time it is recorded as failed. The
+ * search goes on with the others; with no worker left rank 0 evaluates trials itself. Messages
+ * from a rank declared dead are ignored. OpenMPI ends the whole job when a rank exits unless
+ * mpirun is given --enable-recovery.
+ *
+ * Order: asks and tells happen in the order the database numbers them (ask_ev, tell_ev), so
+ * --resume replays them. One exception: when the strategy asks a member whose function is
+ * being trained at that fidelity by a worker, the ask cannot be recorded yet (its row must reuse
+ * a finished one and seq must stay contiguous): rank 0 asks nothing more, holds other results
+ * until the source finishes, then records the reuse row with worker DRIVER_EARLY_REUSE, which
+ * tells replay() that this ask came just before the source's tell.
+ */
+#include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { TAG_WORK = 11, TAG_RESULT, TAG_BEAT, TAG_STOP };
+
+typedef struct {
+    long seq, trial_id;
+    int m[SPACE_MAX_DIMS];
+    Fidelity fid;
+    uint64_t seed;
+} WorkMsg;
+
+typedef struct {
+    long seq;
+    int status;
+    double val_acc, train_acc, train_loss, train_seconds, latency_ms;
+    char err[480];
+} ResultMsg;
+
+static pthread_mutex_t mpi_lock = PTHREAD_MUTEX_INITIALIZER; /* workers: MPI calls from two threads */
+static int mpi_beats; /* the MPI library lets a second thread send (>= MPI_THREAD_SERIALIZED) */
+/* A rank died: MPI_Finalize would wait for it forever (OpenMPI 4), so no rank calls it; STOP
+ * carries this flag to the workers. */
+static int mpi_lost;
+
+static void nap(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* MPI_Init unless done; *started = 1 when this call initialized it (then mpi_end finalizes). */
+static void mpi_begin(int *rank, int *nranks, int *started) {
+    int inited = 0, provided = MPI_THREAD_SINGLE;
+    MPI_Initialized(&inited);
+    *started = !inited;
+    if (!inited) MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+    else MPI_Query_thread(&provided);
+    mpi_beats = provided >= MPI_THREAD_SERIALIZED;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, nranks);
+}
+
+/* Rank 0: STOP to every worker (dead ones too: a wrongly declared one is still waiting). */
+static void mpi_stop_workers(int nranks) {
+    MPI_Request *rq = xcalloc((size_t)nranks, sizeof *rq);
+    for (int w = 1; w < nranks; w++)
+        if (MPI_Isend(&mpi_lost, 1, MPI_INT, w, TAG_STOP, MPI_COMM_WORLD, &rq[w]) != MPI_SUCCESS)
+            rq[w] = MPI_REQUEST_NULL;
+    rq[0] = MPI_REQUEST_NULL;
+    double t0 = now_seconds();
+    int done = 0;
+    while (!done && now_seconds() - t0 < 5) {
+        if (MPI_Testall(nranks, rq, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) break;
+        if (!done) nap(0.002);
+    }
+    free(rq);
+}
+
+/* ---- worker side */
+static void *beat_main(void *arg) {
+    atomic_int *stop = arg;
+    long n = 0;
+    while (!atomic_load(stop)) {
+        for (int i = 0; i < 20 && !atomic_load(stop); i++) nap(0.05);
+        if (atomic_load(stop)) break;
+        pthread_mutex_lock(&mpi_lock);
+        MPI_Send(&n, 1, MPI_LONG, 0, TAG_BEAT, MPI_COMM_WORLD);
+        pthread_mutex_unlock(&mpi_lock);
+        n++;
+    }
+    return NULL;
+}
+
+/* Evaluates what rank 0 sends until STOP. Test hook (documented in README/tests): with
+ * NASC_TEST_DIE_RANK=R and NASC_TEST_DIE_AFTER=K, rank R exits at once (_exit(1)) when it
+ * receives its K-th trial, as if it crashed while training. */
+static int worker_run(Search *S, int rank, Err *e) {
+    const char *dr = getenv("NASC_TEST_DIE_RANK"), *da = getenv("NASC_TEST_DIE_AFTER");
+    int die = dr && atoi(dr) == rank ? (da ? atoi(da) : 1) : 0;
+    atomic_int stop = 0;
+    pthread_t beat;
+    int beating = mpi_beats && pthread_create(&beat, NULL, beat_main, &stop) == 0;
+    char *buf = NULL;
+    int cap = 0, rc = NASC_OK;
+    long got = 0;
+    for (;;) {
+        int flag = 0, n = 0;
+        MPI_Status st;
+        pthread_mutex_lock(&mpi_lock);
+        int mrc = MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+        if (mrc == MPI_SUCCESS && flag) {
+            MPI_Get_count(&st, MPI_BYTE, &n);
+            if (n + 1 > cap) buf = xrealloc(buf, (size_t)(cap = n + 1));
+            mrc = MPI_Recv(buf, n, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }
+        pthread_mutex_unlock(&mpi_lock);
+        if (mrc != MPI_SUCCESS) {
+            err_set(e, "search: rank %d lost its connection to rank 0", rank);
+            rc = NASC_ERR;
+            break;
+        }
+        if (!flag) {
+            nap(0.002);
+            continue;
+        }
+        if (st.MPI_TAG == TAG_STOP) {
+            if (n >= (int)sizeof(int)) memcpy(&mpi_lost, buf, sizeof(int));
+            break;
+        }
+        if (st.MPI_TAG != TAG_WORK || n < (int)sizeof(WorkMsg) + 1) continue;
+        buf[n] = 0;
+        WorkMsg w;
+        memcpy(&w, buf, sizeof w);
+        if (++got == die) {
+            fprintf(stderr, "search: rank %d: NASC_TEST_DIE_RANK: exiting during trial %ld\n", rank, w.seq);
+            _exit(1);
+        }
+        Trial t = {.id = w.trial_id, .fid = w.fid};
+        memcpy(t.m, w.m, sizeof t.m);
+        TrialResult r = trials_result_empty();
+        ResultMsg out;
+        memset(&out, 0, sizeof out);
+        eval_trial(S, &t, buf + sizeof w, w.seq, w.seed, &r, out.err, sizeof out.err);
+        out.seq = w.seq;
+        out.status = (int)r.status;
+        out.val_acc = r.val_acc, out.train_acc = r.train_acc, out.train_loss = r.train_loss;
+        out.train_seconds = r.train_seconds, out.latency_ms = r.latency_ms;
+        pthread_mutex_lock(&mpi_lock);
+        MPI_Send(&out, (int)sizeof out, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+        pthread_mutex_unlock(&mpi_lock);
+    }
+    if (beating) {
+        atomic_store(&stop, 1);
+        pthread_join(beat, NULL);
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- rank 0 */
+typedef struct {
+    int alive;
+    Job *job;    /* the trial it evaluates, or NULL when idle */
+    double seen; /* when it was last heard from (or given work) */
+} Peer;
+
+typedef struct {
+    Search *S;
+    int nranks, nlive;
+    Peer *peer;
+    Job **queue; /* rows running in the database, waiting for a worker (resume, lost workers) */
+    long nq;
+    Job *blocked; /* asked while its function was being trained (row blocked_on) */
+    long blocked_on;
+    Job **held; /* finished while blocked: recorded once blocked is */
+    long nheld;
+    double timeout;
+} Master;
+
+static void queue_push(Master *M, Job *j, int front) {
+    M->queue = xrealloc(M->queue, (size_t)(M->nq + 1) * sizeof *M->queue);
+    if (front) {
+        memmove(M->queue + 1, M->queue, (size_t)M->nq * sizeof *M->queue);
+        M->queue[0] = j;
+    } else {
+        M->queue[M->nq] = j;
+    }
+    M->nq++;
+}
+
+static void job_drop(Job *j) {
+    job_free(j);
+    free(j);
+}
+
+/* A trial's result is known: record and tell it, unless an ask is blocked on another trial. */
+static int master_complete(Master *M, Job *j, Err *e) {
+    if (M->blocked && j->seq != M->blocked_on) {
+        M->held = xrealloc(M->held, (size_t)(M->nheld + 1) * sizeof *M->held);
+        M->held[M->nheld++] = j;
+        return NASC_OK;
+    }
+    int rc = job_end(M->S, j, e);
+    int source = M->blocked && j->seq == M->blocked_on;
+    job_drop(j);
+    if (rc != NASC_OK || !source) return rc;
+    Job *b = M->blocked;
+    M->blocked = NULL;
+    JobNext next;
+    long wf = -1;
+    if (job_start(M->S, b, 0, DRIVER_EARLY_REUSE, &next, &wf, e) != NASC_OK) {
+        job_drop(b);
+        return NASC_ERR;
+    }
+    NASC_ASSERT(next == JOB_SETTLED); /* its source is finished now: a reuse */
+    job_drop(b);
+    for (long i = 0; i < M->nheld && rc == NASC_OK; i++) {
+        rc = job_end(M->S, M->held[i], e);
+        job_drop(M->held[i]);
+        M->held[i] = NULL;
+    }
+    for (long i = 0; i < M->nheld; i++)
+        if (M->held[i]) job_drop(M->held[i]);
+    M->nheld = 0;
+    return rc;
+}
+
+static void master_lose(Master *M, int w, const char *why) {
+    mpi_lost = 1;
+    M->peer[w].alive = 0;
+    M->nlive--;
+    Job *j = M->peer[w].job;
+    M->peer[w].job = NULL;
+    if (!M->S->cfg->quiet)
+        fprintf(stderr, "search: worker rank %d lost (%s)%s%s\n", w, why, j ? "; its trial goes to " : "",
+                j ? (j->attempts < 2 ? "another worker" : "the failed list") : "");
+    if (!j) return;
+    if (j->attempts < 2) {
+        queue_push(M, j, 1);
+        return;
+    }
+    j->r.status = TRIAL_FAILED;
+    snprintf(j->err, sizeof j->err, "lost with worker rank %d (its second lost worker)", w);
+    Err e;
+    if (master_complete(M, j, &e) != NASC_OK) fprintf(stderr, "search: %s\n", e.msg);
+}
+
+static int send_work(Job *j, int w, uint64_t seed) {
+    WorkMsg m = {.seq = j->seq, .trial_id = j->t.id, .fid = j->t.fid, .seed = seed};
+    memcpy(m.m, j->t.m, sizeof m.m);
+    size_t ls = strlen(j->spec) + 1;
+    char *buf = xmalloc(sizeof m + ls);
+    memcpy(buf, &m, sizeof m);
+    memcpy(buf + sizeof m, j->spec, ls);
+    int rc = MPI_Send(buf, (int)(sizeof m + ls), MPI_BYTE, w, TAG_WORK, MPI_COMM_WORLD);
+    free(buf);
+    return rc == MPI_SUCCESS ? NASC_OK : NASC_ERR;
+}
+
+/* The asynchronous loop of rank 0 (nranks > 1). queue: interrupted rows (resume) to redo
+ * first; seq: the next trial's seq. */
+static int master_run(Search *S, int nranks, Trial *trials, const long *redo, long nredo, long seq, Err *e) {
+    const SearchConfig *cfg = S->cfg;
+    Master M = {.S = S, .nranks = nranks, .nlive = nranks - 1, .timeout = mpi_beats ? cfg->worker_timeout : 0};
+    M.peer = xcalloc((size_t)nranks, sizeof *M.peer);
+    for (int w = 1; w < nranks; w++) M.peer[w] = (Peer){1, NULL, now_seconds()};
+    for (long i = 0; i < nredo; i++) {
+        Job *j = xmalloc(sizeof *j);
+        job_init(j, &trials[redo[i]], redo[i]);
+        queue_push(&M, j, 0);
+    }
+    int rc = NASC_ERR, done_asking = 0, ask_wait = 0;
+    for (;;) {
+        /* 1. Work for every idle worker (for rank 0 itself when none is left). */
+        for (;;) {
+            int w = 0;
+            for (int k = 1; k < nranks && !w; k++)
+                if (M.peer[k].alive && !M.peer[k].job) w = k;
+            if (!w && M.nlive > 0) break;
+            Job *j = NULL;
+            int from_queue = 0;
+            if (M.nq) {
+                j = M.queue[0];
+                memmove(M.queue, M.queue + 1, (size_t)--M.nq * sizeof *M.queue);
+                from_queue = 1;
+            } else if (!M.blocked && !done_asking && !ask_wait) {
+                long evaluated = seq - S->infeasible;
+                if ((cfg->trials > 0 && evaluated >= cfg->trials) ||
+                    (cfg->minutes > 0 && now_seconds() - S->t0 > cfg->minutes * 60)) {
+                    done_asking = 1;
+                    break;
+                }
+                if (S->infeasible > 100 * (cfg->trials > 0 ? cfg->trials : 100) + 1000) {
+                    err_set(e, "search: %ld candidates broke the hard limits; relax --max-* or the target",
+                            S->infeasible);
+                    goto out;
+                }
+                Trial t;
+                int a = S->strat->ops->ask(S->strat, &t);
+                if (a < 0) done_asking = 1;
+                if (a == 0) ask_wait = 1;
+                if (a != 1) break;
+                j = xmalloc(sizeof *j);
+                job_init(j, &t, seq++);
+            } else {
+                break;
+            }
+            j->worker = w;
+            if (!(from_queue && j->attempts > 0)) { /* new, or interrupted: reuse, limits, running row */
+                JobNext next;
+                long wf = -1;
+                if (job_start(S, j, from_queue, 0, &next, &wf, e) != NASC_OK) {
+                    job_drop(j);
+                    goto out;
+                }
+                if (next == JOB_SETTLED) {
+                    job_drop(j);
+                    continue;
+                }
+                if (next == JOB_WAIT) {
+                    M.blocked = j, M.blocked_on = wf;
+                    continue;
+                }
+                if (j->r.status == TRIAL_FAILED) { /* cannot be built */
+                    if (master_complete(&M, j, e) != NASC_OK) goto out;
+                    continue;
+                }
+            } else if (trials_restart(S->db, j->seq, w, e) != NASC_OK) { /* re-queued after a lost worker */
+                job_drop(j);
+                goto out;
+            }
+            j->attempts++;
+            if (!w) { /* no worker left */
+                eval_trial(S, &j->t, j->spec, j->seq, S->cfg->seed * 1000003u + (uint64_t)j->seq, &j->r, j->err,
+                           sizeof j->err);
+                if (master_complete(&M, j, e) != NASC_OK) goto out;
+                continue;
+            }
+            if (send_work(j, w, S->cfg->seed * 1000003u + (uint64_t)j->seq) != NASC_OK) {
+                M.peer[w].job = j;
+                master_lose(&M, w, "send failed");
+                continue;
+            }
+            M.peer[w].job = j;
+            M.peer[w].seen = now_seconds();
+        }
+        /* 2. Done? */
+        int busy = 0;
+        for (int k = 1; k < nranks; k++) busy += M.peer[k].job != NULL;
+        if (!busy && !M.nq && !M.blocked) {
+            if (done_asking) break;
+            if (ask_wait) {
+                err_set(e, "search: strategy %s waits for results although none is pending (a bug)", cfg->strategy);
+                goto out;
+            }
+        }
+        /* 3. A message, or a silent worker. */
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS) flag = 0;
+        if (!flag) {
+            double now = now_seconds();
+            for (int k = 1; k < nranks; k++)
+                if (M.peer[k].alive && M.timeout > 0 && now - M.peer[k].seen > M.timeout)
+                    master_lose(&M, k, "silent too long");
+            nap(0.002);
+            continue;
+        }
+        int src = st.MPI_SOURCE, n = 0;
+        MPI_Get_count(&st, MPI_BYTE, &n);
+        char *buf = xmalloc((size_t)n + 1);
+        int mrc = MPI_Recv(buf, n, MPI_BYTE, src, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (mrc != MPI_SUCCESS || src < 1 || src >= nranks || !M.peer[src].alive) {
+            free(buf);
+            continue;
+        }
+        M.peer[src].seen = now_seconds();
+        Job *j = M.peer[src].job;
+        ResultMsg r;
+        if (st.MPI_TAG != TAG_RESULT || n != (int)sizeof r || !j) {
+            free(buf);
+            continue;
+        }
+        memcpy(&r, buf, sizeof r);
+        free(buf);
+        if (r.seq != j->seq) continue;
+        M.peer[src].job = NULL;
+        ask_wait = 0;
+        j->r.status = (TrialStatus)r.status;
+        j->r.val_acc = r.val_acc, j->r.train_acc = r.train_acc, j->r.train_loss = r.train_loss;
+        j->r.train_seconds = r.train_seconds;
+        if (!isnan(r.latency_ms)) j->r.latency_ms = r.latency_ms;
+        r.err[sizeof r.err - 1] = 0;
+        snprintf(j->err, sizeof j->err, "%s", r.err);
+        if (master_complete(&M, j, e) != NASC_OK) goto out;
+    }
+    rc = NASC_OK;
+out:
+    for (int k = 1; k < nranks; k++)
+        if (M.peer[k].job) job_drop(M.peer[k].job);
+    for (long i = 0; i < M.nq; i++) job_drop(M.queue[i]);
+    for (long i = 0; i < M.nheld; i++) job_drop(M.held[i]);
+    if (M.blocked) job_drop(M.blocked);
+    free(M.queue);
+    free(M.held);
+    free(M.peer);
+    return rc;
+}
+#endif
 
 /* ------------------------------------------------------------------ results */
 static int dominated(const SearchPoint *a, const SearchPoint *b) { /* b dominates a */
@@ -319,6 +835,16 @@ static int collect(Search *S, SearchResult *res, Err *e) {
     long n;
     if (trials_list(S->db, &rows, &n, e) != NASC_OK) return NASC_ERR;
     res->trials = n;
+    for (long i = 0; i < n; i++) { /* evaluations per rank (not reuses, not rejected members) */
+        const TrialRow *r = &rows[i];
+        if (r->running || r->reuse_of >= 0 || r->r.status == TRIAL_INFEASIBLE || r->worker < 0) continue;
+        if (r->worker >= res->nworkers) {
+            res->per_worker = xrealloc(res->per_worker, (size_t)(r->worker + 1) * sizeof *res->per_worker);
+            for (int k = res->nworkers; k <= r->worker; k++) res->per_worker[k] = 0;
+            res->nworkers = r->worker + 1;
+        }
+        res->per_worker[r->worker]++;
+    }
     SearchPoint *pts = xcalloc((size_t)n + 1, sizeof *pts);
     int np = 0;
     for (long i = 0; i < n; i++) {
@@ -349,6 +875,7 @@ void search_result_free(SearchResult *r) {
     if (r->have_best) free(r->best.arch);
     for (int i = 0; i < r->npareto; i++) free(r->pareto[i].arch);
     free(r->pareto);
+    free(r->per_worker);
     memset(r, 0, sizeof *r);
 }
 
@@ -356,10 +883,15 @@ void search_result_free(SearchResult *r) {
 int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     memset(res, 0, sizeof *res);
     Search S = {.cfg = cfg, .dtype_bytes = 4, .t0 = now_seconds()};
-    int rc = NASC_ERR;
+    int rc = NASC_ERR, rank = 0, nranks = 1;
     Trial *trials = NULL;
     long ntrials = 0, *redo = NULL, nredo = 0;
-    if (!(S.space = space_open(cfg->space, cfg->channels, cfg->cells, e))) return NASC_ERR;
+#ifdef NASC_MPI
+    int mpi_started = 0;
+    mpi_begin(&rank, &nranks, &mpi_started);
+#endif
+    res->rank = rank, res->nranks = nranks;
+    if (!(S.space = space_open(cfg->space, cfg->channels, cfg->cells, e))) goto out;
     if (cfg->target) {
         if (target_find(&S.target, cfg->target, e) != NASC_OK) goto out;
         S.have_target = 1;
@@ -379,6 +911,12 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     S.norm.nchan = S.train.c;
     dataset_norm_stats(&S.train, S.norm.mean, S.norm.std);
     dataset_split(S.train.n, cfg->val, cfg->seed + 1, &S.train_idx, &S.ntrain, &S.val_idx);
+#ifdef NASC_MPI
+    if (rank > 0) { /* a worker: evaluates what rank 0 sends, touches no database */
+        rc = worker_run(&S, rank, e);
+        goto out;
+    }
+#endif
 
     char num[16][48];
     int k = 0;
@@ -418,11 +956,16 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
         if (replay(&S, &trials, &ntrials, &redo, &nredo, e) != NASC_OK) goto out;
         if (!cfg->quiet)
             fprintf(stderr, "search: resuming %s: %ld trials recorded, %ld interrupted\n", cfg->db, ntrials, nredo);
-        for (long i = 0; i < nredo; i++)
+        for (long i = 0; i < nredo && nranks == 1; i++)
             if (run_trial(&S, &trials[redo[i]], redo[i], 1, e) != NASC_OK) goto out;
     }
     long seq = ntrials, guard = 0;
-    for (;;) {
+#ifdef NASC_MPI
+    if (nranks > 1) {
+        if (master_run(&S, nranks, trials, redo, nredo, seq, e) != NASC_OK || trials_check(S.db, e) != NASC_OK) goto out;
+    }
+#endif
+    for (; nranks == 1;) {
         long evaluated = seq - S.infeasible;
         if (cfg->trials > 0 && evaluated >= cfg->trials) break;
         if (cfg->minutes > 0 && now_seconds() - S.t0 > cfg->minutes * 60) break;
@@ -447,6 +990,13 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     res->failed = S.failed;
     rc = NASC_OK;
 out:
+#ifdef NASC_MPI
+    if (rank == 0 && nranks > 1) mpi_stop_workers(nranks);
+    if (rank > 0 && rc != NASC_OK) { /* rank 0 may be waiting for this rank: end the job */
+        fprintf(stderr, "nasc search: rank %d: %s\n", rank, e->msg);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+#endif
     free(trials);
     free(redo);
     if (S.strat) strategy_free(S.strat);
@@ -458,5 +1008,9 @@ out:
         free(S.val_idx);
     }
     space_free(S.space);
+#ifdef NASC_MPI
+    if (mpi_started && !mpi_lost) MPI_Finalize();
+    if (mpi_started && mpi_lost) fflush(NULL); /* exits without MPI_Finalize: see mpi_lost */
+#endif
     return rc;
 }

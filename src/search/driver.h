@@ -2,6 +2,12 @@
  * before any training, evaluates (trains on a validation split of the training set, never
  * the test set, or looks the trial up in a tabular benchmark), records every trial in the
  * trial database, and resumes a killed search by replaying the recorded ask/tell events.
+ *
+ * Built with MPI (make MPI=1, -DNASC_MPI) and started by mpirun with N > 1 ranks, search_run
+ * runs on every rank: rank 0 owns the database and the strategy and hands trials to ranks
+ * 1..N-1, which only evaluate them (protocol and lost-rank handling in driver.c). Which rank
+ * finishes first changes the ask/tell interleaving, so an MPI run need not equal a serial run;
+ * --resume replays the recorded order either way. One rank, or no MPI: the serial loop.
  */
 #ifndef NASC_DRIVER_H
 #define NASC_DRIVER_H
@@ -30,6 +36,7 @@ typedef struct {
     const char *benchmark; /* tabular mode: answer trials from this CSV */
     const char *data;
     int quiet;
+    double worker_timeout; /* MPI: seconds without a word from a worker before it is declared dead */
 } SearchConfig;
 
 typedef struct {
@@ -47,6 +54,9 @@ typedef struct {
     SearchPoint *pareto;  /* accuracy vs params and MACs, full fidelity, sorted by params */
     int npareto;
     int have_best;
+    long *per_worker;     /* evaluated trials per rank (index = the rows' worker), from the database */
+    int nworkers;         /* entries of per_worker */
+    int rank, nranks;     /* MPI (make MPI=1); results are valid on rank 0 only; serial: 0, 1 */
 } SearchResult;
 
 SearchConfig search_defaults(void);
