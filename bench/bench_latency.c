@@ -10,11 +10,15 @@
  * of the table (no correction), and the sum of the same op configurations timed alone, each
  * op back to back in a one-op net (the textbook kernel-level table; it misses the cold
  * caches a node meets inside a network).
+ * A last line divides out one common factor k (the median of measured / predicted over the
+ * space's members) and prints what is left: on a shared machine the whole box runs a few %
+ * faster or slower from one minute to the next, which moves every member alike; k says how
+ * much the machine's speed differed from when the table was made, the rest is the predictor.
  * --drop F removes a fraction F of the table's entries at random first, to see how the
  * fallback model does on configurations it never measured.
  *
  *   build/bench/bench_latency [--table FILE] [--space nb201,macro,FILE] [--members 100]
- *                             [--seed 777] [--threads 1] [--repeats 15] [--passes 2]
+ *                             [--seed 777] [--threads 1] [--repeats 8] [--passes 4]
  *                             [--channels 16] [--cells 1] [--save-table FILE] [--drop F]
  *                             [--no-alone] [--quiet]
  * Without --table the profile uses its defaults (seed 1; --profile-members sets its sample).
@@ -59,8 +63,8 @@ static void dist_of(const double *err, int n, Dist *d) {
 }
 
 static void dist_print(const char *what, const Dist *d) {
-    printf("  %-26s mean %5.1f%%  p50 %5.1f%%  p90 %5.1f%%  p99 %5.1f%%  max %5.1f%%  within 5%%: %3.0f%%  within 10%%: "
-           "%3.0f%%  bias %+5.1f%%\n",
+    printf("  %-26s mean %5.1f%%  p50 %5.1f%%  p90 %5.1f%%  p99 %5.1f%%  max %5.1f%%  within 5%%: %3.0f%%  "
+           "within 10%%: %3.0f%%  bias %+5.1f%%\n",
            what, 100 * d->mean, 100 * d->p50, 100 * d->p90, 100 * d->p99, 100 * d->max, 100 * d->within5,
            100 * d->within10, 100 * d->bias);
 }
@@ -75,7 +79,7 @@ static const char *arg_value(int argc, char **argv, int *i) {
 
 int main(int argc, char **argv) {
     const char *table_path = NULL, *save_path = NULL, *space_list = "nb201,macro";
-    int members = 100, seed = 777, threads = 1, repeats = 15, passes = 2, channels = 16, cells = 1, quiet = 0;
+    int members = 100, seed = 777, threads = 1, repeats = 8, passes = 4, channels = 16, cells = 1, quiet = 0;
     int profile_members = 2000, alone = 1;
     double drop = 0;
     for (int i = 1; i < argc; i++) {
@@ -95,7 +99,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-alone")) alone = 0;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
-            fprintf(stderr, "bench_latency: unknown argument '%s' (see the comment at the top of bench/bench_latency.c)\n", a);
+            fprintf(stderr, "bench_latency: unknown argument '%s' (see the top of bench/bench_latency.c)\n", a);
             return 2;
         }
     }
@@ -139,7 +143,7 @@ int main(int argc, char **argv) {
     if (drop > 0) { /* a copy of the table without a random fraction of its entries */
         LatencyTable d;
         lattable_init(&d, t.target);
-        memcpy(d.corr, t.corr, sizeof d.corr);
+        memcpy(d.corr, t.corr, sizeof d.corr); /* all four terms */
         memcpy(d.fb, t.fb, sizeof d.fb);
         memcpy(d.fb_n, t.fb_n, sizeof d.fb_n);
         d.threads = t.threads;
@@ -164,8 +168,9 @@ int main(int argc, char **argv) {
         }
         printf("timed the %d configurations alone too, in %.0f s\n", iso.n, now_seconds() - t0);
     }
-    printf("correction: us = %.4f * sum + %.3f * nodes + %.2f;  %d thread%s; members drawn with seed %d\n", t.corr[0],
-           t.corr[1], t.corr[2], threads, threads == 1 ? "" : "s", seed);
+    printf("correction: us = %.4f * sum + %.3f * units + %.2f + %.3f * log2(bytes);  %d thread%s; members drawn "
+           "with seed %d\n",
+           t.corr[0], t.corr[1], t.corr[2], t.corr[3], threads, threads == 1 ? "" : "s", seed);
 
     LatMeasureConfig mc = {.repeats = repeats, .passes = passes, .seed = (uint64_t)seed};
     int all_ok = 1;
@@ -194,7 +199,8 @@ int main(int argc, char **argv) {
         }
         double *meas = xmalloc((size_t)n * sizeof *meas), *meas2 = xmalloc((size_t)n * sizeof *meas2);
         double *err = xmalloc((size_t)n * sizeof *err), *err_sum = xmalloc((size_t)n * sizeof *err_sum);
-        double *err_alone = xmalloc((size_t)n * sizeof *err_alone);
+        double *err_alone = xmalloc((size_t)n * sizeof *err_alone), *ratio = xmalloc((size_t)n * sizeof *ratio);
+        double *pred = xmalloc((size_t)n * sizeof *pred);
         double *noise = xmalloc((size_t)n * sizeof *noise);
         double t0 = now_seconds();
         predict_measure_nets(nets, n, &mc, meas);
@@ -208,6 +214,7 @@ int main(int argc, char **argv) {
             LatPrediction p;
             predict_net(&t, nets[i], &p);
             err[i] = (p.us - meas[i]) / meas[i];
+            pred[i] = p.us, ratio[i] = meas[i] / p.us;
             err_sum[i] = (p.sum_us - meas[i]) / meas[i];
             if (alone) {
                 LatPrediction pa;
@@ -237,6 +244,13 @@ int main(int argc, char **argv) {
         }
         dist_of(noise, n, &d);
         dist_print("measured again vs first", &d);
+        qsort(ratio, (size_t)n, sizeof *ratio, cmp_double);
+        double k = quantile(ratio, n, 0.5);
+        for (int i = 0; i < n; i++) err_alone[i] = (k * pred[i] - meas[i]) / meas[i];
+        dist_of(err_alone, n, &d);
+        char what[64];
+        snprintf(what, sizeof what, "predicted x k=%.3f", k);
+        dist_print(what, &d);
         /* worst 5 by |err| */
         for (int a = 0; a < n; a++)
             for (int b = a + 1; b < n; b++)
@@ -266,6 +280,8 @@ int main(int argc, char **argv) {
         free(err_sum);
         free(noise);
         free(err_alone);
+        free(ratio);
+        free(pred);
         free(worst);
         space_free(s);
     }

@@ -64,7 +64,7 @@ static void test_keys(void) {
     char k[32][LAT_KEY_MAX];
     for (int i = 0; i < net.spec.n; i++) key_of(&net, i, k[i]);
     CHECK(!strcmp(k[0], "conv(3x12x12,c=8,k=3,s=1,p=1,d=1,g=1,bias=0)"), "conv key: %s", k[0]);
-    CHECK(!strcmp(k[1], "bn(8x12x12)") && !strcmp(k[2], "relu(8x12x12)"), "bn/relu keys: %s %s", k[1], k[2]);
+    CHECK(!strcmp(k[1], "bn+relu(8x12x12)") && k[2][0] == 0, "bn fused with relu: one key '%s', none '%s'", k[1], k[2]);
     CHECK(strcmp(k[0], k[3]) != 0, "input channels differ (3 vs 8), keys must too: %s", k[3]);
     CHECK(!strcmp(k[4], k[1]) && !strcmp(k[5], k[2]), "same bn/relu configuration, same key: %s %s", k[4], k[5]);
     CHECK(!strcmp(k[6], "conv(8x12x12,c=8,k=3,s=2,p=1,d=1,g=1,bias=0)"), "stride key: %s", k[6]);
@@ -108,7 +108,30 @@ static void test_keys(void) {
         net_free(&n2);
     }
 
+    /* fusion follows net.c's rule: only a BN whose sole reader is the ReLU/ReLU6 right after it */
+    Net n3;
+    if (build(&n3, "conv(c=4,k=3); bn; relu6; conv(c=4,k=3); b=bn; relu; add(_, b); bn; hswish; gap; linear", 1, 6, 6,
+              10) == NASC_OK) {
+        char kk[16][LAT_KEY_MAX];
+        for (int i = 0; i < n3.spec.n; i++) key_of(&n3, i, kk[i]);
+        CHECK(!strcmp(kk[1], "bn+relu6(4x6x6)") && !kk[2][0], "bn+relu6: %s / %s", kk[1], kk[2]);
+        CHECK(!strcmp(kk[4], "bn(4x6x6)") && !strcmp(kk[5], "relu(4x6x6)"), "a BN read twice does not fuse: %s %s",
+              kk[4], kk[5]);
+        CHECK(!strcmp(kk[7], "bn(4x6x6)") && !strcmp(kk[8], "hswish(4x6x6)"), "hswish does not fuse: %s %s", kk[7],
+              kk[8]);
+        setenv("NASC_FUSE", "0", 1);
+        for (int i = 0; i < n3.spec.n; i++) key_of(&n3, i, kk[i]);
+        unsetenv("NASC_FUSE");
+        CHECK(!strcmp(kk[1], "bn(4x6x6)") && !strcmp(kk[2], "relu6(4x6x6)"), "NASC_FUSE=0: %s %s", kk[1], kk[2]);
+        OpConfig c;
+        Err e = {{0}};
+        CHECK(opconfig_parse(&c, "bn+relu6(4x6x6)", &e) == NASC_OK && c.op == OP_BN && c.fuse == OP_RELU6,
+              "fused key parses: %s", e.msg);
+        net_free(&n3);
+    }
+
     static const char *const bad[] = {
+        "bn+conv(4x6x6)", "relu+relu(4x6x6)", "bn+(4x6x6)", "bn+relu7(4x6x6)",
         "conv(3x12x12,c=8,k=3,s=1,p=1,d=1,g=1)",           /* bias missing: not canonical */
         "conv(3x12x12,k=3,c=8,s=1,p=1,d=1,g=1,bias=0)",    /* attribute order */
         "conv(3x12x12,c=8,k=3,s=1,p=1,d=1,g=2,bias=0)",    /* 3 channels, 2 groups */
@@ -136,7 +159,7 @@ static void fill_table(LatencyTable *t) {
         NASC_ASSERT(opconfig_parse(&c, keys[i], &e) == NASC_OK);
         lattable_add(t, &c, us[i]);
     }
-    t->corr[0] = 1.0 / 7, t->corr[1] = -0.1, t->corr[2] = 1e300;
+    t->corr[0] = 1.0 / 7, t->corr[1] = -0.1, t->corr[2] = 1e300, t->corr[3] = -1e-300;
     t->fb[OP_CONV][0] = 2.0 / 3, t->fb[OP_CONV][1] = 1e-9, t->fb[OP_CONV][2] = -5e-5, t->fb_n[OP_CONV] = 17;
     t->fb[LAT_CLASS_ALL][2] = 3e-6, t->fb_n[LAT_CLASS_ALL] = 5;
     t->repeats = 7, t->passes = 3;
@@ -187,7 +210,8 @@ static void expect_bad(const char *text, int line, const char *what) {
     char want[64];
     snprintf(want, sizeof want, ": line %d: ", line);
     CHECK(rc == NASC_ERR, "bad table accepted (%s)", what);
-    CHECK(rc == NASC_ERR && strstr(e.msg, want) && strstr(e.msg, path), "%s: want line %d, got '%s'", what, line, e.msg);
+    CHECK(rc == NASC_ERR && strstr(e.msg, want) && strstr(e.msg, path), "%s: want line %d, got '%s'", what, line,
+          e.msg);
     if (rc == NASC_OK) lattable_free(&t);
 }
 
@@ -208,9 +232,10 @@ static void test_bad_files(void) {
     expect_bad(HEAD "\n# c\nop relu(8x4x4) 1\nop relu(8x4x4) 2\n", 6, "duplicate key");
     expect_bad(HEAD "op conv(3x12x12,c=8,k=3) 1\n", 3, "non-canonical key");
     expect_bad(HEAD "op frobnicate(8x4x4) 1\n", 3, "unknown op");
-    expect_bad(HEAD "correction 1 2\n", 3, "short correction");
-    expect_bad(HEAD "correction 1 2 x\n", 3, "correction not a number");
-    expect_bad(HEAD "correction 1 0 0\ncorrection 1 0 0\n", 4, "duplicate correction");
+    expect_bad(HEAD "correction 1 2 3\n", 3, "short correction");
+    expect_bad(HEAD "correction 1 2 x 4\n", 3, "correction not a number");
+    expect_bad(HEAD "correction 1 0 0 0 0\n", 3, "long correction");
+    expect_bad(HEAD "correction 1 0 0 0\ncorrection 1 0 0 0\n", 4, "duplicate correction");
     expect_bad(HEAD "fallback warp 1 2 3 4\n", 3, "unknown fallback class");
     expect_bad(HEAD "fallback conv 1 2 3 0\n", 3, "fallback count 0");
     expect_bad(HEAD "fallback conv 1 2 3 4\nfallback conv 1 2 3 4\n", 4, "duplicate fallback");
@@ -262,22 +287,30 @@ static void test_prediction(void) {
     if (build(&net, "conv(c=4,k=3); bn; x=relu; y=id; add(x, y); gap; linear", 1, 6, 6, 3) != NASC_OK) return;
     LatencyTable t;
     lattable_init(&t, "hand");
-    const double us[] = {10, 2, 1, -1, 3, 0.5, 0.25}; /* per node; id has none */
+    const double us[] = {10, 2, -1, -1, 3, 0.5, 0.25}; /* per node; bn+relu is one entry, id has none */
     for (int i = 0; i < net.spec.n; i++) {
         OpConfig c;
         if (opconfig_of_node(&net, i, &c)) lattable_add(&t, &c, us[i]);
     }
-    CHECK(t.n == 6, "6 costed nodes, got %d entries", t.n);
+    CHECK(t.n == 5, "5 costed units (conv, bn+relu, add, gap, linear), got %d entries", t.n);
     LatPrediction p;
     predict_net(&t, &net, &p);
-    CHECK(p.nodes == 6 && p.fallback_nodes == 0, "nodes %d, fallback %d", p.nodes, p.fallback_nodes);
-    CHECK_CLOSE(p.sum_us, 16.75, 1e-12, 0, "sum");
-    CHECK_CLOSE(p.us, 16.75, 1e-12, 0, "identity correction");
-    t.corr[0] = 1.5, t.corr[1] = 0.5, t.corr[2] = -2;
+    CHECK(p.nodes == 5 && p.fallback_nodes == 0, "nodes %d, fallback %d", p.nodes, p.fallback_nodes);
+    CHECK_CLOSE(p.sum_us, 15.75, 1e-12, 0, "sum");
+    CHECK_CLOSE(p.us, 15.75, 1e-12, 0, "identity correction");
+    /* footprint: 59 parameters (conv 36, bn 8, linear 15) and the output + gradient buffers of
+     * every node but the id: 144 + 144 + 144 + 144 + 4 + 3 values */
+    CHECK_CLOSE(predict_footprint_bytes(&net), 4 * 59 + 8 * 583, 0, 0, "footprint bytes");
+    t.corr[0] = 1.5, t.corr[1] = 0.5, t.corr[2] = -2, t.corr[3] = 0.25;
     predict_net(&t, &net, &p);
-    CHECK_CLOSE(p.us, 1.5 * 16.75 + 0.5 * 6 - 2, 1e-12, 0, "corrected");
+    double want_us = 1.5 * 15.75 + 0.5 * 5 - 2 + 0.25 * log2(4 * 59 + 8 * 583);
+    CHECK_CLOSE(p.log2_bytes, log2(4 * 59 + 8 * 583), 1e-12, 0, "log2 footprint");
+    CHECK_CLOSE(p.us, want_us, 1e-12, 0, "corrected");
     int fb = -1;
-    CHECK_CLOSE(predict_latency_ms(&t, &net, &fb), (1.5 * 16.75 + 0.5 * 6 - 2) * 1e-3, 1e-15, 0, "milliseconds");
+    CHECK_CLOSE(predict_latency_ms(&t, &net, &fb), want_us * 1e-3, 1e-15, 0, "milliseconds");
+    t.corr[2] = -1e6;
+    CHECK(predict_latency_ms(&t, &net, NULL) == 0, "a negative prediction clamps to 0");
+    t.corr[2] = -2;
     CHECK(fb == 0, "no fallback nodes: %d", fb);
 
     /* a table without the conv and the add: the fallback predicts them */
@@ -301,19 +334,19 @@ static void test_prediction(void) {
     CHECK_CLOSE(predict_fallback_us(&u, &conv), want_conv, 1e-12, 0, "conv fallback");
     predict_net(&u, &net, &p);
     CHECK(p.fallback_nodes == 2, "2 fallback nodes, got %d", p.fallback_nodes);
-    CHECK_CLOSE(p.sum_us, 2 + 1 + 0.5 + 0.25 + want_conv + want_add, 1e-9, 0, "sum with fallback");
+    CHECK_CLOSE(p.sum_us, 2 + 0.5 + 0.25 + want_conv + want_add, 1e-9, 0, "sum with fallback");
     /* a negative fallback never subtracts; no fallback at all counts 0 us */
     u.fb[OP_CONV][0] = -1e9;
     CHECK(predict_fallback_us(&u, &conv) == 0, "negative fallback clamps to 0");
     memset(u.fb_n, 0, sizeof u.fb_n);
     predict_net(&u, &net, &p);
-    CHECK(p.fallback_nodes == 2 && fabs(p.sum_us - 3.75) < 1e-12, "no fallback model: %d nodes, %g us",
+    CHECK(p.fallback_nodes == 2 && fabs(p.sum_us - 2.75) < 1e-12, "no fallback model: %d nodes, %g us",
           p.fallback_nodes, p.sum_us);
 
     /* the fallback fit: entries exactly linear in MACs and bytes are fitted (near) exactly */
     lattable_fit_fallback(&t);
-    CHECK(t.fb_n[LAT_CLASS_ALL] == 6, "all-class fit on 6 entries, got %d", t.fb_n[LAT_CLASS_ALL]);
-    CHECK(t.fb_n[OP_CONV] == 1 && t.fb_n[OP_BN] == 1, "one entry per class here");
+    CHECK(t.fb_n[LAT_CLASS_ALL] == 5, "all-class fit on 5 entries, got %d", t.fb_n[LAT_CLASS_ALL]);
+    CHECK(t.fb_n[OP_CONV] == 1 && t.fb_n[LAT_CLASS_BN_ACT] == 1 && t.fb_n[OP_BN] == 0, "one entry per class here");
     CHECK_CLOSE(predict_fallback_us(&t, &conv), 10, 1e-9, 1e-5, "a class fitted on one entry reproduces it");
 
     /* the correction fit recovers A, B, C from exact synthetic whole-net figures */
@@ -341,11 +374,12 @@ static void test_prediction(void) {
         }
         built++;
     }
+    LatPrediction plain[NS];
     for (int i = 0; i < built; i++) {
-        predict_net(&c, np[i], &p);
-        meas[i] = 1.25 * p.sum_us + 0.75 * p.nodes + 4;
+        predict_net(&c, np[i], &plain[i]);
+        meas[i] = 1.25 * plain[i].sum_us + 0.75 * plain[i].nodes + 4 + 0.5 * plain[i].log2_bytes;
     }
-    lattable_fit_correction(&c, np, meas, built);
+    lattable_fit_correction(&c, plain, meas, built);
     CHECK(built == NS, "all fit nets build");
     for (int i = 0; i < built; i++) {
         predict_net(&c, np[i], &p);
@@ -353,9 +387,10 @@ static void test_prediction(void) {
     }
     CHECK_CLOSE(c.corr[0], 1.25, 0, 1e-3, "fitted A");
     CHECK_CLOSE(c.corr[1], 0.75, 0.01, 0, "fitted B");
-    CHECK_CLOSE(c.corr[2], 4, 0.05, 0, "fitted C");
-    lattable_fit_correction(&c, np, meas, 0);
-    CHECK(c.corr[0] == 1 && c.corr[1] == 0 && c.corr[2] == 0, "no nets: the identity correction");
+    CHECK_CLOSE(c.corr[2], 4, 0.2, 0, "fitted C");
+    CHECK_CLOSE(c.corr[3], 0.5, 0.02, 0, "fitted D");
+    lattable_fit_correction(&c, plain, meas, 0);
+    CHECK(c.corr[0] == 1 && c.corr[1] == 0 && c.corr[2] == 0 && c.corr[3] == 0, "no nets: the identity correction");
     for (int i = 0; i < built; i++) net_free(&nets[i]);
     lattable_free(&c);
     lattable_free(&t);
@@ -370,7 +405,7 @@ static void test_measure_alone(void) {
         "conv(3x9x9,c=6,k=3,s=2,p=1,d=1,g=1,bias=1)", "conv(6x5x5,c=6,k=5,s=1,p=2,d=1,g=6,bias=0)",
         "add(4x5x5,4x5x5,4x5x5)", "concat(4x5x5,8x5x5)", "mul(4x5x5,4x1x1)", "add(2x3x6,2x3x6)",
         "resize(2x7x7,s=4)", "linear(4x3x3,c=5,bias=0)", "zero(3x4x4)", "dropout(3x4x4)",
-        "avgpool(4x5x5,k=3,s=2,p=1,cip=1)", "maxpool(4x5x5,k=3,s=1,p=1)"};
+        "avgpool(4x5x5,k=3,s=2,p=1,cip=1)", "maxpool(4x5x5,k=3,s=1,p=1)", "bn+relu6(4x5x5)", "bn(4x5x5)"};
     LatencyTable t;
     lattable_init(&t, "alone");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -422,8 +457,8 @@ static void test_profile_tiny(void) {
           sum.nets, sum.configs, sum.carriers);
     CHECK(t.threads == 1 && t.repeats == 1 && t.passes == 1, "header: %d threads, %d repeats, %d passes", t.threads,
           t.repeats, t.passes);
-    CHECK(isfinite(t.corr[0]) && t.corr[0] > 0 && isfinite(t.corr[1]) && isfinite(t.corr[2]), "correction %g %g %g",
-          t.corr[0], t.corr[1], t.corr[2]);
+    CHECK(isfinite(t.corr[0]) && t.corr[0] > 0 && isfinite(t.corr[1]) && isfinite(t.corr[2]) && isfinite(t.corr[3]),
+          "correction %g %g %g %g", t.corr[0], t.corr[1], t.corr[2], t.corr[3]);
     CHECK(t.fb_n[LAT_CLASS_ALL] == t.n, "the `all` fallback is fitted on every entry");
     int m[SPACE_MAX_DIMS], missing = 0, nodes = 0;
     for (long idx = 0; idx < (long)size; idx++) {

@@ -5,9 +5,11 @@
  * the predictor reads (src/cost/predict.h). Run it once on the deployment device; the table
  * then serves searches on any machine.
  *
- * Threads: 1 unless --threads says otherwise. Batch-1 latency of nets this small is best on
- * one thread here (2 threads spend more in fork/join than they save, and on a loaded machine a
- * parallel region waits for the slowest core), and one thread also measures more stably.
+ * Threads: 1 unless --threads says otherwise (target files have no thread count). Measured
+ * here, batch 1, 1 vs 2 threads interleaved, machine under load: best-case (p10) small 60 vs
+ * 74 us, resnet8 232 vs 253 us, mbv2 582 vs 503 us; medians 71 vs 18,900 us, 270 vs 63,000 us,
+ * 635 vs 126,000 us, because a parallel region waits for a thread the scheduler has parked.
+ * One thread is as fast or nearly so for these nets and by far the most predictable.
  */
 #include "../cost/predict.h"
 #include "cli.h"
@@ -49,7 +51,7 @@ static int valid_name(const char *s) {
 
 int cmd_profile(int argc, char **argv) {
     const char *target_name = NULL, *space_list = "nb201,macro", *out = NULL, *data = "fashion-mnist";
-    int members = 2000, nets = 30, threads = 1, repeats = 15, passes = 2, channels = 16, cells = 1, seed = 1;
+    int members = 2000, nets = 30, threads = 1, repeats = 8, passes = 4, channels = 16, cells = 1, seed = 1;
     int zoo = 1, quiet = 0, json = 0, help = 0;
     ArgSpec specs[] = {
         {"target", ARG_STR, &target_name, "target name (or .target file) the table is for", 0},
@@ -58,8 +60,8 @@ int cmd_profile(int argc, char **argv) {
         {"nets", ARG_INT, &nets, "whole networks per space measured to fit the correction (30)", 0},
         {"out", ARG_STR, &out, "table file to write", 0},
         {"threads", ARG_INT, &threads, "threads the ops run with (1)", 0},
-        {"repeats", ARG_INT, &repeats, "interleaved timing rounds per pass (15)", 0},
-        {"passes", ARG_INT, &passes, "timing passes; each entry is the min of the per-pass medians (2)", 0},
+        {"repeats", ARG_INT, &repeats, "interleaved timing rounds per pass (8)", 0},
+        {"passes", ARG_INT, &passes, "timing passes; each entry is the min of the per-pass medians (4)", 0},
         {"channels", ARG_INT, &channels, "NB201: channels of the first stage (16)", 0},
         {"cells", ARG_INT, &cells, "NB201: cells per stage (1)", 0},
         {"data", ARG_STR, &data, "input shape and classes: fashion-mnist | mnist:DIR | cifar10:DIR | DIR", 0},
@@ -146,9 +148,10 @@ int cmd_profile(int argc, char **argv) {
                space_list);
         printf("  configurations  %d measured%s (%d rounds x %d passes)\n", t.n - unmeasured,
                unmeasured ? ", some not measurable (fallback)" : "", t.repeats, t.passes);
-        printf("  correction      us = %.4f * sum + %.3f * nodes + %.2f  (fitted on %d nets: mean |err| %.1f%%, "
-               "max %.1f%%)\n",
-               t.corr[0], t.corr[1], t.corr[2], sum.nets, 100 * sum.fit_mean_abs_err, 100 * sum.fit_max_abs_err);
+        printf("  correction      us = %.4f * sum + %.3f * units + %.2f + %.3f * log2(bytes)  (fitted on %d nets: "
+               "mean |err| %.1f%%, max %.1f%%)\n",
+               t.corr[0], t.corr[1], t.corr[2], t.corr[3], sum.nets, 100 * sum.fit_mean_abs_err,
+               100 * sum.fit_max_abs_err);
         printf("  table           %s  (%.0f s)\n", path, sum.seconds);
         if (json) {
             Json j;

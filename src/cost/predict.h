@@ -31,6 +31,10 @@
  *     relu(..) relu6(..) hswish(..) sigmoid(..) hsigmoid(..) gap(..) zero(..) dropout(..)
  * `id` has no key: net_forward aliases its input, it costs nothing. Dropout in eval mode is a
  * copy, so its probability is not part of the key.
+ * Fusion: net_forward runs a BN and the ReLU/ReLU6 right after it as one kernel when the
+ * activation is the BN's only reader (and $NASC_FUSE is not 0). Prediction units are kernels,
+ * as in nn-Meter: such a pair has one key, `bn+relu(16x28x28)` or `bn+relu6(..)`, and the
+ * activation none. predict.c mirrors net.c's fusion rule (fusion_plan there is private).
  *
  * ---- Table files (text, version 1)
  *     nasc-latency-table 1              first line: magic and format version
@@ -41,12 +45,13 @@
  *     isa avx512                        the gemm path the kernels used (ops.h gemm_path)
  *     threads 1                         threads the ops ran with (required)
  *     batch 1                           always 1 in this version
- *     repeats 15                        interleaved rounds per pass (informative)
- *     passes 2                          measurement passes; an entry is the min of per-pass medians
- *     correction A B C                  whole-net us = A * (sum of node us) + B * nodes + C
+ *     repeats 8                         interleaved rounds per pass (informative)
+ *     passes 4                          measurement passes; an entry is the min of per-pass medians
+ *     correction A B C D                whole-net us = A * (sum of unit us) + B * units + C
+ *                                       + D * log2(footprint bytes), see predict_footprint_bytes
  *     fallback CLASS C0 C1 C2 N         for configs missing from the table: us = C0 + C1*MACs + C2*bytes,
  *                                       fitted on N entries of that class (conv, conv_dw, conv_1x1,
- *                                       the other op names, or `all`)
+ *                                       bn_act, the other op names, or `all`)
  *     op KEY US                         one line per op configuration: microseconds per run
  * '#' starts a comment line; blank lines are ignored; keys may come in any order but the
  * magic line comes first. Numbers are written in the shortest form that reads back to the
@@ -60,7 +65,6 @@
 #include "cost.h"
 
 #define LAT_FORMAT_VERSION 1
-#define LAT_NASC_VERSION "0.1" /* nasc's version (main.c prints the same) */
 #define LAT_KEY_MAX 512
 
 /* ------------------------------------------------------------------ op configurations */
@@ -71,10 +75,14 @@ typedef struct {
     /* Attributes the op's kernel sees (0 when the op has no such attribute):
      * conv c,k,s,p,d,g,bias; linear c,bias; pools k,s,p (+cip for avgpool); resize s. */
     int c, k, s, p, d, g, bias, cip;
+    /* OP_RELU or OP_RELU6 when this BN runs fused with the activation after it (the pair is
+     * one kernel in net_forward and one entry here), else 0. */
+    int fuse;
 } OpConfig;
 
 /* The configuration of node i of a built net. Returns 0 (and leaves *cfg zeroed) when the
- * node costs nothing in net_forward (id), else 1. */
+ * node costs nothing of its own in net_forward (id; an activation fused into the BN before
+ * it, whose configuration then carries it), else 1. */
 int opconfig_of_node(const Net *net, int i, OpConfig *cfg);
 /* The canonical key (no blanks); `n` >= LAT_KEY_MAX always suffices. */
 void opconfig_key(const OpConfig *cfg, char *key, size_t n);
@@ -88,8 +96,9 @@ int opconfig_out_shape(const OpConfig *cfg, int *c, int *h, int *w, Err *e);
 double opconfig_macs(const OpConfig *cfg);
 double opconfig_bytes(const OpConfig *cfg);
 
-/* Fallback classes: one per op kind, conv split three ways (its kernels differ), and `all`. */
-enum { LAT_CLASS_CONV_DW = OP_COUNT, LAT_CLASS_CONV_1X1, LAT_CLASS_ALL, LAT_CLASS_COUNT };
+/* Fallback classes: one per op kind, conv split three ways (its kernels differ), fused
+ * bn+activation, and `all`. */
+enum { LAT_CLASS_CONV_DW = OP_COUNT, LAT_CLASS_CONV_1X1, LAT_CLASS_BN_ACT, LAT_CLASS_ALL, LAT_CLASS_COUNT };
 int opconfig_class(const OpConfig *cfg);
 const char *lat_class_name(int cls);
 
@@ -108,7 +117,7 @@ typedef struct {
     char isa[32];
     int threads;
     int repeats, passes;
-    double corr[3];          /* A, B, C of the correction */
+    double corr[4];          /* A, B, C, D of the correction */
     double fb[LAT_CLASS_COUNT][3];
     int fb_n[LAT_CLASS_COUNT]; /* entries each fallback was fitted on; 0 = none */
     LatEntry *e;
@@ -118,7 +127,7 @@ typedef struct {
 } LatencyTable;
 
 /* An empty table describing this machine (machine, cpus, isa, threads_get()), with the
- * identity correction (1, 0, 0) and no fallback. */
+ * identity correction (1, 0, 0, 0) and no fallback. */
 void lattable_init(LatencyTable *t, const char *target);
 void lattable_free(LatencyTable *t);
 /* The entry for a key, or NULL. */
@@ -144,10 +153,17 @@ char *lattable_default_path(const char *target_name);
 /* ------------------------------------------------------------------ prediction */
 typedef struct {
     double sum_us;     /* sum of the nodes' table (or fallback) entries */
-    int nodes;         /* costed nodes (id excluded) */
+    int nodes;         /* costed units (id and activations fused into a BN excluded) */
     int fallback_nodes;/* nodes whose key was missing from the table */
+    double log2_bytes; /* log2 of predict_footprint_bytes */
     double us;         /* corrected prediction */
 } LatPrediction;
+
+/* The memory one forward walks over: the parameters and every node's output and gradient
+ * buffer (net_forward's arena holds both; id nodes have none), fp32, bytes. The correction's
+ * last term uses its log: a net small enough to stay in cache runs its units faster than the
+ * table's figures (medians over all the networks that carry them), a big one slower. */
+double predict_footprint_bytes(const Net *net);
 
 void predict_net(const LatencyTable *t, const Net *net, LatPrediction *p);
 /* Predicted latency in milliseconds; *fallback_nodes (may be NULL) gets the number of nodes
@@ -158,8 +174,8 @@ double predict_fallback_us(const LatencyTable *t, const OpConfig *cfg);
 
 /* ------------------------------------------------------------------ measurement */
 typedef struct {
-    int repeats;      /* interleaved rounds per pass (default 15) */
-    int passes;       /* passes; a result is the min over passes of the per-pass median (default 2) */
+    int repeats;      /* interleaved rounds per pass (default 8) */
+    int passes;       /* passes; a result is the min over passes of the per-pass median (default 4) */
     int runs;         /* nets: timed runs of each net per round, after one warm-up run (default 3) */
     double sample_us; /* ops: a timed sample runs the op back to back for at least this long (default 40) */
     double q;         /* statistic of a pass: the q-quantile of its samples (default 0.5, the median) */
@@ -180,22 +196,32 @@ void predict_measure_nets(Net *const *nets, int n, const LatMeasureConfig *mc, d
 
 /* Builds carrier net k (net_build'ed) or returns NASC_ERR with a message. */
 typedef int (*NetSourceFn)(void *ctx, int k, Net *net, Err *e);
+/* Optional output of lattable_measure_in_nets: for the carriers flagged in want[k], the
+ * whole-net latency (plain net_forward, timed in the same rounds as the units, so under the
+ * same load; min over passes of the per-pass median) in whole_us[k]; -1 for the others. */
+typedef struct {
+    const unsigned char *want;
+    double *whole_us;
+} LatWhole;
 /* Times entries as nodes inside whole networks: carriers 0..ncarriers-1 (built a group at a
- * time by `build`) run node by node, each node timed; per pass an entry gets the median over
- * its occurrences of each occurrence's median, and the result is the min over passes. Rounds
- * are interleaved across the group's nets like lattable_measure's. Sets the entries with
- * us < 0 (all when `all`) that some carrier contains. This is what `nasc profile` uses: a node
- * inside a network meets the caches the way it will at inference (its output buffer and its
- * weights are cold, its input was just written), which an op timed alone does not. */
+ * time by `build`) run node by node, each unit timed (a fused bn+activation as one unit, run
+ * the way net_forward runs it); per pass an entry gets the median over its occurrences of
+ * each occurrence's median, and the result is the min over passes. Rounds are interleaved
+ * across the group's nets like lattable_measure's. Sets the entries with us < 0 (all when
+ * `all`) that some carrier contains. This is what `nasc profile` uses: a node inside a network
+ * meets the caches the way it will at inference (its output buffer and its weights are cold,
+ * its input was just written), which an op timed alone does not. wo may be NULL. */
 int lattable_measure_in_nets(LatencyTable *t, int all, int ncarriers, NetSourceFn build, void *ctx,
-                             const LatMeasureConfig *mc, Err *e);
+                             const LatMeasureConfig *mc, LatWhole *wo, Err *e);
 
 /* Fits the fallback models on the measured entries (weighted least squares on relative error). */
 void lattable_fit_fallback(LatencyTable *t);
-/* Fits the correction on whole nets: measured_us[i] ~ A * sum_i + B * nodes_i + C, least
- * squares on relative error, lightly pulled toward (1, 0, 0) so few nets still give sane
- * values. Uses the table's entries (fallback where missing). */
-void lattable_fit_correction(LatencyTable *t, Net *const *nets, const double *measured_us, int n);
+/* Fits the correction on whole nets: measured_us[i] ~ A * sum + B * units + C + D * log2_bytes
+ * of plain[i] (predict_net's figures under the identity correction), least squares on
+ * relative error, lightly pulled toward (1, 0, 0, 0) so that few nets still give sane values
+ * (none: the identity). `nasc profile` measures the nets in the same rounds as the units that
+ * make the table, so the fit sees what a sum misses and not the machine's drift. */
+void lattable_fit_correction(LatencyTable *t, const LatPrediction *plain, const double *measured_us, int n);
 
 /* ------------------------------------------------------------------ profiling */
 typedef struct {
@@ -205,7 +231,7 @@ typedef struct {
     int in_c, in_h, in_w, classes;
     int members;               /* members sampled from a space too big to enumerate (default 2000) */
     int enumerate_max;         /* enumerate a space with at most this many members (default 20000) */
-    int nets;                  /* whole nets measured for the correction, per space (default 30) */
+    int nets;                  /* members per space also measured whole, for the correction (default 30) */
     int zoo;                   /* also the zoo nets small, resnet8, mbv2 */
     LatMeasureConfig mc;
 } ProfileConfig;
