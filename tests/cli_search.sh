@@ -59,6 +59,9 @@ expect ok '"running": 0' "$NASC" report "$T/ref.db" --json
 # Rejected members were never trained: they have no training time and no accuracy.
 expect ok "rejected by limits" "$NASC" "${ARGS[@]}" --db "$T/ref.db" --resume
 
+# The proxy strategy through the driver: scores candidates without training, trains the best few.
+expect ok '"failed": 0' "$NASC" search --space nb201 --channels 4 --strategy proxy --proxy synflow --epochs 1 --subset 256 --val 256 --batch 128 --threads 1 --db "$T/proxy.db" --quiet --json
+
 # Bad input.
 expect fail "already holds an experiment" "$NASC" "${ARGS[@]}" --db "$T/ref.db"
 expect fail "cannot resume: the experiment was started with other settings" "$NASC" search --space nb201 --channels 4 --strategy random --trials 8 --epochs 1 --subset 512 --val 512 --batch 128 --seed 11 --threads 1 --max-params 12000 --db "$T/ref.db" --resume

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "../cost/cost.h"
+#include "../cost/predict.h"
 #include "cli.h"
 
 static const char usage[] =
@@ -201,6 +202,23 @@ int cmd_cost(int argc, char **argv) {
             printf(", latency not measured (budget %g ms)\n", target.latency_ms);
     }
 
+    /* Predicted latency from the target's latency table (made by `nasc profile`), if it has one. */
+    double predicted_ms = NAN;
+    int fallback_nodes = 0;
+    if (target_name) {
+        LatencyTable lt;
+        Err le;
+        if (lattable_for_target(&lt, &target, &le) == NASC_OK) {
+            predicted_ms = predict_latency_ms(&lt, &net, &fallback_nodes);
+            lattable_free(&lt);
+            printf("  predicted       %.3f ms  (latency table of target %s; %d node%s by the fallback model)\n",
+                   predicted_ms, target.name, fallback_nodes, fallback_nodes == 1 ? "" : "s");
+        } else {
+            printf("  predicted       no latency table for target %s (run `nasc profile --target %s`)\n",
+                   target.name, target.name);
+        }
+    }
+
     if (json) {
         int dtb = target_name ? target.dtype_bytes : 4;
         Json j;
@@ -210,6 +228,10 @@ int cmd_cost(int argc, char **argv) {
         json_int(&j, "peak_bytes", (long long)cost_peak_bytes(&r, dtb));
         json_int(&j, "flash_bytes", (long long)cost_flash_bytes(&r, dtb));
         if (r.has_latency) json_num(&j, "latency_ms", r.latency.median_ms);
+        if (!isnan(predicted_ms)) {
+            json_num(&j, "predicted_latency_ms", predicted_ms);
+            json_int(&j, "predicted_fallback_nodes", fallback_nodes);
+        }
         json_str(&j, "dtype", dtb == 1 ? "int8" : "fp32");
         json_int(&j, "peak_bytes_fp32", (long long)r.peak_fp32);
         json_int(&j, "peak_bytes_int8", (long long)r.peak_int8);

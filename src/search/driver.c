@@ -18,6 +18,7 @@
 
 #include "../cost/cost.h"
 #include "../train/train.h"
+#include "proxies.h"
 #include "tabular.h"
 
 SearchConfig search_defaults(void) {
@@ -34,6 +35,7 @@ SearchConfig search_defaults(void) {
     c.wd = 5e-4f;
     c.db = "search.db";
     c.data = "fashion-mnist";
+    c.proxy = "naswot";
     c.worker_timeout = 60;
     return c;
 }
@@ -54,7 +56,11 @@ typedef struct {
     double t0;
     long trained, reused, infeasible, failed;
     double best;
+    float *proxy_x; /* the proxy strategy's fixed scoring batch (PROXY_BATCH images) */
+    int *proxy_y;
 } Search;
+
+#define PROXY_BATCH 64
 
 static int fid_equal(Fidelity a, Fidelity b) {
     return fabs(a.epochs - b.epochs) <= 1e-9 * fmax(1, a.epochs) && fabs(a.fraction - b.fraction) <= 1e-9;
@@ -879,6 +885,27 @@ void search_result_free(SearchResult *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* The proxy strategy's score of a member: the chosen training-free proxy of the network at a
+ * fixed initialization on a fixed batch of training images (deterministic, so a resumed
+ * search scores alike). -inf when the member does not build or the proxy fails. */
+static double driver_proxy_score(void *ctx, const int *m) {
+    Search *S = ctx;
+    Err e;
+    char *spec = S->space->ops->to_spec(S->space, m, &e);
+    double score = -INFINITY;
+    Net net;
+    if (spec && build_net(S, spec, &net, &e) == NASC_OK) {
+        net_init_params(&net, S->cfg->seed);
+        double v;
+        if (proxy_score(S->cfg->proxy ? S->cfg->proxy : "naswot", &net, S->proxy_x, S->proxy_y, PROXY_BATCH, &v, &e) ==
+            NASC_OK)
+            score = v;
+        net_free(&net);
+    }
+    free(spec);
+    return score;
+}
+
 /* ------------------------------------------------------------------ the run */
 int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     memset(res, 0, sizeof *res);
@@ -941,6 +968,7 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
         {"target", cfg->target ? cfg->target : "", 0},
         {"benchmark", cfg->benchmark ? cfg->benchmark : "", 0},
         {"data", cfg->data, 0},
+        {"proxy", !strcmp(cfg->strategy, "proxy") && cfg->proxy ? cfg->proxy : "", 0},
     };
 #undef NUM
     if (!(S.db = trials_open(cfg->db, cfg->resume ? TRIALS_RESUME : TRIALS_CREATE, st, (int)(sizeof st / sizeof st[0]),
@@ -950,6 +978,14 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     StrategyConfig sc = strategy_defaults();
     sc.max_fid = (Fidelity){cfg->epochs, 1.0};
     sc.min_fid = (Fidelity){cfg->epochs / 9.0, 1.0};
+    if (!strcmp(cfg->strategy, "proxy")) {
+        S.proxy_x = xalloc_aligned((size_t)PROXY_BATCH * S.train.c * S.train.h * S.train.w * sizeof(float));
+        S.proxy_y = xmalloc(PROXY_BATCH * sizeof(int));
+        dataset_batch(&S.train, S.train_idx, NASC_MIN(PROXY_BATCH, S.ntrain), S.norm.mean, S.norm.std, NULL, NULL,
+                      S.proxy_x, S.proxy_y);
+        sc.proxy_score = driver_proxy_score;
+        sc.proxy_ctx = &S;
+    }
     if (!(S.strat = strategy_new(cfg->strategy, S.space, &sc, cfg->seed, e))) goto out;
 
     if (cfg->resume) {

@@ -35,6 +35,7 @@ typedef struct {
     int resume;
     const char *benchmark; /* tabular mode: answer trials from this CSV */
     const char *data;
+    const char *proxy;     /* proxy strategy: synflow | naswot | gradnorm (naswot) */
     int quiet;
     double worker_timeout; /* MPI: seconds without a word from a worker before it is declared dead */
 } SearchConfig;
