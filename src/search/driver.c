@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "../cost/cost.h"
+#include "../cost/predict.h"
 #include "../train/train.h"
 #include "proxies.h"
 #include "tabular.h"
@@ -56,6 +57,8 @@ typedef struct {
     double t0;
     long trained, reused, infeasible, failed;
     double best;
+    LatencyTable lat; /* the target's latency table (nasc profile), when it has one */
+    int have_lat;
     float *proxy_x; /* the proxy strategy's fixed scoring batch (PROXY_BATCH images) */
     int *proxy_y;
 } Search;
@@ -104,7 +107,12 @@ static int check_costs(Search *S, Net *net, TrialResult *r, char *why, size_t nw
         snprintf(why, nwhy, "peak memory %.1f KB > %.1f KB", r->peak_bytes / 1024.0, max_peak);
     else if (max_flash > 0 && r->flash_bytes > max_flash * 1024)
         snprintf(why, nwhy, "flash %.1f KB > %.1f KB", r->flash_bytes / 1024.0, max_flash);
-    if (!why[0] && max_lat > 0) {
+    if (!why[0] && max_lat > 0 && S->have_lat) {
+        /* The target's table predicts the latency on the target's own machine. */
+        r->predicted_latency_ms = predict_latency_ms(&S->lat, net, NULL);
+        if (r->predicted_latency_ms > max_lat)
+            snprintf(why, nwhy, "predicted latency %.3f ms > %.3f ms", r->predicted_latency_ms, max_lat);
+    } else if (!why[0] && max_lat > 0) {
         LatencyConfig lc = {.repeats = 30, .warmup = 5, .max_seconds = 2, .seed = 1};
         LatencyStats ls;
         latency_measure(net, &lc, &ls);
@@ -922,6 +930,11 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     if (cfg->target) {
         if (target_find(&S.target, cfg->target, e) != NASC_OK) goto out;
         S.have_target = 1;
+        Err le;
+        S.have_lat = lattable_for_target(&S.lat, &S.target, &le) == NASC_OK;
+        if (!cfg->quiet)
+            fprintf(stderr, "search: target %s: latency %s\n", S.target.name,
+                    S.have_lat ? "predicted from its latency table" : "measured on this machine (no latency table)");
         S.dtype_bytes = S.target.dtype_bytes;
     }
     if (cfg->benchmark) {
