@@ -99,6 +99,21 @@ void args_usage(FILE *f, const char *usage, const ArgSpec *specs, int nspecs) {
     }
 }
 
+int args_run(int argc, char **argv, ArgSpec *specs, int nspecs, const char **pos, int maxpos, int *npos,
+             const char *cmd, const char *usage) {
+    Err e = {{0}};
+    if (args_parse(argc, argv, specs, nspecs, pos, maxpos, npos, cmd, &e) != NASC_OK) {
+        fprintf(stderr, "nasc %s\n", e.msg);
+        return 2;
+    }
+    for (int i = 0; i < nspecs; i++)
+        if (!strcmp(specs[i].name, "help") && specs[i].seen) {
+            args_usage(stdout, usage, specs, nspecs);
+            return 0;
+        }
+    return -1;
+}
+
 char *cli_arch_text(const char *arch, Err *e) {
     const char *z = zoo_lookup(arch);
     if (z) return xstrdup(z);

@@ -23,6 +23,10 @@ typedef struct {
 int args_parse(int argc, char **argv, ArgSpec *specs, int nspecs, const char **pos, int maxpos, int *npos,
                const char *cmd, Err *e);
 void args_usage(FILE *f, const char *usage, const ArgSpec *specs, int nspecs);
+/* args_parse for a subcommand: on a parse error prints "nasc MESSAGE" and returns 2; when
+ * --help was given prints the usage and returns 0; otherwise returns -1 (go on). */
+int args_run(int argc, char **argv, ArgSpec *specs, int nspecs, const char **pos, int maxpos, int *npos,
+             const char *cmd, const char *usage);
 
 /* The spec text for --arch: a zoo name (small, resnet8, mbv2), a file holding a spec, or
  * the spec text itself. Returns an allocated string. */

@@ -71,14 +71,8 @@ int cmd_cost(int argc, char **argv) {
     Err e = {{0}};
     const char *pos[1];
     int npos;
-    if (args_parse(argc, argv, specs, nspecs, pos, 1, &npos, "cost", &e) != NASC_OK) {
-        fprintf(stderr, "nasc %s\n", e.msg);
-        return 2;
-    }
-    if (help) {
-        args_usage(stdout, usage, specs, nspecs);
-        return 0;
-    }
+    int parsed = args_run(argc, argv, specs, nspecs, pos, 1, &npos, "cost", usage);
+    if (parsed >= 0) return parsed;
     const char *model = npos ? pos[0] : NULL;
     if (!arch == !model) {
         fprintf(stderr, "nasc cost: %s\n%s\n",

@@ -74,14 +74,8 @@ int cmd_profile(int argc, char **argv) {
     int nspecs = (int)(sizeof specs / sizeof specs[0]);
     Err e = {{0}};
     int npos;
-    if (args_parse(argc, argv, specs, nspecs, NULL, 0, &npos, "profile", &e) != NASC_OK) {
-        fprintf(stderr, "nasc %s\n", e.msg);
-        return 2;
-    }
-    if (help) {
-        args_usage(stdout, usage, specs, nspecs);
-        return 0;
-    }
+    int parsed = args_run(argc, argv, specs, nspecs, NULL, 0, &npos, "profile", usage);
+    if (parsed >= 0) return parsed;
     if (!target_name) {
         fprintf(stderr, "nasc profile: needs --target NAME\n%s\n", usage);
         return 2;

@@ -58,14 +58,8 @@ int cmd_report(int argc, char **argv) {
     Err e = {{0}};
     const char *pos[1];
     int npos;
-    if (args_parse(argc, argv, specs, nspecs, pos, 1, &npos, "report", &e) != NASC_OK) {
-        fprintf(stderr, "nasc %s\n", e.msg);
-        return 2;
-    }
-    if (help) {
-        args_usage(stdout, usage, specs, nspecs);
-        return 0;
-    }
+    int parsed = args_run(argc, argv, specs, nspecs, pos, 1, &npos, "report", usage);
+    if (parsed >= 0) return parsed;
     if (npos != 1) {
         fprintf(stderr, "nasc report: needs a trial database\n%s\n", usage);
         return 2;

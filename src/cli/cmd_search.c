@@ -71,14 +71,8 @@ int cmd_search(int argc, char **argv) {
     Err e = {{0}};
     const char *pos[1];
     int npos;
-    if (args_parse(argc, argv, specs, nspecs, pos, 0, &npos, "search", &e) != NASC_OK) {
-        fprintf(stderr, "nasc %s\n", e.msg);
-        return 2;
-    }
-    if (help) {
-        args_usage(stdout, usage, specs, nspecs);
-        return 0;
-    }
+    int parsed = args_run(argc, argv, specs, nspecs, pos, 0, &npos, "search", usage);
+    if (parsed >= 0) return parsed;
     if (trials < 0 || minutes < 0 || !(epochs > 0) || c.subset < 0 || c.batch < 1 || !(c.lr > 0) || seed < 0 ||
         threads < 0 || worker_timeout < 0) {
         fprintf(stderr, "nasc search: --trials, --minutes, --subset and --seed must not be negative; --epochs, "

@@ -102,14 +102,8 @@ int cmd_train(int argc, char **argv) {
     Err e = {{0}};
     const char *pos[1];
     int npos;
-    if (args_parse(argc, argv, specs, nspecs, pos, 0, &npos, "train", &e) != NASC_OK) {
-        fprintf(stderr, "nasc %s\n", e.msg);
-        return 2;
-    }
-    if (help) {
-        args_usage(stdout, usage, specs, nspecs);
-        return 0;
-    }
+    int parsed = args_run(argc, argv, specs, nspecs, pos, 0, &npos, "train", usage);
+    if (parsed >= 0) return parsed;
     static const char *const opt_names[] = {"sgd", "adam", "adamw"};
     static const char *const sched_names[] = {"const", "step", "cosine"};
     static const char *const aug_names[] = {"none", "crop-flip"};
