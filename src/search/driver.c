@@ -1056,6 +1056,9 @@ out:
         free(S.train_idx);
         free(S.val_idx);
     }
+    free(S.proxy_x);
+    free(S.proxy_y);
+    if (S.have_lat) lattable_free(&S.lat);
     space_free(S.space);
 #ifdef NASC_MPI
     if (mpi_started && !mpi_lost) MPI_Finalize();
