@@ -17,23 +17,6 @@ static const char usage[] =
     "  MODEL is a model file saved by 'nasc train --out'. Targets: mcu, mobile, server, or a .target file\n"
     "  (see targets/*.target; $NASC_TARGETS adds folders to search).";
 
-/* Input shape and classes of a data source: constants for the known datasets (no files
- * read), else the test split's. */
-static int data_shape(const char *data, int *c, int *h, int *w, int *classes, Err *e) {
-    if (!strcmp(data, "fashion-mnist") || !strncmp(data, "fashion-mnist:", 14) || !strncmp(data, "mnist:", 6)) {
-        *c = 1, *h = 28, *w = 28, *classes = 10;
-        return NASC_OK;
-    }
-    if (!strncmp(data, "cifar10:", 8)) {
-        *c = 3, *h = 32, *w = 32, *classes = 10;
-        return NASC_OK;
-    }
-    Dataset d;
-    if (dataset_load(&d, data, SPLIT_TEST, e) != NASC_OK) return NASC_ERR;
-    *c = d.c, *h = d.h, *w = d.w, *classes = d.classes;
-    dataset_free(&d);
-    return NASC_OK;
-}
 
 static void fmt_bytes(char *buf, size_t n, size_t bytes) {
     if (bytes < 1024) snprintf(buf, n, "%zu B", bytes);
@@ -103,7 +86,7 @@ int cmd_cost(int argc, char **argv) {
         for (int k = 0; k < nspecs; k++)
             if (!strcmp(specs[k].name, "data")) data_given = specs[k].seen;
         if (data_given) {
-            if (data_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
+            if (dataset_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
                 fprintf(stderr, "nasc cost: --data: %s\n", e.msg);
                 net_free(&net);
                 return 2;
@@ -117,7 +100,7 @@ int cmd_cost(int argc, char **argv) {
         }
     } else {
         int c, h, w, k;
-        if (data_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
+        if (dataset_shape(data, &c, &h, &w, &k, &e) != NASC_OK) {
             fprintf(stderr, "nasc cost: --data: %s\n", e.msg);
             return 2;
         }

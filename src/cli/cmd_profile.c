@@ -23,22 +23,6 @@ static const char usage[] =
     "  Writes the per-op latency table of this machine for target NAME (default: the target's latency_table,\n"
     "  else NAME.latency beside NAME.target, else targets/NAME.latency).";
 
-/* Input shape and classes of a data source (the same rule as `nasc cost`). */
-static int data_shape(const char *data, int *c, int *h, int *w, int *classes, Err *e) {
-    if (!strcmp(data, "fashion-mnist") || !strncmp(data, "fashion-mnist:", 14) || !strncmp(data, "mnist:", 6)) {
-        *c = 1, *h = 28, *w = 28, *classes = 10;
-        return NASC_OK;
-    }
-    if (!strncmp(data, "cifar10:", 8)) {
-        *c = 3, *h = 32, *w = 32, *classes = 10;
-        return NASC_OK;
-    }
-    Dataset d;
-    if (dataset_load(&d, data, SPLIT_TEST, e) != NASC_OK) return NASC_ERR;
-    *c = d.c, *h = d.h, *w = d.w, *classes = d.classes;
-    dataset_free(&d);
-    return NASC_OK;
-}
 
 static int valid_name(const char *s) {
     if (!*s || strlen(s) >= 64) return 0;
@@ -111,7 +95,7 @@ int cmd_profile(int argc, char **argv) {
         spaces[nspaces++] = tok;
     }
     int in_c, in_h, in_w, classes;
-    if (data_shape(data, &in_c, &in_h, &in_w, &classes, &e) != NASC_OK) {
+    if (dataset_shape(data, &in_c, &in_h, &in_w, &classes, &e) != NASC_OK) {
         fprintf(stderr, "nasc profile: --data: %s\n", e.msg);
         free(list);
         return 2;

@@ -28,6 +28,9 @@ typedef enum { SPLIT_TRAIN, SPLIT_TEST } Split;
 
 int dataset_load(Dataset *out, const char *source, Split split, Err *e);
 void dataset_free(Dataset *d);
+/* Input shape and class count of a source without loading it when it is a known dataset
+ * (Fashion-MNIST and MNIST 1x28x28, CIFAR-10 3x32x32, 10 classes); else from its test split. */
+int dataset_shape(const char *source, int *c, int *h, int *w, int *classes, Err *e);
 
 /* Per-channel mean and std of pixel/255 for normalization: the published constants for the
  * named datasets (Fashion-MNIST 0.2860/0.3530, MNIST 0.1307/0.3081, CIFAR-10's), computed

@@ -131,6 +131,22 @@ int dataset_load(Dataset *out, const char *source, Split split, Err *e) {
     return NASC_OK;
 }
 
+int dataset_shape(const char *source, int *c, int *h, int *w, int *classes, Err *e) {
+    if (!strcmp(source, "fashion-mnist") || !strncmp(source, "fashion-mnist:", 14) || !strncmp(source, "mnist:", 6)) {
+        *c = 1, *h = 28, *w = 28, *classes = 10;
+        return NASC_OK;
+    }
+    if (!strncmp(source, "cifar10:", 8)) {
+        *c = 3, *h = 32, *w = 32, *classes = 10;
+        return NASC_OK;
+    }
+    Dataset d;
+    if (dataset_load(&d, source, SPLIT_TEST, e) != NASC_OK) return NASC_ERR;
+    *c = d.c, *h = d.h, *w = d.w, *classes = d.classes;
+    dataset_free(&d);
+    return NASC_OK;
+}
+
 void dataset_free(Dataset *d) {
     if (!d) return;
     free(d->images);
