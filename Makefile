@@ -73,7 +73,7 @@ $(BUILD)/tests/gradcheck: tests/gradcheck.c $(REF_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DNASC_REAL=double -DNASC_REF_ONLY $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libnasc.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libnasc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libnasc.a $(LDLIBS)
 

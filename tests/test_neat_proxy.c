@@ -19,6 +19,7 @@
 #include "../src/search/strategy.h"
 #include "../src/search/tabular.h"
 #include "check.h"
+#include "trace.h"
 
 static char tmpdir[256];
 
@@ -134,37 +135,6 @@ static void test_beats_random(const Space *sp, const Tabular *t, ProxyCtx *pc) {
 }
 
 /* ------------------------------------------------------------------ determinism */
-typedef struct {
-    Trial *tr;
-    TrialStatus *st;
-    double *score;
-    int n, cap;
-} Trace;
-
-static void trace_push(Trace *x, const Trial *t, TrialStatus st, double score) {
-    if (x->n == x->cap) {
-        x->cap = x->cap ? 2 * x->cap : 64;
-        x->tr = xrealloc(x->tr, (size_t)x->cap * sizeof *x->tr);
-        x->st = xrealloc(x->st, (size_t)x->cap * sizeof *x->st);
-        x->score = xrealloc(x->score, (size_t)x->cap * sizeof *x->score);
-    }
-    x->tr[x->n] = *t;
-    x->st[x->n] = st;
-    x->score[x->n++] = score;
-}
-
-static void trace_free(Trace *x) {
-    free(x->tr);
-    free(x->st);
-    free(x->score);
-}
-
-static void on_trial(void *ctx, const Trial *t, TrialStatus st, double score) { trace_push(ctx, t, st, score); }
-
-static int same_trial(const Space *sp, const Trial *a, const Trial *b) {
-    return a->id == b->id && memcmp(a->m, b->m, (size_t)sp->ndims * sizeof a->m[0]) == 0 &&
-           a->fid.epochs == b->fid.epochs && a->fid.fraction == b->fid.fraction;
-}
 
 static TrialStatus answer(const Tabular *t, const Trial *tr, double limit, double *score) {
     TabularEntry x;
