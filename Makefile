@@ -9,7 +9,7 @@ DEBUG   ?= 0
 MPI     ?= 0
 BUILD   ?= build
 ifeq ($(SAN),1)
-BUILD   := build-san
+BUILD   := $(BUILD)-san
 endif
 ifeq ($(MPI),1)
 BUILD   := $(BUILD)-mpi
