@@ -70,7 +70,7 @@ struct Case {
     uint64_t seed;
     int32_t *argmax;
     int *labels;
-    double *mean, *invstd, *rm, *rv, *mask, *probs;
+    double *mean, *invstd, *rm, *rv, *mask, *probs, *tprobs, *teacher;
 };
 
 enum { CORRUPT_NONE, CORRUPT_ALL, CORRUPT_ONE };
@@ -95,6 +95,8 @@ static void case_free(Case *c) {
     free(c->rv);
     free(c->mask);
     free(c->probs);
+    free(c->tprobs);
+    free(c->teacher);
 }
 
 /* Runs the check and returns the largest error over all entries (see the file comment);
@@ -653,6 +655,47 @@ static void xent_bwd(Case *c, double *const *g, const double *dy) {
     xent_backward_ref(g[0], c->probs, c->labels, c->n, c->ch, c->smoothing, dy[0]);
 }
 
+static void kd_fwd(Case *c, double *y) {
+    y[0] = kd_forward_ref(c->probs, c->tprobs, c->var[0].v, c->teacher, c->n, c->ch, c->p);
+}
+static void kd_bwd(Case *c, double *const *g, const double *dy) {
+    kd_backward_ref(g[0], c->probs, c->tprobs, c->n, c->ch, c->p, dy[0]);
+}
+
+static void test_kd(void) {
+    static const double temps[] = {1, 4, 10};
+    for (int i = 0; i < 3; i++) {
+        Case c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.name, sizeof c.name, "distillation n4 k6 T=%g", temps[i]);
+        c.n = 4, c.ch = 6, c.p = temps[i], c.unit_r = 1;
+        case_var(&c, "logits", 24, -4, 4);
+        c.teacher = dalloc(24);
+        fill_uniform(c.teacher, 24, -5, 5);
+        c.probs = dalloc(24);
+        c.tprobs = dalloc(24);
+        c.ny = 1;
+        c.fwd = kd_fwd;
+        c.bwd = kd_bwd;
+        run_case(&c);
+        case_free(&c);
+    }
+    /* Known values: PyTorch's F.kl_div(log_softmax(z/T), softmax(t/T), 'batchmean') * T^2, T = 4. */
+    double z[6] = {1, 2, 3, 0.5, -1, 2}, t[6] = {0, 1, 4, 2, -2, 1}, ps[6], pt[6], g[6] = {0};
+    double l = kd_forward_ref(ps, pt, z, t, 2, 3, 4);
+    CHECK_CLOSE(l, 0.6265213555686446, 1e-15, 1e-13, "distillation loss vs PyTorch");
+    kd_backward_ref(g, ps, pt, 2, 3, 4, 1);
+    static const double g0[6] = {0.1087349196578769,   0.13961840052221353, -0.24835332018009038,
+                                 -0.29519075765426717, 0.09470348286204339, 0.20048727479222384};
+    for (int i = 0; i < 6; i++) CHECK_CLOSE(g[i], g0[i], 1e-15, 1e-13, "distillation gradient vs PyTorch");
+    /* A student equal to its teacher has zero loss and zero gradient. */
+    memset(g, 0, sizeof g);
+    l = kd_forward_ref(ps, pt, t, t, 2, 3, 2);
+    CHECK_CLOSE(l, 0, 1e-15, 1e-15, "distillation of the teacher itself");
+    kd_backward_ref(g, ps, pt, 2, 3, 2, 1);
+    for (int i = 0; i < 6; i++) CHECK_CLOSE(g[i], 0, 1e-15, 1e-15, "distillation gradient of the teacher itself");
+}
+
 static void test_loss(void) {
     static const double smooth[] = {0, 0.1, 0.3};
     for (int i = 0; i < 3; i++)
@@ -775,6 +818,7 @@ int main(void) {
     test_pool();
     test_elem();
     test_loss();
+    test_kd();
     printf("gradcheck: %d gradient cases, largest relative error %.3g (tolerance %g)\n", ncases, worst_seen,
            GC_TOL);
     return check_summary("gradcheck");

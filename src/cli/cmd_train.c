@@ -64,7 +64,8 @@ static int parse_enum(const char *v, const char *const *names, int n, const char
 
 int cmd_train(int argc, char **argv) {
     const char *arch = NULL, *data = "fashion-mnist", *optimizer = "sgd", *schedule = "cosine", *augment = "none",
-               *out = NULL;
+               *out = NULL, *distill = NULL;
+    float kd_alpha = 0.9f, kd_temp = 4.0f;
     int channels = 16, cells = 1, epochs = 12, batch = 256, nesterov = 1, subset = 0, nval = 0, seed = 0,
         threads = 0, json = 0, quiet = 0, help = 0;
     float lr = 0.1f, momentum = 0.9f, wd = 5e-4f, warmup = 0, step_size = 30, gamma = 0.1f, smoothing = 0,
@@ -93,6 +94,9 @@ int cmd_train(int argc, char **argv) {
         {"val", ARG_INT, &nval, "hold out N training images for validation (0)", 0},
         {"seed", ARG_INT, &seed, "seed for init, shuffling, augmentation (0)", 0},
         {"threads", ARG_INT, &threads, "threads (all cores)", 0},
+        {"distill", ARG_STR, &distill, "knowledge distillation from this teacher model file", 0},
+        {"kd-alpha", ARG_FLOAT, &kd_alpha, "distillation: weight of the teacher's soft targets (0.9)", 0},
+        {"kd-temperature", ARG_FLOAT, &kd_temp, "distillation: softmax temperature (4)", 0},
         {"out", ARG_STR, &out, "save the trained model to this file", 0},
         {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
         {"quiet", ARG_FLAG, &quiet, "no progress output", 0},
@@ -119,6 +123,8 @@ int cmd_train(int argc, char **argv) {
     else if (subset < 0 || nval < 0) BAD("train: --subset and --val must not be negative");
     else if (threads < 0 || threads > 1024) BAD("train: --threads must be between 1 and 1024, got %d", threads);
     else if (warmup < 0 || step_size <= 0) BAD("train: --warmup must be >= 0 and --step-size > 0");
+    else if (!(kd_alpha >= 0 && kd_alpha <= 1)) BAD("train: --kd-alpha must be in [0, 1], got %g", (double)kd_alpha);
+    else if (!(kd_temp > 0 && kd_temp <= 100)) BAD("train: --kd-temperature must be in (0, 100], got %g", (double)kd_temp);
     if (!ok) {
         fprintf(stderr, "nasc %s\n", e.msg);
         return 2;
@@ -167,6 +173,22 @@ int cmd_train(int argc, char **argv) {
 
     Norm norm = {.nchan = tr.c};
     dataset_norm_stats(&tr, norm.mean, norm.std);
+    Net teacher;
+    int has_teacher = 0;
+    if (distill) {
+        Norm tnorm;
+        if (model_load(distill, &teacher, &tnorm, &e) != NASC_OK) {
+            fprintf(stderr, "nasc train: --distill: %s\n", e.msg);
+            return 2;
+        }
+        has_teacher = 1;
+        if (teacher.classes != tr.classes || teacher.in_c != tr.c || teacher.in_h != tr.h || teacher.in_w != tr.w) {
+            fprintf(stderr, "nasc train: --distill: the teacher %s takes %dx%dx%d inputs with %d classes but %s has %dx%dx%d and %d classes\n",
+                    distill, teacher.in_c, teacher.in_h, teacher.in_w, teacher.classes, data, tr.c, tr.h, tr.w, tr.classes);
+            net_free(&teacher);
+            return 2;
+        }
+    }
     int *tidx, *vidx, ntr;
     dataset_split(tr.n, nval, (uint64_t)seed + 1, &tidx, &ntr, &vidx);
     if (subset > 0 && subset < ntr) { /* a seeded random subset of the training part */
@@ -195,6 +217,11 @@ int cmd_train(int argc, char **argv) {
     cfg.aug.crop_pad = aug_kind == 1 ? (tr.h >= 32 ? 4 : 2) : 0;
     cfg.aug.flip = aug_kind == 1;
     cfg.seed = (uint64_t)seed;
+    if (has_teacher) {
+        cfg.teacher = &teacher;
+        cfg.kd_alpha = kd_alpha;
+        cfg.kd_temperature = kd_temp;
+    }
     Progress pr;
     progress_init(&pr, quiet, NASC_MIN(batch, ntr));
     cfg.on_step = on_step;
@@ -240,6 +267,7 @@ int cmd_train(int argc, char **argv) {
     free(tidx);
     free(vidx);
     net_free(&net);
+    if (has_teacher) net_free(&teacher);
     dataset_free(&tr);
     dataset_free(&te);
     return status;

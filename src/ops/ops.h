@@ -180,5 +180,11 @@ double xent_forward_ref(real *probs, const real *logits, const int *labels, int 
 /* dlogits += (probs - target) / n * scale */
 void xent_backward_ref(real *dlogits, const real *probs, const int *labels, int n, int k, real smoothing,
                        real scale);
+/* Knowledge distillation (Hinton et al. 2015): the mean over n rows of
+ * T^2 KL(softmax(teacher/T) || softmax(logits/T)). Saves the student's softmax(logits/T) in
+ * ps (n, k) and the teacher's in pt (n, k). The teacher's logits get no gradient. */
+double kd_forward_ref(real *ps, real *pt, const real *logits, const real *teacher, int n, int k, real temperature);
+/* dlogits += T (ps - pt) / n * scale */
+void kd_backward_ref(real *dlogits, const real *ps, const real *pt, int n, int k, real temperature, real scale);
 
 #endif

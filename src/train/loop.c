@@ -46,6 +46,12 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
         return NASC_ERR;
     }
     if (B > ntrain) B = ntrain;
+    const Net *t = cfg->teacher;
+    if (t && (t->classes != net->classes || t->in_c != net->in_c || t->in_h != net->in_h || t->in_w != net->in_w)) {
+        err_set(e, "the teacher takes %dx%dx%d inputs and has %d classes but the student takes %dx%dx%d and has %d",
+                t->in_c, t->in_h, t->in_w, t->classes, net->in_c, net->in_h, net->in_w, net->classes);
+        return NASC_ERR;
+    }
     long steps_per_epoch = (ntrain + B - 1) / B;
     Schedule sched = cfg->sched;
     if (sched.total_steps <= 0) sched.total_steps = steps_per_epoch * cfg->epochs;
@@ -57,6 +63,13 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
     int k = net->classes;
     float *probs = xmalloc((size_t)B * k * sizeof(float));
     float *dlogits = xmalloc((size_t)B * k * sizeof(float));
+    Net *teacher = cfg->teacher;
+    float *kd_ps = NULL, *kd_pt = NULL, *kd_tl = NULL;
+    if (teacher) {
+        kd_ps = xmalloc((size_t)B * k * sizeof(float));
+        kd_pt = xmalloc((size_t)B * k * sizeof(float));
+        kd_tl = xmalloc((size_t)B * k * sizeof(float));
+    }
     int *order = xmalloc((size_t)ntrain * sizeof(int));
     memcpy(order, train_idx, (size_t)ntrain * sizeof(int));
     Rng rng;
@@ -72,8 +85,17 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
         for (long s = 0; s < steps_per_epoch; s++) {
             int b = (int)NASC_MIN((long)B, ntrain - s * B);
             dataset_batch(train, order + s * B, b, mean, std, &cfg->aug, &rng, x, y);
+            double kd_loss = 0;
+            if (teacher) {
+                const float *tl = net_forward(teacher, x, b, 0);
+                memcpy(kd_tl, tl, (size_t)b * k * sizeof(float));
+            }
             const float *logits = net_forward(net, x, b, 1);
             double loss = xent_forward_ref(probs, logits, y, b, k, cfg->label_smoothing);
+            if (teacher) {
+                kd_loss = kd_forward_ref(kd_ps, kd_pt, logits, kd_tl, b, k, cfg->kd_temperature);
+                loss = (1.0 - cfg->kd_alpha) * loss + cfg->kd_alpha * kd_loss;
+            }
             if (!isfinite(loss)) {
                 err_set(e,
                         "training diverged: the loss became %s at epoch %d, step %ld (learning rate %g); "
@@ -84,7 +106,8 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
             }
             for (int j = 0; j < b; j++) correct += argmax(logits + (size_t)j * k, k) == y[j];
             memset(dlogits, 0, (size_t)b * k * sizeof(float));
-            xent_backward_ref(dlogits, probs, y, b, k, cfg->label_smoothing, 1.0f);
+            xent_backward_ref(dlogits, probs, y, b, k, cfg->label_smoothing, teacher ? 1.0f - cfg->kd_alpha : 1.0f);
+            if (teacher) kd_backward_ref(dlogits, kd_ps, kd_pt, b, k, cfg->kd_temperature, cfg->kd_alpha);
             net_zero_grad(net);
             net_backward(net, dlogits);
             float lr = sched_lr(&sched, gstep);
@@ -115,6 +138,9 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
     free(y);
     free(probs);
     free(dlogits);
+    free(kd_ps);
+    free(kd_pt);
+    free(kd_tl);
     free(order);
     return rc;
 }

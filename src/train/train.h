@@ -70,6 +70,11 @@ typedef struct {
     float label_smoothing;
     Augment aug;
     uint64_t seed;       /* shuffling, augmentation, dropout */
+    /* Knowledge distillation (Hinton et al. 2015) when teacher != NULL: the loss becomes
+     * (1 - kd_alpha) CE(labels) + kd_alpha T^2 KL(softmax(teacher/T) || softmax(student/T)),
+     * T = kd_temperature; the teacher (same classes) runs in eval mode on the same batch. */
+    Net *teacher;
+    float kd_alpha, kd_temperature;
     /* Called after every step (may be NULL) and at the end of every epoch with val_acc
      * (negative when there is no validation set). */
     void (*on_step)(void *ctx, const TrainProgress *p);
