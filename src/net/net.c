@@ -637,7 +637,7 @@ static int fusion_on(void) {
  * Returns NULL when nothing fuses; the caller frees. */
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
-    if (!fusion_on() || n < 2) return NULL;
+    if (!fusion_on() || n < 2 || net->hook_fwd || net->hook_bwd) return NULL;
     int *uses = xcalloc((size_t)n, sizeof *uses);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < net->spec.nodes[i].nin; j++)
@@ -661,6 +661,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
     net->batch = n;
     net->training = training;
     unsigned char *fuse = fusion_plan(net);
+    if (net->hook_fwd) net->hook_fwd(net->hook_ctx, net, -1);
     for (int i = 0; i < net->spec.n; i++) {
         const Node *nd = &net->spec.nodes[i];
         if (nd->op == OP_ID) {
@@ -674,6 +675,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             continue;
         }
         op_info[nd->op].forward(net, i);
+        if (net->hook_fwd) net->hook_fwd(net->hook_ctx, net, i);
     }
     free(fuse);
     return net->out[net->spec.n - 1];
@@ -692,7 +694,10 @@ void net_backward(Net *net, const float *dlogits) {
     int n = net->spec.n;
     const Node *last = &net->spec.nodes[n - 1];
     int lo = grad_owner(net, n - 1);
-    if (lo < 0) return; /* the output is an identity of the input: nothing to learn */
+    if (lo < 0) { /* the output is an identity of the input: nothing to learn */
+        if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
+        return;
+    }
     float *dl = net->dout[lo];
     memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
     unsigned char *fuse = fusion_plan(net);
@@ -704,6 +709,7 @@ void net_backward(Net *net, const float *dlogits) {
         const Node *nd = &net->spec.nodes[i];
         if (nd->op == OP_ID) continue;
         grad_ready(net, i); /* an output nothing consumed: its gradient is zero */
+        if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, i);
         if (i > 0 && fuse && fuse[i - 1]) {
             bn_act_bwd(net, i - 1);
             i--;
@@ -714,6 +720,7 @@ void net_backward(Net *net, const float *dlogits) {
     bw_written = outer;
     free(written);
     free(fuse);
+    if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
 }
 
 void net_zero_grad(Net *net) { memset(net->grads, 0, net->nparams * sizeof(float)); }

@@ -72,7 +72,8 @@ typedef struct {
     char *arch; /* the text it came from when that was a shorthand (e.g. "nb201:|...|"), else NULL */
 } Spec;
 
-typedef struct {
+typedef struct Net Net;
+struct Net {
     Spec spec;
     int in_c, in_h, in_w, classes;
     float *params;  /* all trainable values, node by node */
@@ -90,7 +91,16 @@ typedef struct {
     int batch;      /* the current batch size */
     int training;
     Rng rng;        /* for dropout */
-} Net;
+    /* Optional hooks (quantization-aware training, src/compress/qat.c), NULL when unused:
+     * hook_fwd(ctx, net, -1) runs at the start of net_forward (it may replace net->x and the
+     * weights) and hook_fwd(ctx, net, i) after node i's forward; hook_bwd(ctx, net, i) runs
+     * before node i's backward (when dout[i] is complete) and hook_bwd(ctx, net, -1) at the
+     * end of net_backward. BN+ReLU fusion is off while hooks are set, so every node's output
+     * is materialized. Identity nodes (aliases) are not hooked. */
+    void (*hook_fwd)(void *ctx, Net *net, int i);
+    void (*hook_bwd)(void *ctx, Net *net, int i);
+    void *hook_ctx;
+};
 
 /* ---- spec.c */
 /* Parse spec text (or an NB201 string "nb201:|...|", expanded with `channels`/`cells`).
