@@ -390,9 +390,9 @@ static void test_open_errors(void) {
     /* A newer schema. */
     path_in(path, sizeof path, "newer.db");
     trials_close(open_ok(path, TRIALS_CREATE));
-    raw_exec(path, "PRAGMA user_version = 2;");
+    raw_exec(path, "PRAGMA user_version = 3;");
     expect_open_error(path, TRIALS_RESUME, settings, NSET, "newer nasc", "newer schema");
-    expect_open_error(path, TRIALS_READ, NULL, 0, "schema version 2", "newer schema, read");
+    expect_open_error(path, TRIALS_READ, NULL, 0, "schema version 3", "newer schema, read");
 
     /* Other settings: the message names each one that differs. */
     path_in(path, sizeof path, "settings.db");
@@ -433,6 +433,60 @@ static void test_open_errors(void) {
     expect_open_error(tmpdir, TRIALS_CREATE, settings, NSET, "not a regular file", "a folder");
     path_in(other, sizeof other, "nofolder/x.db");
     expect_open_error(other, TRIALS_CREATE, settings, NSET, "cannot open", "missing folder");
+}
+
+/* A schema-1 file (no trials.score): readers see score = val_acc and leave the file alone; a
+ * writer (resume) upgrades it in place to the current schema, keeping every row. */
+static void test_migrate(void) {
+    char path[300], arch[64], canon[64], spec[128];
+    Err e = {{0}};
+    path_in(path, sizeof path, "v1.db");
+    TrialsDb *db = open_ok(path, TRIALS_CREATE);
+    for (long s = 0; s < 6; s++) {
+        TrialBegin b = begin_of(s, arch, canon, spec);
+        TrialResult r = result_of(s);
+        CHECK(trials_record(db, &b, &r, &e) == NASC_OK, "record %ld: %s", s, e.msg);
+    }
+    trials_close(db);
+    raw_exec(path, "ALTER TABLE trials DROP COLUMN score; PRAGMA user_version = 1; "
+                   "UPDATE meta SET value = '1' WHERE key = 'schema_version';");
+    for (int pass = 0; pass < 2; pass++) { /* 0: read as version 1; 1: after the upgrade */
+        if (pass == 1) trials_close(open_ok(path, TRIALS_RESUME));
+        db = trials_open(path, TRIALS_READ, NULL, 0, &e);
+        CHECK(db != NULL, "open %s (pass %d): %s", path, pass, e.msg);
+        if (!db) return;
+        TrialRow *rows;
+        long n = 0;
+        CHECK(trials_list(db, &rows, &n, &e) == NASC_OK && n == 6, "list (pass %d): %ld rows, %s", pass, n, e.msg);
+        for (long i = 0; i < n; i++) {
+            CHECK(row_matches(&rows[i], i), "row %ld changed (pass %d)", i, pass);
+            CHECK(same_real(rows[i].r.score, rows[i].r.status == TRIAL_OK ? rows[i].r.val_acc : NAN),
+                  "row %ld: score %g, val_acc %g (pass %d)", i, rows[i].r.score, rows[i].r.val_acc, pass);
+        }
+        trials_rows_free(rows, n);
+        TrialsSetting *kv;
+        int nkv, ver = -1, migrated = 0;
+        CHECK(trials_meta(db, &kv, &nkv, &e) == NASC_OK, "meta: %s", e.msg);
+        for (int i = 0; i < nkv; i++) {
+            if (!strcmp(kv[i].key, "schema_version")) ver = atoi(kv[i].value);
+            migrated |= !strcmp(kv[i].key, "migrated");
+        }
+        trials_settings_free(kv, nkv);
+        trials_close(db);
+        CHECK(ver == (pass ? TRIALS_SCHEMA_VERSION : 1) && migrated == pass, "pass %d: schema_version %d, migrated %d",
+              pass, ver, migrated);
+    }
+    /* The upgraded file takes new trials with their score. */
+    db = open_ok(path, TRIALS_RESUME);
+    TrialBegin b = begin_of(6, arch, canon, spec);
+    TrialResult r = result_of(6);
+    r.score = 0.125;
+    CHECK(trials_record(db, &b, &r, &e) == NASC_OK, "record after the upgrade: %s", e.msg);
+    TrialRow row;
+    CHECK(trials_get(db, 6, &row, &e) == NASC_OK && row.r.score == 0.125, "score after the upgrade");
+    trials_row_free(&row);
+    trials_close(db);
+    printf("  schema 1 -> %d upgrade        ok\n", TRIALS_SCHEMA_VERSION);
 }
 
 /* ------------------------------------------------------------------ crash test */
@@ -592,7 +646,7 @@ static void test_crash(void) {
 static void cleanup(void) {
     static const char *names[] = {"rt.db",    "uniq.db",     "resume.db",        "text.db",   "empty.db",
                                   "other.db", "other_id.db", "half.db",          "newer.db",  "settings.db",
-                                  "trunc.db", "crash.db",    "uninterrupted.db", "missing.db"};
+                                  "trunc.db", "crash.db",    "uninterrupted.db", "missing.db", "v1.db"};
     char p[300];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);
@@ -628,6 +682,7 @@ int main(int argc, char **argv) {
     test_unique();
     test_resume();
     test_open_errors();
+    test_migrate();
     test_crash();
     cleanup();
     return check_summary("test_trials");

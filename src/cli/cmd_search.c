@@ -1,7 +1,11 @@
 /* cmd_search.c: `nasc search`: multi-trial architecture search under hard constraints, every
  * trial recorded in an SQLite trial database; --resume continues a killed search. Prints the
- * recommended architecture and the Pareto front (accuracy vs params and MACs). Built with
- * MPI=1 and run under mpirun, rank 0 prints the results (with trials per rank); workers print nothing. */
+ * recommended architecture (best score: the accuracy, or MnasNet's latency-aware reward with
+ * --objective mnas) and the Pareto front (accuracy vs params and MACs). Built with MPI=1 and
+ * run under mpirun, rank 0 prints the results (with trials per rank); workers print nothing. */
+#include <errno.h>
+#include <math.h>
+
 #include "../search/driver.h"
 #include "cli.h"
 
@@ -10,11 +14,28 @@ static const char usage[] =
     "                   [--max-params P] [--max-macs M] [--max-latency-ms L] [--max-peak-kb S] [--max-flash-kb F]\n"
     "                   [--target NAME] [--epochs E] [--subset N] [--val N] [--seed S] [--db FILE] [--resume]\n"
     "                   [--benchmark FILE.csv] [--data NAME] [--worker-timeout S] [--json]\n"
+    "                   [--objective acc|mnas|mnas-hard] [--latency-target MS] [--mnas-w W]\n"
     "MPI build: mpirun --enable-recovery -np N build-mpi/nasc search ... (rank 0 coordinates, ranks 1.. train)";
 
-static void print_point(const char *label, const SearchPoint *p) {
-    printf("%-6s val_acc %.4f  params %lld  macs %lld  peak %lld B  flash %lld B  %s\n", label, p->val_acc, p->params,
-           p->macs, p->peak_bytes, p->flash_bytes, p->arch);
+static void print_point(const char *label, const SearchPoint *p, int mnas) {
+    char extra[96] = "";
+    if (mnas) snprintf(extra, sizeof extra, "  latency %.4g ms  score %.4f", p->latency_ms, p->score);
+    printf("%-6s val_acc %.4f  params %lld  macs %lld  peak %lld B  flash %lld B%s  %s\n", label, p->val_acc, p->params,
+           p->macs, p->peak_bytes, p->flash_bytes, extra, p->arch);
+}
+
+/* A number flag kept as typed (settings store it as text); NASC_ERR with a message. */
+static int parse_number(const char *flag, const char *text, double *out) {
+    if (!text) return NASC_OK;
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno || !isfinite(v)) {
+        fprintf(stderr, "nasc search: --%s needs a number, got '%s'\n", flag, text);
+        return NASC_ERR;
+    }
+    *out = v;
+    return NASC_OK;
 }
 
 static void json_point(FILE *f, const SearchPoint *p) {
@@ -26,6 +47,8 @@ static void json_point(FILE *f, const SearchPoint *p) {
     json_int(&j, "macs", p->macs);
     json_int(&j, "peak_bytes", p->peak_bytes);
     json_int(&j, "flash_bytes", p->flash_bytes);
+    json_num(&j, "latency_ms", p->latency_ms);
+    json_num(&j, "score", p->score);
     json_int(&j, "trial", p->seq);
     fputc('}', f);
 }
@@ -34,6 +57,7 @@ int cmd_search(int argc, char **argv) {
     SearchConfig c = search_defaults();
     int trials = 0, seed = 0, threads = 0, json = 0, help = 0;
     float worker_timeout = (float)c.worker_timeout;
+    const char *lat_target = NULL, *mnas_w = NULL;
     float minutes = 0, epochs = (float)c.epochs, max_params = 0, max_macs = 0, max_lat = 0, max_peak = 0,
           max_flash = 0;
     ArgSpec specs[] = {
@@ -45,7 +69,9 @@ int cmd_search(int argc, char **argv) {
         {"minutes", ARG_FLOAT, &minutes, "stop asking new trials after this many minutes", 0},
         {"max-params", ARG_FLOAT, &max_params, "hard limit: parameters", 0},
         {"max-macs", ARG_FLOAT, &max_macs, "hard limit: multiply-accumulates per image", 0},
-        {"max-latency-ms", ARG_FLOAT, &max_lat, "hard limit: measured batch-1 latency (ms)", 0},
+        {"max-latency-ms", ARG_FLOAT, &max_lat,
+         "hard limit: batch-1 latency in ms (the benchmark's latency_ms, else the target's prediction, else measured)",
+         0},
         {"max-peak-kb", ARG_FLOAT, &max_peak, "hard limit: peak activation memory (KB)", 0},
         {"max-flash-kb", ARG_FLOAT, &max_flash, "hard limit: flash (KB)", 0},
         {"target", ARG_STR, &c.target, "deployment target: its SRAM, flash, latency and dtype as limits", 0},
@@ -60,8 +86,14 @@ int cmd_search(int argc, char **argv) {
         {"benchmark", ARG_STR, &c.benchmark, "answer trials from a tabular benchmark CSV instead of training", 0},
         {"data", ARG_STR, &c.data, "dataset (fashion-mnist)", 0},
         {"proxy", ARG_STR, &c.proxy, "proxy strategy's score: synflow | naswot | gradnorm (naswot)", 0},
-        {"worker-timeout", ARG_FLOAT, &worker_timeout, "MPI: seconds of silence before a worker is declared dead (60)",
+        {"worker-timeout", ARG_FLOAT, &worker_timeout,
+         "MPI: seconds of silence before a worker (or, seen from a worker, rank 0) is declared dead (60)", 0},
+        {"objective", ARG_STR, &c.objective,
+         "what the search maximizes: acc (validation accuracy), mnas (acc x (latency/T)^w, MnasNet's soft "
+         "reward) or mnas-hard (acc below T, acc x T/latency above) (acc)",
          0},
+        {"latency-target", ARG_STR, &lat_target, "mnas: the latency target T in ms (default: the --target's budget)", 0},
+        {"mnas-w", ARG_STR, &mnas_w, "mnas: the exponent w, negative (-0.07)", 0},
         {"threads", ARG_INT, &threads, "threads (all cores)", 0},
         {"quiet", ARG_FLAG, &c.quiet, "no progress output", 0},
         {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
@@ -86,6 +118,23 @@ int cmd_search(int argc, char **argv) {
     c.max_peak_kb = max_peak, c.max_flash_kb = max_flash;
     c.seed = (uint64_t)seed;
     c.worker_timeout = worker_timeout;
+    if (parse_number("latency-target", lat_target, &c.latency_target_ms) != NASC_OK ||
+        parse_number("mnas-w", mnas_w, &c.mnas_w) != NASC_OK)
+        return 2;
+    if (lat_target && !(c.latency_target_ms > 0)) {
+        fprintf(stderr, "nasc search: --latency-target must be a positive number of milliseconds, got '%s'\n",
+                lat_target);
+        return 2;
+    }
+    if (mnas_w && strcmp(c.objective, "mnas") != 0) {
+        fprintf(stderr, "nasc search: --mnas-w is the exponent of --objective mnas (the objective is %s)\n",
+                c.objective);
+        return 2;
+    }
+    if (search_objective_check(&c, 1, &e) != NASC_OK) { /* before loading anything; the target is checked later */
+        fprintf(stderr, "nasc %s\n", e.msg);
+        return 2;
+    }
     if (threads) threads_set(threads);
     SearchResult r;
     if (search_run(&c, &r, &e) != NASC_OK) {
@@ -98,10 +147,11 @@ int cmd_search(int argc, char **argv) {
     }
     printf("trials %ld: %ld trained, %ld reused, %ld rejected by limits, %ld failed  (database %s)\n", r.trials,
            r.trained, r.reused, r.infeasible, r.failed, c.db);
-    if (r.have_best) print_point("best", &r.best);
+    int mnas = strcmp(c.objective, "acc") != 0;
+    if (r.have_best) print_point("best", &r.best, mnas);
     else printf("no trial finished at full fidelity\n");
     printf("pareto front (val_acc vs params, MACs): %d\n", r.npareto);
-    for (int i = 0; i < r.npareto; i++) print_point("  *", &r.pareto[i]);
+    for (int i = 0; i < r.npareto; i++) print_point("  *", &r.pareto[i], mnas);
     if (r.nranks > 1) {
         printf("trials evaluated per rank:");
         for (int k = 0; k < r.nworkers; k++) printf(" %d:%ld", k, r.per_worker[k]);

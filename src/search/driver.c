@@ -11,6 +11,10 @@
  * replayed in order (strategies are deterministic given that sequence), so the search
  * continues exactly where it stopped; trials that were running when the process died are
  * asked again by the replay and trained again first.
+ *
+ * Score: job_end and the reuse path compute the trial's score (search_score, objective in
+ * driver.h) and store it with the result; strategies are told the score, the replay tells
+ * the stored one, so a resumed search sees exactly what the first run saw.
  */
 #include "driver.h"
 
@@ -38,7 +42,67 @@ SearchConfig search_defaults(void) {
     c.data = "fashion-mnist";
     c.proxy = "naswot";
     c.worker_timeout = 60;
+    c.objective = "acc";
+    c.mnas_w = -0.07;
     return c;
+}
+
+/* ------------------------------------------------------------------ objective */
+static int objective_mnas(const char *objective) { return objective && strncmp(objective, "mnas", 4) == 0; }
+
+int search_objective_check(const SearchConfig *c, int have_target_latency, Err *e) {
+    const char *o = c->objective ? c->objective : "acc";
+    if (strcmp(o, "acc") && strcmp(o, "mnas") && strcmp(o, "mnas-hard")) {
+        err_set(e, "search: --objective must be acc, mnas or mnas-hard, got '%s'", o);
+        return NASC_ERR;
+    }
+    if (!objective_mnas(o)) {
+        if (c->latency_target_ms != 0) {
+            err_set(e, "search: --latency-target is the target of --objective mnas or mnas-hard (the objective is %s); "
+                       "for a hard limit use --max-latency-ms",
+                    o);
+            return NASC_ERR;
+        }
+        return NASC_OK;
+    }
+    if (c->latency_target_ms < 0 || isnan(c->latency_target_ms) || isinf(c->latency_target_ms)) {
+        err_set(e, "search: --latency-target must be a positive number of milliseconds, got %g", c->latency_target_ms);
+        return NASC_ERR;
+    }
+    if (c->latency_target_ms == 0 && !have_target_latency) {
+        err_set(e, "search: --objective %s needs --latency-target MS (or a --target with a latency budget)", o);
+        return NASC_ERR;
+    }
+    if (!(c->mnas_w < 0 && c->mnas_w >= -10)) {
+        err_set(e, "search: --mnas-w must be negative and at least -10 (MnasNet uses -0.07), got %g", c->mnas_w);
+        return NASC_ERR;
+    }
+    return NASC_OK;
+}
+
+static int dominated(const SearchPoint *a, const SearchPoint *b) { /* b dominates a */
+    return b->val_acc >= a->val_acc && b->params <= a->params && b->macs <= a->macs &&
+           (b->val_acc > a->val_acc || b->params < a->params || b->macs < a->macs);
+}
+
+void search_pareto(const SearchPoint *pts, int n, int *front) {
+    for (int i = 0; i < n; i++) {
+        front[i] = 1;
+        for (int j = 0; j < n && front[i]; j++) front[i] = j == i || !dominated(&pts[i], &pts[j]);
+    }
+}
+
+double search_latency(double latency_ms, double predicted_latency_ms) {
+    return isnan(latency_ms) ? predicted_latency_ms : latency_ms;
+}
+
+double search_score(const char *objective, double target_ms, double w, double acc, double lat_ms) {
+    if (isnan(acc)) return NAN;
+    if (!objective_mnas(objective)) return acc;
+    if (isnan(lat_ms) || !(target_ms > 0)) return 0;
+    double ratio = fmax(lat_ms, 1e-9) / target_ms;
+    if (!strcmp(objective, "mnas-hard")) return ratio <= 1 ? acc : acc / ratio;
+    return acc * pow(ratio, w);
 }
 
 typedef struct {
@@ -56,7 +120,12 @@ typedef struct {
     int dtype_bytes;
     double t0;
     long trained, reused, infeasible, failed;
-    double best;
+    long told;          /* evaluated trials told in this process (not replayed): the time-left estimate */
+    double best;        /* best score at full fidelity so far (valid when nfront > 0) */
+    SearchPoint *front; /* the Pareto front so far (arch unset), for the progress line */
+    int nfront;
+    int mnas;           /* the objective needs every trial's latency */
+    double lat_target;  /* mnas: T in ms (--latency-target, or the target's budget) */
     LatencyTable lat; /* the target's latency table (nasc profile), when it has one */
     int have_lat;
     float *proxy_x; /* the proxy strategy's fixed scoring batch (PROXY_BATCH images) */
@@ -84,8 +153,10 @@ static int build_net(const Search *S, const char *spec, Net *net, Err *e) {
     return rc;
 }
 
-/* Costs of the member; returns 1 if it breaks a hard limit (reason in why). */
-static int check_costs(Search *S, Net *net, TrialResult *r, char *why, size_t nwhy) {
+/* Costs of the member; returns 1 if it breaks a hard limit (reason in why). table_lat: the
+ * tabular benchmark's latency of the member, NAN when there is none. The latency (for the
+ * limit or the objective) is the table's, else the target table's prediction, else measured. */
+static int check_costs(Search *S, Net *net, double table_lat, TrialResult *r, char *why, size_t nwhy) {
     const SearchConfig *c = S->cfg;
     CostReport cr;
     cost_static(net, NULL, &cr);
@@ -107,18 +178,23 @@ static int check_costs(Search *S, Net *net, TrialResult *r, char *why, size_t nw
         snprintf(why, nwhy, "peak memory %.1f KB > %.1f KB", r->peak_bytes / 1024.0, max_peak);
     else if (max_flash > 0 && r->flash_bytes > max_flash * 1024)
         snprintf(why, nwhy, "flash %.1f KB > %.1f KB", r->flash_bytes / 1024.0, max_flash);
-    if (!why[0] && max_lat > 0 && S->have_lat) {
+    if (why[0] || !(max_lat > 0 || S->mnas)) return why[0] != 0;
+    double lat;
+    const char *kind = "latency";
+    if (!isnan(table_lat)) {
+        r->latency_ms = lat = table_lat;
+        kind = "benchmark latency";
+    } else if (S->have_lat) {
         /* The target's table predicts the latency on the target's own machine. */
-        r->predicted_latency_ms = predict_latency_ms(&S->lat, net, NULL);
-        if (r->predicted_latency_ms > max_lat)
-            snprintf(why, nwhy, "predicted latency %.3f ms > %.3f ms", r->predicted_latency_ms, max_lat);
-    } else if (!why[0] && max_lat > 0) {
+        r->predicted_latency_ms = lat = predict_latency_ms(&S->lat, net, NULL);
+        kind = "predicted latency";
+    } else {
         LatencyConfig lc = {.repeats = 30, .warmup = 5, .max_seconds = 2, .seed = 1};
         LatencyStats ls;
         latency_measure(net, &lc, &ls);
-        r->latency_ms = ls.median_ms;
-        if (ls.median_ms > max_lat) snprintf(why, nwhy, "latency %.3f ms > %.3f ms", ls.median_ms, max_lat);
+        r->latency_ms = lat = ls.median_ms;
     }
+    if (max_lat > 0 && lat > max_lat) snprintf(why, nwhy, "%s %.3f ms > %.3f ms", kind, lat, max_lat);
     return why[0] != 0;
 }
 
@@ -190,16 +266,80 @@ static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, ui
     net_free(&net);
 }
 
-/* ------------------------------------------------------------------ one trial */
+/* ------------------------------------------------------------------ progress */
+/* A finished result joins the best score and the Pareto front when it is at full fidelity
+ * (a reuse row repeats a trial already counted: best only). */
+static void track(Search *S, Fidelity fid, const TrialResult *r, int reuse) {
+    if (r->status != TRIAL_OK || !is_full(S, fid)) return;
+    double sc = isnan(r->score) ? r->val_acc : r->score;
+    S->best = S->nfront ? fmax(S->best, sc) : sc;
+    if (reuse) return;
+    SearchPoint p = {.val_acc = r->val_acc, .params = r->params, .macs = r->macs};
+    for (int i = 0; i < S->nfront; i++)
+        if (dominated(&p, &S->front[i])) return;
+    int k = 0;
+    for (int i = 0; i < S->nfront; i++)
+        if (!dominated(&S->front[i], &p)) S->front[k++] = S->front[i];
+    S->front = xrealloc(S->front, (size_t)(k + 1) * sizeof *S->front);
+    S->front[k++] = p;
+    S->nfront = k;
+}
+
+/* "42s", "3m05s", "2h07m" */
+static void fmt_duration(char *buf, size_t n, double s) {
+    long t = (long)floor(fmax(0, s) + 0.5);
+    if (t < 60) snprintf(buf, n, "%lds", t);
+    else if (t < 3600) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+}
+
+/* Seconds left: the --minutes budget's remainder, and/or for --trials the mean wall time per
+ * trial told in this run times the trials still to tell; *estimate = 1 when the latter
+ * decides. NAN when neither is known yet. */
+static double time_left(const Search *S, double elapsed, int *estimate) {
+    const SearchConfig *c = S->cfg;
+    double left = NAN;
+    *estimate = 0;
+    if (c->minutes > 0) left = fmax(0, c->minutes * 60 - elapsed);
+    long done = S->trained + S->reused + S->failed;
+    if (c->trials > 0 && (S->told > 0 || done >= c->trials)) {
+        double est = S->told > 0 ? elapsed / S->told * fmax(0, (double)(c->trials - done)) : 0;
+        if (isnan(left) || est < left) left = est, *estimate = done < c->trials;
+    }
+    return left;
+}
+
+/* One progress line per trial (stderr): the trial, then where the search stands. */
 static void say(const Search *S, long seq, const char *arch, const char *what, const TrialResult *r) {
     if (S->cfg->quiet) return;
     double el = now_seconds() - S->t0;
-    if (r && r->status == TRIAL_OK)
-        fprintf(stderr, "trial %ld  %-9s val_acc %.4f  params %lld  best %.4f  %.0fs  %s\n", seq, what, r->val_acc,
-                r->params, S->best, el, arch);
-    else
-        fprintf(stderr, "trial %ld  %-9s %s  %.0fs  %s\n", seq, what, r && r->error ? r->error : "", el, arch);
+    char res[192], sofar[64] = "", spent[32], left[48] = "";
+    if (r && r->status == TRIAL_OK) {
+        int n = snprintf(res, sizeof res, "val_acc %.4f  params %lld", r->val_acc, r->params);
+        double lat = search_latency(r->latency_ms, r->predicted_latency_ms);
+        if (S->mnas && n > 0 && n < (int)sizeof res)
+            snprintf(res + n, sizeof res - (size_t)n, "  lat %.3g ms  score %.4f", lat, r->score);
+    } else {
+        snprintf(res, sizeof res, "%s", r && r->error ? r->error : "");
+    }
+    long done = S->trained + S->reused + S->failed;
+    if (S->cfg->trials > 0) snprintf(sofar, sizeof sofar, "%ld/%ld done", done, S->cfg->trials);
+    else snprintf(sofar, sizeof sofar, "%ld done", done);
+    fmt_duration(spent, sizeof spent, el);
+    int est;
+    double tl = time_left(S, el, &est);
+    if (!isnan(tl)) {
+        char d[32];
+        fmt_duration(d, sizeof d, tl);
+        snprintf(left, sizeof left, ", %s%s left", est ? "~" : "", d);
+    }
+    char best[32] = "best -";
+    if (S->nfront) snprintf(best, sizeof best, "best %.4f", S->best);
+    fprintf(stderr, "trial %ld  %-8s %s | %s  %s  pareto %d  %s%s  %s\n", seq, what, res, sofar, best, S->nfront, spent,
+            left, arch);
 }
+
+/* ------------------------------------------------------------------ one trial */
 
 /* One asked trial on its way through the driver: its names, its costs and result so far.
  * r.error is set only while writing (why/err live in the job, which may move). */
@@ -273,8 +413,9 @@ static int job_start(Search *S, Job *j, int redo, int reuse_worker, JobNext *nex
             trials_row_free(&found);
             if (rc != NASC_OK) return NASC_ERR;
             S->reused++;
-            if (rr.status == TRIAL_OK && is_full(S, t->fid)) S->best = fmax(S->best, rr.val_acc);
-            S->strat->ops->tell(S->strat, t, rr.status, rr.val_acc);
+            S->told++;
+            track(S, t->fid, &rr, 1);
+            S->strat->ops->tell(S->strat, t, rr.status, rr.score);
             say(S, seq, j->arch, "reused", &rr);
             return NASC_OK;
         }
@@ -283,11 +424,14 @@ static int job_start(Search *S, Job *j, int redo, int reuse_worker, JobNext *nex
     /* Costs and hard limits, before any training. */
     Net net;
     Err be;
+    double table_lat = NAN;
+    TabularEntry x;
+    if (S->table && tabular_lookup(S->table, t->m, t->fid, S->cfg->epochs, &x) == NASC_OK) table_lat = x.latency_ms;
     if (build_net(S, j->spec, &net, &be) != NASC_OK) {
         j->r.status = TRIAL_FAILED;
         snprintf(j->err, sizeof j->err, "%s", be.msg);
     } else {
-        int bad = check_costs(S, &net, &j->r, j->why, sizeof j->why);
+        int bad = check_costs(S, &net, table_lat, &j->r, j->why, sizeof j->why);
         net_free(&net);
         if (bad) {
             j->r.status = TRIAL_INFEASIBLE;
@@ -313,19 +457,21 @@ static int job_start(Search *S, Job *j, int redo, int reuse_worker, JobNext *nex
 
 /* After evaluation (j->r holds costs and result, j->err why it failed): record, tell. */
 static int job_end(Search *S, Job *j, Err *e) {
+    const SearchConfig *c = S->cfg;
     if (j->err[0]) j->r.error = j->err;
+    j->r.score = j->r.status == TRIAL_OK ? search_score(c->objective, S->lat_target, c->mnas_w, j->r.val_acc,
+                                                        search_latency(j->r.latency_ms, j->r.predicted_latency_ms))
+                                         : NAN;
     int rc = trials_finish(S->db, j->seq, &j->r, e);
     if (rc != NASC_OK) {
         j->r.error = NULL;
         return NASC_ERR;
     }
-    if (j->r.status == TRIAL_OK) {
-        S->trained++;
-        if (is_full(S, j->t.fid)) S->best = fmax(S->best, j->r.val_acc);
-    } else {
-        S->failed++;
-    }
-    S->strat->ops->tell(S->strat, &j->t, j->r.status, j->r.val_acc);
+    if (j->r.status == TRIAL_OK) S->trained++;
+    else S->failed++;
+    S->told++;
+    track(S, j->t.fid, &j->r, 0);
+    S->strat->ops->tell(S->strat, &j->t, j->r.status, j->r.score);
     say(S, j->seq, j->arch, j->r.status == TRIAL_OK ? "trained" : "failed", &j->r);
     j->r.error = NULL;
     return NASC_OK;
@@ -397,12 +543,13 @@ static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *n
             long r = early[row->seq];
             if (r >= 0 && (rc = replay_ask(S, &rows[r], &(*trials)[r], *redo, nredo, e)) != NASC_OK) break;
             TrialStatus st = row->r.status;
-            if (row->r.status == TRIAL_OK && is_full(S, row->fid)) S->best = fmax(S->best, row->r.val_acc);
+            track(S, row->fid, &row->r, row->reuse_of >= 0);
             if (st == TRIAL_INFEASIBLE) S->infeasible++;
             else if (row->reuse_of >= 0) S->reused++;
             else if (st == TRIAL_OK) S->trained++;
             else S->failed++;
-            S->strat->ops->tell(S->strat, t, st, row->r.val_acc);
+            /* The stored score (a version-1 database's is its accuracy, see trials.h). */
+            S->strat->ops->tell(S->strat, t, st, row->r.score);
         }
     }
     free(early);
@@ -421,16 +568,25 @@ static int replay(Search *S, Trial **trials, long *ntrials, long **redo, long *n
  *   WORK   0 -> w  a WorkMsg, then the spec text (NUL-terminated)
  *   RESULT w -> 0  a ResultMsg: seq, status, accuracies, training time, error text
  *   BEAT   w -> 0  every second, from a thread of each worker, training or idle
+ *   BEAT   0 -> w  every second, from a thread of rank 0, to every worker not declared dead
  *   STOP   0 -> w  empty: the search is over (also sent when rank 0 fails)
  * A trial's seed and training subset come from its seq, so its result does not depend on the
  * rank that ran it.
  *
- * A lost worker: a worker is declared dead when a send to it fails or when nothing (result or
- * heartbeat) came from it for cfg->worker_timeout seconds. Its trial is re-queued for another
+ * A lost worker: a worker is declared dead when a send to it fails or does not complete within
+ * cfg->worker_timeout seconds, or when nothing (result or heartbeat) came from it for that long. Its trial is re-queued for another
  * worker once (trials_restart: attempts + 1); lost a second time it is recorded as failed. The
  * search goes on with the others; with no worker left rank 0 evaluates trials itself. Messages
  * from a rank declared dead are ignored. OpenMPI ends the whole job when a rank exits unless
- * mpirun is given --enable-recovery.
+ * mpirun is given --enable-recovery; with it (OpenMPI 4.1), a dead rank is not reported to the
+ * others: probes just find nothing and a blocking send to it can wait forever. Hence the
+ * heartbeats both ways, and sends that never block longer than the timeout (mpi_send_timed).
+ *
+ * A lost rank 0: a worker that hears nothing from rank 0 (work or heartbeat) for
+ * cfg->worker_timeout seconds while it waits for work ends the job (MPI_Abort), so that mpirun
+ * returns and `--resume` can continue from the database. Heartbeats need an MPI library that
+ * lets a second thread call it (MPI_THREAD_SERIALIZED or more); without, no rank is ever
+ * declared dead by silence. Every MPI call of a rank holds mpi_lock.
  *
  * Order: asks and tells happen in the order the database numbers them (ask_ev, tell_ev), so
  * --resume replays them. One exception: when the strategy asks a member whose function is
@@ -461,7 +617,7 @@ typedef struct {
     char err[480];
 } ResultMsg;
 
-static pthread_mutex_t mpi_lock = PTHREAD_MUTEX_INITIALIZER; /* workers: MPI calls from two threads */
+static pthread_mutex_t mpi_lock = PTHREAD_MUTEX_INITIALIZER; /* every rank: MPI calls from two threads */
 static int mpi_beats; /* the MPI library lets a second thread send (>= MPI_THREAD_SERIALIZED) */
 /* A rank died: MPI_Finalize would wait for it forever (OpenMPI 4), so no rank calls it; STOP
  * carries this flag to the workers. */
@@ -485,49 +641,152 @@ static void mpi_begin(int *rank, int *nranks, int *started) {
     MPI_Comm_size(MPI_COMM_WORLD, nranks);
 }
 
-/* Rank 0: STOP to every worker (dead ones too: a wrongly declared one is still waiting). */
-static void mpi_stop_workers(int nranks) {
-    MPI_Request *rq = xcalloc((size_t)nranks, sizeof *rq);
-    for (int w = 1; w < nranks; w++)
+/* Rank 0: STOP to every worker (dead ones too: a wrongly declared one is still waiting), then
+ * up to 5 s for the sends to the live ones to complete (dead[w]: declared dead, may be NULL). */
+static void mpi_stop_workers(int nranks, const atomic_int *dead) {
+    MPI_Request *rq = xcalloc((size_t)nranks, sizeof *rq), *live = xcalloc((size_t)nranks, sizeof *live);
+    int nlive = 0;
+    for (int w = 1; w < nranks; w++) {
         if (MPI_Isend(&mpi_lost, 1, MPI_INT, w, TAG_STOP, MPI_COMM_WORLD, &rq[w]) != MPI_SUCCESS)
             rq[w] = MPI_REQUEST_NULL;
-    rq[0] = MPI_REQUEST_NULL;
+        if (!dead || !atomic_load(&dead[w])) live[nlive++] = rq[w];
+    }
     double t0 = now_seconds();
     int done = 0;
     while (!done && now_seconds() - t0 < 5) {
-        if (MPI_Testall(nranks, rq, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) break;
+        if (MPI_Testall(nlive, live, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) break;
         if (!done) nap(0.002);
     }
+    free(live);
     free(rq);
 }
 
-/* ---- worker side */
-static void *beat_main(void *arg) {
-    atomic_int *stop = arg;
-    long n = 0;
-    while (!atomic_load(stop)) {
-        for (int i = 0; i < 20 && !atomic_load(stop); i++) nap(0.05);
-        if (atomic_load(stop)) break;
+/* Sends n bytes to dest, waiting at most timeout seconds (<= 0: no limit) for the send to
+ * complete: OpenMPI 4 with --enable-recovery reports no failure for a rank that died, and a
+ * blocking send to it can wait forever. NASC_ERR when the send failed or timed out; the copy
+ * of the data is then leaked on purpose (MPI may still read it). */
+static int mpi_send_timed(const void *data, int n, int dest, int tag, double timeout) {
+    char *copy = xmalloc((size_t)n + 1);
+    memcpy(copy, data, (size_t)n);
+    MPI_Request rq;
+    pthread_mutex_lock(&mpi_lock);
+    int rc = MPI_Isend(copy, n, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &rq);
+    pthread_mutex_unlock(&mpi_lock);
+    if (rc != MPI_SUCCESS) {
+        free(copy);
+        return NASC_ERR;
+    }
+    double t0 = now_seconds();
+    for (;;) {
+        int done = 0;
         pthread_mutex_lock(&mpi_lock);
-        MPI_Send(&n, 1, MPI_LONG, 0, TAG_BEAT, MPI_COMM_WORLD);
+        rc = MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+        pthread_mutex_unlock(&mpi_lock);
+        if (rc != MPI_SUCCESS) return NASC_ERR;
+        if (done) {
+            free(copy);
+            return NASC_OK;
+        }
+        if (timeout > 0 && now_seconds() - t0 > timeout) return NASC_ERR;
+        nap(0.0005);
+    }
+}
+
+/* ---- heartbeats: a thread of each rank, once a second, to rank 0 (workers) or to every
+ * worker not declared dead (rank 0). Sends never block: a beat to a rank whose previous beat
+ * is still pending (a dead rank) is skipped. */
+typedef struct {
+    atomic_int stop;
+    int nranks, self;
+    atomic_int *dead; /* (nranks) rank 0: 1 once master_lose declared the worker dead */
+    MPI_Request *rq;  /* (nranks) the pending beat to each rank */
+    long *msg;        /* (nranks) its payload (a counter), alive while rq is pending */
+    pthread_t thread;
+    int running;
+} Beat;
+
+static Beat beat;
+
+static void *beat_main(void *arg) {
+    Beat *b = arg;
+    long n = 0;
+    while (!atomic_load(&b->stop)) {
+        pthread_mutex_lock(&mpi_lock);
+        for (int r = 0; r < b->nranks; r++) {
+            if (r == b->self || (b->self == 0) == (r == 0) || atomic_load(&b->dead[r])) continue;
+            int done = 1;
+            if (b->rq[r] != MPI_REQUEST_NULL && MPI_Test(&b->rq[r], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) done = 0;
+            if (!done) continue;
+            b->msg[r] = n;
+            if (MPI_Isend(&b->msg[r], 1, MPI_LONG, r, TAG_BEAT, MPI_COMM_WORLD, &b->rq[r]) != MPI_SUCCESS)
+                b->rq[r] = MPI_REQUEST_NULL;
+        }
         pthread_mutex_unlock(&mpi_lock);
         n++;
+        for (int i = 0; i < 20 && !atomic_load(&b->stop); i++) nap(0.05);
     }
     return NULL;
+}
+
+static void beat_start(int rank, int nranks) {
+    Beat *b = &beat;
+    atomic_store(&b->stop, 0);
+    b->nranks = nranks, b->self = rank;
+    b->dead = xcalloc((size_t)nranks, sizeof *b->dead);
+    b->rq = xmalloc((size_t)nranks * sizeof *b->rq);
+    for (int r = 0; r < nranks; r++) b->rq[r] = MPI_REQUEST_NULL;
+    b->msg = xcalloc((size_t)nranks, sizeof *b->msg);
+    b->running = mpi_beats && pthread_create(&b->thread, NULL, beat_main, b) == 0;
+}
+
+/* Stops the thread and waits (1 s at most) for the pending beats to ranks not declared dead. */
+static void beat_stop(void) {
+    Beat *b = &beat;
+    if (b->running) {
+        atomic_store(&b->stop, 1);
+        pthread_join(b->thread, NULL);
+    }
+    b->running = 0;
+    for (double t0 = now_seconds(); b->dead && now_seconds() - t0 < 1; nap(0.001)) {
+        int pending = 0;
+        for (int r = 0; r < b->nranks; r++) {
+            int done = 1;
+            if (b->rq[r] != MPI_REQUEST_NULL && !atomic_load(&b->dead[r]) &&
+                MPI_Test(&b->rq[r], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                done = 1; /* an error ends the request */
+            pending += !done;
+        }
+        if (!pending) break;
+    }
+}
+
+/* Frees what beat_start allocated, except beats still pending (to a dead rank): MPI may still
+ * read them. */
+static void beat_free(void) {
+    Beat *b = &beat;
+    if (!b->dead) return;
+    int pending = 0;
+    for (int r = 0; r < b->nranks; r++) pending += b->rq[r] != MPI_REQUEST_NULL;
+    if (!pending) {
+        free(b->rq);
+        free(b->msg);
+    }
+    free(b->dead);
+    b->dead = NULL, b->rq = NULL, b->msg = NULL;
 }
 
 /* Evaluates what rank 0 sends until STOP. Test hook (documented in README/tests): with
  * NASC_TEST_DIE_RANK=R and NASC_TEST_DIE_AFTER=K, rank R exits at once (_exit(1)) when it
  * receives its K-th trial, as if it crashed while training. */
-static int worker_run(Search *S, int rank, Err *e) {
+static int worker_run(Search *S, int rank, int nranks, Err *e) {
     const char *dr = getenv("NASC_TEST_DIE_RANK"), *da = getenv("NASC_TEST_DIE_AFTER");
     int die = dr && atoi(dr) == rank ? (da ? atoi(da) : 1) : 0;
-    atomic_int stop = 0;
-    pthread_t beat;
-    int beating = mpi_beats && pthread_create(&beat, NULL, beat_main, &stop) == 0;
+    beat_start(rank, nranks);
     char *buf = NULL;
     int cap = 0, rc = NASC_OK;
     long got = 0;
+    double heard = now_seconds(); /* when rank 0 last said something */
+    double timeout = mpi_beats ? S->cfg->worker_timeout : 0;
     for (;;) {
         int flag = 0, n = 0;
         MPI_Status st;
@@ -540,14 +799,22 @@ static int worker_run(Search *S, int rank, Err *e) {
         }
         pthread_mutex_unlock(&mpi_lock);
         if (mrc != MPI_SUCCESS) {
-            err_set(e, "search: rank %d lost its connection to rank 0", rank);
+            err_set(e, "lost its connection to rank 0");
             rc = NASC_ERR;
             break;
         }
         if (!flag) {
+            if (timeout > 0 && now_seconds() - heard > timeout) {
+                err_set(e, "heard nothing from rank 0 for %g s (--worker-timeout): rank 0 is gone; continue with "
+                           "--resume",
+                        timeout);
+                rc = NASC_ERR;
+                break;
+            }
             nap(0.002);
             continue;
         }
+        heard = now_seconds();
         if (st.MPI_TAG == TAG_STOP) {
             if (n >= (int)sizeof(int)) memcpy(&mpi_lost, buf, sizeof(int));
             break;
@@ -570,14 +837,16 @@ static int worker_run(Search *S, int rank, Err *e) {
         out.status = (int)r.status;
         out.val_acc = r.val_acc, out.train_acc = r.train_acc, out.train_loss = r.train_loss;
         out.train_seconds = r.train_seconds, out.latency_ms = r.latency_ms;
-        pthread_mutex_lock(&mpi_lock);
-        MPI_Send(&out, (int)sizeof out, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
-        pthread_mutex_unlock(&mpi_lock);
+        if (mpi_send_timed(&out, (int)sizeof out, 0, TAG_RESULT, timeout) != NASC_OK) {
+            err_set(e, "could not send its result to rank 0 within %g s (--worker-timeout): rank 0 is gone; "
+                       "continue with --resume",
+                    timeout);
+            rc = NASC_ERR;
+            break;
+        }
     }
-    if (beating) {
-        atomic_store(&stop, 1);
-        pthread_join(beat, NULL);
-    }
+    beat_stop();
+    beat_free();
     free(buf);
     return rc;
 }
@@ -652,6 +921,7 @@ static int master_complete(Master *M, Job *j, Err *e) {
 
 static void master_lose(Master *M, int w, const char *why) {
     mpi_lost = 1;
+    if (beat.dead) atomic_store(&beat.dead[w], 1);
     M->peer[w].alive = 0;
     M->nlive--;
     Job *j = M->peer[w].job;
@@ -670,16 +940,16 @@ static void master_lose(Master *M, int w, const char *why) {
     if (master_complete(M, j, &e) != NASC_OK) fprintf(stderr, "search: %s\n", e.msg);
 }
 
-static int send_work(Job *j, int w, uint64_t seed) {
+static int send_work(Job *j, int w, uint64_t seed, double timeout) {
     WorkMsg m = {.seq = j->seq, .trial_id = j->t.id, .fid = j->t.fid, .seed = seed};
     memcpy(m.m, j->t.m, sizeof m.m);
     size_t ls = strlen(j->spec) + 1;
     char *buf = xmalloc(sizeof m + ls);
     memcpy(buf, &m, sizeof m);
     memcpy(buf + sizeof m, j->spec, ls);
-    int rc = MPI_Send(buf, (int)(sizeof m + ls), MPI_BYTE, w, TAG_WORK, MPI_COMM_WORLD);
+    int rc = mpi_send_timed(buf, (int)(sizeof m + ls), w, TAG_WORK, timeout);
     free(buf);
-    return rc == MPI_SUCCESS ? NASC_OK : NASC_ERR;
+    return rc;
 }
 
 /* The asynchronous loop of rank 0 (nranks > 1). queue: interrupted rows (resume) to redo
@@ -761,7 +1031,7 @@ static int master_run(Search *S, int nranks, Trial *trials, const long *redo, lo
                 if (master_complete(&M, j, e) != NASC_OK) goto out;
                 continue;
             }
-            if (send_work(j, w, S->cfg->seed * 1000003u + (uint64_t)j->seq) != NASC_OK) {
+            if (send_work(j, w, S->cfg->seed * 1000003u + (uint64_t)j->seq, M.timeout) != NASC_OK) {
                 M.peer[w].job = j;
                 master_lose(&M, w, "send failed");
                 continue;
@@ -780,9 +1050,18 @@ static int master_run(Search *S, int nranks, Trial *trials, const long *redo, lo
             }
         }
         /* 3. A message, or a silent worker. */
-        int flag = 0;
+        int flag = 0, src = 0, n = 0, mrc = MPI_SUCCESS;
         MPI_Status st;
+        char *buf = NULL;
+        pthread_mutex_lock(&mpi_lock);
         if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS) flag = 0;
+        if (flag) {
+            src = st.MPI_SOURCE;
+            MPI_Get_count(&st, MPI_BYTE, &n);
+            buf = xmalloc((size_t)n + 1);
+            mrc = MPI_Recv(buf, n, MPI_BYTE, src, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }
+        pthread_mutex_unlock(&mpi_lock);
         if (!flag) {
             double now = now_seconds();
             for (int k = 1; k < nranks; k++)
@@ -791,10 +1070,6 @@ static int master_run(Search *S, int nranks, Trial *trials, const long *redo, lo
             nap(0.002);
             continue;
         }
-        int src = st.MPI_SOURCE, n = 0;
-        MPI_Get_count(&st, MPI_BYTE, &n);
-        char *buf = xmalloc((size_t)n + 1);
-        int mrc = MPI_Recv(buf, n, MPI_BYTE, src, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (mrc != MPI_SUCCESS || src < 1 || src >= nranks || !M.peer[src].alive) {
             free(buf);
             continue;
@@ -834,10 +1109,6 @@ out:
 #endif
 
 /* ------------------------------------------------------------------ results */
-static int dominated(const SearchPoint *a, const SearchPoint *b) { /* b dominates a */
-    return b->val_acc >= a->val_acc && b->params <= a->params && b->macs <= a->macs &&
-           (b->val_acc > a->val_acc || b->params < a->params || b->macs < a->macs);
-}
 
 static int cmp_params(const void *x, const void *y) {
     const SearchPoint *a = x, *b = y;
@@ -864,19 +1135,27 @@ static int collect(Search *S, SearchResult *res, Err *e) {
     for (long i = 0; i < n; i++) {
         const TrialRow *r = &rows[i];
         if (r->running || r->r.status != TRIAL_OK || !is_full(S, r->fid) || r->reuse_of >= 0) continue;
-        SearchPoint p = {r->seq, r->arch, r->r.val_acc, r->r.params, r->r.macs, r->r.peak_bytes, r->r.flash_bytes,
-                         r->r.latency_ms};
+        SearchPoint p = {.seq = r->seq,
+                         .arch = r->arch,
+                         .val_acc = r->r.val_acc,
+                         .params = r->r.params,
+                         .macs = r->r.macs,
+                         .peak_bytes = r->r.peak_bytes,
+                         .flash_bytes = r->r.flash_bytes,
+                         .latency_ms = search_latency(r->r.latency_ms, r->r.predicted_latency_ms),
+                         .score = isnan(r->r.score) ? r->r.val_acc : r->r.score};
         pts[np++] = p;
     }
+    int *front = xcalloc((size_t)np + 1, sizeof *front);
+    search_pareto(pts, np, front);
     for (int i = 0; i < np; i++) {
-        if (!res->have_best || pts[i].val_acc > res->best.val_acc) res->best = pts[i], res->have_best = 1;
-        int dom = 0;
-        for (int j = 0; j < np && !dom; j++) dom = j != i && dominated(&pts[i], &pts[j]);
-        if (!dom) {
+        if (!res->have_best || pts[i].score > res->best.score) res->best = pts[i], res->have_best = 1;
+        if (front[i]) {
             res->pareto = xrealloc(res->pareto, (size_t)(res->npareto + 1) * sizeof *res->pareto);
             res->pareto[res->npareto++] = pts[i];
         }
     }
+    free(front);
     qsort(res->pareto, (size_t)res->npareto, sizeof *res->pareto, cmp_params);
     for (int i = 0; i < res->npareto; i++) res->pareto[i].arch = xstrdup(res->pareto[i].arch);
     if (res->have_best) res->best.arch = xstrdup(res->best.arch);
@@ -926,6 +1205,7 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     mpi_begin(&rank, &nranks, &mpi_started);
 #endif
     res->rank = rank, res->nranks = nranks;
+    if (search_objective_check(cfg, 1, e) != NASC_OK) goto out; /* the target's budget is checked below */
     if (!(S.space = space_open(cfg->space, cfg->channels, cfg->cells, e))) goto out;
     if (cfg->target) {
         if (target_find(&S.target, cfg->target, e) != NASC_OK) goto out;
@@ -936,6 +1216,19 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
             fprintf(stderr, "search: target %s: latency %s\n", S.target.name,
                     S.have_lat ? "predicted from its latency table" : "measured on this machine (no latency table)");
         S.dtype_bytes = S.target.dtype_bytes;
+    }
+    S.mnas = objective_mnas(cfg->objective);
+    S.lat_target = cfg->latency_target_ms;
+    if (S.mnas && !(S.lat_target > 0)) S.lat_target = S.have_target ? S.target.latency_ms : 0;
+    if (search_objective_check(cfg, S.lat_target > 0, e) != NASC_OK) goto out;
+    if (S.mnas && !cfg->quiet && rank == 0) {
+        if (!strcmp(cfg->objective, "mnas"))
+            fprintf(stderr, "search: objective mnas: score = val_acc x (latency / %.4g ms)^%g\n", S.lat_target,
+                    cfg->mnas_w);
+        else
+            fprintf(stderr, "search: objective mnas-hard: score = val_acc up to %.4g ms, val_acc x %.4g ms / latency "
+                            "above\n",
+                    S.lat_target, S.lat_target);
     }
     if (cfg->benchmark) {
         if (!(S.table = tabular_load(cfg->benchmark, S.space, e))) goto out;
@@ -953,12 +1246,13 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     dataset_split(S.train.n, cfg->val, cfg->seed + 1, &S.train_idx, &S.ntrain, &S.val_idx);
 #ifdef NASC_MPI
     if (rank > 0) { /* a worker: evaluates what rank 0 sends, touches no database */
-        rc = worker_run(&S, rank, e);
+        rc = worker_run(&S, rank, nranks, e);
         goto out;
     }
+    if (nranks > 1) beat_start(0, nranks); /* from here on (a long replay too) */
 #endif
 
-    char num[16][48];
+    char num[20][48];
     int k = 0;
 #define NUM(fmt, v) (snprintf(num[k], sizeof num[k], fmt, v), num[k++])
     TrialsSetting st[] = {
@@ -982,11 +1276,15 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
         {"benchmark", cfg->benchmark ? cfg->benchmark : "", 0},
         {"data", cfg->data, 0},
         {"proxy", !strcmp(cfg->strategy, "proxy") && cfg->proxy ? cfg->proxy : "", 0},
+        /* Stored only for an mnas objective, so that databases of accuracy searches (and those of
+         * schema version 1) keep their settings. */
+        {"objective", cfg->objective, 0},
+        {"latency_target_ms", NUM("%.9g", S.lat_target), 0},
+        {"mnas_w", NUM("%.9g", cfg->mnas_w), 0},
     };
 #undef NUM
-    if (!(S.db = trials_open(cfg->db, cfg->resume ? TRIALS_RESUME : TRIALS_CREATE, st, (int)(sizeof st / sizeof st[0]),
-                             e)))
-        goto out;
+    int nst = (int)(sizeof st / sizeof st[0]) - (S.mnas ? (strcmp(cfg->objective, "mnas") ? 1 : 0) : 3);
+    if (!(S.db = trials_open(cfg->db, cfg->resume ? TRIALS_RESUME : TRIALS_CREATE, st, nst, e))) goto out;
 
     StrategyConfig sc = strategy_defaults();
     sc.max_fid = (Fidelity){cfg->epochs, 1.0};
@@ -1040,7 +1338,11 @@ int search_run(const SearchConfig *cfg, SearchResult *res, Err *e) {
     rc = NASC_OK;
 out:
 #ifdef NASC_MPI
-    if (rank == 0 && nranks > 1) mpi_stop_workers(nranks);
+    if (rank == 0 && nranks > 1) {
+        beat_stop();
+        mpi_stop_workers(nranks, beat.dead);
+        beat_free();
+    }
     if (rank > 0 && rc != NASC_OK) { /* rank 0 may be waiting for this rank: end the job */
         fprintf(stderr, "nasc search: rank %d: %s\n", rank, e->msg);
         MPI_Abort(MPI_COMM_WORLD, 2);
@@ -1058,6 +1360,7 @@ out:
     }
     free(S.proxy_x);
     free(S.proxy_y);
+    free(S.front);
     if (S.have_lat) lattable_free(&S.lat);
     space_free(S.space);
 #ifdef NASC_MPI

@@ -29,6 +29,7 @@ struct TrialsDb {
     int lock_fd; /* flock(LOCK_EX) held by a writer, -1 for readers */
     TrialsMode mode;
     long interrupted;
+    int version; /* the file's schema version (readers of an older one adapt their queries) */
 };
 
 static const char schema_sql[] =
@@ -60,6 +61,7 @@ static const char schema_sql[] =
     "  flash_bytes  INTEGER,\n"
     "  latency_ms   REAL,\n"
     "  predicted_latency_ms REAL,\n"
+    "  score        REAL,\n"
     "  train_seconds REAL,\n"
     "  started      REAL NOT NULL,\n"
     "  finished     REAL,\n"
@@ -189,7 +191,7 @@ TrialResult trials_result_empty(void) {
     r.status = TRIAL_OK;
     r.val_acc = r.train_acc = r.train_loss = NAN;
     r.params = r.macs = r.peak_bytes = r.flash_bytes = -1;
-    r.latency_ms = r.predicted_latency_ms = r.train_seconds = NAN;
+    r.latency_ms = r.predicted_latency_ms = r.score = r.train_seconds = NAN;
     r.error = NULL;
     return r;
 }
@@ -272,6 +274,7 @@ static int classify(TrialsDb *db, Err *e) {
         return NASC_ERR;
     }
     sqlite3_finalize(st);
+    db->version = (int)ver;
     return 1;
 }
 
@@ -330,7 +333,40 @@ static int create_schema(TrialsDb *db, const TrialsSetting *settings, int n, Err
         }
     }
     sqlite3_finalize(st);
+    db->version = TRIALS_SCHEMA_VERSION;
     return commit_tx(db, e);
+}
+
+/* A writer opened a version-1 file: add trials.score (= val_acc, the only objective version 1
+ * had) in one transaction, so a kill leaves the file either old or new. */
+static int migrate(TrialsDb *db, Err *e) {
+    if (db->version != 1) {
+        err_set(e, "%s: cannot upgrade a trial database of schema version %d", db->path, db->version);
+        return NASC_ERR;
+    }
+    if (begin_tx(db, e) != NASC_OK) return NASC_ERR;
+    char sql[512], when[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(sql, sizeof sql,
+             "ALTER TABLE trials ADD COLUMN score REAL;"
+             "UPDATE trials SET score = val_acc WHERE status = 'done';"
+             "PRAGMA user_version = %d;"
+             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '%d'), "
+             "('migrated', 'schema 1 to %d on %s');",
+             TRIALS_SCHEMA_VERSION, TRIALS_SCHEMA_VERSION, TRIALS_SCHEMA_VERSION, when);
+    Err why;
+    if (exec(db, sql, &why) != NASC_OK) {
+        rollback(db);
+        err_set(e, "cannot upgrade the trial database from schema version 1 to %d: %s", TRIALS_SCHEMA_VERSION,
+                why.msg);
+        return NASC_ERR;
+    }
+    if (commit_tx(db, e) != NASC_OK) return NASC_ERR;
+    db->version = TRIALS_SCHEMA_VERSION;
+    return NASC_OK;
 }
 
 /* Appends "key: stored 'a', this command 'b'" to a bounded list ("..." when full). */
@@ -479,6 +515,8 @@ TrialsDb *trials_open(const char *path, TrialsMode mode, const TrialsSetting *se
     if (set_pragmas(db, e) != NASC_OK) goto fail;
     if (kind == 0 && create_schema(db, settings, nsettings, e) != NASC_OK) goto fail;
     if (kind == 1 && mode == TRIALS_RESUME && check_settings(db, settings, nsettings, e) != NASC_OK) goto fail;
+    if (kind == 1 && mode == TRIALS_RESUME && db->version < TRIALS_SCHEMA_VERSION && migrate(db, e) != NASC_OK)
+        goto fail;
     if (mode == TRIALS_RESUME) {
         long long n = 0;
         if (query_int(db, "SELECT count(*) FROM trials WHERE status = 'running'", &n, e) != NASC_OK) goto fail;
@@ -608,7 +646,7 @@ static int finish_row(TrialsDb *db, long seq, const TrialResult *r, Err *e) {
                             "UPDATE trials SET status = ?2, val_acc = ?3, train_acc = ?4, train_loss = ?5, "
                             "params = ?6, macs = ?7, peak_bytes = ?8, flash_bytes = ?9, latency_ms = ?10, "
                             "predicted_latency_ms = ?11, train_seconds = ?12, error = ?13, finished = ?14, "
-                            "tell_ev = ?15 WHERE seq = ?1 AND status = 'running'",
+                            "tell_ev = ?15, score = ?16 WHERE seq = ?1 AND status = 'running'",
                             e);
     if (!st) return NASC_ERR;
     sqlite3_bind_int64(st, 1, seq);
@@ -626,6 +664,7 @@ static int finish_row(TrialsDb *db, long seq, const TrialResult *r, Err *e) {
     bind_text(st, 13, r->error);
     sqlite3_bind_double(st, 14, wall_seconds());
     sqlite3_bind_int64(st, 15, ev);
+    bind_real(st, 16, r->score);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return sql_fail(db, e, "cannot store a trial's result");
@@ -694,7 +733,16 @@ int trials_restart(TrialsDb *db, long seq, int worker, Err *e) {
 #define ROW_COLUMNS                                                                                                    \
     "seq, trial_id, arch, canonical, spec, fid_epochs, fid_fraction, seed, status, reuse_of, val_acc, "                \
     "train_acc, train_loss, params, macs, peak_bytes, flash_bytes, latency_ms, predicted_latency_ms, "                 \
-    "train_seconds, started, finished, worker, attempts, error, ask_ev, tell_ev"
+    "train_seconds, started, finished, worker, attempts, error, ask_ev, tell_ev, "
+
+/* "SELECT <the row columns> FROM trials <rest>": a version-1 file (read, not upgraded) has no
+ * score column; its score is the accuracy. */
+static sqlite3_stmt *prep_rows(TrialsDb *db, const char *rest, Err *e) {
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT " ROW_COLUMNS "%s FROM trials %s", db->version >= 2 ? "score" : "val_acc",
+             rest);
+    return prep(db, sql, e);
+}
 
 static void read_row(sqlite3_stmt *st, TrialRow *row) {
     memset(row, 0, sizeof *row);
@@ -732,6 +780,7 @@ static void read_row(sqlite3_stmt *st, TrialRow *row) {
     row->r.error = row->error;
     row->ask_ev = (long)sqlite3_column_int64(st, 25);
     row->tell_ev = (long)col_count(st, 26);
+    row->r.score = col_real(st, 27);
 }
 
 void trials_row_free(TrialRow *row) {
@@ -751,7 +800,7 @@ void trials_rows_free(TrialRow *rows, long n) {
 const char *trials_status_name(const TrialRow *row) { return row->running ? "running" : status_names[row->r.status]; }
 
 int trials_get(TrialsDb *db, long seq, TrialRow *row, Err *e) {
-    sqlite3_stmt *st = prep(db, "SELECT " ROW_COLUMNS " FROM trials WHERE seq = ?1", e);
+    sqlite3_stmt *st = prep_rows(db, "WHERE seq = ?1", e);
     if (!st) return NASC_ERR;
     sqlite3_bind_int64(st, 1, seq);
     int rc = sqlite3_step(st);
@@ -767,10 +816,10 @@ int trials_get(TrialsDb *db, long seq, TrialRow *row, Err *e) {
 
 int trials_find_result(TrialsDb *db, const char *canonical, Fidelity fid, TrialRow *row, Err *e) {
     /* The trained row first (at most one, by the unique index), else an infeasible one. */
-    sqlite3_stmt *st = prep(db,
-                            "SELECT " ROW_COLUMNS " FROM trials WHERE canonical = ?1 AND fid_epochs = ?2 AND "
-                            "fid_fraction = ?3 AND reuse_of IS NULL ORDER BY status = 'infeasible', seq LIMIT 1",
-                            e);
+    sqlite3_stmt *st = prep_rows(db,
+                                 "WHERE canonical = ?1 AND fid_epochs = ?2 AND fid_fraction = ?3 AND reuse_of IS NULL "
+                                 "ORDER BY status = 'infeasible', seq LIMIT 1",
+                                 e);
     if (!st) return NASC_ERR;
     bind_text(st, 1, canonical);
     sqlite3_bind_double(st, 2, fid.epochs);
@@ -791,7 +840,7 @@ long trials_count(TrialsDb *db, Err *e) {
 int trials_list(TrialsDb *db, TrialRow **rows, long *n, Err *e) {
     *rows = NULL;
     *n = 0;
-    sqlite3_stmt *st = prep(db, "SELECT " ROW_COLUMNS " FROM trials ORDER BY seq", e);
+    sqlite3_stmt *st = prep_rows(db, "ORDER BY seq", e);
     if (!st) return NASC_ERR;
     long cap = 0;
     int rc;

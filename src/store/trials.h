@@ -38,7 +38,10 @@
 
 #include "../search/strategy.h"
 
-#define TRIALS_SCHEMA_VERSION 1
+/* 2: trials.score (the search objective's value). A version-1 file gains the column when a writer
+ * opens it (score = val_acc: version 1 only knew the accuracy objective); readers of a
+ * version-1 file see score = val_acc without changing it. */
+#define TRIALS_SCHEMA_VERSION 2
 #define TRIALS_APP_ID 0x4E415343 /* "NASC", PRAGMA application_id */
 
 typedef enum {
@@ -65,6 +68,7 @@ typedef struct {
     double train_acc, train_loss;
     long long params, macs, peak_bytes, flash_bytes;
     double latency_ms, predicted_latency_ms;
+    double score;         /* what the search maximizes (driver.h: the accuracy, or MnasNet's reward) */
     double train_seconds; /* training wall time of this trial */
     const char *error;    /* NULL, or why it failed / is infeasible */
 } TrialResult;
@@ -133,7 +137,8 @@ long trials_count(TrialsDb *db, Err *e);                         /* -1 on error 
 int trials_list(TrialsDb *db, TrialRow **rows, long *n, Err *e); /* seq order */
 int trials_get(TrialsDb *db, long seq, TrialRow *row, Err *e);   /* NASC_ERR if absent */
 int trials_events(TrialsDb *db, TrialsEvent **ev, long *n, Err *e);
-/* The stored settings and meta (schema_version, created, nasc_version), key order; the
+/* The stored settings and meta (schema_version, created, nasc_version; migrated when a
+ * version-1 file was upgraded), key order; the
  * arrays and strings are allocated: free with trials_settings_free. */
 int trials_settings(TrialsDb *db, TrialsSetting **kv, int *n, Err *e);
 int trials_meta(TrialsDb *db, TrialsSetting **kv, int *n, Err *e);
