@@ -91,44 +91,50 @@ typedef struct {
 
 /* All with 10 classes. Elements: the input counts while live; conv/linear/concat/pools get new
  * buffers; bn/relu/relu6/add take over a dying input's buffer; id and zero cost nothing.
- * int8 flash: weights 1 B, int32 biases (own, or a folded BN's), float scale per output
- * channel of conv/linear, 8 B per quantized activation tensor (input and node outputs except
- * id/dropout/zero and conv outputs whose BN is folded). */
+ * int8 flash (cost.h): weights 1 B, int32 biases (own, or a folded BN's), per output channel
+ * of conv/linear a float scale (4 B) and a requantization multiplier (5 B); 5 B multipliers
+ * for gap (1), concat (1 per input); add 4 B per input + 1; an unfolded BN 14 B per channel;
+ * 8 B per quantized activation tensor (input and node outputs except id/dropout/zero/maxpool,
+ * conv outputs whose BN is folded and outputs whose ReLU is fused). */
 static const Hand hand[] = {
     /* chain: input 64; conv -> 256 (64 + 256 = 320, the peak); bn, relu in place; gap 256 + 4;
      * linear 4 + 10. params 36 + 8 + 50. int8: w 36 + 40, bias 16 (folded) + 40, scales 16 + 40,
-     * tensors input, bn, relu, gap, linear = 5 x 8. */
+     * requant 20 + 5 (gap) + 50, tensors input, relu (fused into the conv), gap, linear = 4 x 8. */
     {"chain", "conv(c=4,k=3);bn;relu;gap;linear", 1, 8, 8, 94, 2304 + 40, 320, 320,
-     76 + 56 + 56 + 40},
+     76 + 56 + 56 + 75 + 32},
     /* residual: conv 128 (64 + 128); a = relu in place; conv 128 while a lives: 256 (peak);
      * bn in place; add in place; relu; gap; linear. params 18 + 4 + 36 + 4 + 30.
-     * int8: w 18 + 36 + 20, bias 8 + 8 + 40, scales 8 + 8 + 40, 8 tensors (input, bn, relu, bn,
-     * add, relu, gap, linear). */
+     * int8: w 18 + 36 + 20, bias 8 + 8 + 40, scales 8 + 8 + 40, requant 10 + 10 + 9 (add) + 5 +
+     * 50, 6 tensors (input, a, bn, relu fused into the add, gap, linear). */
     {"residual", "conv(c=2,k=3);bn;a=relu;conv(c=2,k=3);bn;add(_,a);relu;gap;linear", 1, 8, 8, 92,
-     64 * 2 * 9 + 64 * 2 * 2 * 9 + 20, 256, 256, 74 + 56 + 56 + 64},
+     64 * 2 * 9 + 64 * 2 * 2 * 9 + 20, 256, 256, 74 + 56 + 56 + 84 + 48},
     /* concat: a (128) and b (192) from the input, then concat 320 while both live: 640.
-     * int8: w 2 + 3 + 50, bias 40 (linear), scales 8 + 12 + 40, 6 tensors. */
+     * int8: w 2 + 3 + 50, bias 40 (linear), scales 8 + 12 + 40, requant 10 + 15 + 10 + 5 + 50,
+     * 6 tensors. */
     {"concat", "a=conv(c=2,k=1);b=conv(input,c=3,k=1);concat(a,b);gap;linear", 1, 8, 8, 65, 128 + 192 + 50, 640,
-     640, 55 + 40 + 60 + 48},
+     640, 55 + 40 + 60 + 90 + 48},
     /* inverted residual on a 4x4x4 input (64): expand 128 (192), dw 128 while the expand
      * output and the input live: 320 (peak); project 64: 256; add in place into the project
      * output; params 32 + 16 + 72 + 16 + 32 + 8 + 50. int8: w 32 + 72 + 32 + 40, bias 32 + 32
-     * + 16 + 40, scales 32 + 32 + 16 + 40, 9 tensors. */
+     * + 16 + 40, scales 32 + 32 + 16 + 40, requant 40 + 40 + 20 + 9 + 5 + 50, 7 tensors (the
+     * ReLU6s fused). */
     {"inverted residual",
      "conv(c=8,k=1);bn;relu6;conv(c=8,k=3,g=8);bn;relu6;conv(c=4,k=1);bn;add(_,input);gap;linear", 4, 4, 4, 226,
-     512 + 1152 + 512 + 40, 320, 320, 176 + 120 + 120 + 72},
+     512 + 1152 + 512 + 40, 320, 320, 176 + 120 + 120 + 164 + 56},
     /* zero and id: conv 128 (64 + 128 = 192, the peak); zero and id cost nothing; add in place
-     * into a's buffer. int8: w 2 + 20, bias 40, scales 8 + 40, tensors input, conv, add, gap,
-     * linear. */
+     * into a's buffer. int8: w 2 + 20, bias 40, scales 8 + 40, requant 10 + 9 + 5 + 50, tensors
+     * input, conv, add, gap, linear. */
     {"zero+id", "a=conv(c=2,k=1);z=zero;i=id(a);add(z,i);gap;linear", 1, 8, 8, 2 + 30, 128 + 20, 192, 192,
-     22 + 40 + 48 + 40},
-    /* dropout aliases (eval); an unfolded BN after a pool keeps scale+shift (2 x 2 x 4 B). */
+     22 + 40 + 48 + 74 + 40},
+    /* dropout aliases (eval); an unfolded BN after a pool is an affine op (2 x 14 B); the max
+     * pool keeps the conv's quantization: 5 tensors. */
     {"dropout+bn", "conv(c=2,k=1);maxpool(k=2);dropout;bn;gap;linear", 1, 8, 8, 2 + 4 + 30, 128 + 20,
-     64 + 128, 64 + 128, 22 + 40 + 48 + 16 + 6 * 8},
+     64 + 128, 64 + 128, 22 + 40 + 48 + 65 + 28 + 5 * 8},
     /* order matters: the spec runs both 8-channel convs first (64 + 512 + 512 = 1088); the
      * best order finishes one branch first: a (576), a2 (576 + 64), b (64 + 64 + 512) = 640. */
     {"two branches", "a=conv(c=8,k=1);b=conv(input,c=8,k=1);a2=conv(a,c=1,k=1);b2=conv(b,c=1,k=1);add(a2,b2);gap;linear",
-     1, 8, 8, 8 + 8 + 8 + 8 + 20, 512 * 2 + 512 * 2 + 10, 640, 1088, 42 + 40 + (8 + 8 + 1 + 1 + 10) * 4 + 8 * 8},
+     1, 8, 8, 8 + 8 + 8 + 8 + 20, 512 * 2 + 512 * 2 + 10, 640, 1088,
+     42 + 40 + (8 + 8 + 1 + 1 + 10) * 4 + (8 + 8 + 1 + 1 + 10) * 5 + 9 + 5 + 8 * 8},
 };
 
 static void test_hand(void) {

@@ -30,18 +30,35 @@
  * are flash), kernel scratch (im2col and the like), the training engine's saved values.
  * Concat copies its inputs (no placement of the inputs inside the output buffer), and an add
  * whose inputs are all zero constants still gets a buffer.
+ * A deployment without malloc needs fixed offsets: the arena planner (arena.h) places the
+ * same buffers in one block for the plan's order, and may need more than the ideal figure
+ * when buffers of different lifetimes fragment it. CostReport keeps both: peak_* is the ideal
+ * figure, arena_* the planned arena (never less). The deployable figure, cost_peak_bytes (what
+ * target checks and the search compare, and `nasc cost`'s peak_bytes), is the larger of the
+ * two, i.e. the arena's; the generated C (src/export/cgen.c) declares exactly that arena.
  *
  * ---- Flash
  *   fp32: every trainable parameter, 4 bytes (BN's gamma/beta stand for the per-channel
  *         scale/shift an fp32 deployment keeps after folding the running statistics in).
- *   int8: conv/linear weights 1 byte each; a float32 weight scale per output channel of every
- *         conv/linear; an int32 bias per output channel of a conv/linear that has a bias or
- *         is followed by a BN it absorbs (BN folded when it reads a conv/linear output that
- *         nothing else reads: its parameters disappear); a BN that is not folded keeps a
- *         float32 scale and shift per channel; and per quantized activation tensor a float32
- *         scale + int32 zero point (8 bytes). The quantized tensors are the input and every
- *         node output except aliases (id, dropout), zero constants and conv/linear outputs
- *         whose BN was folded in (the BN's output replaces them).
+ *   int8: what an int8 model file (src/compress/qmodel.c) stores besides its header and spec,
+ *         byte for byte (tests/test_quant.c checks the two agree):
+ *         - conv/linear: weights 1 byte each; per output channel a float32 weight scale and an
+ *           int32 multiplier + int8 shift (requantization, 5 bytes); an int32 bias per output
+ *           channel when it has a bias or absorbs a BN (BN folded when it reads a conv/linear
+ *           output that nothing else reads: its parameters disappear);
+ *         - a BN that is not folded is a per-channel int8 affine op: 14 bytes per channel
+ *           (int8 weight, int32 bias, float32 scale, int32 multiplier, int8 shift);
+ *         - a ReLU/ReLU6 reading the output of a conv/linear (BN folded or not), a BN or an add
+ *           that nothing else reads is fused as that op's output clamp (no bytes); any other
+ *           ReLU/ReLU6, and every hswish/sigmoid/hsigmoid, is a 256-byte lookup table;
+ *         - requantization of the other ops (5 bytes a multiplier): avg pool one per divisor
+ *           1..k*k, gap/mul/resize one, concat one per input; add an int32 per input plus one
+ *           int8 shift;
+ *         - per quantized activation tensor a float32 scale + int32 zero point (8 bytes). The
+ *           quantized tensors are the input and every node output except aliases (id,
+ *           dropout), zero constants, max pools (they keep their input's quantization) and
+ *           outputs absorbed inside a fused chain (a conv/linear whose BN was folded, the op
+ *           before a fused ReLU): the chain's last node's output replaces them.
  */
 #ifndef NASC_COST_H
 #define NASC_COST_H
@@ -122,9 +139,12 @@ typedef struct {
     size_t weights;     /* conv/linear weights, 1 byte each */
     size_t biases;      /* int32 biases, own or from a folded BN */
     size_t wscales;     /* float32 per output channel of each conv/linear */
-    size_t bn;          /* unfolded BN: float32 scale and shift per channel */
+    size_t requant;     /* int32 multipliers and int8 shifts (conv/linear channels, pools, add, ...) */
+    size_t luts;        /* 256-byte lookup tables of unfused activations */
+    size_t bn;          /* unfolded BN: 14 bytes per channel (see above) */
     size_t act_qparams; /* float32 scale + int32 zero point per quantized activation tensor */
     int folded_bn;      /* BN nodes folded into a conv/linear */
+    int fused_act;      /* ReLU/ReLU6 nodes fused as output clamps */
     int qtensors;       /* quantized activation tensors */
     size_t total;
 } Int8Flash;
@@ -135,6 +155,8 @@ typedef struct {
     MemPlan plan;         /* the execution order and its peak (in elements) */
     size_t peak_fp32;     /* bytes: plan.peak_elems * 4 */
     size_t peak_int8;     /* bytes: plan.peak_elems * 1 */
+    size_t arena_fp32;    /* bytes: the arena planner's fixed-offset arena for plan.order, fp32 (>= peak_fp32) */
+    size_t arena_int8;    /* bytes: the same for int8 (= arena_fp32 / 4) */
     size_t flash_fp32;    /* bytes: params * 4 */
     size_t flash_int8;    /* bytes: int8.total */
     Int8Flash int8;
@@ -150,7 +172,8 @@ void cost_of(Net *net, const MemPlanConfig *plan_cfg, const LatencyConfig *lat_c
 void cost_free(CostReport *r);
 /* The int8 flash breakdown alone. */
 void cost_flash_int8(const Net *net, Int8Flash *f);
-/* Peak and flash bytes for a dtype size (4 = fp32, 1 = int8). */
+/* Peak and flash bytes for a dtype size (4 = fp32, 1 = int8). The peak is the deployable one:
+ * max(peak, arena) for that dtype (a report filled by hand with arena 0 gives its peak). */
 size_t cost_peak_bytes(const CostReport *r, int dtype_bytes);
 size_t cost_flash_bytes(const CostReport *r, int dtype_bytes);
 

@@ -91,6 +91,10 @@ int model_load(const char *path, Net *net, Norm *norm, Err *e) {
     int rc = NASC_ERR;
     char *spec_text = NULL, *arch = NULL;
     Spec spec = {0};
+    if (len >= 8 && memcmp(data, "NASCQ8\0", 8) == 0) { /* src/compress/qmodel.c's magic */
+        err_set(e, "%s is an int8 model; this needs an fp32 model (the one it was quantized from)", path);
+        goto done;
+    }
     if (len < 8 || memcmp(data, MODEL_MAGIC, 8) != 0) {
         err_set(e, "%s is not a nasc model file (bad magic number)", path);
         goto done;

@@ -60,4 +60,87 @@ void qconv_free(QConvPacked *p);
  * (or vnni, ...) in the environment forces a path for testing when the CPU has it. */
 const char *qconv_path(void);
 
+/* ---------------------------------------------------------------- int8 non-conv ops (qelem.c)
+ * The same format as above: each int8 tensor has one (scale, zero point); a kernel takes the
+ * zero points of its inputs and output and the (mult, shift) pairs standing for the real
+ * ratios of scales, computed once when a network is lowered (src/compress). Results saturate
+ * to [-128, 127] unless a clamp [y_min, y_max] is given. Every kernel has a plain `*_ref` and
+ * a fast one (contiguous inner loops, planes or chunks split over threads_get() threads) that
+ * equals it bit for bit; tests/test_quant.c checks both, and the reference against float. */
+
+/* Quantize: q = clamp(nearbyintf(x * (1.0f / scale)) + zp, -128, 127) (round half to even, in
+ * float, like PyTorch's fake quantization); dequantize: x = scale * (float)(q - zp). */
+void quantize_ref(int8_t *q, const float *x, size_t n, float scale, int32_t zp);
+void dequantize_ref(float *x, const int8_t *q, size_t n, float scale, int32_t zp);
+void quantize(int8_t *q, const float *x, size_t n, float scale, int32_t zp);
+
+/* y = lut[x + 128] over n values: any elementwise function of one input quantization into one
+ * output quantization (hswish, sigmoid, hsigmoid, unfused ReLU/ReLU6) as a 256-entry table. */
+void qlut_ref(int8_t *y, const int8_t *x, const int8_t *lut, size_t n);
+void qlut(int8_t *y, const int8_t *x, const int8_t *lut, size_t n);
+
+/* Max pool (PoolDims as for float; padding never wins). y shares x's (scale, zero point):
+ * the maximum commutes with a monotonic quantization, so no requantization. */
+void qmaxpool_ref(int8_t *y, const int8_t *x, const PoolDims *d);
+void qmaxpool(int8_t *y, const int8_t *x, const PoolDims *d);
+
+/* Average pool: y = clamp(y_zp + q_mulshift(S, mult[div - 1], shift[div - 1])) where S is the
+ * sum of (x - x_zp) over the window's in-bounds cells (padding stands for 0.0) and div the
+ * divisor avgpool_forward_ref uses (k*k with count_include_pad, else the in-bounds count);
+ * mult/shift (k*k) tabulate x_scale / (y_scale * div) for div = 1..k*k. */
+void qavgpool_ref(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
+                  const int8_t *shift);
+void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
+              const int8_t *shift);
+
+/* Global average pool: y (N, C) = clamp(y_zp + q_mulshift(sum over hw of (x - x_zp), mult, shift))
+ * with (mult, shift) for x_scale / (y_scale * hw); x (N, C, hw). */
+void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
+void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
+
+/* n-ary add, rounded once, in 32 bits: acc = sum_j (x_j - x_zp[j]) * mult[j] (int32) and
+ * y = clamp(y_zp + ((acc + 2^(shift-1)) >> shift), y_min, y_max), where mult[j] =
+ * round(x_scale[j] / y_scale * 2^shift) with one shift for all inputs, chosen so that every
+ * mult[j] <= qadd_mult_max(nin) (then |acc| < 2^31). n values per input; y may alias none. */
+static inline int32_t qadd_mult_max(int nin) {
+    int lg = 0;
+    while ((1 << lg) < nin) lg++;
+    return (int32_t)1 << (22 - lg);
+}
+typedef struct {
+    int nin;
+    const int32_t *x_zp; /* (nin) */
+    const int32_t *mult; /* (nin) */
+    int shift;
+    int32_t y_zp, y_min, y_max;
+} QAddArgs;
+void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a);
+void qadd(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a);
+
+/* Channel concat of nin inputs (N, cs[j], hw) into y (N, sum cs, hw), input j requantized to
+ * the output: y = clamp(y_zp + q_mulshift(x - x_zp[j], mult[j], shift[j])). */
+void qconcat_ref(int8_t *y, const int8_t *const *xs, const int *cs, int nin, int n, int hw, const int32_t *x_zp,
+                 const int32_t *mult, const int8_t *shift, int32_t y_zp);
+void qconcat(int8_t *y, const int8_t *const *xs, const int *cs, int nin, int n, int hw, const int32_t *x_zp,
+             const int32_t *mult, const int8_t *shift, int32_t y_zp);
+
+/* Channel scale (squeeze-excitation): y (N, C, hw) = clamp(y_zp + q_mulshift((x - x_zp) *
+ * (s - s_zp), mult, shift)) with s (N, C) and (mult, shift) for x_scale * s_scale / y_scale. */
+void qchmul_ref(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, int32_t x_zp, int32_t s_zp,
+                int32_t y_zp, int32_t mult, int shift);
+void qchmul(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, int32_t x_zp, int32_t s_zp,
+            int32_t y_zp, int32_t mult, int shift);
+
+/* Bilinear resize of nc planes (h, w) -> (oh, ow), resize_forward_ref's sampling in fixed point
+ * with F = QRESIZE_FRAC fractional bits: along an axis of `in` -> `out` pixels, output o reads
+ * src = max(0, (2o + 1) in - out) * 2^F / (2 out) (integer division), i0 = min(src >> F,
+ * in - 1), i1 = min(i0 + 1, in - 1), with weights 2^F - f and f = src & (2^F - 1) (f = 0 when
+ * i0 was clipped). acc = sum of the 4 taps (x - x_zp) * wy * wx, in units of 2^-2F, and
+ * y = clamp(y_zp + q_mulshift(acc, mult, shift)) with (mult, shift) for x_scale / (y_scale 2^2F). */
+#define QRESIZE_FRAC 11
+void qresize_ref(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
+                 int32_t mult, int shift);
+void qresize(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
+             int32_t mult, int shift);
+
 #endif

@@ -1,0 +1,434 @@
+/* qelem.c: the int8 kernels other than convolution (qops.h): quantize/dequantize, lookup
+ * tables, max/average/global pooling, n-ary add, concat, channel scale and bilinear resize.
+ *
+ * Every kernel is integer only (the float entry points are quantize and dequantize): the real
+ * ratios of scales arrive as (mult, shift) pairs and q_mulshift rounds, so a microcontroller,
+ * these kernels and generated C all give the same bits. The `*_ref` kernels are plain loops
+ * over the definition; the fast ones compute the same integers with clipped windows and
+ * contiguous inner loops, and split planes (or chunks of a flat array) over threads_get()
+ * threads when the work is large enough to pay for it.
+ */
+#include <math.h>
+
+#include "qops.h"
+#include "simd.h"
+
+/* Below this many output values a kernel runs on one thread. */
+#define QELEM_PAR_MIN 32768
+
+static inline int8_t sat8(int32_t v) { return (int8_t)q_clamp(v, -128, 127); }
+
+/* ------------------------------------------------------------------ quantize */
+static inline int8_t quantize1(float x, float inv, int32_t zp) {
+    float r = nearbyintf(x * inv);
+    /* Compare in float first: a huge or NaN x must not reach an int conversion. */
+    if (!(r > -1e6f)) r = -1e6f;
+    if (r > 1e6f) r = 1e6f;
+    return sat8((int32_t)r + zp);
+}
+
+void quantize_ref(int8_t *q, const float *x, size_t n, float scale, int32_t zp) {
+    float inv = 1.0f / scale;
+    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], inv, zp);
+}
+
+void dequantize_ref(float *x, const int8_t *q, size_t n, float scale, int32_t zp) {
+    for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int32_t)q[i] - zp);
+}
+
+void quantize(int8_t *q, const float *x, size_t n, float scale, int32_t zp) {
+    float inv = 1.0f / scale;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= 4 * QELEM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], inv, zp);
+}
+
+/* ------------------------------------------------------------------ lookup table */
+void qlut_ref(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = lut[(int)x[i] + 128];
+}
+
+void qlut(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
+    const int8_t *t = lut + 128;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= 4 * QELEM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = t[x[i]];
+}
+
+/* ------------------------------------------------------------------ pooling */
+/* The window of output (oy, ox) clipped to the input, and avgpool's divisor (pool.c's rule). */
+static inline int qpool_window(const PoolDims *d, int oy, int ox, int *h0, int *h1, int *w0, int *w1) {
+    int hs = oy * d->stride - d->pad, ws = ox * d->stride - d->pad;
+    int he = NASC_MIN(hs + d->k, d->h + d->pad), we = NASC_MIN(ws + d->k, d->w + d->pad);
+    int padded_area = (he - hs) * (we - ws);
+    *h0 = NASC_MAX(hs, 0);
+    *w0 = NASC_MAX(ws, 0);
+    *h1 = NASC_MIN(he, d->h);
+    *w1 = NASC_MIN(we, d->w);
+    return d->count_include_pad ? padded_area : (*h1 - *h0) * (*w1 - *w0);
+}
+
+void qmaxpool_ref(int8_t *y, const int8_t *x, const PoolDims *d) {
+    size_t planes = (size_t)d->n * d->c;
+    for (size_t p = 0; p < planes; p++) {
+        const int8_t *xp = x + p * d->h * d->w;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int best = -129;
+                for (int ky = 0; ky < d->k; ky++)
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                        if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                        if (xp[iy * d->w + ix] > best) best = xp[iy * d->w + ix];
+                    }
+                NASC_ASSERT(best >= -128);
+                y[(p * d->oh + oy) * d->ow + ox] = (int8_t)best;
+            }
+    }
+}
+
+void qmaxpool(int8_t *y, const int8_t *x, const PoolDims *d) {
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->oh * d->ow >= QELEM_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        const int8_t *xp = x + (size_t)p * d->h * d->w;
+        int8_t *yp = y + (size_t)p * d->oh * d->ow;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                qpool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                int8_t best = -128;
+                for (int iy = h0; iy < h1; iy++)
+                    for (int ix = w0; ix < w1; ix++) best = xp[iy * d->w + ix] > best ? xp[iy * d->w + ix] : best;
+                yp[oy * d->ow + ox] = best;
+            }
+    }
+}
+
+void qavgpool_ref(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
+                  const int8_t *shift) {
+    size_t planes = (size_t)d->n * d->c;
+    for (size_t p = 0; p < planes; p++) {
+        const int8_t *xp = x + p * d->h * d->w;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                int h0, h1, w0, w1;
+                int div = qpool_window(d, oy, ox, &h0, &h1, &w0, &w1);
+                NASC_ASSERT(div >= 1 && div <= d->k * d->k);
+                int32_t s = 0;
+                for (int ky = 0; ky < d->k; ky++)
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int iy = oy * d->stride - d->pad + ky, ix = ox * d->stride - d->pad + kx;
+                        if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                        s += (int32_t)xp[iy * d->w + ix] - x_zp;
+                    }
+                y[(p * d->oh + oy) * d->ow + ox] = sat8(y_zp + q_mulshift(s, mult[div - 1], shift[div - 1]));
+            }
+    }
+}
+
+/* The clipped windows along one axis (in -> out, kernel k, stride, pad): outputs read input
+ * cells [lo[o], hi[o]); area[o] is the window clipped to the padded bounds (pool.c's rule). */
+static void qpool_axis(int *lo, int *hi, int *area, int in, int out, int k, int stride, int pad) {
+    for (int o = 0; o < out; o++) {
+        int s = o * stride - pad, e = NASC_MIN(s + k, in + pad);
+        area[o] = e - s;
+        lo[o] = NASC_MAX(s, 0);
+        hi[o] = NASC_MIN(e, in);
+    }
+}
+
+/* Row sums of one plane: hs (h, ow)[iy][ox] = sum of x[iy][cl[ox] .. ch[ox]). Outputs whose
+ * window is entirely inside the row take a vectorizable path (a sum of k shifted rows). */
+MULTIVERSION static void qpool_rows(int32_t *restrict hs, const int8_t *restrict xp, const PoolDims *d, const int *cl,
+                                    const int *ch, int oxa, int oxb) {
+    const int stride = d->stride, k = d->k, pad = d->pad;
+    for (int iy = 0; iy < d->h; iy++) {
+        const int8_t *restrict xr = xp + (size_t)iy * d->w;
+        int32_t *restrict hr = hs + (size_t)iy * d->ow;
+        for (int ox = 0; ox < d->ow; ox++) {
+            if (ox == oxa && oxb > oxa) ox = oxb; /* the interior is done below */
+            if (ox >= d->ow) break;
+            int32_t t = 0;
+            for (int ix = cl[ox]; ix < ch[ox]; ix++) t += xr[ix];
+            hr[ox] = t;
+        }
+        if (oxb > oxa) {
+            for (int ox = oxa; ox < oxb; ox++) hr[ox] = 0;
+            for (int kx = 0; kx < k; kx++) {
+                const int8_t *restrict xs = xr + kx - pad;
+                if (stride == 1)
+                    for (int ox = oxa; ox < oxb; ox++) hr[ox] += xs[ox];
+                else
+                    for (int ox = oxa; ox < oxb; ox++) hr[ox] += xs[ox * stride];
+            }
+        }
+    }
+}
+
+/* Column sums of the row sums and the requantization of one plane. Along the interior
+ * columns [oxa, oxb) of a row the divisor is one value, so that loop has a fixed multiplier. */
+MULTIVERSION static void qpool_cols(int8_t *restrict yp, int32_t *restrict acc, const int32_t *hs, const PoolDims *d,
+                                    const int *rl, const int *rh, const int *ra, const int *cl, const int *ch,
+                                    const int *ca, int oxa, int oxb, int32_t x_zp, int32_t y_zp, const int32_t *mult,
+                                    const int8_t *shift) {
+    const int ow = d->ow;
+    for (int oy = 0; oy < d->oh; oy++) {
+        for (int ox = 0; ox < ow; ox++) acc[ox] = 0;
+        for (int iy = rl[oy]; iy < rh[oy]; iy++) {
+            const int32_t *hr = hs + (size_t)iy * ow;
+            for (int ox = 0; ox < ow; ox++) acc[ox] += hr[ox];
+        }
+        int rows = rh[oy] - rl[oy];
+        int8_t *yr = yp + (size_t)oy * ow;
+        for (int ox = 0; ox < ow; ox++) {
+            if (ox == oxa && oxb > oxa) ox = oxb;
+            if (ox >= ow) break;
+            int cnt = rows * (ch[ox] - cl[ox]);
+            int div = d->count_include_pad ? ra[oy] * ca[ox] : cnt;
+            yr[ox] = sat8(y_zp + q_mulshift(acc[ox] - x_zp * cnt, mult[div - 1], shift[div - 1]));
+        }
+        if (oxb > oxa) {
+            int cnt = rows * d->k;
+            int div = d->count_include_pad ? ra[oy] * d->k : cnt;
+            const int64_t m = mult[div - 1], half = (int64_t)1 << (shift[div - 1] - 1);
+            const int sh = shift[div - 1];
+            const int32_t off = x_zp * cnt;
+            for (int ox = oxa; ox < oxb; ox++) {
+                int32_t v = y_zp + (int32_t)(((int64_t)(acc[ox] - off) * m + half) >> sh);
+                yr[ox] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+            }
+        }
+    }
+}
+
+/* Separable: row sums over each output column's window, then column sums of those, then one
+ * requantization per output; the integers are the reference's. Scratch per thread. */
+void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
+              const int8_t *shift) {
+    long planes = (long)d->n * d->c;
+    int *ax = scratch_get(0, (size_t)3 * (d->oh + d->ow) * sizeof(int));
+    int *rl = ax, *rh = rl + d->oh, *ra = rh + d->oh, *cl = ra + d->oh, *ch = cl + d->ow, *ca = ch + d->ow;
+    qpool_axis(rl, rh, ra, d->h, d->oh, d->k, d->stride, d->pad);
+    qpool_axis(cl, ch, ca, d->w, d->ow, d->k, d->stride, d->pad);
+    /* Outputs whose column window lies inside the row (no clipping): ox in [oxa, oxb). */
+    int oxa = 0, oxb = 0;
+    while (oxa < d->ow && oxa * d->stride - d->pad < 0) oxa++;
+    oxb = oxa;
+    while (oxb < d->ow && oxb * d->stride - d->pad + d->k <= d->w) oxb++;
+    int par = planes > 1 && (size_t)planes * d->oh * d->ow >= QELEM_PAR_MIN / 4;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        int32_t *hs = scratch_get(1, ((size_t)d->h + 1) * d->ow * sizeof(int32_t));
+        int32_t *acc = hs + (size_t)d->h * d->ow;
+        qpool_rows(hs, x + (size_t)p * d->h * d->w, d, cl, ch, oxa, oxb);
+        qpool_cols(y + (size_t)p * d->oh * d->ow, acc, hs, d, rl, rh, ra, cl, ch, ca, oxa, oxb, x_zp, y_zp, mult, shift);
+    }
+}
+
+void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        int64_t s = 0;
+        for (int j = 0; j < hw; j++) s += (int32_t)x[p * hw + j] - x_zp;
+        y[p] = sat8(y_zp + q_mulshift(s, mult, shift));
+    }
+}
+
+/* The plain sum of a plane's int8 values (vectorized by the compiler). */
+MULTIVERSION static int32_t sum8(const int8_t *x, int n) {
+    int32_t s = 0;
+    for (int j = 0; j < n; j++) s += x[j];
+    return s;
+}
+
+void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {
+    long planes = (long)n * c;
+    int par = planes > 1 && (size_t)planes * hw >= 4 * QELEM_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        int64_t s = (int64_t)sum8(x + (size_t)p * hw, hw) - (int64_t)x_zp * hw;
+        y[p] = sat8(y_zp + q_mulshift(s, mult, shift));
+    }
+}
+
+/* ------------------------------------------------------------------ add, concat, channel scale */
+void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t acc = 0;
+        for (int j = 0; j < a->nin; j++) acc += ((int32_t)xs[j][i] - a->x_zp[j]) * a->mult[j];
+        int32_t v = (int32_t)(((int64_t)acc + ((int64_t)1 << (a->shift - 1))) >> a->shift);
+        y[i] = (int8_t)q_clamp(a->y_zp + v, a->y_min, a->y_max);
+    }
+}
+
+/* One chunk of the fast add: the first input initializes the int32 accumulators, the others
+ * add into them, then one requantization pass; each loop is a plain vectorizable one. The
+ * rounding half is added in 64 bits only in the reference; here acc + half cannot overflow
+ * since |acc| < 2^30 + 2^(shift-1) < 2^31 for the multipliers qadd_mult_max allows. */
+#define QADD_CHUNK 1024
+MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t off, size_t len, const QAddArgs *a) {
+    int32_t acc[QADD_CHUNK];
+    const int8_t *x0 = xs[0] + off;
+    int32_t zp0 = a->x_zp[0], m0 = a->mult[0];
+    for (size_t i = 0; i < len; i++) acc[i] = ((int32_t)x0[i] - zp0) * m0;
+    for (int j = 1; j < a->nin; j++) {
+        const int8_t *x = xs[j] + off;
+        int32_t zp = a->x_zp[j], m = a->mult[j];
+        for (size_t i = 0; i < len; i++) acc[i] += ((int32_t)x[i] - zp) * m;
+    }
+    /* Locals, so that the int8 stores cannot alias them and the loop vectorizes. */
+    const int sh = a->shift;
+    const uint32_t half = (uint32_t)1 << (sh - 1);
+    const int32_t yzp = a->y_zp, lo = a->y_min - yzp, hi = a->y_max - yzp;
+    int8_t *restrict yo = y + off;
+    for (size_t i = 0; i < len; i++) {
+        /* (acc + half) >> sh without signed overflow: add in unsigned, shift arithmetically. */
+        int32_t v = (int32_t)((uint32_t)acc[i] + half) >> sh;
+        v = v < lo ? lo : v > hi ? hi : v;
+        yo[i] = (int8_t)(v + yzp);
+    }
+}
+
+void qadd(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
+    NASC_ASSERT(a->nin >= 1 && a->shift >= 1 && a->shift <= 30);
+    long chunks = (long)((n + QADD_CHUNK - 1) / QADD_CHUNK);
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= QELEM_PAR_MIN)
+    for (long ch = 0; ch < chunks; ch++) {
+        size_t off = (size_t)ch * QADD_CHUNK;
+        qadd_chunk(y, xs, off, NASC_MIN((size_t)QADD_CHUNK, n - off), a);
+    }
+}
+
+void qconcat_ref(int8_t *y, const int8_t *const *xs, const int *cs, int nin, int n, int hw, const int32_t *x_zp,
+                 const int32_t *mult, const int8_t *shift, int32_t y_zp) {
+    int ctot = 0;
+    for (int j = 0; j < nin; j++) ctot += cs[j];
+    for (int i = 0; i < n; i++) {
+        int8_t *yp = y + (size_t)i * ctot * hw;
+        for (int j = 0; j < nin; j++) {
+            size_t len = (size_t)cs[j] * hw;
+            const int8_t *xp = xs[j] + (size_t)i * len;
+            for (size_t t = 0; t < len; t++) yp[t] = sat8(y_zp + q_mulshift((int32_t)xp[t] - x_zp[j], mult[j], shift[j]));
+            yp += len;
+        }
+    }
+}
+
+/* Requantize len values (x - x_zp) * r + y_zp; r = 1 and equal zero points is a copy. */
+static void requant_run(int8_t *y, const int8_t *x, size_t len, int32_t x_zp, int32_t mult, int shift, int32_t y_zp) {
+    if (x_zp == y_zp && mult == (1 << 30) && shift == 30) {
+        memcpy(y, x, len);
+        return;
+    }
+    for (size_t t = 0; t < len; t++) y[t] = sat8(y_zp + q_mulshift((int32_t)x[t] - x_zp, mult, shift));
+}
+
+void qconcat(int8_t *y, const int8_t *const *xs, const int *cs, int nin, int n, int hw, const int32_t *x_zp,
+             const int32_t *mult, const int8_t *shift, int32_t y_zp) {
+    int ctot = 0;
+    for (int j = 0; j < nin; j++) ctot += cs[j];
+    long jobs = (long)n * nin;
+    int par = jobs > 1 && (size_t)n * ctot * hw >= QELEM_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long job = 0; job < jobs; job++) {
+        int i = (int)(job / nin), j = (int)(job % nin);
+        int c0 = 0;
+        for (int t = 0; t < j; t++) c0 += cs[t];
+        size_t len = (size_t)cs[j] * hw;
+        requant_run(y + ((size_t)i * ctot + c0) * hw, xs[j] + (size_t)i * len, len, x_zp[j], mult[j], shift[j], y_zp);
+    }
+}
+
+void qchmul_ref(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, int32_t x_zp, int32_t s_zp,
+                int32_t y_zp, int32_t mult, int shift) {
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        int32_t sv = (int32_t)s[p] - s_zp;
+        for (int j = 0; j < hw; j++)
+            y[p * hw + j] = sat8(y_zp + q_mulshift((int64_t)((int32_t)x[p * hw + j] - x_zp) * sv, mult, shift));
+    }
+}
+
+void qchmul(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, int32_t x_zp, int32_t s_zp,
+            int32_t y_zp, int32_t mult, int shift) {
+    long planes = (long)n * c;
+    int par = planes > 1 && (size_t)planes * hw >= QELEM_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long p = 0; p < planes; p++) {
+        int32_t sv = (int32_t)s[p] - s_zp;
+        const int8_t *xp = x + (size_t)p * hw;
+        int8_t *yp = y + (size_t)p * hw;
+        for (int j = 0; j < hw; j++) yp[j] = sat8(y_zp + q_mulshift((int64_t)((int32_t)xp[j] - x_zp) * sv, mult, shift));
+    }
+}
+
+/* ------------------------------------------------------------------ resize */
+typedef struct {
+    int i0, i1;
+    int32_t l0, l1; /* weights of i0 and i1, summing to 2^QRESIZE_FRAC */
+} QTap;
+
+static void qtaps(QTap *t, int in, int out) {
+    const int one = 1 << QRESIZE_FRAC;
+    for (int o = 0; o < out; o++) {
+        int64_t num = (int64_t)(2 * o + 1) * in - out;
+        if (num < 0) num = 0;
+        int64_t src = num * one / (2 * (int64_t)out);
+        int i0 = (int)(src >> QRESIZE_FRAC);
+        int32_t f = (int32_t)(src & (one - 1));
+        if (i0 > in - 1) i0 = in - 1, f = 0;
+        t[o].i0 = i0;
+        t[o].i1 = i0 + 1 < in ? i0 + 1 : in - 1;
+        t[o].l1 = f;
+        t[o].l0 = one - f;
+    }
+}
+
+void qresize_ref(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
+                 int32_t mult, int shift) {
+    QTap *th = xmalloc((size_t)oh * sizeof *th), *tw = xmalloc((size_t)ow * sizeof *tw);
+    qtaps(th, h, oh);
+    qtaps(tw, w, ow);
+    for (int p = 0; p < nc; p++) {
+        const int8_t *xp = x + (size_t)p * h * w;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                int64_t v00 = (int32_t)xp[(size_t)th[i].i0 * w + tw[j].i0] - x_zp;
+                int64_t v01 = (int32_t)xp[(size_t)th[i].i0 * w + tw[j].i1] - x_zp;
+                int64_t v10 = (int32_t)xp[(size_t)th[i].i1 * w + tw[j].i0] - x_zp;
+                int64_t v11 = (int32_t)xp[(size_t)th[i].i1 * w + tw[j].i1] - x_zp;
+                int64_t acc = th[i].l0 * (tw[j].l0 * v00 + tw[j].l1 * v01) + th[i].l1 * (tw[j].l0 * v10 + tw[j].l1 * v11);
+                y[((size_t)p * oh + i) * ow + j] = sat8(y_zp + q_mulshift(acc, mult, shift));
+            }
+    }
+    free(th);
+    free(tw);
+}
+
+/* The fast resize keeps its taps on the stack (the sizes are bounded by the spec's limit on
+ * resize outputs, 16384) when they fit, so batch-1 inference does not allocate. */
+#define QRESIZE_STACK_TAPS 1024
+
+void qresize(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
+             int32_t mult, int shift) {
+    QTap sh[QRESIZE_STACK_TAPS], sw[QRESIZE_STACK_TAPS];
+    QTap *th = oh <= QRESIZE_STACK_TAPS ? sh : xmalloc((size_t)oh * sizeof *th);
+    QTap *tw = ow <= QRESIZE_STACK_TAPS ? sw : xmalloc((size_t)ow * sizeof *tw);
+    qtaps(th, h, oh);
+    qtaps(tw, w, ow);
+    int par = nc > 1 && (size_t)nc * oh * ow >= QELEM_PAR_MIN / 4;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (int p = 0; p < nc; p++) {
+        const int8_t *xp = x + (size_t)p * h * w;
+        int8_t *yp = y + (size_t)p * oh * ow;
+        for (int i = 0; i < oh; i++) {
+            const int8_t *r0 = xp + (size_t)th[i].i0 * w, *r1 = xp + (size_t)th[i].i1 * w;
+            int64_t a0 = th[i].l0, a1 = th[i].l1;
+            for (int j = 0; j < ow; j++) {
+                int64_t top = tw[j].l0 * (int64_t)((int32_t)r0[tw[j].i0] - x_zp) + tw[j].l1 * (int64_t)((int32_t)r0[tw[j].i1] - x_zp);
+                int64_t bot = tw[j].l0 * (int64_t)((int32_t)r1[tw[j].i0] - x_zp) + tw[j].l1 * (int64_t)((int32_t)r1[tw[j].i1] - x_zp);
+                yp[(size_t)i * ow + j] = sat8(y_zp + q_mulshift(a0 * top + a1 * bot, mult, shift));
+            }
+        }
+    }
+    if (th != sh) free(th);
+    if (tw != sw) free(tw);
+}
