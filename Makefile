@@ -9,10 +9,10 @@ DEBUG   ?= 0
 MPI     ?= 0
 BUILD   ?= build
 ifeq ($(SAN),1)
-BUILD   := $(BUILD)-san
+override BUILD := $(BUILD)-san
 endif
 ifeq ($(MPI),1)
-BUILD   := $(BUILD)-mpi
+override BUILD := $(BUILD)-mpi
 CC      := mpicc
 endif
 
@@ -30,7 +30,7 @@ LDSAN        = -fsanitize=address,undefined
 endif
 CFLAGS  ?=
 override CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
-LDLIBS   = -lsqlite3 -lstb -lz -lm
+LDLIBS   = -lsqlite3 -lstb -lz -lm -lprotobuf-c
 LDFLAGS += -fopenmp $(LDSAN)
 ifeq ($(MPI),1)
 LDFLAGS += -pthread
@@ -44,7 +44,7 @@ BENCH_SRC:= $(sort $(wildcard bench/*.c))
 REF_SRC  := src/ops/conv.c src/ops/linear.c src/ops/norm.c src/ops/act.c src/ops/pool.c \
             src/ops/elem.c src/ops/loss.c src/ops/resize.c src/core/common.c
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/onnx.pb-c.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -61,6 +61,19 @@ $(BUILD)/%.o: %.c
 $(BUILD)/ref64/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DNASC_REAL=double -DNASC_REF_ONLY -c $< -o $@
+
+# ONNX (src/export): protoc-c generates the C code for Debian's onnx.proto (libonnx-dev) into
+# $(BUILD)/gen at build time; the export sources need the generated header before they compile.
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+$(BUILD)/gen/onnx.pb-c.c $(BUILD)/gen/onnx.pb-c.h &: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -I$(dir $(ONNX_PROTO)) $(ONNX_PROTO)
+
+$(BUILD)/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c $(BUILD)/gen/onnx.pb-c.h
+	$(CC) $(CFLAGS) -w -c $< -o $@
+
+$(filter $(BUILD)/src/export/%,$(LIB_OBJ)): $(BUILD)/gen/onnx.pb-c.h
+$(filter $(BUILD)/src/export/%,$(LIB_OBJ)): override CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/libnasc.a: $(LIB_OBJ)
 	@rm -f $@

@@ -12,6 +12,9 @@ static void usage(FILE *f) {
             "  profile measure this machine's per-op latency table for a target (the predictor's data)\n"
             "  search  architecture search under constraints, recorded in a trial database\n"
             "  report  settings, trial counts and best trials of a search's trial database\n"
+            "  compress prune, quantize to int8 and distill a trained model\n"
+            "  export  a saved model as ONNX\n"
+            "  import  an ONNX model as a nasc model file\n"
             "  version print the version\n");
 }
 
@@ -27,6 +30,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "profile")) return cmd_profile(argc - 2, argv + 2);
     if (!strcmp(cmd, "search")) return cmd_search(argc - 2, argv + 2);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "import")) return cmd_import(argc - 2, argv + 2);
+    if (!strcmp(cmd, "compress")) return cmd_compress(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("nasc %s\n", NASC_VERSION);
         return 0;
