@@ -144,3 +144,35 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
     free(order);
     return rc;
 }
+
+void train_bn_recalibrate(Net *net, const Dataset *d, const int *idx, int n, const float *mean, const float *std,
+                          int batches, int batch, uint64_t seed) {
+    if (n < 1 || batches < 1 || net->nbuffers == 0) return;
+    if (batch > n) batch = n;
+    size_t img = (size_t)d->c * d->h * d->w, nb = net->nbuffers;
+    float *x = xalloc_aligned((size_t)batch * img * sizeof(float));
+    int *y = xmalloc((size_t)batch * sizeof(int)), *ids = xmalloc((size_t)batch * sizeof(int));
+    float *old = xmalloc(nb * sizeof(float));
+    double *avg = xcalloc(nb, sizeof(double));
+    Rng rng;
+    rng_seed(&rng, seed);
+    /* net.c's BN updates r <- (1 - m) r + m b with m = 0.1: recover each batch's b from the
+     * update and average the batches equally. */
+    const double m = 0.1;
+    for (int k = 1; k <= batches; k++) {
+        for (int j = 0; j < batch; j++) ids[j] = idx ? idx[rng_below(&rng, (uint64_t)n)] : (int)rng_below(&rng, (uint64_t)n);
+        dataset_batch(d, ids, batch, mean, std, NULL, NULL, x, y);
+        memcpy(old, net->buffers, nb * sizeof(float));
+        net_forward(net, x, batch, 1);
+        for (size_t i = 0; i < nb; i++) {
+            double b = ((double)net->buffers[i] - (1 - m) * old[i]) / m;
+            avg[i] += (b - avg[i]) / k;
+        }
+    }
+    for (size_t i = 0; i < nb; i++) net->buffers[i] = (float)avg[i];
+    free(x);
+    free(y);
+    free(ids);
+    free(old);
+    free(avg);
+}

@@ -96,6 +96,13 @@ int train_run(Net *net, const Dataset *train, const int *train_idx, int ntrain, 
               const int *val_idx, int nval, const float *mean, const float *std, const TrainConfig *cfg,
               TrainResult *res, Err *e);
 
+/* Re-estimates the BN running statistics (after pruning changed what each BN sees): `batches`
+ * forward passes in training mode (no backward, no update of the weights) over random batches
+ * of idx[0..n) of d, with the running statistics averaged over all of them (each batch weighs
+ * 1/k, k = batches seen, as PyTorch's momentum=None). */
+void train_bn_recalibrate(Net *net, const Dataset *d, const int *idx, int n, const float *mean, const float *std,
+                          int batches, int batch, uint64_t seed);
+
 /* Accuracy (fraction) of net in eval mode on idx[0..n) of d (all of d when idx is NULL). */
 double evaluate(Net *net, const Dataset *d, const int *idx, int n, const float *mean, const float *std, int batch);
 
