@@ -5,12 +5,15 @@
  *
  * Int8: the QNet's lowering is kept as is (folded BN, fused ReLU clamps, LUTs, requantization
  * pairs), and each kernel below is the reference kernel of src/ops/qops.h written out in C99
- * with the same integer expressions. Conv accumulates in int32 when the layer's weights and
- * biases bound every partial sum below 2^31 (checked here per layer; a 64-bit variant is
- * emitted otherwise), in blocks of CONV_BLK output columns where the window lies inside the
- * input row. The input is quantized with round half to even by integer means (nearbyintf's
- * result in the default rounding mode, without libm), the logits dequantized with the same
- * float expression as dequantize_ref.
+ * with the same integer expressions (integer sums do not depend on their order, so the conv
+ * may block its loops freely). Conv kernels are emitted once per (kernel size, stride,
+ * dilation) the model uses, so their loops have constant bounds; they run blocks of
+ * CGEN_CONV_BLK output columns times four output channels, accumulate in int32 when the
+ * layer's weights and biases bound every partial sum below 2^31 (checked here per layer; an
+ * int64 instance is emitted otherwise), and read the padding as the zero point's exact 0. The
+ * input is quantized with round half to even by integer means (nearbyintf's result in the
+ * default rounding mode, without libm), the logits dequantized with the same float expression
+ * as dequantize_ref.
  * How the memory model's rules map onto the int8 graph: a chain (conv + folded BN + fused
  * ReLU) runs at its head's step and writes its tail's value into the head's buffer, which the
  * model gives the whole chain (the BN and ReLU are in place there: their input dies at them);
@@ -31,6 +34,8 @@
 #include "../compress/quant.h"
 #include "../cost/arena.h"
 #include "cgen.h"
+
+#define CGEN_CONV_BLK 16 /* output columns per conv block in the generated code (default) */
 
 /* ------------------------------------------------------------------ text buffers */
 typedef struct {
@@ -94,7 +99,6 @@ enum {
     K_POOLARGS = 1 << 15,
     K_CONVARGS = 1 << 16,
     /* fp32 */
-    F_CONV = 1 << 17,
     F_BN = 1 << 18,
     F_ACT = 1 << 19,
     F_EXP = 1 << 20,
@@ -122,80 +126,146 @@ static const char src_convargs[] =
     "typedef struct {\n"
     "    int cin, h, w, cout, oh, ow, k, stride, pad, dil, groups;\n"
     "    int32_t x_zp, y_zp, y_min, y_max;\n"
-    "} conv_args;\n\n"
-    "/* Output columns whose window lies inside the input row: [*xa, *xb). */\n"
-    "static void conv_cols(const conv_args *a, int *xa, int *xb) {\n"
-    "    int u = 0, v;\n"
-    "    while (u < a->ow && u * a->stride - a->pad < 0) u++;\n"
-    "    v = u;\n"
-    "    while (v < a->ow && v * a->stride - a->pad + (a->k - 1) * a->dil < a->w) v++;\n"
-    "    *xa = u;\n"
-    "    *xb = v;\n"
-    "}\n\n";
+    "} conv_args;\n\n";
 
-/* @ACC@: the accumulator type, @SFX@: the name's suffix. */
-static const char src_conv[] =
-    "/* y (cout, oh, ow) = clamp(y_zp + mulshift(acc, mult[co], shift[co]), y_min, y_max) with acc =\n"
-    " * bias[co] + the sum over the group's (ci, ky, kx) of w * (x - x_zp); taps in the padding add 0. */\n"
-    "static void conv_s8@SFX@(int8_t *y, const int8_t *x, const int8_t *w, const int32_t *bias, const int32_t *mult,\n"
-    "                    const int8_t *shift, const conv_args *a) {\n"
-    "    const int K = a->k, S = a->stride, D = a->dil, H = a->h, W = a->w;\n"
-    "    const int cig = a->cin / a->groups, cog = a->cout / a->groups, hw = H * W;\n"
-    "    const int32_t zp = a->x_zp;\n"
-    "    int xa, xb;\n"
-    "    conv_cols(a, &xa, &xb);\n"
-    "    for (int co = 0; co < a->cout; co++) {\n"
-    "        const int8_t *wc = w + co * cig * K * K;\n"
-    "        const int8_t *xg = x + (co / cog) * cig * hw;\n"
-    "        const @ACC@ b = bias ? bias[co] : 0;\n"
-    "        const int32_t m = mult[co];\n"
-    "        const int sh = shift[co];\n"
+/* The conv kernels, int8 and fp32 from one template. Output columns run in blocks of CONV_BLK,
+ * four output channels at a time when the group's channel count allows (each input value then
+ * serves four channels), one otherwise. For each (input channel, kernel row) the block's input
+ * window is copied once into a small local row, minus the zero point, with the padding as 0:
+ * every block, at the borders too, then runs the same branch-free loops, and the subtraction is
+ * done once per input value instead of once per tap. Rows outside the input restrict ky for the
+ * whole output row. A 1x1 conv on a 1x1 input (a linear layer) is a dot product per channel.
+ * Placeholders: @SIG@ the signature, @T@ element type, @ACC@ accumulator, @ZPDECL@ / @ZP@ the
+ * zero point's declaration and subtraction (empty for fp32), @RES@ the output value of an
+ * accumulator v for channel q. */
+static const char src_conv_tmpl[] =
+    "@SIG@ {\n"
+    "    enum { K = @K@, S = @S@, D = @D@, KK = K * K, span = (CONV_BLK - 1) * S + (K - 1) * D + 1 };\n"
+    "    const int H = a->h, W = a->w;\n"
+    "    const int cig = a->cin / a->groups, cog = a->cout / a->groups, hw = H * W, ohw = a->oh * a->ow;\n"
+    "@ZPDECL@"
+    "    if (K == 1 && H == 1 && W == 1) { /* a linear layer: one dot product per channel */\n"
+    "        for (int q = 0; q < a->cout; q++) {\n"
+    "            const @T@ *wc = w + q * cig, *xg = x + (q / cog) * cig;\n"
+    "            @ACC@ v = bias ? bias[q] : 0;\n"
+    "            for (int ci = 0; ci < cig; ci++) v += (@ACC@)wc[ci] * (xg[ci]@ZP@);\n"
+    "            y[q] = @RES@;\n"
+    "        }\n"
+    "        return;\n"
+    "    }\n"
+    "    for (int co = 0; co < a->cout; co += cog % 4 == 0 ? 4 : 1) {\n"
+    "        const @T@ *wc = w + co * cig * KK;\n"
+    "        const @T@ *xg = x + (co / cog) * cig * hw;\n"
     "        for (int oy = 0; oy < a->oh; oy++) {\n"
     "            const int iy0 = oy * S - a->pad;\n"
     "            int ky0 = 0, ky1 = K;\n"
     "            while (ky0 < K && iy0 + ky0 * D < 0) ky0++;\n"
     "            while (ky1 > ky0 && iy0 + (ky1 - 1) * D >= H) ky1--;\n"
-    "            int8_t *yr = y + (co * a->oh + oy) * a->ow;\n"
-    "            int ox = 0;\n"
-    "            while (ox < a->ow) {\n"
-    "                const int ix0 = ox * S - a->pad;\n"
-    "                if (ox >= xa && ox + CONV_BLK <= xb) {\n"
-    "                    @ACC@ acc[CONV_BLK];\n"
-    "                    for (int j = 0; j < CONV_BLK; j++) acc[j] = b;\n"
-    "                    for (int ci = 0; ci < cig; ci++)\n"
-    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
-    "                            const int8_t *xr = xg + ci * hw + (iy0 + ky * D) * W + ix0;\n"
-    "                            const int8_t *wr = wc + (ci * K + ky) * K;\n"
-    "                            for (int kx = 0; kx < K; kx++) {\n"
-    "                                const @ACC@ wv = wr[kx];\n"
-    "                                const int8_t *xp = xr + kx * D;\n"
-    "                                if (S == 1)\n"
-    "                                    for (int j = 0; j < CONV_BLK; j++) acc[j] += wv * (xp[j] - zp);\n"
-    "                                else\n"
-    "                                    for (int j = 0; j < CONV_BLK; j++) acc[j] += wv * (xp[j * S] - zp);\n"
-    "                            }\n"
-    "                        }\n"
-    "                    for (int j = 0; j < CONV_BLK; j++)\n"
-    "                        yr[ox + j] = clamp8(a->y_zp + mulshift(acc[j], m, sh), a->y_min, a->y_max);\n"
-    "                    ox += CONV_BLK;\n"
+    "            @T@ *yr = y + co * ohw + oy * a->ow;\n"
+    "            for (int ox = 0; ox < a->ow; ox += CONV_BLK) {\n"
+    "                const int ix0 = ox * S - a->pad, nb = a->ow - ox < CONV_BLK ? a->ow - ox : CONV_BLK;\n"
+    "                const int inside = ix0 >= 0 && ix0 + span <= W;\n"
+    "                if (cog % 4 == 0) {\n"
+    "@BLOCK4@"
     "                } else {\n"
-    "                    @ACC@ acc = b;\n"
-    "                    for (int ci = 0; ci < cig; ci++)\n"
-    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
-    "                            const int8_t *xr = xg + ci * hw + (iy0 + ky * D) * W;\n"
-    "                            const int8_t *wr = wc + (ci * K + ky) * K;\n"
-    "                            for (int kx = 0; kx < K; kx++) {\n"
-    "                                const int ix = ix0 + kx * D;\n"
-    "                                if (ix >= 0 && ix < W) acc += (@ACC@)wr[kx] * (xr[ix] - zp);\n"
-    "                            }\n"
-    "                        }\n"
-    "                    yr[ox] = clamp8(a->y_zp + mulshift(acc, m, sh), a->y_min, a->y_max);\n"
-    "                    ox++;\n"
+    "@BLOCK1@"
     "                }\n"
     "            }\n"
     "        }\n"
     "    }\n"
     "}\n\n";
+
+/* One block of four output channels (inside the kernel above): one accumulator array per
+ * channel and a single column loop with four statements, the shape compilers vectorize (the
+ * column loop is short and constant, so it is not unrolled away before vectorization). */
+static const char src_conv_block4[] =
+    "                    @ACC@ a0[CONV_BLK], a1[CONV_BLK], a2[CONV_BLK], a3[CONV_BLK];\n"
+    "                    for (int j = 0; j < CONV_BLK; j++) {\n"
+    "                        a0[j] = bias ? bias[co] : 0;\n"
+    "                        a1[j] = bias ? bias[co + 1] : 0;\n"
+    "                        a2[j] = bias ? bias[co + 2] : 0;\n"
+    "                        a3[j] = bias ? bias[co + 3] : 0;\n"
+    "                    }\n"
+    "                    if (K == 1 && inside && ky0 == 0 && ky1 == 1) { /* 1x1: read the input directly */\n"
+    "                        for (int ci = 0; ci < cig; ci++) {\n"
+    "                            const @T@ *xp = xg + ci * hw + iy0 * W + ix0;\n"
+    "                            const @ACC@ c0 = wc[ci], c1 = wc[cig + ci], c2 = wc[2 * cig + ci], c3 = wc[3 * cig + ci];\n"
+    "                            for (int j = 0; j < CONV_BLK; j++) {\n"
+    "                                const @ACC@ v = xp[j * S]@ZP@;\n"
+    "                                a0[j] += c0 * v;\n"
+    "                                a1[j] += c1 * v;\n"
+    "                                a2[j] += c2 * v;\n"
+    "                                a3[j] += c3 * v;\n"
+    "                            }\n"
+    "                        }\n"
+    "                    } else\n"
+    "                    for (int ci = 0; ci < cig; ci++)\n"
+    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
+    "                            const @T@ *xr = xg + ci * hw + (iy0 + ky * D) * W;\n"
+    "                            const @T@ *w0 = wc + (ci * K + ky) * K;\n"
+    "                            @ACC@ row[span];\n"
+    "                            if (inside)\n"
+    "                                for (int t = 0; t < span; t++) row[t] = xr[ix0 + t]@ZP@;\n"
+    "                            else\n"
+    "                                for (int t = 0; t < span; t++) {\n"
+    "                                    const int ix = ix0 + t;\n"
+    "                                    row[t] = ix >= 0 && ix < W ? xr[ix]@ZP@ : 0;\n"
+    "                                }\n"
+    "                            for (int kx = 0; kx < K; kx++) {\n"
+    "                                const @ACC@ c0 = w0[kx], c1 = w0[cig * KK + kx], c2 = w0[2 * cig * KK + kx],\n"
+    "                                            c3 = w0[3 * cig * KK + kx];\n"
+    "                                const @ACC@ *rp = row + kx * D;\n"
+    "                                for (int j = 0; j < CONV_BLK; j++) {\n"
+    "                                    const @ACC@ v = rp[j * S];\n"
+    "                                    a0[j] += c0 * v;\n"
+    "                                    a1[j] += c1 * v;\n"
+    "                                    a2[j] += c2 * v;\n"
+    "                                    a3[j] += c3 * v;\n"
+    "                                }\n"
+    "                            }\n"
+    "                        }\n"
+    "                    for (int j = 0; j < nb; j++) {\n"
+    "                        @ACC@ v;\n"
+    "                        int q = co;\n"
+    "                        v = a0[j], yr[ox + j] = @RES@;\n"
+    "                        v = a1[j], q = co + 1, yr[ohw + ox + j] = @RES@;\n"
+    "                        v = a2[j], q = co + 2, yr[2 * ohw + ox + j] = @RES@;\n"
+    "                        v = a3[j], q = co + 3, yr[3 * ohw + ox + j] = @RES@;\n"
+    "                    }\n";
+
+/* One block of one output channel (depthwise and narrow groups). */
+static const char src_conv_block1[] =
+    "                    @ACC@ a0[CONV_BLK];\n"
+    "                    for (int j = 0; j < CONV_BLK; j++) a0[j] = bias ? bias[co] : 0;\n"
+    "                    if (K == 1 && inside && ky0 == 0 && ky1 == 1) { /* 1x1: read the input directly */\n"
+    "                        for (int ci = 0; ci < cig; ci++) {\n"
+    "                            const @T@ *xp = xg + ci * hw + iy0 * W + ix0;\n"
+    "                            const @ACC@ c0 = wc[ci];\n"
+    "                            for (int j = 0; j < CONV_BLK; j++) a0[j] += c0 * (xp[j * S]@ZP@);\n"
+    "                        }\n"
+    "                    } else\n"
+    "                    for (int ci = 0; ci < cig; ci++)\n"
+    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
+    "                            const @T@ *xr = xg + ci * hw + (iy0 + ky * D) * W;\n"
+    "                            const @T@ *w0 = wc + (ci * K + ky) * K;\n"
+    "                            @ACC@ row[span];\n"
+    "                            if (inside)\n"
+    "                                for (int t = 0; t < span; t++) row[t] = xr[ix0 + t]@ZP@;\n"
+    "                            else\n"
+    "                                for (int t = 0; t < span; t++) {\n"
+    "                                    const int ix = ix0 + t;\n"
+    "                                    row[t] = ix >= 0 && ix < W ? xr[ix]@ZP@ : 0;\n"
+    "                                }\n"
+    "                            for (int kx = 0; kx < K; kx++) {\n"
+    "                                const @ACC@ c0 = w0[kx], *rp = row + kx * D;\n"
+    "                                for (int j = 0; j < CONV_BLK; j++) a0[j] += c0 * rp[j * S];\n"
+    "                            }\n"
+    "                        }\n"
+    "                    for (int j = 0; j < nb; j++) {\n"
+    "                        const @ACC@ v = a0[j];\n"
+    "                        const int q = co;\n"
+    "                        yr[ox + j] = @RES@;\n"
+    "                    }\n";
 
 static const char src_lut[] =
     "/* y = lut[x + 128]: an activation between two quantizations as a table (may run in place) */\n"
@@ -328,59 +398,6 @@ static const char src_quant[] =
     "}\n\n";
 
 /* ------------------------------------------------------------------ the runtime (fp32) */
-static const char src_conv_f32[] =
-    "/* y (cout, oh, ow) = bias[co] + the sum over the group's (ci, ky, kx) of w * x (padding is 0) */\n"
-    "static void conv_f32(float *y, const float *x, const float *w, const float *bias, const conv_args *a) {\n"
-    "    const int K = a->k, S = a->stride, D = a->dil, H = a->h, W = a->w;\n"
-    "    const int cig = a->cin / a->groups, cog = a->cout / a->groups, hw = H * W;\n"
-    "    int xa, xb;\n"
-    "    conv_cols(a, &xa, &xb);\n"
-    "    for (int co = 0; co < a->cout; co++) {\n"
-    "        const float *wc = w + co * cig * K * K;\n"
-    "        const float *xg = x + (co / cog) * cig * hw;\n"
-    "        const float b = bias ? bias[co] : 0.0f;\n"
-    "        for (int oy = 0; oy < a->oh; oy++) {\n"
-    "            const int iy0 = oy * S - a->pad;\n"
-    "            int ky0 = 0, ky1 = K;\n"
-    "            while (ky0 < K && iy0 + ky0 * D < 0) ky0++;\n"
-    "            while (ky1 > ky0 && iy0 + (ky1 - 1) * D >= H) ky1--;\n"
-    "            float *yr = y + (co * a->oh + oy) * a->ow;\n"
-    "            int ox = 0;\n"
-    "            while (ox < a->ow) {\n"
-    "                const int ix0 = ox * S - a->pad;\n"
-    "                if (ox >= xa && ox + CONV_BLK <= xb) {\n"
-    "                    float acc[CONV_BLK];\n"
-    "                    for (int j = 0; j < CONV_BLK; j++) acc[j] = b;\n"
-    "                    for (int ci = 0; ci < cig; ci++)\n"
-    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
-    "                            const float *xr = xg + ci * hw + (iy0 + ky * D) * W + ix0;\n"
-    "                            const float *wr = wc + (ci * K + ky) * K;\n"
-    "                            for (int kx = 0; kx < K; kx++) {\n"
-    "                                const float wv = wr[kx], *xp = xr + kx * D;\n"
-    "                                for (int j = 0; j < CONV_BLK; j++) acc[j] += wv * xp[j * S];\n"
-    "                            }\n"
-    "                        }\n"
-    "                    for (int j = 0; j < CONV_BLK; j++) yr[ox + j] = acc[j];\n"
-    "                    ox += CONV_BLK;\n"
-    "                } else {\n"
-    "                    float acc = b;\n"
-    "                    for (int ci = 0; ci < cig; ci++)\n"
-    "                        for (int ky = ky0; ky < ky1; ky++) {\n"
-    "                            const float *xr = xg + ci * hw + (iy0 + ky * D) * W;\n"
-    "                            const float *wr = wc + (ci * K + ky) * K;\n"
-    "                            for (int kx = 0; kx < K; kx++) {\n"
-    "                                const int ix = ix0 + kx * D;\n"
-    "                                if (ix >= 0 && ix < W) acc += wr[kx] * xr[ix];\n"
-    "                            }\n"
-    "                        }\n"
-    "                    yr[ox] = acc;\n"
-    "                    ox++;\n"
-    "                }\n"
-    "            }\n"
-    "        }\n"
-    "    }\n"
-    "}\n\n";
-
 static const char src_bn_f32[] =
     "/* Batch norm in eval mode: y = x * scale[c] + shift[c] (may run in place) */\n"
     "static void bn_f32(float *y, const float *x, const float *scale, const float *shift, int c, int hw) {\n"
@@ -507,6 +524,8 @@ typedef struct {
     size_t elem;         /* arena element size: 1 int8, 4 fp32 */
     const Spec *spec;
     int in_c, in_h, in_w;
+    int ninst;           /* conv kernel instances: (k, stride, dil, kind) */
+    int inst[64][4];     /* kind: 0 int8 with int32 sums, 1 int8 with int64 sums, 2 fp32 */
 } Gen;
 
 static size_t node_elems(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; }
@@ -568,8 +587,36 @@ static int conv_fits_int32(const QNode *u, int cout) {
     return 1;
 }
 
-static void emit_conv_args(Gen *g, const char *name, const ConvDims *d, int32_t x_zp, int32_t y_zp, int32_t y_min,
+/* A 1x1 conv with stride 1 and no padding sees its planes as one row (h = 1, w = h * w): the
+ * kernels' blocks then run over whole planes. */
+static ConvDims conv_flat(const ConvDims *d) {
+    ConvDims f = *d;
+    if (f.k == 1 && f.stride == 1 && f.pad == 0) {
+        f.w *= f.h, f.h = 1;
+        f.ow *= f.oh, f.oh = 1;
+        f.dil = 1;
+    }
+    return f;
+}
+
+/* The name of the conv kernel for these dims and kind (registering the instance): kernels are
+ * specialized on kernel size, stride and dilation, so their loops have constant bounds. */
+static void conv_kernel(Gen *g, const ConvDims *dims, int kind, char *buf, size_t n) {
+    ConvDims d = conv_flat(dims);
+    if (d.k == 1) d.dil = 1;
+    int key[4] = {d.k, d.stride, d.dil, kind}, k = 0;
+    while (k < g->ninst && memcmp(g->inst[k], key, sizeof key)) k++;
+    if (k == g->ninst) {
+        NASC_ASSERT(g->ninst < 64);
+        memcpy(g->inst[g->ninst++], key, sizeof key);
+    }
+    static const char *pre[3] = {"conv_s8", "conv_s8w", "conv_f32"};
+    snprintf(buf, n, "%s_k%ds%dd%d", pre[kind], d.k, d.stride, d.dil);
+}
+static void emit_conv_args(Gen *g, const char *name, const ConvDims *dims, int32_t x_zp, int32_t y_zp, int32_t y_min,
                            int32_t y_max) {
+    ConvDims flat = conv_flat(dims);
+    const ConvDims *d = &flat;
     str_printf(&g->data, "static const conv_args %s = {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %ld, %ld, %ld, %ld};\n",
                name, d->cin, d->h, d->w, d->cout, d->oh, d->ow, d->k, d->stride, d->pad, d->dil, d->groups, (long)x_zp,
                (long)y_zp, (long)y_min, (long)y_max);
@@ -635,13 +682,15 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
     str_printf(&g->body, "    /* %d: %s", i + 1, op_text(&q->spec, i, what, sizeof what));
     if (u->bn >= 0) str_printf(&g->body, " + %s (folded)", op_text(&q->spec, u->bn, what, sizeof what));
     if (u->act >= 0) str_printf(&g->body, " + %s (clamp)", op_text(&q->spec, u->act, what, sizeof what));
-    str_printf(&g->body, "%s */\n", inplace ? ", in place" : "");
+    str_printf(&g->body, " -> %dx%dx%d%s */\n", tail->c, tail->h, tail->w, inplace ? ", in place" : "");
     char nm[32];
     g->ops++;
     switch (kind) {
     case QX_CONV: {
         int wide = !conv_fits_int32(u, nd->c);
+        char kn[48];
         g->need |= wide ? K_CONV_WIDE : K_CONV;
+        conv_kernel(g, &u->ca.d, wide, kn, sizeof kn);
         snprintf(nm, sizeof nm, "w%d", i + 1);
         emit_i8(g, nm, u->w, u->nw);
         if (u->bias) {
@@ -655,11 +704,10 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
         snprintf(nm, sizeof nm, "c%d", i + 1);
         emit_conv_args(g, nm, &u->ca.d, u->ca.x_zp, u->ca.y_zp, u->ca.y_min, u->ca.y_max);
         if (u->bias)
-            str_printf(&g->body, "    conv_s8%s(%s, %s, w%d, b%d, m%d, s%d, &c%d);\n", wide ? "_wide" : "", y, x, i + 1,
-                       i + 1, i + 1, i + 1, i + 1);
+            str_printf(&g->body, "    %s(%s, %s, w%d, b%d, m%d, s%d, &c%d);\n", kn, y, x, i + 1, i + 1, i + 1, i + 1,
+                       i + 1);
         else
-            str_printf(&g->body, "    conv_s8%s(%s, %s, w%d, 0, m%d, s%d, &c%d);\n", wide ? "_wide" : "", y, x, i + 1,
-                       i + 1, i + 1, i + 1);
+            str_printf(&g->body, "    %s(%s, %s, w%d, 0, m%d, s%d, &c%d);\n", kn, y, x, i + 1, i + 1, i + 1, i + 1);
         break;
     }
     case QX_LUT:
@@ -797,14 +845,14 @@ static void gen_f_node(Gen *g, const Net *net, int i) {
     val_ptr(g, y, sizeof y, v, out);
     int inplace = writes_in_place(g, nd, yb);
     NASC_ASSERT(!inplace || mk == MEM_INPLACE);
-    str_printf(&g->body, "    /* %d: %s%s */\n", i + 1, op_text(&net->spec, i, what, sizeof what),
-               inplace ? ", in place" : "");
+    str_printf(&g->body, "    /* %d: %s -> %dx%dx%d%s */\n", i + 1, op_text(&net->spec, i, what, sizeof what), nd->c,
+               nd->h, nd->w, inplace ? ", in place" : "");
     const float *p = net->params + nd->param_off;
     g->ops++;
     switch (nd->op) {
     case OP_CONV:
     case OP_LINEAR: {
-        g->need |= F_CONV | K_CONVARGS;
+        g->need |= K_CONVARGS;
         ConvDims d = {.n = 1, .cin = c, .h = h, .w = w, .cout = nd->c, .k = 1, .stride = 1, .pad = 0, .dil = 1, .groups = 1};
         if (nd->op == OP_CONV) {
             d.k = nd->a.k, d.stride = nd->a.s, d.dil = nd->a.d, d.groups = nd->a.g;
@@ -822,8 +870,10 @@ static void gen_f_node(Gen *g, const Net *net, int i) {
         }
         snprintf(nm, sizeof nm, "c%d", i + 1);
         emit_conv_args(g, nm, &d, 0, 0, 0, 0);
-        if (nd->a.bias) str_printf(&g->body, "    conv_f32(%s, %s, w%d, b%d, &c%d);\n", y, x, i + 1, i + 1, i + 1);
-        else str_printf(&g->body, "    conv_f32(%s, %s, w%d, 0, &c%d);\n", y, x, i + 1, i + 1);
+        char kn[48];
+        conv_kernel(g, &d, 2, kn, sizeof kn);
+        if (nd->a.bias) str_printf(&g->body, "    %s(%s, %s, w%d, b%d, &c%d);\n", kn, y, x, i + 1, i + 1, i + 1);
+        else str_printf(&g->body, "    %s(%s, %s, w%d, 0, &c%d);\n", kn, y, x, i + 1, i + 1);
         break;
     }
     case OP_BN: {
@@ -947,21 +997,69 @@ static void gen_f_node(Gen *g, const Net *net, int i) {
 }
 
 /* ------------------------------------------------------------------ files */
-/* The conv template with both placeholders substituted. */
-static void emit_conv(Str *o, const char *acc, const char *sfx) {
-    Str t = {0};
-    str_subst(&t, src_conv, "@ACC@", acc);
-    str_subst(o, t.s, "@SFX@", sfx);
-    free(t.s);
+/* s with every @KEY@ of keys[] replaced by vals[] (n pairs), appended to o. */
+static void str_subst_all(Str *o, const char *s, const char *const *keys, const char *const *vals, int n) {
+    Str cur = {0}, next = {0};
+    str_puts(&cur, s);
+    for (int k = 0; k < n; k++) {
+        next.len = 0;
+        str_subst(&next, cur.s, keys[k], vals[k]);
+        Str t = cur;
+        cur = next;
+        next = t;
+    }
+    str_puts(o, cur.s);
+    free(cur.s);
+    free(next.s);
 }
 
-static void emit_kernels(Str *o, unsigned need, unsigned acts) {
+/* One conv kernel instance: kind 0 int8 (int32 sums), 1 int8 (int64 sums), 2 fp32. */
+static void emit_conv(Str *o, const int *inst) {
+    int k = inst[0], st = inst[1], dil = inst[2], kind = inst[3], f32 = kind == 2;
+    const char *acc = kind == 0 ? "int32_t" : kind == 1 ? "int64_t" : "float", *T = f32 ? "float" : "int8_t";
+    Str b4 = {0}, b1 = {0};
+    const char *bk[2] = {"@ACC@", "@T@"}, *bv[2] = {acc, T};
+    str_subst_all(&b4, src_conv_block4, bk, bv, 2);
+    str_subst_all(&b1, src_conv_block1, bk, bv, 2);
+    char sig[1024], ks[16], ss[16], ds[16];
+    static const char *pre[3] = {"conv_s8", "conv_s8w", "conv_f32"};
+    char name[48];
+    snprintf(name, sizeof name, "%s_k%ds%dd%d", pre[kind], k, st, dil);
+    if (f32)
+        snprintf(sig, sizeof sig,
+                 "/* y (cout, oh, ow) = bias[co] + the sum over the group's (ci, ky, kx) of w * x (padding 0);\n"
+                 " * kernel %dx%d, stride %d, dilation %d */\n"
+                 "static void %s(float *y, const float *x, const float *w, const float *bias, const conv_args *a)",
+                 k, k, st, dil, name);
+    else
+        snprintf(sig, sizeof sig,
+                 "/* y (cout, oh, ow) = clamp(y_zp + mulshift(acc, mult[co], shift[co]), y_min, y_max) with acc =\n"
+                 " * bias[co] + the sum over the group's (ci, ky, kx) of w * (x - x_zp) in %s; padding adds 0;\n"
+                 " * kernel %dx%d, stride %d, dilation %d */\n"
+                 "static void %s(int8_t *y, const int8_t *x, const int8_t *w, const int32_t *bias,\n"
+                 "                    const int32_t *mult, const int8_t *shift, const conv_args *a)",
+                 acc, k, k, st, dil, name);
+    snprintf(ks, sizeof ks, "%d", k);
+    snprintf(ss, sizeof ss, "%d", st);
+    snprintf(ds, sizeof ds, "%d", dil);
+    const char *keys[11] = {"@BLOCK4@", "@BLOCK1@", "@SIG@", "@ZPDECL@", "@ZP@", "@RES@",
+                            "@ACC@",    "@T@",      "@K@",   "@S@",      "@D@"};
+    const char *vals[12] = {b4.s, b1.s, sig, f32 ? "" : "    const int32_t zp = a->x_zp;\n", f32 ? "" : " - zp",
+                            f32 ? "((void)q, v)" : "clamp8(a->y_zp + mulshift(v, mult[q], shift[q]), a->y_min, a->y_max)",
+                            acc, T, ks, ss, ds};
+    str_subst_all(o, src_conv_tmpl, keys, vals, 11);
+    free(b4.s);
+    free(b1.s);
+}
+
+static void emit_kernels(Str *o, const Gen *g) {
+    unsigned need = g->need, acts = g->acts;
     if (need & (K_CONV | K_CONV_WIDE | K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
     if (need & (K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
     if (need & (K_CONV | K_CONV_WIDE | K_ADD)) str_puts(o, src_clamp8);
     if (need & K_CONVARGS) str_puts(o, src_convargs);
-    if (need & K_CONV) emit_conv(o, "int32_t", "");
-    if (need & K_CONV_WIDE) emit_conv(o, "int64_t", "_wide");
+    for (int k = 0; k < g->ninst; k++)
+        if (g->inst[k][3] != 2) emit_conv(o, g->inst[k]);
     if (need & K_LUT) str_puts(o, src_lut);
     if (need & K_POOLARGS) str_puts(o, src_poolargs);
     if (need & K_MAXPOOL) str_puts(o, src_maxpool);
@@ -973,7 +1071,8 @@ static void emit_kernels(Str *o, unsigned need, unsigned acts) {
     if (need & K_RESIZE) str_puts(o, src_resize);
     if (need & K_FILL) str_puts(o, src_fill);
     if (need & K_QUANT) str_puts(o, src_quant);
-    if (need & F_CONV) str_puts(o, src_conv_f32);
+    for (int k = 0; k < g->ninst; k++)
+        if (g->inst[k][3] == 2) emit_conv(o, g->inst[k]);
     if (need & F_BN) str_puts(o, src_bn_f32);
     if (need & F_EXP) str_puts(o, src_exp_f32);
     if (need & F_ACT) {
@@ -1036,19 +1135,21 @@ static void emit_header(Str *o, const Meta *m, const CgenReport *r) {
     str_printf(o, " *   RAM:   %zu bytes: one static arena for every activation (the cost model's peak for this\n"
                   " *          net, with fixed offsets); nothing else but a few locals on the stack.\n",
                r->arena_bytes);
-    str_printf(o, " *   Flash: %zu bytes of const data (weights, biases, %s), plus the code.\n *\n", r->weight_bytes,
-               m->int8 ? "requantization multipliers and shifts, lookup tables" : "BN scales and shifts");
+    str_printf(o, " *   Flash: %zu bytes of const data (weights, biases, %s),\n *          plus the code.\n *\n",
+               r->weight_bytes, m->int8 ? "requantization pairs, lookup tables" : "BN scales and shifts");
     str_printf(o, " * Usage:\n"
                   " *     float x[%s_IN_C * %s_IN_H * %s_IN_W];  (CHW, x = (pixel / 255 - mean[c]) / std[c])\n"
                   " *     float scores[%s_CLASSES];\n"
                   " *     int cls = %s_predict(x, scores);  (the arg-max class; scores gets the logits)\n",
                up, up, up, up, N);
     if (m->int8)
-        str_printf(o, " * or, with an int8 input q = round(x / %s_INPUT_SCALE) + %s_INPUT_ZP (round half to even,\n"
-                      " * saturated), %s_predict_q(q, logits_q), the logits being %s_OUTPUT_SCALE * (q - %s_OUTPUT_ZP).\n",
-                   up, up, N, up, up);
-    str_printf(o, " * Not reentrant (one static arena). Define %s_ARENA_ATTR when compiling %s.c to place the\n"
-                  " * arena (e.g. __attribute__((section(\".sram2\")))).\n */\n",
+        str_printf(o, " * or, with an int8 input q = round(x / %s_INPUT_SCALE) + %s_INPUT_ZP (round half to\n"
+                      " * even, saturated; %s_quantize does it), %s_predict_q(q, logits_q), the logits being\n"
+                      " * %s_OUTPUT_SCALE * (logits_q - %s_OUTPUT_ZP).\n",
+                   up, up, N, N, up, up);
+    str_printf(o, " * Not reentrant (one static arena). Define %s_ARENA_ATTR when compiling %s.c to\n"
+                  " * place the arena (e.g. __attribute__((section(\".sram2\")))). Needs an int of at least 32\n"
+                  " * bits and an arithmetic right shift of negative integers (every 32-bit MCU compiler).\n */\n",
                up, N);
     str_printf(o, "#ifndef %s_H\n#define %s_H\n\n#include <stdint.h>\n\n", up, up);
     str_printf(o, "#define %s_IN_C %d\n#define %s_IN_H %d\n#define %s_IN_W %d\n#define %s_CLASSES %d\n", up, m->in_c, up,
@@ -1106,12 +1207,18 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
                          " * results to nasc's int8 executor"
                        : "float loops");
     str_printf(o, "#include \"%s.h\"\n\n", N);
-    str_puts(o, "#define CONV_BLK 8 /* output columns per block in conv's interior */\n\n");
+    str_printf(o, "/* Output columns per conv block: any value >= 1 gives the same results; wide blocks suit\n"
+                  " * vector units (16: compilers vectorize the column loops), narrow ones scalar cores on small\n"
+                  " * feature maps (a block computes all its columns even past the row's end). */\n"
+                  "#ifndef %s_CONV_BLK\n#define %s_CONV_BLK %d\n#endif\n#define CONV_BLK %s_CONV_BLK\n",
+               up, up, CGEN_CONV_BLK, up);
+    str_puts(o, "\n");
     str_printf(o, "#ifndef %s_ARENA_ATTR\n#if defined(__GNUC__) || defined(__clang__)\n"
                   "#define %s_ARENA_ATTR __attribute__((aligned(16)))\n#else\n#define %s_ARENA_ATTR\n#endif\n#endif\n\n",
                up, up, up);
+    str_puts(o, "typedef char int_has_32_bits[sizeof(int) >= 4 ? 1 : -1];\n\n");
     str_puts(o, "/* ------------------------------------------------------------------ kernels */\n");
-    emit_kernels(o, g->need, g->acts);
+    emit_kernels(o, g);
     str_puts(o, "/* ------------------------------------------------------------------ constants */\n");
     if (g->zeros) {
         str_printf(o, "/* zero constants (NB201's none) read as a block of zeros */\nstatic const %s Z[%zu] = {0};\n\n", T,
@@ -1152,7 +1259,7 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
                       "    const int8_t *out = %s;\n"
                       "    int best = 0;\n"
                       "    for (int i = 0; i < %d; i++) {\n"
-                      "        scores[i] = %s * (float)(out[i] - %ld);\n"
+                      "        scores[i] = %s * (float)(out[i] - (%ld));\n"
                       "        if (out[i] > out[best]) best = i;\n"
                       "    }\n"
                       "    return best;\n}\n",

@@ -17,11 +17,16 @@
  * qnet_forward_int8 / qnet_forward: the kernels are the reference semantics of qops.h written
  * out (integer-only requantization; the input quantization's round-half-even done without
  * libm, bit for bit). An fp32 model (src/net/model.c) gives float C (BN applied as a
- * per-channel scale and shift, sigmoid through a libm-free exp), within about 1e-6 relative of
- * net_forward; the arena then holds floats (the cost model's fp32 figure).
+ * per-channel scale and shift, sigmoid through a libm-free exp), within a few 1e-6 of
+ * net_forward relative to the largest logit; the arena then holds floats (the cost model's
+ * fp32 figure).
  *
- * The generated code is not reentrant (one static arena); NAME_ARENA_ATTR, if defined before
- * compiling NAME.c, is placed on the arena's declaration (e.g. a linker section).
+ * The generated code is not reentrant (one static arena). Two macros tune it when NAME.c is
+ * compiled: NAME_ARENA_ATTR is placed on the arena's declaration (e.g. a linker section), and
+ * NAME_CONV_BLK (default 16) sets the output columns per conv block: any value gives the same
+ * results; 16 lets compilers vectorize, a small one wastes less on small maps on scalar cores.
+ * The generated code assumes an int of at least 32 bits (checked at compile time) and an
+ * arithmetic right shift of negative integers (as nasc's own kernels do).
  */
 #ifndef NASC_CGEN_H
 #define NASC_CGEN_H
