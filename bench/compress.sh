@@ -5,7 +5,7 @@
 # channel pruning fine-tuned with distillation from the unpruned model. Prints one line per run
 # with the test accuracy change against fp32, sizes and batch-1 latencies (the latter measured in
 # turns within each compress run). Usage: bash bench/compress.sh [NASC] ; env: DIR, EPOCHS,
-# FT_EPOCHS, QAT_EPOCHS, NETS.
+# FT_EPOCHS, QAT_EPOCHS, NETS, THREADS (2).
 set -eu
 cd "$(dirname "$0")/.."
 NASC=${1:-build/nasc}
@@ -15,10 +15,11 @@ FT_EPOCHS=${FT_EPOCHS:-3}
 QAT_EPOCHS=${QAT_EPOCHS:-2}
 NB201='nb201:|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|'
 NETS=${NETS:-"resnet8 mbv2 nb201"}
+THREADS=${THREADS:-2}
 mkdir -p "$DIR"
 arch_of() { case $1 in nb201) echo "$NB201" ;; *) echo "$1" ;; esac; }
 for net in $NETS; do
-    [ -e "$DIR/$net.nasc" ] || "$NASC" train --arch "$(arch_of "$net")" --epochs "$EPOCHS" --quiet --out "$DIR/$net.nasc"
+    [ -e "$DIR/$net.nasc" ] || "$NASC" train --arch "$(arch_of "$net")" --epochs "$EPOCHS" --threads "$THREADS" --quiet --out "$DIR/$net.nasc"
 done
 row() { # NET WHAT JSON
     printf '%s\n' "$3" | tail -n 1 | /usr/bin/env perl -ne '
@@ -34,8 +35,8 @@ row() { # NET WHAT JSON
 for net in $NETS; do
     m="$DIR/$net.nasc"
     for cal in minmax percentile mse; do
-        row "$net" "ptq int8 ($cal)" "$("$NASC" compress "$m" --quantize int8 --calib-method "$cal" --quiet --json --out "$DIR/$net.ptq-$cal.q8")"
+        row "$net" "ptq int8 ($cal)" "$("$NASC" compress "$m" --quantize int8 --calib-method "$cal" --threads "$THREADS" --quiet --json --out "$DIR/$net.ptq-$cal.q8")"
     done
-    row "$net" "qat int8 ($QAT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --quantize int8 --qat-epochs "$QAT_EPOCHS" --distill "$m" --quiet --json --out "$DIR/$net.qat.q8")"
-    row "$net" "prune 50% ch ($FT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --prune 0.5 --finetune-epochs "$FT_EPOCHS" --distill "$m" --quiet --json --out "$DIR/$net.p50.nasc")"
+    row "$net" "qat int8 ($QAT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --quantize int8 --qat-epochs "$QAT_EPOCHS" --distill "$m" --threads "$THREADS" --quiet --json --out "$DIR/$net.qat.q8")"
+    row "$net" "prune 50% ch ($FT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --prune 0.5 --finetune-epochs "$FT_EPOCHS" --distill "$m" --threads "$THREADS" --quiet --json --out "$DIR/$net.p50.nasc")"
 done

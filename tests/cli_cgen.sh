@@ -3,8 +3,9 @@
 # arena planner's figure as peak_bytes (and says so) when fixed offsets need more than the
 # ideal allocator, for a spec and for an int8 model; the C exported from that int8 model
 # declares exactly that arena, and compiles with gcc -std=c99 -Wall -Wextra -Werror. Models
-# (random weights, int8 by post-training quantization) and exports come from the test binary
-# (tests/test_cgen --make / --export) until `nasc export --format c` is wired in.
+# (random weights, int8 by post-training quantization) come from the test binary
+# (tests/test_cgen --make); exports from `nasc export --format c` and, for the size report's
+# fields, from test_cgen --export.
 set -u
 B=${1:-build}
 NASC=${NASC_BIN:-$B/nasc}
@@ -46,6 +47,18 @@ check '[ "$(json_val peak_bytes)" -gt "$(json_val peak_bytes_int8)" ]' "frag.q8:
 # measured sizes (compiles with cc)
 expect ok "measured 1" "$TC" --export "$T/small.q8" "$T/m_small" small_net
 check '[ "$(kv code_bytes)" -gt 0 ] && [ "$(kv flash_bytes)" -gt "$(kv weight_bytes)" ]' "measured sizes: $(kv code_bytes) / $(kv flash_bytes)"
+
+# the command: nasc export --format c
+expect ok '"format": "c"' "$NASC" export "$T/small.q8" --format c --out "$T/cli_small" --name fm --json
+check '[ -s "$T/cli_small/fm.c" ] && [ -s "$T/cli_small/fm.h" ]' "nasc export --format c wrote no fm.c/fm.h"
+expect ok '"peak_bytes"' "$NASC" cost "$T/small.q8" --repeats 0 --json
+pk=$(json_val peak_bytes)
+expect ok "SRAM  $pk bytes" "$NASC" export "$T/small.q8" --format c --out "$T/cli_small2"
+check 'grep -q "int nasc_model_predict(const float \*input, float \*scores);" "$T/cli_small2/nasc_model.h"' "default name"
+expect ok "" gcc -std=c99 -Wall -Wextra -Werror -O2 -c "$T/cli_small2/nasc_model.c" -o "$T/cli.o"
+expect fail "C identifier" "$NASC" export "$T/small.q8" --format c --out "$T/bad" --name 2fast
+expect fail "--name is for --format c" "$NASC" export "$T/small.q8" --format onnx --name x
+expect fail "unknown --format 'tflite'" "$NASC" export "$T/small.q8" --format tflite
 
 # user errors
 expect fail "C identifier" "$TC" --export "$T/small.q8" "$T/bad" "2fast"

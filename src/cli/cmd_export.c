@@ -7,14 +7,19 @@
  */
 #include <sys/stat.h>
 
+#include "../export/cgen.h"
 #include "../export/export.h"
 #include "cli.h"
 
 static const char usage[] =
-    "usage: nasc export MODEL [--format onnx] [--out PATH] [--json]\n"
+    "usage: nasc export MODEL [--format onnx|c] [--out PATH] [--name PREFIX] [--json]\n"
     "  onnx: ONNX opset 13, fp32 for an fp32 model, QDQ (QuantizeLinear/DequantizeLinear around int8\n"
     "  weights and activations) for an int8 one; input `input` (N, C, H, W) normalized as the model file\n"
-    "  says (recorded in the ONNX metadata nasc.norm_mean / nasc.norm_std), output `logits` (N, classes).";
+    "  says (recorded in the ONNX metadata nasc.norm_mean / nasc.norm_std), output `logits` (N, classes).\n"
+    "  c: standalone C99 for a microcontroller: --out is a folder that gets PREFIX.c and PREFIX.h\n"
+    "  (PREFIX from --name, default nasc_model) with int PREFIX_predict(const float *input, float *scores);\n"
+    "  int8 models give int8 C bit-identical to nasc's int8 inference, fp32 models float C. No malloc:\n"
+    "  one static arena of the cost model's peak-memory size.";
 
 /* A loaded model file: fp32 (net) or int8 (q). */
 typedef struct {
@@ -36,6 +41,7 @@ static int write_onnx(const char *path, const Loaded *m, Err *e) {
 
 static const ExportFormat formats[] = {
     {"onnx", ".onnx", write_onnx},
+    {"c", "", NULL}, /* generated C: cgen_export loads the model itself and writes a folder */
 };
 #define NFORMATS ((int)(sizeof formats / sizeof formats[0]))
 
@@ -50,11 +56,12 @@ static char *default_out(const char *model, const char *ext) {
 }
 
 int cmd_export(int argc, char **argv) {
-    const char *format = "onnx", *out = NULL;
+    const char *format = "onnx", *out = NULL, *name = NULL;
     int json = 0, help = 0;
     ArgSpec specs[] = {
         {"format", ARG_STR, &format, "output format: onnx", 0},
-        {"out", ARG_STR, &out, "output file (MODEL with the format's extension)", 0},
+        {"out", ARG_STR, &out, "output file (MODEL with the format's extension); for c, a folder (MODEL's)", 0},
+        {"name", ARG_STR, &name, "c: the prefix of the files and the functions (nasc_model)", 0},
         {"json", ARG_FLAG, &json, "print a JSON object as the last line of stdout", 0},
         {"help", ARG_FLAG, &help, "this help", 0},
     };
@@ -77,6 +84,46 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     Err e = {{0}};
+    if (name && strcmp(fmt->name, "c")) {
+        fprintf(stderr, "nasc export: --name is for --format c\n");
+        return 2;
+    }
+    if (!strcmp(fmt->name, "c")) {
+        char *dir = out ? xstrdup(out) : default_out(pos[0], "_c");
+        CgenReport rep;
+        if (cgen_export(pos[0], dir, name, &rep, &e) != NASC_OK) {
+            fprintf(stderr, "nasc export: %s\n", e.msg);
+            free(dir);
+            return 2;
+        }
+        printf("wrote %s and %s (%s C)\n", rep.c_path, rep.h_path, rep.int8 ? "int8" : "fp32");
+        printf("  SRAM  %zu bytes: the static arena (the cost model's peak memory; ideal allocator %zu)\n",
+               rep.sram_bytes, rep.ideal_bytes);
+        if (rep.measured)
+            printf("  flash %zu bytes: %zu code + %zu read-only data (%s -O2 for this machine's ISA)\n", rep.flash_bytes,
+                   rep.code_bytes, rep.rodata_bytes, rep.cc);
+        else
+            printf("  flash %zu bytes of weights and tables (no compiler found to measure the code)\n", rep.flash_bytes);
+        if (json) {
+            struct stat st;
+            long long bytes = stat(rep.c_path, &st) == 0 ? (long long)st.st_size : -1;
+            Json j;
+            json_begin(&j, stdout);
+            json_str(&j, "path", rep.c_path);
+            json_str(&j, "header", rep.h_path);
+            json_str(&j, "format", "c");
+            json_str(&j, "dtype", rep.int8 ? "int8" : "fp32");
+            json_int(&j, "bytes", bytes);
+            json_int(&j, "sram_bytes", (long long)rep.sram_bytes);
+            json_int(&j, "arena_bytes", (long long)rep.arena_bytes);
+            json_int(&j, "flash_bytes", (long long)rep.flash_bytes);
+            json_int(&j, "weight_bytes", (long long)rep.weight_bytes);
+            if (rep.measured) json_int(&j, "code_bytes", (long long)rep.code_bytes);
+            json_end(&j);
+        }
+        free(dir);
+        return 0;
+    }
     Loaded m = {0};
     m.int8 = qmodel_probe(pos[0]) == QMODEL_INT8;
     int rc = m.int8 ? qmodel_load(pos[0], &m.q, &m.norm, &e) : model_load(pos[0], &m.net, &m.norm, &e);

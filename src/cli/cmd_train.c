@@ -161,11 +161,17 @@ int cmd_train(int argc, char **argv) {
     }
     if (nval >= tr.n) {
         fprintf(stderr, "nasc train: --val %d leaves no training images (the set has %d)\n", nval, tr.n);
+        dataset_free(&tr);
+        dataset_free(&te);
+        spec_free(&spec);
         return 2;
     }
     Net net;
     if (net_build(&net, &spec, tr.c, tr.h, tr.w, tr.classes, &e) != NASC_OK) {
         fprintf(stderr, "nasc train: --arch: %s\n", e.msg);
+        dataset_free(&tr);
+        dataset_free(&te);
+        spec_free(&spec);
         return 2;
     }
     spec_free(&spec);
@@ -179,6 +185,9 @@ int cmd_train(int argc, char **argv) {
         Norm tnorm;
         if (model_load(distill, &teacher, &tnorm, &e) != NASC_OK) {
             fprintf(stderr, "nasc train: --distill: %s\n", e.msg);
+            net_free(&net);
+            dataset_free(&tr);
+            dataset_free(&te);
             return 2;
         }
         has_teacher = 1;
@@ -186,6 +195,9 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "nasc train: --distill: the teacher %s takes %dx%dx%d inputs with %d classes but %s has %dx%dx%d and %d classes\n",
                     distill, teacher.in_c, teacher.in_h, teacher.in_w, teacher.classes, data, tr.c, tr.h, tr.w, tr.classes);
             net_free(&teacher);
+            net_free(&net);
+            dataset_free(&tr);
+            dataset_free(&te);
             return 2;
         }
     }
