@@ -21,16 +21,16 @@ arch_of() { case $1 in nb201) echo "$NB201" ;; *) echo "$1" ;; esac; }
 for net in $NETS; do
     [ -e "$DIR/$net.nasc" ] || "$NASC" train --arch "$(arch_of "$net")" --epochs "$EPOCHS" --threads "$THREADS" --quiet --out "$DIR/$net.nasc"
 done
-row() { # NET WHAT JSON
-    printf '%s\n' "$3" | tail -n 1 | /usr/bin/env perl -ne '
-        my ($n, $w) = @ARGV; @ARGV = ();
+row() { # NET WHAT JSON: one line of the table; the JSON is also kept in $DIR
+    printf '%s\n' "$3" | tail -n 1 > "$DIR/$1.$(printf '%s' "$2" | tr -c 'a-z0-9' '_').json"
+    printf '%s\n' "$3" | tail -n 1 | N="$1" W="$2" perl -ne '
         my %s; for my $side ("before", "after") { /"$side": \{([^}]*)\}/ or next; my $o = $1;
             while ($o =~ /"(\w+)": ([-0-9.e+]+)/g) { $s{$side}{$1} = $2 } }
-        printf "%-8s %-26s fp32 %.4f -> %.4f  (%+.2f points)  bytes %7d -> %7d  params %6d -> %6d  latency %.3f -> %.3f ms (x%.2f)\n",
-            $n, $w, $s{before}{test_acc}, $s{after}{test_acc}, 100 * ($s{after}{test_acc} - $s{before}{test_acc}),
+        printf "%-8s %-28s fp32 %.4f -> %.4f  (%+.2f points)  bytes %7d -> %7d  params %6d -> %6d  latency %.3f -> %.3f ms (x%.2f)\n",
+            $ENV{N}, $ENV{W}, $s{before}{test_acc}, $s{after}{test_acc}, 100 * ($s{after}{test_acc} - $s{before}{test_acc}),
             $s{before}{bytes}, $s{after}{bytes}, $s{before}{params}, $s{after}{params},
             $s{before}{latency_ms}, $s{after}{latency_ms},
-            $s{after}{latency_ms} > 0 ? $s{before}{latency_ms} / $s{after}{latency_ms} : 0;' "$1" "$2"
+            $s{after}{latency_ms} > 0 ? $s{before}{latency_ms} / $s{after}{latency_ms} : 0;'
 }
 for net in $NETS; do
     m="$DIR/$net.nasc"
