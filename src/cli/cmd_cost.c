@@ -39,6 +39,22 @@ static void fmt_count(char *buf, size_t n, double v) {
 /* A JSON value written as is (arrays, booleans), in json_* style. */
 static void json_raw_begin(Json *j, const char *key) { fprintf(j->f, "%s\"%s\": ", j->n++ ? ", " : "", key); }
 
+/* The target's limits and whether the network fits them. */
+static void json_fit(Json *j, const Target *t, const TargetFit *fit) {
+    json_str(j, "target", t->name);
+    json_raw_begin(j, "fits");
+    fputs(fit->fits ? "true" : "false", j->f);
+    json_raw_begin(j, "fits_sram");
+    fputs(fit->sram_ok ? "true" : "false", j->f);
+    json_raw_begin(j, "fits_flash");
+    fputs(fit->flash_ok ? "true" : "false", j->f);
+    json_raw_begin(j, "fits_latency");
+    fputs(fit->latency_ok < 0 ? "null" : fit->latency_ok ? "true" : "false", j->f);
+    json_num(j, "target_sram_bytes", t->sram_kb * 1024.0);
+    json_num(j, "target_flash_bytes", t->flash_kb * 1024.0);
+    json_num(j, "target_latency_ms", t->latency_ms);
+}
+
 /* `nasc cost INT8_MODEL`: the int8 figures of an int8 model file. */
 static int cost_int8(const char *model, const char *data, int data_given, const Target *target, int repeats, int beam,
                      int show_order, int json) {
@@ -169,20 +185,7 @@ static int cost_int8(const char *model, const char *data, int data_given, const 
         json_int(&j, "in_h", q.in_h);
         json_int(&j, "in_w", q.in_w);
         json_int(&j, "classes", q.classes);
-        if (target) {
-            json_str(&j, "target", t8.name);
-            json_raw_begin(&j, "fits");
-            fputs(fit.fits ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_sram");
-            fputs(fit.sram_ok ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_flash");
-            fputs(fit.flash_ok ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_latency");
-            fputs(fit.latency_ok < 0 ? "null" : fit.latency_ok ? "true" : "false", j.f);
-            json_num(&j, "target_sram_bytes", t8.sram_kb * 1024.0);
-            json_num(&j, "target_flash_bytes", t8.flash_kb * 1024.0);
-            json_num(&j, "target_latency_ms", t8.latency_ms);
-        }
+        if (target) json_fit(&j, &t8, &fit);
         json_end(&j);
     }
     rc = 0;
@@ -413,20 +416,7 @@ int cmd_cost(int argc, char **argv) {
         json_int(&j, "in_h", net.in_h);
         json_int(&j, "in_w", net.in_w);
         json_int(&j, "classes", net.classes);
-        if (target_name) {
-            json_str(&j, "target", target.name);
-            json_raw_begin(&j, "fits");
-            fputs(fit.fits ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_sram");
-            fputs(fit.sram_ok ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_flash");
-            fputs(fit.flash_ok ? "true" : "false", j.f);
-            json_raw_begin(&j, "fits_latency");
-            fputs(fit.latency_ok < 0 ? "null" : fit.latency_ok ? "true" : "false", j.f);
-            json_num(&j, "target_sram_bytes", target.sram_kb * 1024.0);
-            json_num(&j, "target_flash_bytes", target.flash_kb * 1024.0);
-            json_num(&j, "target_latency_ms", target.latency_ms);
-        }
+        if (target_name) json_fit(&j, &target, &fit);
         json_end(&j);
     }
     cost_free(&r);

@@ -293,54 +293,18 @@ double quant_evaluate(QNet *q, const Dataset *d, const int *idx, int n, const fl
 }
 
 /* ------------------------------------------------------------------ latency */
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+typedef struct {
+    QNet *q;
+    float *logits;
+} QRun;
 
-static double quantile(const double *v, int n, double p) {
-    double pos = p * (n - 1);
-    int lo = (int)pos;
-    if (lo >= n - 1) return v[n - 1];
-    double f = pos - lo;
-    return v[lo] * (1 - f) + v[lo + 1] * f;
+static void run_int8(void *ctx, const float *x) {
+    QRun *r = ctx;
+    qnet_forward(r->q, x, 1, r->logits);
 }
 
 void qnet_latency(QNet *q, const LatencyConfig *cfg, LatencyStats *out) {
-    int repeats = cfg && cfg->repeats > 0 ? cfg->repeats : 50;
-    int warmup = cfg && cfg->warmup > 0 ? cfg->warmup : NASC_MAX(3, repeats / 10);
-    double max_s = cfg && cfg->max_seconds > 0 ? cfg->max_seconds : 5.0;
-    uint64_t seed = cfg ? cfg->seed : 0;
-    size_t in = (size_t)q->in_c * q->in_h * q->in_w;
-    float *x = xalloc_aligned(in * sizeof(float));
-    float *logits = xalloc_aligned((size_t)q->classes * sizeof(float));
-    Rng r;
-    rng_seed(&r, seed + 0x1a7e);
-    for (size_t k = 0; k < in; k++) x[k] = (float)rng_normal(&r);
-    for (int k = 0; k < warmup; k++) qnet_forward(q, x, 1, logits);
-    double *t = xmalloc((size_t)repeats * sizeof *t);
-    int runs = 0;
-    double start = now_seconds();
-    while (runs < repeats) {
-        double t0 = now_seconds();
-        qnet_forward(q, x, 1, logits);
-        double t1 = now_seconds();
-        t[runs++] = (t1 - t0) * 1e3;
-        if (runs >= 5 && t1 - start > max_s) break;
-    }
-    qsort(t, (size_t)runs, sizeof *t, cmp_double);
-    memset(out, 0, sizeof *out);
-    out->median_ms = quantile(t, runs, 0.5);
-    out->p10_ms = quantile(t, runs, 0.1);
-    out->p90_ms = quantile(t, runs, 0.9);
-    out->min_ms = t[0];
-    double sum = 0;
-    for (int k = 0; k < runs; k++) sum += t[k];
-    out->mean_ms = sum / runs;
-    out->runs = runs;
-    out->warmup = warmup;
-    out->threads = threads_get();
-    free(t);
-    free(x);
-    free(logits);
+    QRun r = {q, xalloc_aligned((size_t)q->classes * sizeof(float))};
+    latency_time(run_int8, &r, (size_t)q->in_c * q->in_h * q->in_w, cfg, out);
+    free(r.logits);
 }

@@ -133,6 +133,10 @@ typedef struct {
 /* Measured latency of net_forward at batch 1 in eval mode (fp32), with threads_get() threads.
  * cfg may be NULL (defaults). The net's activations are overwritten. */
 void latency_measure(Net *net, const LatencyConfig *cfg, LatencyStats *out);
+/* The timing loop behind it, for any runner (the int8 executor uses it too): run(ctx, x) on a
+ * fixed random input x of `in` floats, with cfg's warm-up, repeats and time limit. */
+void latency_time(void (*run)(void *ctx, const float *x), void *ctx, size_t in, const LatencyConfig *cfg,
+                  LatencyStats *out);
 
 /* ------------------------------------------------------------------ cost.c */
 typedef struct {

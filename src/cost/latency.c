@@ -20,31 +20,28 @@ static double quantile(const double *v, int n, double q) {
     return v[lo] * (1 - f) + v[lo + 1] * f;
 }
 
-void latency_measure(Net *net, const LatencyConfig *cfg, LatencyStats *out) {
+void latency_time(void (*run)(void *ctx, const float *x), void *ctx, size_t in, const LatencyConfig *cfg,
+                  LatencyStats *out) {
     int repeats = cfg && cfg->repeats > 0 ? cfg->repeats : 50;
     int warmup = cfg && cfg->warmup > 0 ? cfg->warmup : NASC_MAX(3, repeats / 10);
     double max_s = cfg && cfg->max_seconds > 0 ? cfg->max_seconds : 5.0;
     uint64_t seed = cfg ? cfg->seed : 0;
-    size_t in = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = xalloc_aligned(in * sizeof(float));
+    float *x = xalloc_aligned((in ? in : 1) * sizeof(float));
     Rng r;
     rng_seed(&r, seed + 0x1a7e);
     for (size_t k = 0; k < in; k++) x[k] = (float)rng_normal(&r);
 
-    for (int k = 0; k < warmup; k++) net_forward(net, x, 1, 0);
+    for (int k = 0; k < warmup; k++) run(ctx, x);
     double *t = xmalloc((size_t)repeats * sizeof *t);
     int runs = 0;
     double start = now_seconds();
-    volatile float sink = 0;
     while (runs < repeats) {
         double t0 = now_seconds();
-        const float *y = net_forward(net, x, 1, 0);
+        run(ctx, x);
         double t1 = now_seconds();
-        sink += y[0];
         t[runs++] = (t1 - t0) * 1e3;
         if (runs >= 5 && t1 - start > max_s) break;
     }
-    (void)sink;
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     memset(out, 0, sizeof *out);
     out->median_ms = quantile(t, runs, 0.5);
@@ -59,4 +56,14 @@ void latency_measure(Net *net, const LatencyConfig *cfg, LatencyStats *out) {
     out->threads = threads_get();
     free(t);
     free(x);
+}
+
+static void run_fp32(void *ctx, const float *x) {
+    Net *net = ctx;
+    static volatile float sink;
+    sink += net_forward(net, x, 1, 0)[0];
+}
+
+void latency_measure(Net *net, const LatencyConfig *cfg, LatencyStats *out) {
+    latency_time(run_fp32, net, (size_t)net->in_c * net->in_h * net->in_w, cfg, out);
 }
