@@ -188,26 +188,8 @@ int qmodel_load(const char *path, QNet *q, Norm *norm, Err *e) {
         err_set(e, "%s is an fp32 model; this needs an int8 model (run nasc compress --quantize int8)", path);
         goto done;
     }
-    if (len < 8 || memcmp(data, QMODEL_MAGIC, 8) != 0) {
-        err_set(e, "%s is not a nasc int8 model file (bad magic number)", path);
-        goto done;
-    }
-    if (len < 8 + 4 + 4) {
-        err_set(e, "%s is truncated (%zu bytes)", path, len);
-        goto done;
-    }
-    Reader r = {data, len - 4, 8};
-    uint32_t version, crc_stored;
-    get(&r, &version, 4);
-    if (version != QMODEL_VERSION) {
-        err_set(e, "%s has int8 model format version %u; this nasc reads version %u", path, version, QMODEL_VERSION);
-        goto done;
-    }
-    memcpy(&crc_stored, data + len - 4, 4);
-    if (crc32_update(0, data, len - 4) != crc_stored) {
-        err_set(e, "%s is corrupted or truncated (checksum mismatch)", path);
-        goto done;
-    }
+    if (frame_check(data, len, QMODEL_MAGIC, QMODEL_VERSION, "int8 model", path, e) != NASC_OK) goto done;
+    Reader r = {data, len - 4, 12};
     uint32_t in_c, in_h, in_w, classes, nchan, slen, alen, nnodes, ntensors;
     Norm nm;
     if (get(&r, &in_c, 4) || get(&r, &in_h, 4) || get(&r, &in_w, 4) || get(&r, &classes, 4) || get(&r, &nchan, 4) ||

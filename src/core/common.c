@@ -273,3 +273,27 @@ void *file_read_all(const char *path, size_t *n, Err *e) {
     *n = len;
     return buf;
 }
+
+int frame_check(const uint8_t *data, size_t len, const char *magic, uint32_t version, const char *kind,
+                const char *path, Err *e) {
+    if (len < 8 || memcmp(data, magic, 8) != 0) {
+        err_set(e, "%s is not a nasc %s file (bad magic number)", path, kind);
+        return NASC_ERR;
+    }
+    if (len < 8 + 4 + 4) {
+        err_set(e, "%s is truncated (%zu bytes)", path, len);
+        return NASC_ERR;
+    }
+    uint32_t v, crc_stored;
+    memcpy(&v, data + 8, 4);
+    if (v != version) {
+        err_set(e, "%s has %s format version %u; this nasc reads version %u", path, kind, v, version);
+        return NASC_ERR;
+    }
+    memcpy(&crc_stored, data + len - 4, 4);
+    if (crc32_update(0, data, len - 4) != crc_stored) {
+        err_set(e, "%s is corrupted or truncated (checksum mismatch)", path);
+        return NASC_ERR;
+    }
+    return NASC_OK;
+}

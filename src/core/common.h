@@ -75,6 +75,14 @@ void rng_shuffle_int(Rng *r, int *a, int n);
 
 /* CRC-32 (IEEE, same as zlib's crc32) of a buffer, continuing from `crc` (start at 0). */
 uint32_t crc32_update(uint32_t crc, const void *buf, size_t n);
+/* The frame of nasc's binary files (model files, int8 model files), read whole: an 8-byte magic,
+ * a u32 version, the payload, then a u32 CRC-32 of every byte before it. Checks the magic, the
+ * size, the version and the checksum, in that order; NASC_ERR with "PATH is not a nasc KIND file
+ * (bad magic number)", "PATH is truncated", "PATH has KIND format version V; this nasc reads
+ * version W" or "PATH is corrupted or truncated (checksum mismatch)". The payload starts at
+ * byte 12 and ends 4 bytes before len. */
+int frame_check(const uint8_t *data, size_t len, const char *magic, uint32_t version, const char *kind,
+                const char *path, Err *e);
 
 /* Monotonic wall clock in seconds. */
 double now_seconds(void);

@@ -95,26 +95,8 @@ int model_load(const char *path, Net *net, Norm *norm, Err *e) {
         err_set(e, "%s is an int8 model; this needs an fp32 model (the one it was quantized from)", path);
         goto done;
     }
-    if (len < 8 || memcmp(data, MODEL_MAGIC, 8) != 0) {
-        err_set(e, "%s is not a nasc model file (bad magic number)", path);
-        goto done;
-    }
-    if (len < 8 + 4 + 4) {
-        err_set(e, "%s is truncated (%zu bytes)", path, len);
-        goto done;
-    }
-    Reader r = {data, len - 4, 8};
-    uint32_t version, crc_stored;
-    get(&r, &version, 4);
-    if (version != MODEL_VERSION) {
-        err_set(e, "%s has model format version %u; this nasc reads version %u", path, version, MODEL_VERSION);
-        goto done;
-    }
-    memcpy(&crc_stored, data + len - 4, 4);
-    if (crc32_update(0, data, len - 4) != crc_stored) {
-        err_set(e, "%s is corrupted or truncated (checksum mismatch)", path);
-        goto done;
-    }
+    if (frame_check(data, len, MODEL_MAGIC, MODEL_VERSION, "model", path, e) != NASC_OK) goto done;
+    Reader r = {data, len - 4, 12};
     uint32_t in_c, in_h, in_w, classes, nchan, slen, alen;
     Norm nm;
     uint64_t np, nb;
