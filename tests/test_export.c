@@ -60,6 +60,7 @@ static const Case cases[] = {
     {"macro_2", "macro", 1, 28, 28, 10, 0, 0, 22},
     {"macro_3", "macro", 3, 28, 28, 10, 0, 0, 33},
     {"every_op", every_op_spec, 2, 28, 28, 7, 0, 0, 0},
+    {"resize_only", "resize(s=24)", 1, 28, 28, 576, 0, 0, 0}, /* int8: exact taps, equal to ORT bit for bit */
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 

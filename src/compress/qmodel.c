@@ -31,7 +31,7 @@
 
 #define QMODEL_MAGIC "NASCQ8\0"
 #define FP32_MAGIC "NASCMDL"
-#define QMODEL_VERSION 1u
+#define QMODEL_VERSION 2u /* 2: resize multipliers in qresize_unit units (were 2^-22) */
 
 typedef struct {
     char *buf;

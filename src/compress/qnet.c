@@ -355,7 +355,9 @@ static void build_node(QNet *q, const Net *net, int i) {
         break;
     case QX_GAP: quant_multiplier(xs / (ys * h * w), &u->mult[0], &u->shift[0]); break;
     case QX_MUL: quant_multiplier(xs * (double)q->scale[qnet_value(q, nd->in[1])] / ys, &u->mult[0], &u->shift[0]); break;
-    case QX_RESIZE: quant_multiplier(xs / (ys * (double)(1 << (2 * QRESIZE_FRAC))), &u->mult[0], &u->shift[0]); break;
+    case QX_RESIZE:
+        quant_multiplier(xs / (ys * qresize_unit(h, nd->h) * qresize_unit(w, nd->w)), &u->mult[0], &u->shift[0]);
+        break;
     case QX_CONCAT:
         for (int j = 0; j < nd->nin; j++)
             quant_multiplier((double)q->scale[qnet_value(q, nd->in[j])] / ys, &u->mult[j], &u->shift[j]);

@@ -362,7 +362,7 @@ static const char src_chmul[] =
 
 static const char src_resize[] =
     "/* Bilinear resize in fixed point: ty (oh, 4) and tx (ow, 4) hold {i0, i1, l0, l1} per output row and\n"
-    " * column (weights in 2^-11), acc = sum of the 4 taps (x - x_zp) * wy * wx. */\n"
+    " * column (weights l0 + l1 = the axis' unit), acc = sum of the 4 taps (x - x_zp) * wy * wx. */\n"
     "static void resize_s8(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, const int32_t *ty,\n"
     "                      const int32_t *tx, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {\n"
     "    for (int p = 0; p < nc; p++) {\n"
@@ -799,24 +799,20 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
     }
     case QX_RESIZE: {
         g->need |= K_RESIZE;
-        /* The taps of qelem.c's qtaps, tabulated: {i0, i1, l0, l1} per output row / column. */
+        /* qresize_taps, tabulated: {i0, i1, l0, l1} per output row / column. */
         int dims[2][2] = {{h, nd->h}, {w, nd->w}};
         for (int a = 0; a < 2; a++) {
             int in = dims[a][0], on = dims[a][1];
+            QTap *tap = xmalloc((size_t)on * sizeof *tap);
             int32_t *t = xmalloc((size_t)on * 4 * sizeof *t);
-            const int one = 1 << QRESIZE_FRAC;
+            qresize_taps(tap, in, on);
             for (int o = 0; o < on; o++) {
-                int64_t num = (int64_t)(2 * o + 1) * in - on;
-                if (num < 0) num = 0;
-                int64_t src = num * one / (2 * (int64_t)on);
-                int i0 = (int)(src >> QRESIZE_FRAC);
-                int32_t f = (int32_t)(src & (one - 1));
-                if (i0 > in - 1) i0 = in - 1, f = 0;
-                t[4 * o] = i0;
-                t[4 * o + 1] = i0 + 1 < in ? i0 + 1 : in - 1;
-                t[4 * o + 2] = one - f;
-                t[4 * o + 3] = f;
+                t[4 * o] = tap[o].i0;
+                t[4 * o + 1] = tap[o].i1;
+                t[4 * o + 2] = tap[o].l0;
+                t[4 * o + 3] = tap[o].l1;
             }
+            free(tap);
             snprintf(nm, sizeof nm, "t%c%d", a ? 'x' : 'y', i + 1);
             emit_i32(g, nm, t, (size_t)on * 4);
             free(t);

@@ -361,32 +361,44 @@ void qchmul(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, i
 }
 
 /* ------------------------------------------------------------------ resize */
-typedef struct {
-    int i0, i1;
-    int32_t l0, l1; /* weights of i0 and i1, summing to 2^QRESIZE_FRAC */
-} QTap;
+static int64_t gcd64(int64_t a, int64_t b) {
+    if (a < 0) a = -a;
+    if (b < 0) b = -b;
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
 
-static void qtaps(QTap *t, int in, int out) {
-    const int one = 1 << QRESIZE_FRAC;
+int qresize_unit(int in, int out) {
+    int64_t d = 2 * (int64_t)out / gcd64(gcd64(2 * (int64_t)in, (int64_t)in - out), 2 * (int64_t)out);
+    return d <= (1 << QRESIZE_FRAC) ? (int)d : (1 << QRESIZE_FRAC);
+}
+
+int qresize_taps(QTap *t, int in, int out) {
+    int64_t u = qresize_unit(in, out);
     for (int o = 0; o < out; o++) {
         int64_t num = (int64_t)(2 * o + 1) * in - out;
         if (num < 0) num = 0;
-        int64_t src = num * one / (2 * (int64_t)out);
-        int i0 = (int)(src >> QRESIZE_FRAC);
-        int32_t f = (int32_t)(src & (one - 1));
+        int64_t src = num * u / (2 * (int64_t)out);
+        int i0 = (int)(src / u);
+        int32_t f = (int32_t)(src % u);
         if (i0 > in - 1) i0 = in - 1, f = 0;
         t[o].i0 = i0;
         t[o].i1 = i0 + 1 < in ? i0 + 1 : in - 1;
         t[o].l1 = f;
-        t[o].l0 = one - f;
+        t[o].l0 = (int32_t)u - f;
     }
+    return (int)u;
 }
 
 void qresize_ref(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
                  int32_t mult, int shift) {
     QTap *th = xmalloc((size_t)oh * sizeof *th), *tw = xmalloc((size_t)ow * sizeof *tw);
-    qtaps(th, h, oh);
-    qtaps(tw, w, ow);
+    qresize_taps(th, h, oh);
+    qresize_taps(tw, w, ow);
     for (int p = 0; p < nc; p++) {
         const int8_t *xp = x + (size_t)p * h * w;
         for (int i = 0; i < oh; i++)
@@ -412,8 +424,8 @@ void qresize(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, i
     QTap sh[QRESIZE_STACK_TAPS], sw[QRESIZE_STACK_TAPS];
     QTap *th = oh <= QRESIZE_STACK_TAPS ? sh : xmalloc((size_t)oh * sizeof *th);
     QTap *tw = ow <= QRESIZE_STACK_TAPS ? sw : xmalloc((size_t)ow * sizeof *tw);
-    qtaps(th, h, oh);
-    qtaps(tw, w, ow);
+    qresize_taps(th, h, oh);
+    qresize_taps(tw, w, ow);
     int par = nc > 1 && (size_t)nc * oh * ow >= QELEM_PAR_MIN / 4;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (int p = 0; p < nc; p++) {

@@ -131,13 +131,24 @@ void qchmul_ref(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int h
 void qchmul(int8_t *y, const int8_t *x, const int8_t *s, int n, int c, int hw, int32_t x_zp, int32_t s_zp,
             int32_t y_zp, int32_t mult, int shift);
 
-/* Bilinear resize of nc planes (h, w) -> (oh, ow), resize_forward_ref's sampling in fixed point
- * with F = QRESIZE_FRAC fractional bits: along an axis of `in` -> `out` pixels, output o reads
- * src = max(0, (2o + 1) in - out) * 2^F / (2 out) (integer division), i0 = min(src >> F,
- * in - 1), i1 = min(i0 + 1, in - 1), with weights 2^F - f and f = src & (2^F - 1) (f = 0 when
- * i0 was clipped). acc = sum of the 4 taps (x - x_zp) * wy * wx, in units of 2^-2F, and
- * y = clamp(y_zp + q_mulshift(acc, mult, shift)) with (mult, shift) for x_scale / (y_scale 2^2F). */
+/* Bilinear resize of nc planes (h, w) -> (oh, ow), resize_forward_ref's sampling with exact
+ * rational taps: along an axis of `in` -> `out` pixels, output o reads source coordinate
+ * max(0, (2o + 1) in - out) / (2 out), a multiple of 1/D with D = 2 out / gcd(2 in, in - out,
+ * 2 out) (28 -> 24: D = 12; 2x up: D = 4). The axis' unit is U = D, or 2^QRESIZE_FRAC when D is
+ * larger (then the taps are rounded down to that grid); with src = max(0, (2o + 1) in - out) U /
+ * (2 out), i0 = min(src / U, in - 1), i1 = min(i0 + 1, in - 1), and weights U - f and f, f = src
+ * mod U (f = 0 when i0 was clipped). acc = sum of the 4 taps (x - x_zp) wy wx, in units of
+ * 1 / (Uh Uw), and y = clamp(y_zp + q_mulshift(acc, mult, shift)) with (mult, shift) for x_scale /
+ * (y_scale Uh Uw). Exact taps make the result the rounded real bilinear value, so it agrees with
+ * a float Resize followed by QuantizeLinear (ONNX Runtime) except at ties. |acc| <= 255 Uh Uw
+ * <= 255 2^22 keeps acc * mult within int64. */
 #define QRESIZE_FRAC 11
+typedef struct {
+    int32_t i0, i1, l0, l1; /* source indices and their weights, l0 + l1 = U */
+} QTap;
+/* The unit U of an axis in -> out, and its taps into t[out] (returns U). */
+int qresize_unit(int in, int out);
+int qresize_taps(QTap *t, int in, int out);
 void qresize_ref(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
                  int32_t mult, int shift);
 void qresize(int8_t *y, const int8_t *x, int nc, int h, int w, int oh, int ow, int32_t x_zp, int32_t y_zp,
