@@ -37,6 +37,10 @@ if [ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -lt "$p0" ]; then pass=$((pass+1)); e
 expect ok "test_acc" "$NASC" eval "$T/p.nasc" --threads 2
 expect ok "after (int8)" "$NASC" compress "$T/p.nasc" --quantize int8 $Q $S --out "$T/pq.nasc"
 expect ok "test_acc" "$NASC" train $Q --arch small --epochs 1 --subset 256 --distill "$T/p.nasc"
+# One-shot (prune, re-estimate BN, fine-tune) gives the same architecture as the gradual default.
+expect ok "after (fp32)" "$NASC" compress "$T/m.nasc" --prune 0.5 --prune-schedule oneshot --finetune-epochs 1 $Q $S --out "$T/p1.nasc" --json
+case "$LAST" in *"\"params\": $p1,"*) pass=$((pass+1)) ;; *) fail=$((fail+1)); echo "FAIL: one-shot pruning should also give $p1 params" ;; esac
+expect ok "channel pruning 50% (l1, gradual)" "$NASC" compress "$T/m.nasc" --prune 0.5 --finetune-epochs 1 --threads 2 $S --out "$T/p2.nasc"
 
 # Weight pruning: half the weights are zero afterwards.
 expect ok "global sparsity 0.5000" "$NASC" compress "$T/m.nasc" --prune 0.5 --prune-mode weight --finetune-epochs 1 --threads 2 $S --out "$T/w.nasc"
@@ -50,6 +54,8 @@ expect fail "nothing to do" "$NASC" compress "$T/m.nasc" --out "$T/x.nasc"
 expect fail "--out MODEL is required" "$NASC" compress "$T/m.nasc" --quantize int8
 expect fail "--quantize must be int8" "$NASC" compress "$T/m.nasc" --quantize int4 --out "$T/x.nasc"
 expect fail "--prune-mode must be channel or weight" "$NASC" compress "$T/m.nasc" --prune 0.5 --prune-mode filter --out "$T/x.nasc"
+expect fail "--prune-schedule must be gradual or oneshot, got 'cubic'" "$NASC" compress "$T/m.nasc" --prune 0.5 --prune-schedule cubic --out "$T/x.nasc"
+expect fail "--prune-schedule gradual needs fine-tuning" "$NASC" compress "$T/m.nasc" --prune 0.5 --prune-schedule gradual --finetune-epochs 0 --out "$T/x.nasc"
 expect fail "--calib-method" "$NASC" compress "$T/m.nasc" --quantize int8 --calib-method kl --out "$T/x.nasc"
 expect fail "--qat-epochs needs --quantize int8" "$NASC" compress "$T/m.nasc" --qat-epochs 2 --prune 0.5 --out "$T/x.nasc"
 expect fail "cannot open" "$NASC" compress "$T/missing.nasc" --quantize int8 --out "$T/x.nasc"

@@ -527,6 +527,105 @@ static void test_train_hook(void) {
     dataset_free(&d);
 }
 
+/* Gradual channel pruning through real training steps on a residual net: the dropped set only
+ * grows, the dropped channels stay zero through SGD, and removing them at the end gives the
+ * masked net's outputs with the predicted counts. */
+typedef struct {
+    ChannelPruneHook *h;
+    unsigned char *dropped; /* (nunits) once dropped */
+    int shrank, revived, plans;
+    float last_ratio;
+} GradualWatch;
+
+static void gradual_watch(void *ctx, const TrainProgress *p) {
+    (void)p;
+    GradualWatch *w = ctx;
+    if (w->h->ratio == 0 || w->h->plan.nunits > 4096) return;
+    if (w->h->ratio != w->last_ratio) w->plans++;
+    w->last_ratio = w->h->ratio;
+    for (int u = 0; u < w->h->plan.nunits; u++) {
+        if (w->dropped[u] && w->h->plan.keep[u]) w->revived++;
+        if (!w->h->plan.keep[u]) w->dropped[u] = 1;
+    }
+}
+
+static void test_gradual_channels(void) {
+    Dataset d = {.n = 64, .c = 1, .h = 8, .w = 8, .classes = CLASSES};
+    snprintf(d.name, sizeof d.name, "synthetic");
+    d.images = xmalloc((size_t)d.n * 64);
+    d.labels = xmalloc((size_t)d.n * sizeof *d.labels);
+    Rng r;
+    rng_seed(&r, 5);
+    for (int j = 0; j < d.n * 64; j++) d.images[j] = (uint8_t)rng_below(&r, 256);
+    for (int j = 0; j < d.n; j++) d.labels[j] = (int32_t)(j % CLASSES);
+    Spec s;
+    Err e;
+    Net net;
+    NASC_ASSERT(spec_parse(&s,
+                           "conv(c=12,k=3);bn;x0=relu;conv(c=12,k=3);bn;relu;conv(c=12,k=3);bn;add(_,x0);relu;"
+                           "conv(c=16,k=3,s=2);bn;relu;gap;linear",
+                           16, 1, &e) == NASC_OK);
+    NASC_ASSERT(net_build(&net, &s, 1, 8, 8, CLASSES, &e) == NASC_OK);
+    spec_free(&s);
+    net_init_params(&net, 3);
+    AgpSchedule g = {.s_init = 0.0f, .s_final = 0.5f, .t0 = 0, .n = 4, .dt = 3};
+    ChannelPruneHook h;
+    CHECK(prune_channel_hook_init(&h, &net, PRUNE_L1, &g, &e) == NASC_OK, "hook: %s", e.msg);
+    GradualWatch w = {&h, NULL, 0, 0, 0, 0};
+    h.next = gradual_watch, h.next_ctx = &w;
+    w.dropped = calloc(4096, 1);
+    int *idx = xmalloc((size_t)d.n * sizeof *idx);
+    for (int j = 0; j < d.n; j++) idx[j] = j;
+    TrainConfig tc = {.epochs = 2, .batch = 8, .opt = optim_defaults(OPT_SGD), .seed = 1};
+    tc.opt.momentum = 0.9f; /* momentum keeps pushing dropped weights: the hook must re-zero them */
+    tc.sched.kind = SCHED_CONST;
+    tc.sched.lr = 0.05f;
+    tc.on_step = prune_channel_on_step;
+    tc.ctx = &h;
+    float mean = 0.5f, sd = 0.25f;
+    TrainResult res;
+    CHECK(train_run(&net, &d, idx, d.n, NULL, NULL, 0, &mean, &sd, &tc, &res, &e) == NASC_OK, "train: %s", e.msg);
+    CHECK(res.steps == 16 && h.step == 16, "steps %ld, hook %ld", res.steps, h.step);
+    CHECK(h.ratio == 0.5f && w.plans >= 3 && w.revived == 0, "ratio %g after %d plans, %d channels revived",
+          (double)h.ratio, w.plans, w.revived);
+    /* The dropped filters of the first conv are zero after the last SGD step. */
+    int keep[16], nk = prune_plan_kept(&net, &h.plan, 0, keep);
+    const float *w0 = net.params + net.spec.nodes[0].param_off;
+    int nonzero = 0;
+    for (int c = 0, k = 0; c < 12; c++) {
+        if (k < nk && keep[k] == c) {
+            k++;
+            continue;
+        }
+        for (int j = 0; j < 9; j++) nonzero += w0[c * 9 + j] != 0.0f;
+    }
+    CHECK(nk == 6 && nonzero == 0, "first conv keeps %d of 12; %d dropped weights nonzero", nk, nonzero);
+    Net out;
+    PruneReport rep;
+    CHECK(prune_plan_apply(&net, &h.plan, &out, &rep, &e) == NASC_OK, "apply: %s", e.msg);
+    CHECK(rep.params_after == rep.params_predicted && rep.params_after < rep.params_before, "params %zu -> %zu (%zu)",
+          rep.params_before, rep.params_after, rep.params_predicted);
+    float x[2 * 64];
+    for (int j = 0; j < 2 * 64; j++) x[j] = (float)rng_normal(&r);
+    float y[2 * CLASSES];
+    memcpy(y, net_forward(&net, x, 2, 0), sizeof y);
+    double scale, diff = max_abs_diff(net_forward(&out, x, 2, 0), y, 2 * CLASSES, &scale);
+    CHECK(diff <= 1e-5 * fmax(scale, 1e-3), "removed vs zeroed outputs differ by %g (scale %g)", diff, scale);
+    printf("gradual    %d plans to 50%%, params %zu -> %zu, max|removed - zeroed| %.3g\n", w.plans,
+           rep.params_before, rep.params_after, diff);
+    net_free(&out);
+    /* A schedule whose final ratio cannot be reached fails at init, not mid-training. */
+    AgpSchedule bad = {.s_init = 0.0f, .s_final = 0.001f, .t0 = 0, .n = 2, .dt = 1};
+    ChannelPruneHook h2;
+    CHECK(prune_channel_hook_init(&h2, &net, PRUNE_L1, &bad, &e) == NASC_ERR && strstr(e.msg, "removes no channel"),
+          "unreachable ratio: '%s'", e.msg);
+    prune_channel_hook_free(&h);
+    free(w.dropped);
+    free(idx);
+    net_free(&net);
+    dataset_free(&d);
+}
+
 int main(void) {
     test_structured();
     test_choice();
@@ -534,5 +633,6 @@ int main(void) {
     test_magnitude();
     test_agp();
     test_train_hook();
+    test_gradual_channels();
     return check_summary("test_prune");
 }

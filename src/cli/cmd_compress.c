@@ -1,9 +1,11 @@
 /* cmd_compress.c: `nasc compress MODEL ... --out MODEL`: the compression pipeline on a trained
  * fp32 model, in this order:
  *   1. pruning: structured (`--prune-mode channel`, the default: channels physically removed,
- *      src/compress/prune.c) or unstructured (`--prune-mode weight`: magnitude masks, reached
- *      gradually with AGP over the first two thirds of fine-tuning, then kept), followed by
- *      fine-tuning for --finetune-epochs;
+ *      src/compress/prune.c) or unstructured (`--prune-mode weight`: magnitude masks), then
+ *      fine-tuning for --finetune-epochs. `--prune-schedule gradual` (the default when there
+ *      is fine-tuning) reaches the ratio with AGP over the first two thirds of fine-tuning,
+ *      choosing again at each of 10 steps (channels: zeroed, and removed once training ends),
+ *      then trains on with the final masks; `oneshot` prunes everything before fine-tuning;
  *   2. int8 quantization (`--quantize int8`): quantization-aware training for --qat-epochs
  *      (fake quantization, src/compress/qat.c) when asked, then the int8 network from the
  *      learned ranges; otherwise post-training quantization calibrated on --calib training
@@ -24,7 +26,8 @@
 #include "cli.h"
 
 static const char usage[] =
-    "usage: nasc compress MODEL [--prune R [--prune-mode channel|weight] [--prune-criterion l1|l2|bn]]\n"
+    "usage: nasc compress MODEL [--prune R [--prune-mode channel|weight] [--prune-criterion l1|l2|bn]\n"
+    "                     [--prune-schedule gradual|oneshot]]\n"
     "                     [--quantize int8 [--calib N] [--calib-method minmax|percentile|mse] [--qat-epochs E]]\n"
     "                     [--distill TEACHER] [--finetune-epochs E] [--data NAME[:DIR]|DIR] --out MODEL\n"
     "  MODEL is an fp32 model file (nasc train --out). R is the fraction of channels (channel mode, per\n"
@@ -50,12 +53,14 @@ static size_t count_nonzero(const Net *net) {
 typedef struct {
     int quiet;
     const char *phase;
-    PruneHook *prune; /* re-applies weight masks after every step (weight mode), or NULL */
+    PruneHook *prune;          /* re-applies weight masks after every step (weight mode), or NULL */
+    ChannelPruneHook *cprune; /* gradual channel pruning, or NULL */
 } Ctx;
 
 static void on_step(void *ctx, const TrainProgress *p) {
     Ctx *c = ctx;
     if (c->prune) prune_on_step(c->prune, p);
+    if (c->cprune) prune_channel_on_step(c->cprune, p);
 }
 
 static void on_epoch(void *ctx, const TrainProgress *p, double val_acc) {
@@ -74,7 +79,7 @@ static void json_side(Json *j, const char *key, const Side *s) {
 static void print_row(const char *what, const char *a, const char *b) { printf("  %-22s %16s %16s\n", what, a, b); }
 
 int cmd_compress(int argc, char **argv) {
-    const char *data = "fashion-mnist", *out = NULL, *prune_mode = "channel", *crit_name = "l1", *quantize = NULL,
+    const char *data = "fashion-mnist", *out = NULL, *prune_mode = "channel", *crit_name = "l1", *schedule = NULL, *quantize = NULL,
                *calib_name = "percentile", *distill = NULL;
     float ratio = 0, lr = 0.01f, kd_alpha = 0.9f, kd_temp = 4.0f, qat_lr = 0.001f;
     int finetune = -1, qat_epochs = 0, calib = 1024, batch = 256, subset = 0, seed = 0, threads = 0, repeats = 50, json = 0,
@@ -83,6 +88,8 @@ int cmd_compress(int argc, char **argv) {
         {"prune", ARG_FLOAT, &ratio, "fraction to prune, in (0, 1) (no pruning)", 0},
         {"prune-mode", ARG_STR, &prune_mode, "channel (structured, removes channels) | weight (unstructured)", 0},
         {"prune-criterion", ARG_STR, &crit_name, "channel importance: l1 | l2 | bn (l1)", 0},
+        {"prune-schedule", ARG_STR, &schedule,
+         "gradual (AGP over 2/3 of fine-tuning; the default with fine-tuning) | oneshot", 0},
         {"finetune-epochs", ARG_INT, &finetune, "fine-tuning epochs after pruning (3)", 0},
         {"lr", ARG_FLOAT, &lr, "fine-tuning learning rate, cosine to 0 (0.01)", 0},
         {"quantize", ARG_STR, &quantize, "int8: quantize (post-training, or QAT with --qat-epochs)", 0},
@@ -138,6 +145,11 @@ int cmd_compress(int argc, char **argv) {
     else if (qat_epochs < 0 || qat_epochs > 1000) bad = "--qat-epochs must be between 0 and 1000";
     else if (qat_epochs > 0 && !quantize) bad = "--qat-epochs needs --quantize int8";
     else if (finetune < -1 || finetune > 1000) bad = "--finetune-epochs must be between 0 and 1000";
+    else if (schedule && strcmp(schedule, "gradual") && strcmp(schedule, "oneshot")) {
+        snprintf(msg, sizeof msg, "--prune-schedule must be gradual or oneshot, got '%s'", schedule);
+        bad = msg;
+    } else if (schedule && !strcmp(schedule, "gradual") && finetune == 0)
+        bad = "--prune-schedule gradual needs fine-tuning (--finetune-epochs > 0)";
     else if (!(lr > 0) || !(qat_lr > 0)) bad = "--lr and --qat-lr must be positive";
     else if (!(kd_alpha >= 0 && kd_alpha <= 1)) bad = "--kd-alpha must be in [0, 1]";
     else if (!(kd_temp > 0 && kd_temp <= 100)) bad = "--kd-temperature must be in (0, 100]";
@@ -152,6 +164,7 @@ int cmd_compress(int argc, char **argv) {
     }
     channel = !strcmp(prune_mode, "channel");
     if (finetune < 0) finetune = ratio > 0 ? 3 : 0;
+    int gradual = schedule ? !strcmp(schedule, "gradual") : finetune > 0;
     if (threads) threads_set(threads);
     const char *model = pos[0];
     QModelKind kind = qmodel_probe(model);
@@ -237,7 +250,7 @@ int cmd_compress(int argc, char **argv) {
         cfg.kd_alpha = kd_alpha;
         cfg.kd_temperature = kd_temp;
     }
-    Ctx ctx = {quiet, "fine-tune", NULL};
+    Ctx ctx = {quiet, "fine-tune", NULL, NULL};
     cfg.on_step = on_step;
     cfg.on_epoch = on_epoch;
     cfg.ctx = &ctx;
@@ -247,7 +260,21 @@ int cmd_compress(int argc, char **argv) {
     PruneHook hook;
 
     /* ---- 1. pruning */
-    if (ratio > 0 && channel) {
+    ChannelPruneHook chook;
+    long total = spe * finetune;
+    AgpSchedule agp = {0, ratio, 0, 0, 1}; /* gradual: 10 steps over the first two thirds */
+    if (gradual && total >= 3) {
+        agp.dt = NASC_MAX(1L, total * 2 / 3 / 10);
+        agp.n = NASC_MAX(1L, total * 2 / 3 / agp.dt);
+    }
+    if (ratio > 0 && channel && gradual) {
+        if (prune_channel_hook_init(&chook, &net, crit, &agp, &e) != NASC_OK) {
+            fprintf(stderr, "nasc compress: --prune: %s\n", e.msg);
+            free(tidx);
+            goto done;
+        }
+        ctx.cprune = &chook;
+    } else if (ratio > 0 && channel) {
         Net small;
         PruneReport rep;
         if (prune_channels(&net, crit, ratio, &small, &rep, &e) != NASC_OK) {
@@ -268,19 +295,13 @@ int cmd_compress(int argc, char **argv) {
         }
     } else if (ratio > 0) {
         masks = prune_masks_new(&net);
-        long total = spe * finetune;
-        AgpSchedule agp = {0, ratio, 0, 0, 1};
-        if (total >= 3) { /* prune gradually over the first two thirds, then let the weights recover */
-            agp.dt = NASC_MAX(1L, total * 2 / 3 / 10);
-            agp.n = NASC_MAX(1L, total * 2 / 3 / agp.dt);
-        }
-        if (prune_hook_init(&hook, &net, masks, &agp, PRUNE_GLOBAL, &e) != NASC_OK) {
+        if (prune_hook_init(&hook, &net, masks, gradual ? &agp : NULL, PRUNE_GLOBAL, &e) != NASC_OK) {
             fprintf(stderr, "nasc compress: --prune: %s\n", e.msg);
             free(masks);
             free(tidx);
             goto done;
         }
-        if (finetune == 0 && prune_weights_magnitude(&net, masks, ratio, PRUNE_GLOBAL, &e) != NASC_OK) {
+        if (!gradual && prune_weights_magnitude(&net, masks, ratio, PRUNE_GLOBAL, &e) != NASC_OK) {
             fprintf(stderr, "nasc compress: --prune: %s\n", e.msg);
             free(masks);
             free(tidx);
@@ -300,6 +321,25 @@ int cmd_compress(int argc, char **argv) {
         }
     }
     if (masks && !quiet) prune_sparsity_print(stderr, &net, masks);
+    if (ctx.cprune) { /* remove the channels gradual pruning zeroed */
+        Net small;
+        PruneReport rep;
+        ctx.cprune = NULL;
+        int rc = chook.ratio > 0 ? prune_plan_apply(&net, &chook.plan, &small, &rep, &e) : NASC_ERR;
+        if (chook.ratio == 0) err_set(&e, "fine-tuning ended before the first pruning step");
+        prune_channel_hook_free(&chook);
+        if (rc != NASC_OK) {
+            fprintf(stderr, "nasc compress: --prune: %s\n", e.msg);
+            free(tidx);
+            goto done;
+        }
+        net_free(&net);
+        net = small;
+        if (!quiet) {
+            fprintf(stderr, "compress: channel pruning %.0f%% (%s, gradual): ", 100.0 * ratio, prune_criterion_name(crit));
+            prune_report_print(stderr, &rep);
+        }
+    }
 
     /* ---- 2. quantization */
     QNet qn;

@@ -740,3 +740,47 @@ void prune_on_step(void *ctx, const TrainProgress *p) {
     }
     if (h->next) h->next(h->next_ctx, p);
 }
+
+/* ------------------------------------------------------------------ gradual channel pruning */
+static void channel_hook_prune(ChannelPruneHook *h, float ratio) {
+    if (h->ratio > 0) prune_plan_mask(h->net, &h->plan); /* the dropped channels score 0 first */
+    PrunePlan next;
+    Err e;
+    if (ratio <= h->ratio || prune_plan(h->net, h->crit, ratio, &next, &e) != NASC_OK) return;
+    if (h->ratio > 0) prune_plan_free(&h->plan);
+    h->plan = next;
+    h->ratio = ratio;
+}
+
+int prune_channel_hook_init(ChannelPruneHook *h, Net *net, PruneCriterion crit, const AgpSchedule *agp, Err *e) {
+    memset(h, 0, sizeof *h);
+    h->net = net;
+    h->crit = crit;
+    if (!(agp->s_init >= 0 && agp->s_init < 1 && agp->s_final > 0 && agp->s_final < 1) || agp->s_init > agp->s_final ||
+        agp->t0 < 0 || agp->n < 0 || agp->dt < 1) {
+        err_set(e, "gradual channel pruning: need 0 <= initial <= final ratio < 1, final > 0, start >= 0, steps >= 0 "
+                   "and a pruning interval >= 1 (got %g, %g, %ld, %ld, %ld)",
+                (double)agp->s_init, (double)agp->s_final, agp->t0, agp->n, agp->dt);
+        return NASC_ERR;
+    }
+    PrunePlan probe; /* the final ratio must be reachable: the errors come now, not mid-training */
+    if (prune_plan(net, crit, agp->s_final, &probe, e) != NASC_OK) return NASC_ERR;
+    prune_plan_free(&probe);
+    h->agp = *agp;
+    if (prune_agp_is_step(agp, 0)) channel_hook_prune(h, prune_agp_sparsity(agp, 0));
+    if (h->ratio > 0) prune_plan_mask(net, &h->plan);
+    return NASC_OK;
+}
+
+void prune_channel_hook_free(ChannelPruneHook *h) {
+    if (h->ratio > 0) prune_plan_free(&h->plan);
+    h->ratio = 0;
+}
+
+void prune_channel_on_step(void *ctx, const TrainProgress *p) {
+    ChannelPruneHook *h = ctx;
+    h->step++;
+    if (prune_agp_is_step(&h->agp, h->step)) channel_hook_prune(h, prune_agp_sparsity(&h->agp, h->step));
+    if (h->ratio > 0) prune_plan_mask(h->net, &h->plan);
+    if (h->next) h->next(h->next_ctx, p);
+}

@@ -150,4 +150,28 @@ int prune_hook_init(PruneHook *h, Net *net, unsigned char *masks, const AgpSched
 /* TrainConfig.on_step: counts the step, prunes if it is a pruning step, re-applies the masks. */
 void prune_on_step(void *ctx, const TrainProgress *p);
 
+/* Gradual channel pruning: the AGP schedule above over the fraction of channels removed. At each
+ * pruning step the plan is chosen anew by crit on the current weights, after the previous plan's
+ * channels were zeroed (they score 0, so they stay dropped and the set only grows); after every
+ * optimizer step the current plan's channels are zeroed again (prune_plan_mask). Once training
+ * ends, prune_channels(net, crit, s_final) removes exactly the zeroed channels. A step whose
+ * ratio is too small to drop a channel keeps the previous plan. */
+typedef struct {
+    Net *net;
+    PruneCriterion crit;
+    AgpSchedule agp;
+    long step;
+    float ratio;    /* the ratio of the current plan (0: no plan yet) */
+    PrunePlan plan; /* valid when ratio > 0 */
+    void (*next)(void *ctx, const TrainProgress *p);
+    void *next_ctx;
+} ChannelPruneHook;
+
+/* Checks the schedule and that net can be pruned to s_final by crit (prune_plan's errors), then
+ * applies step 0 if it is a pruning step. */
+int prune_channel_hook_init(ChannelPruneHook *h, Net *net, PruneCriterion crit, const AgpSchedule *agp, Err *e);
+void prune_channel_hook_free(ChannelPruneHook *h);
+/* TrainConfig.on_step for a ChannelPruneHook. */
+void prune_channel_on_step(void *ctx, const TrainProgress *p);
+
 #endif
