@@ -5,13 +5,15 @@
 # channel pruning fine-tuned with distillation from the unpruned model. Prints one line per run
 # with the test accuracy change against fp32, sizes and batch-1 latencies (the latter measured in
 # turns within each compress run). Usage: bash bench/compress.sh [NASC] ; env: DIR, EPOCHS,
-# FT_EPOCHS, QAT_EPOCHS, NETS, THREADS (2).
+# FT_EPOCHS (12), PRUNE_LR (0.1), SCHEDULE (gradual), QAT_EPOCHS (2), NETS, THREADS (2).
 set -eu
 cd "$(dirname "$0")/.."
 NASC=${1:-build/nasc}
 DIR=${DIR:-runs/compress}
 EPOCHS=${EPOCHS:-12}
-FT_EPOCHS=${FT_EPOCHS:-3}
+FT_EPOCHS=${FT_EPOCHS:-12}
+PRUNE_LR=${PRUNE_LR:-0.1}
+SCHEDULE=${SCHEDULE:-gradual}
 QAT_EPOCHS=${QAT_EPOCHS:-2}
 NB201='nb201:|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|'
 NETS=${NETS:-"resnet8 mbv2 nb201"}
@@ -38,5 +40,6 @@ for net in $NETS; do
         row "$net" "ptq int8 ($cal)" "$("$NASC" compress "$m" --quantize int8 --calib-method "$cal" --threads "$THREADS" --quiet --json --out "$DIR/$net.ptq-$cal.q8")"
     done
     row "$net" "qat int8 ($QAT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --quantize int8 --qat-epochs "$QAT_EPOCHS" --distill "$m" --threads "$THREADS" --quiet --json --out "$DIR/$net.qat.q8")"
-    row "$net" "prune 50% ch ($FT_EPOCHS ep, kd)" "$("$NASC" compress "$m" --prune 0.5 --finetune-epochs "$FT_EPOCHS" --distill "$m" --threads "$THREADS" --quiet --json --out "$DIR/$net.p50.nasc")"
+    row "$net" "prune 50% ch ($SCHEDULE, $FT_EPOCHS ep, lr $PRUNE_LR, kd)" "$("$NASC" compress "$m" --prune 0.5 --prune-schedule "$SCHEDULE" \
+        --finetune-epochs "$FT_EPOCHS" --lr "$PRUNE_LR" --distill "$m" --threads "$THREADS" --quiet --json --out "$DIR/$net.p50.nasc")"
 done

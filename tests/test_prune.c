@@ -481,47 +481,63 @@ static void test_agp(void) {
     net_free(&net);
 }
 
+/* A tiny in-memory dataset (n random 1x8x8 images, labels j mod CLASSES) from a seeded r, and
+ * `text` built for it. */
+static void tiny_setup(Dataset *d, Net *net, Rng *r, int n, uint64_t seed, const char *text) {
+    *d = (Dataset){.n = n, .c = 1, .h = 8, .w = 8, .classes = CLASSES};
+    snprintf(d->name, sizeof d->name, "synthetic");
+    d->images = xmalloc((size_t)n * 64);
+    d->labels = xmalloc((size_t)n * sizeof *d->labels);
+    rng_seed(r, seed);
+    for (int j = 0; j < n * 64; j++) d->images[j] = (uint8_t)rng_below(r, 256);
+    for (int j = 0; j < n; j++) d->labels[j] = (int32_t)(j % CLASSES);
+    Spec s;
+    Err e;
+    NASC_ASSERT(spec_parse(&s, text, 16, 1, &e) == NASC_OK);
+    NASC_ASSERT(net_build(net, &s, 1, 8, 8, CLASSES, &e) == NASC_OK);
+    spec_free(&s);
+}
+
+/* Two epochs of SGD (batch 8, lr 0.05) on the whole of d with on_step(ctx, ...) after each step. */
+static int tiny_train(const Dataset *d, Net *net, float momentum, void (*on_step)(void *, const TrainProgress *),
+                      void *ctx, TrainResult *res, Err *e) {
+    int *idx = xmalloc((size_t)d->n * sizeof *idx);
+    for (int j = 0; j < d->n; j++) idx[j] = j;
+    TrainConfig tc = {.epochs = 2, .batch = 8, .opt = optim_defaults(OPT_SGD), .seed = 1};
+    tc.opt.momentum = momentum;
+    tc.sched.kind = SCHED_CONST;
+    tc.sched.lr = 0.05f;
+    tc.on_step = on_step;
+    tc.ctx = ctx;
+    float mean = 0.5f, sd = 0.25f;
+    int rc = train_run(net, d, idx, d->n, NULL, NULL, 0, &mean, &sd, &tc, res, e);
+    free(idx);
+    return rc;
+}
+
 /* The hook inside train_run (on a tiny in-memory dataset): masked weights end at zero and the
  * final sparsity is reached. */
 static void on_step_count(void *ctx, const TrainProgress *p) { (*(int *)ctx)++; }
 
 static void test_train_hook(void) {
-    Dataset d = {.n = 48, .c = 1, .h = 8, .w = 8, .classes = CLASSES};
-    snprintf(d.name, sizeof d.name, "synthetic");
-    d.images = xmalloc((size_t)d.n * 64);
-    d.labels = xmalloc((size_t)d.n * sizeof *d.labels);
-    Rng r;
-    rng_seed(&r, 4);
-    for (int j = 0; j < d.n * 64; j++) d.images[j] = (uint8_t)rng_below(&r, 256);
-    for (int j = 0; j < d.n; j++) d.labels[j] = (int32_t)(j % CLASSES);
-    Spec s;
-    Err e;
+    Dataset d;
     Net net;
-    NASC_ASSERT(spec_parse(&s, "conv(c=8,k=3);bn;relu;conv(c=8,k=3,s=2);bn;relu;gap;linear", 16, 1, &e) == NASC_OK);
-    NASC_ASSERT(net_build(&net, &s, 1, 8, 8, CLASSES, &e) == NASC_OK);
-    spec_free(&s);
+    Err e;
+    Rng r;
+    tiny_setup(&d, &net, &r, 48, 4, "conv(c=8,k=3);bn;relu;conv(c=8,k=3,s=2);bn;relu;gap;linear");
     unsigned char *m = prune_masks_new(&net);
     AgpSchedule g = {.s_init = 0.0f, .s_final = 0.7f, .t0 = 1, .n = 3, .dt = 2};
     PruneHook h;
     CHECK(prune_hook_init(&h, &net, m, &g, PRUNE_GLOBAL, &e) == NASC_OK, "hook: %s", e.msg);
     int count = 0;
     h.next = on_step_count, h.next_ctx = &count;
-    int *idx = xmalloc((size_t)d.n * sizeof *idx);
-    for (int j = 0; j < d.n; j++) idx[j] = j;
-    TrainConfig tc = {.epochs = 2, .batch = 8, .opt = optim_defaults(OPT_SGD), .seed = 1};
-    tc.sched.kind = SCHED_CONST;
-    tc.sched.lr = 0.05f;
-    tc.on_step = prune_on_step;
-    tc.ctx = &h;
-    float mean = 0.5f, sd = 0.25f;
     TrainResult res;
-    CHECK(train_run(&net, &d, idx, d.n, NULL, NULL, 0, &mean, &sd, &tc, &res, &e) == NASC_OK, "train: %s", e.msg);
+    CHECK(tiny_train(&d, &net, 0.0f, prune_on_step, &h, &res, &e) == NASC_OK, "train: %s", e.msg);
     CHECK(res.steps == 12 && h.step == 12 && count == 12, "steps %ld, hook %ld, chained %d", res.steps, h.step, count);
     size_t nz = 0;
     for (size_t j = 0; j < net.nparams; j++) nz += !m[j] && net.params[j] != 0.0f;
     CHECK(nz == 0, "%zu masked weights nonzero after training", nz);
     CHECK_CLOSE(prune_sparsity(&net, m, -1), 0.7, 0.001, 0, "final global sparsity");
-    free(idx);
     free(m);
     net_free(&net);
     dataset_free(&d);
@@ -550,23 +566,13 @@ static void gradual_watch(void *ctx, const TrainProgress *p) {
 }
 
 static void test_gradual_channels(void) {
-    Dataset d = {.n = 64, .c = 1, .h = 8, .w = 8, .classes = CLASSES};
-    snprintf(d.name, sizeof d.name, "synthetic");
-    d.images = xmalloc((size_t)d.n * 64);
-    d.labels = xmalloc((size_t)d.n * sizeof *d.labels);
-    Rng r;
-    rng_seed(&r, 5);
-    for (int j = 0; j < d.n * 64; j++) d.images[j] = (uint8_t)rng_below(&r, 256);
-    for (int j = 0; j < d.n; j++) d.labels[j] = (int32_t)(j % CLASSES);
-    Spec s;
-    Err e;
+    Dataset d;
     Net net;
-    NASC_ASSERT(spec_parse(&s,
-                           "conv(c=12,k=3);bn;x0=relu;conv(c=12,k=3);bn;relu;conv(c=12,k=3);bn;add(_,x0);relu;"
-                           "conv(c=16,k=3,s=2);bn;relu;gap;linear",
-                           16, 1, &e) == NASC_OK);
-    NASC_ASSERT(net_build(&net, &s, 1, 8, 8, CLASSES, &e) == NASC_OK);
-    spec_free(&s);
+    Err e;
+    Rng r;
+    tiny_setup(&d, &net, &r, 64, 5,
+               "conv(c=12,k=3);bn;x0=relu;conv(c=12,k=3);bn;relu;conv(c=12,k=3);bn;add(_,x0);relu;"
+               "conv(c=16,k=3,s=2);bn;relu;gap;linear");
     net_init_params(&net, 3);
     AgpSchedule g = {.s_init = 0.0f, .s_final = 0.5f, .t0 = 0, .n = 4, .dt = 3};
     ChannelPruneHook h;
@@ -574,17 +580,8 @@ static void test_gradual_channels(void) {
     GradualWatch w = {&h, NULL, 0, 0, 0, 0};
     h.next = gradual_watch, h.next_ctx = &w;
     w.dropped = calloc(4096, 1);
-    int *idx = xmalloc((size_t)d.n * sizeof *idx);
-    for (int j = 0; j < d.n; j++) idx[j] = j;
-    TrainConfig tc = {.epochs = 2, .batch = 8, .opt = optim_defaults(OPT_SGD), .seed = 1};
-    tc.opt.momentum = 0.9f; /* momentum keeps pushing dropped weights: the hook must re-zero them */
-    tc.sched.kind = SCHED_CONST;
-    tc.sched.lr = 0.05f;
-    tc.on_step = prune_channel_on_step;
-    tc.ctx = &h;
-    float mean = 0.5f, sd = 0.25f;
-    TrainResult res;
-    CHECK(train_run(&net, &d, idx, d.n, NULL, NULL, 0, &mean, &sd, &tc, &res, &e) == NASC_OK, "train: %s", e.msg);
+    TrainResult res; /* momentum keeps pushing dropped weights: the hook must re-zero them */
+    CHECK(tiny_train(&d, &net, 0.9f, prune_channel_on_step, &h, &res, &e) == NASC_OK, "train: %s", e.msg);
     CHECK(res.steps == 16 && h.step == 16, "steps %ld, hook %ld", res.steps, h.step);
     CHECK(h.ratio == 0.5f && w.plans >= 3 && w.revived == 0, "ratio %g after %d plans, %d channels revived",
           (double)h.ratio, w.plans, w.revived);
@@ -621,7 +618,6 @@ static void test_gradual_channels(void) {
           "unreachable ratio: '%s'", e.msg);
     prune_channel_hook_free(&h);
     free(w.dropped);
-    free(idx);
     net_free(&net);
     dataset_free(&d);
 }
