@@ -43,23 +43,6 @@ static float *random_images(int n, size_t in, uint64_t seed) {
     return x;
 }
 
-static void randomize(Net *net) {
-    net_init_params(net, 1);
-    size_t in = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = random_images(16, in, 2);
-    net_forward(net, x, 16, 1);
-    for (int i = 0; i < net->spec.n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_BN) continue;
-        const float *st = net->saved[i];
-        float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
-        for (int c = 0; c < nd->c; c++) {
-            rm[c] = st[c];
-            rv[c] = fmaxf(1.0f / (st[nd->c + c] * st[nd->c + c]) - 1e-5f, 1e-4f);
-        }
-    }
-    free(x);
-}
 
 static const char driver[] =
     "#define _POSIX_C_SOURCE 199309L\n"
@@ -149,7 +132,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         spec_free(&sp);
-        randomize(&net);
+        net_randomize(&net, 1, 0);
         float *xc = random_images(32, 784, 3);
         QNet q;
         if (quant_ptq(&q, &net, xc, 32, NULL, &e) != NASC_OK) {

@@ -407,37 +407,6 @@ typedef struct {
     int c, h, w, channels;
 } NetCase;
 
-/* Random weights, random BN affine (some negative gammas), and running statistics equal to
- * the batch statistics of one training-mode pass, so eval mode is well normalized. */
-static void randomize(Net *net, uint64_t seed) {
-    net_init_params(net, seed);
-    Rng r;
-    rng_seed(&r, seed + 17);
-    for (int i = 0; i < net->spec.n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_BN) continue;
-        float *g = net->params + nd->param_off, *b = g + nd->c;
-        for (int c = 0; c < nd->c; c++) {
-            g[c] = rng_uniformf(&r, 0.5f, 1.5f) * (rng_uniform(&r) < 0.2 ? -1.0f : 1.0f);
-            b[c] = (float)rng_normal(&r) * 0.3f;
-        }
-    }
-    size_t in = (size_t)net->in_c * net->in_h * net->in_w;
-    float *x = xmalloc(16 * in * sizeof *x);
-    for (size_t k = 0; k < 16 * in; k++) x[k] = (float)rng_normal(&r);
-    net_forward(net, x, 16, 1);
-    for (int i = 0; i < net->spec.n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_BN) continue;
-        const float *st = net->saved[i];
-        float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
-        for (int c = 0; c < nd->c; c++) {
-            rm[c] = st[c];
-            rv[c] = fmaxf(1.0f / (st[nd->c + c] * st[nd->c + c]) - 1e-5f, 1e-4f);
-        }
-    }
-    free(x);
-}
 
 static int have_gcc;
 
@@ -564,7 +533,7 @@ static int ties_found(const float *x, size_t in, float scale) {
 static void cgen_case(const char *name, const char *text, int channels, int c, int h, int w, int measure, int narrow) {
     Net net;
     if (!build_net(&net, text, channels, c, h, w, 10)) return;
-    randomize(&net, rng_next(&rng));
+    net_randomize(&net, rng_next(&rng), 1);
     size_t in = (size_t)c * h * w;
     int k = net.classes, ncal = 32, ni = 6;
     float *xc = xmalloc((size_t)ncal * in * sizeof *xc);
@@ -817,7 +786,7 @@ static int make_models(const char *dir) {
     for (int k = 0; k < 2; k++) {
         Net net;
         if (!build_net(&net, specs[k], 16, 1, 28, 28, 10)) return 1;
-        randomize(&net, 100 + (uint64_t)k);
+        net_randomize(&net, 100 + (uint64_t)k, 1);
         float *x = xmalloc(32 * 784 * sizeof *x);
         for (int j = 0; j < 32 * 784; j++) x[j] = (float)rng_normal(&rng);
         Err e;

@@ -507,42 +507,13 @@ static float *random_images(const Net *net, int n, uint64_t seed) {
     return x;
 }
 
-/* Random weights, random BN affine (some negative gammas), and running statistics equal to
- * the batch statistics of one training-mode pass, so eval mode is well normalized. */
-static void randomize(Net *net, uint64_t seed) {
-    net_init_params(net, seed);
-    Rng r;
-    rng_seed(&r, seed + 17);
-    for (int i = 0; i < net->spec.n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_BN) continue;
-        float *g = net->params + nd->param_off, *b = g + nd->c;
-        for (int c = 0; c < nd->c; c++) {
-            g[c] = rng_uniformf(&r, 0.5f, 1.5f) * (rng_uniform(&r) < 0.2 ? -1.0f : 1.0f);
-            b[c] = (float)rng_normal(&r) * 0.3f;
-        }
-    }
-    float *x = random_images(net, 16, seed + 99);
-    net_forward(net, x, 16, 1);
-    for (int i = 0; i < net->spec.n; i++) {
-        const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_BN) continue;
-        const float *st = net->saved[i];
-        float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
-        for (int c = 0; c < nd->c; c++) {
-            rm[c] = st[c];
-            rv[c] = fmaxf(1.0f / (st[nd->c + c] * st[nd->c + c]) - 1e-5f, 1e-4f);
-        }
-    }
-    free(x);
-}
 
 static void check_roundtrip(QNet *q, const Net *net, const int8_t *xq, int n, const char *name);
 
 static void test_net(const NetCase *t, QCalibMethod method, int file_checks) {
     Net net;
     if (!build_case(&net, t)) return;
-    randomize(&net, 1234);
+    net_randomize(&net, 1234, 1);
     int ncal = 32, ntest = 8;
     float *xc = random_images(&net, ncal, 5), *xt = random_images(&net, ntest, 6);
     size_t in = (size_t)net.in_c * net.in_h * net.in_w;
@@ -669,7 +640,7 @@ static void check_roundtrip(QNet *q, const Net *net, const int8_t *xq, int n, co
 static void test_files(void) {
     Net net;
     if (!build_case(&net, &nets[0])) return;
-    randomize(&net, 7);
+    net_randomize(&net, 7, 1);
     float *xc = random_images(&net, 16, 8);
     QNet q;
     Err e;

@@ -655,6 +655,37 @@ static unsigned char *fusion_plan(const Net *net) {
     return fuse;
 }
 
+void net_randomize(Net *net, uint64_t seed, int bn_affine) {
+    net_init_params(net, seed);
+    Rng r;
+    rng_seed(&r, seed + 17);
+    for (int i = 0; i < net->spec.n && bn_affine; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op != OP_BN) continue;
+        float *g = net->params + nd->param_off, *b = g + nd->c;
+        for (int c = 0; c < nd->c; c++) {
+            g[c] = rng_uniformf(&r, 0.5f, 1.5f) * (rng_uniform(&r) < 0.2 ? -1.0f : 1.0f);
+            b[c] = (float)rng_normal(&r) * 0.3f;
+        }
+    }
+    size_t nx = (size_t)16 * net->in_c * net->in_h * net->in_w;
+    float *x = xmalloc(nx * sizeof *x);
+    rng_seed(&r, seed + 99);
+    for (size_t k = 0; k < nx; k++) x[k] = (float)rng_normal(&r);
+    net_forward(net, x, 16, 1);
+    for (int i = 0; i < net->spec.n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op != OP_BN) continue;
+        const float *st = net->saved[i]; /* batch mean, then 1 / sqrt(var + eps) */
+        float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
+        for (int c = 0; c < nd->c; c++) {
+            rm[c] = st[c];
+            rv[c] = fmaxf(1.0f / (st[nd->c + c] * st[nd->c + c]) - 1e-5f, 1e-4f);
+        }
+    }
+    free(x);
+}
+
 const float *net_forward(Net *net, const float *x, int n, int training) {
     net_reserve(net, n);
     net->x = x;

@@ -126,6 +126,11 @@ void net_free(Net *net);
 /* PyTorch's default initialization (kaiming-uniform a=sqrt(5) for conv/linear weights,
  * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for biases, BN gamma 1 beta 0, running var 1 mean 0). */
 void net_init_params(Net *net, uint64_t seed);
+/* A well-normalized random network for tests and benchmarks: net_init_params(seed); with
+ * bn_affine != 0 also random BN gammas (U(0.5, 1.5), a fifth of them negated) and betas
+ * (N(0, 0.3^2)); then every BN's running mean and variance set to the batch statistics of one
+ * training-mode pass over 16 N(0, 1) images. */
+void net_randomize(Net *net, uint64_t seed, int bn_affine);
 /* Forward a batch x (n, in_c, in_h, in_w); returns the logits (n, classes), owned by net.
  * training != 0: BN uses batch statistics and updates running ones, dropout is active. */
 const float *net_forward(Net *net, const float *x, int n, int training);
