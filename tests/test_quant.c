@@ -137,14 +137,18 @@ static void test_qconv(void) {
 static void test_qlut(void) {
     int8_t lut[256];
     rand_i8(lut, 256);
-    size_t n = 200000;
-    int8_t *x = xmalloc(n), *a = xmalloc(n), *b = xmalloc(n);
-    rand_i8(x, n);
-    qlut_ref(a, x, lut, n);
-    qlut(b, x, lut, n);
-    CHECK(!memcmp(a, b, n), "qlut: fast differs from reference");
-    CHECK(a[0] == lut[x[0] + 128] && a[n - 1] == lut[x[n - 1] + 128], "qlut: wrong entry");
-    free(x), free(a), free(b);
+    const size_t sizes[] = {200000, 1, 63, 64, 65, 12544, 131073};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        int8_t *x = xmalloc(n), *a = xmalloc(n + 64), *b = xmalloc(n + 64);
+        rand_i8(x, n);
+        memset(a + n, 7, 64), memset(b + n, 7, 64); /* the masked tail must not write past n */
+        qlut_ref(a, x, lut, n);
+        qlut(b, x, lut, n);
+        CHECK(!memcmp(a, b, n + 64), "qlut: fast differs from reference (n %zu)", n);
+        CHECK(a[0] == lut[x[0] + 128] && a[n - 1] == lut[x[n - 1] + 128], "qlut: wrong entry");
+        free(x), free(a), free(b);
+    }
 }
 
 static void test_qpool(void) {
@@ -154,6 +158,8 @@ static void test_qpool(void) {
         if (t == 0) d.n = 4, d.c = 32, d.h = d.w = 32, d.k = 3; /* large enough for the threaded paths */
         d.stride = t == 0 ? 1 : rnd(1, 3);
         d.pad = rnd(0, d.k / 2);
+        if (t >= 36) d.k = 2, d.stride = 2, d.pad = 0; /* the 2x2 / stride 2 path, odd sizes too */
+        if (t == 36) d.n = 2, d.c = 16, d.h = d.w = 28;
         d.count_include_pad = rnd(0, 1);
         if (pool_dims_init(&d, NULL) != NASC_OK) continue;
         size_t nx = (size_t)d.n * d.c * d.h * d.w, ny = (size_t)d.n * d.c * d.oh * d.ow;

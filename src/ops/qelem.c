@@ -47,10 +47,45 @@ void qlut_ref(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = lut[(int)x[i] + 128];
 }
 
-void qlut(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
+static void qlut_plain(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
     const int8_t *t = lut + 128;
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= 4 * QELEM_PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] = t[x[i]];
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define QLUT_VBMI 1
+/* 64 lookups per step with AVX-512 VBMI: u = x ^ 0x80 indexes the 256-entry table; two
+ * two-register byte permutes cover entries 0-127 and 128-255 (bits 0-6 of u), and u's top bit
+ * picks between them. The tail runs masked. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void qlut_vbmi(int8_t *y, const int8_t *x,
+                                                                              const int8_t *lut, size_t n) {
+    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 64);
+    const __m512i t2 = _mm512_loadu_si512(lut + 128), t3 = _mm512_loadu_si512(lut + 192);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < n; i += 64) {
+        __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - i)) - 1);
+        __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x + i), flip);
+        __m512i lo = _mm512_permutex2var_epi8(t0, u, t1), hi = _mm512_permutex2var_epi8(t2, u, t3);
+        _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(u), lo, hi));
+    }
+}
+#endif
+
+void qlut(int8_t *y, const int8_t *x, const int8_t *lut, size_t n) {
+    void (*f)(int8_t *, const int8_t *, const int8_t *, size_t) = qlut_plain;
+#ifdef QLUT_VBMI
+    static int vbmi = -1;
+    if (vbmi < 0) vbmi = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+    if (vbmi) f = qlut_vbmi;
+#endif
+    const size_t chunk = 1 << 16;
+    long nch = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= 4 * QELEM_PAR_MIN && nch > 1)
+    for (long c = 0; c < nch; c++) {
+        size_t a = (size_t)c * chunk, len = NASC_MIN(chunk, n - a);
+        f(y + a, x + a, lut, len);
+    }
 }
 
 /* ------------------------------------------------------------------ pooling */
@@ -203,9 +238,31 @@ MULTIVERSION static void qpool_cols(int8_t *restrict yp, int32_t *restrict acc, 
 
 /* Separable: row sums over each output column's window, then column sums of those, then one
  * requantization per output; the integers are the reference's. Scratch per thread. */
+/* 2x2 windows at stride 2 without padding (NB201's and ResNet-D's shortcut pooling): never
+ * clipped, so every divisor is 4. */
+MULTIVERSION static void qavgpool_2x2(int8_t *restrict y, const int8_t *restrict x, const PoolDims *d, int32_t x_zp,
+                         int32_t y_zp, int32_t mult, int shift) {
+    const int32_t zp4 = 4 * x_zp;
+    for (int oy = 0; oy < d->oh; oy++) {
+        const int8_t *r0 = x + (size_t)2 * oy * d->w, *r1 = r0 + d->w;
+        int8_t *yr = y + (size_t)oy * d->ow;
+        for (int ox = 0; ox < d->ow; ox++) {
+            int32_t s = (int32_t)r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1] - zp4;
+            yr[ox] = sat8(y_zp + q_mulshift(s, mult, shift));
+        }
+    }
+}
+
 void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
               const int8_t *shift) {
     long planes = (long)d->n * d->c;
+    if (d->k == 2 && d->stride == 2 && d->pad == 0) {
+        int par = planes > 1 && (size_t)planes * d->oh * d->ow >= QELEM_PAR_MIN / 4;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+        for (long p = 0; p < planes; p++)
+            qavgpool_2x2(y + (size_t)p * d->oh * d->ow, x + (size_t)p * d->h * d->w, d, x_zp, y_zp, mult[3], shift[3]);
+        return;
+    }
     int *ax = scratch_get(0, (size_t)3 * (d->oh + d->ow) * sizeof(int));
     int *rl = ax, *rh = rl + d->oh, *ra = rh + d->oh, *cl = ra + d->oh, *ch = cl + d->ow, *ca = ch + d->ow;
     qpool_axis(rl, rh, ra, d->h, d->oh, d->k, d->stride, d->pad);
