@@ -335,6 +335,9 @@ int cmd_compress(int argc, char **argv) {
         }
         net_free(&net);
         net = small;
+        /* The running statistics are averages over the last steps, some taken before the last
+         * channels were dropped: re-estimate them on the final weights. */
+        train_bn_recalibrate(&net, &tr, tidx, ntr, norm.mean, norm.std, 50, NASC_MIN(batch, 256), (uint64_t)seed + 5);
         if (!quiet) {
             fprintf(stderr, "compress: channel pruning %.0f%% (%s, gradual): ", 100.0 * ratio, prune_criterion_name(crit));
             prune_report_print(stderr, &rep);
