@@ -101,14 +101,14 @@ deps:
 # MPI binary is built too and tests/cli_search_mpi.sh (run with the plain build) uses it.
 test: deps
 	$(MAKE) all
-	if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then $(MAKE) MPI=1 build-mpi/nasc; fi
-	bash tests/run.sh build
+	if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then $(MAKE) MPI=1 $(BUILD)-mpi/nasc; fi
+	bash tests/run.sh $(BUILD)
 	$(MAKE) SAN=1 all
-	bash tests/run.sh build-san
+	bash tests/run.sh $(BUILD)-san
 
 # Only the plain build's suite (quick local loop).
 check: all
-	bash tests/run.sh build
+	bash tests/run.sh $(BUILD)
 
 run: deps all
 	bash scripts/run.sh
