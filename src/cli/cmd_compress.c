@@ -70,6 +70,17 @@ static void on_epoch(void *ctx, const TrainProgress *p, double val_acc) {
             p->loss, p->acc, (double)p->lr, p->seconds);
 }
 
+/* *net becomes the pruned *small, with BN statistics re-estimated on the training images: after
+ * one-shot pruning the kept channels no longer see the removed ones (accuracy collapses even at
+ * small ratios until this is done), after gradual pruning the running averages include steps
+ * taken before the last channels were dropped. */
+static void adopt_pruned(Net *net, Net *small, const Dataset *tr, const int *tidx, int ntr, const Norm *norm, int batch,
+                         int seed) {
+    net_free(net);
+    *net = *small;
+    train_bn_recalibrate(net, tr, tidx, ntr, norm->mean, norm->std, 50, NASC_MIN(batch, 256), (uint64_t)seed + 5);
+}
+
 static void json_side(Json *j, const char *key, const Side *s) {
     fprintf(j->f, "%s\"%s\": {\"test_acc\": %.6g, \"bytes\": %zu, \"params\": %zu, \"nonzero_params\": %zu, \"macs\": %.0f, "
                "\"latency_ms\": %.6g}",
@@ -282,11 +293,7 @@ int cmd_compress(int argc, char **argv) {
             free(tidx);
             goto done;
         }
-        net_free(&net);
-        net = small;
-        /* The kept channels now see inputs without the removed ones: the BN statistics are stale
-         * (accuracy collapses even at small ratios until they are re-estimated). */
-        train_bn_recalibrate(&net, &tr, tidx, ntr, norm.mean, norm.std, 50, NASC_MIN(batch, 256), (uint64_t)seed + 5);
+        adopt_pruned(&net, &small, &tr, tidx, ntr, &norm, batch, seed);
         if (!quiet) {
             fprintf(stderr, "compress: channel pruning %.0f%% (%s): ", 100.0 * ratio, prune_criterion_name(crit));
             prune_report_print(stderr, &rep);
@@ -333,11 +340,7 @@ int cmd_compress(int argc, char **argv) {
             free(tidx);
             goto done;
         }
-        net_free(&net);
-        net = small;
-        /* The running statistics are averages over the last steps, some taken before the last
-         * channels were dropped: re-estimate them on the final weights. */
-        train_bn_recalibrate(&net, &tr, tidx, ntr, norm.mean, norm.std, 50, NASC_MIN(batch, 256), (uint64_t)seed + 5);
+        adopt_pruned(&net, &small, &tr, tidx, ntr, &norm, batch, seed);
         if (!quiet) {
             fprintf(stderr, "compress: channel pruning %.0f%% (%s, gradual): ", 100.0 * ratio, prune_criterion_name(crit));
             prune_report_print(stderr, &rep);
