@@ -154,7 +154,7 @@ void prune_on_step(void *ctx, const TrainProgress *p);
  * pruning step the plan is chosen anew by crit on the current weights, after the previous plan's
  * channels were zeroed (they score 0, so they stay dropped and the set only grows); after every
  * optimizer step the current plan's channels are zeroed again (prune_plan_mask). Once training
- * ends, prune_channels(net, crit, s_final) removes exactly the zeroed channels. A step whose
+ * ends, prune_plan_apply(net, &plan, ...) removes exactly the zeroed channels. A step whose
  * ratio is too small to drop a channel keeps the previous plan. */
 typedef struct {
     Net *net;

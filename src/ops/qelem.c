@@ -236,8 +236,6 @@ MULTIVERSION static void qpool_cols(int8_t *restrict yp, int32_t *restrict acc, 
     }
 }
 
-/* Separable: row sums over each output column's window, then column sums of those, then one
- * requantization per output; the integers are the reference's. Scratch per thread. */
 /* 2x2 windows at stride 2 without padding (NB201's and ResNet-D's shortcut pooling): never
  * clipped, so every divisor is 4. */
 MULTIVERSION static void qavgpool_2x2(int8_t *restrict y, const int8_t *restrict x, const PoolDims *d, int32_t x_zp,
@@ -253,6 +251,9 @@ MULTIVERSION static void qavgpool_2x2(int8_t *restrict y, const int8_t *restrict
     }
 }
 
+/* 2x2 / stride 2 windows take qavgpool_2x2; the rest is separable: row sums over each output
+ * column's window, then column sums of those, then one requantization per output; the
+ * integers are the reference's. Scratch per thread. */
 void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
               const int8_t *shift) {
     long planes = (long)d->n * d->c;
