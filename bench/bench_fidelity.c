@@ -1,6 +1,7 @@
 /* bench_fidelity.c: how well a search's cheap scores predict full training.
  *
- *   bench_fidelity DB [--cells K] [--epochs E] [--threads T] [--data NAME]
+ *   bench_fidelity DB [--cells K] [--epochs E] [--threads T] [--data NAME] [--also ARCH]...
+ *                     [--reuse FILE]...
  *
  * Reads a finished search's trial database (read-only), takes the distinct architectures it
  * trained, with for each its low-fidelity score (the validation accuracy at the lowest
@@ -10,6 +11,11 @@
  * whole training split and evaluated on the test split. Prints one line per cell and the
  * Kendall tau-b between the low-fidelity scores and the full-training test accuracies, and a
  * last line `RESULT {...}` in JSON. Slow by design (full trainings): a study, not a test.
+ *
+ * --also ARCH adds a trained architecture to the picks (e.g. the one the search recommended,
+ * which need not be the top at the lowest fidelity). --reuse FILE takes full-recipe accuracies
+ * from an earlier bench_fidelity output (its "  score ... full A ... ARCH" lines, same recipe)
+ * instead of training those cells again; such lines are marked "(reused)".
  */
 #include <math.h>
 
@@ -21,6 +27,37 @@ typedef struct {
     double score, fid_epochs, fid_fraction, full_acc;
     size_t params;
 } Cell;
+
+#define MAX_EXTRA 16
+
+/* Earlier results: (arch, full accuracy, params, seconds) from bench_fidelity output lines. */
+typedef struct {
+    char arch[512];
+    double acc, seconds;
+    size_t params;
+} Known;
+
+static int read_known(const char *path, Known **known, int *nknown) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "bench_fidelity: cannot read %s\n", path);
+        return -1;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        const char *full = strstr(line, " full ");
+        if (strncmp(line, "  score ", 8) || !full) continue;
+        Known k;
+        memset(&k, 0, sizeof k);
+        char arch[512];
+        if (sscanf(full, " full %lf %zu params %lfs %511s", &k.acc, &k.params, &k.seconds, arch) != 4) continue;
+        snprintf(k.arch, sizeof k.arch, "%s", arch);
+        *known = xrealloc(*known, (size_t)(*nknown + 1) * sizeof **known);
+        (*known)[(*nknown)++] = k;
+    }
+    fclose(f);
+    return 0;
+}
 
 static int by_score_desc(const void *a, const void *b) {
     double x = ((const Cell *)a)->score, y = ((const Cell *)b)->score;
@@ -45,15 +82,21 @@ static double kendall_tau_b(const double *x, const double *y, int n) {
 
 int main(int argc, char **argv) {
     const char *db_path = NULL, *data = "fashion-mnist";
-    int k = 6, epochs = 12, threads = 2;
+    int k = 6, epochs = 12, threads = 2, nalso = 0, nknown = 0;
+    const char *also[MAX_EXTRA];
+    Known *known = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cells") && i + 1 < argc) k = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--epochs") && i + 1 < argc) epochs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
-        else if (argv[i][0] != '-' && !db_path) db_path = argv[i];
+        else if (!strcmp(argv[i], "--also") && i + 1 < argc && nalso < MAX_EXTRA) also[nalso++] = argv[++i];
+        else if (!strcmp(argv[i], "--reuse") && i + 1 < argc) {
+            if (read_known(argv[++i], &known, &nknown)) return 2;
+        } else if (argv[i][0] != '-' && !db_path) db_path = argv[i];
         else {
-            fprintf(stderr, "usage: bench_fidelity DB [--cells K] [--epochs E] [--threads T] [--data NAME]\n");
+            fprintf(stderr, "usage: bench_fidelity DB [--cells K] [--epochs E] [--threads T] [--data NAME] "
+                            "[--also ARCH]... [--reuse FILE]...\n");
             return 2;
         }
     }
@@ -103,8 +146,19 @@ int main(int argc, char **argv) {
     }
     qsort(cells, (size_t)nc, sizeof *cells, by_score_desc);
     if (k > nc) k = nc;
-    Cell *pick = xcalloc((size_t)k, sizeof *pick);
+    Cell *pick = xcalloc((size_t)(k + nalso), sizeof *pick);
     for (int i = 0; i < k; i++) pick[i] = cells[(int)((double)i * (nc - 1) / (k - 1) + 0.5)];
+    for (int a = 0; a < nalso; a++) {
+        int j, dup = 0;
+        for (j = 0; j < nc; j++)
+            if (!strcmp(cells[j].arch, also[a])) break;
+        if (j == nc) {
+            fprintf(stderr, "bench_fidelity: --also %s: not an architecture %s trained\n", also[a], db_path);
+            return 2;
+        }
+        for (int i = 0; i < k; i++) dup |= !strcmp(pick[i].arch, also[a]);
+        if (!dup) pick[k++] = cells[j];
+    }
 
     Dataset tr, te;
     if (dataset_load(&tr, data, SPLIT_TRAIN, &e) != NASC_OK || dataset_load(&te, data, SPLIT_TEST, &e) != NASC_OK) {
@@ -118,6 +172,19 @@ int main(int argc, char **argv) {
     printf("bench_fidelity: %s: %d trained architectures, %d picked, full recipe %d epochs\n", db_path, nc, k, epochs);
     double *xs = xmalloc((size_t)k * sizeof(double)), *ys = xmalloc((size_t)k * sizeof(double));
     for (int i = 0; i < k; i++) {
+        const Known *kn = NULL;
+        for (int j = 0; j < nknown && !kn; j++)
+            if (!strcmp(known[j].arch, pick[i].arch)) kn = &known[j];
+        if (kn) {
+            pick[i].full_acc = kn->acc;
+            xs[i] = pick[i].score;
+            ys[i] = kn->acc;
+            printf("  score %.4f (%.3g epochs x %.3g of the data)  full %.4f  %7zu params  %.0fs  %s (reused)\n",
+                   pick[i].score, pick[i].fid_epochs, pick[i].fid_fraction, kn->acc, kn->params, kn->seconds,
+                   pick[i].arch);
+            fflush(stdout);
+            continue;
+        }
         Spec spec;
         Net net;
         if (spec_parse(&spec, pick[i].spec, 16, 1, &e) != NASC_OK ||
@@ -155,6 +222,7 @@ int main(int argc, char **argv) {
            db_path, k, tau, pick[0].arch, pick[0].full_acc);
     free(xs);
     free(ys);
+    free(known);
     free(idx);
     free(pick);
     free(cells);

@@ -14,6 +14,8 @@
  */
 #include "ops.h"
 
+#include <string.h>
+
 #include <math.h>
 
 int pool_dims_init(PoolDims *d, Err *e) {
@@ -195,9 +197,105 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, const P
     }
 }
 
+/* Stride-1 average pooling is separable: a box sum along each row (from a zero-padded copy
+ * of the row), then a box sum of k rows, then one division per output. The divisor is k*k
+ * with count_include_pad (stride 1 with pad <= k/2 never reaches past the padding), else
+ * rows(oy) * cols(ox) of the window that lies inside the image. The backward is the same
+ * with the window reflected: input i gathers outputs i-q .. i+pad, q = k-1-pad. */
+static void avgpool_divisors(const PoolDims *d, float *rdiv, float *cdiv) {
+    for (int oy = 0; oy < d->oh; oy++)
+        rdiv[oy] = d->count_include_pad ? (float)d->k
+                                        : (float)(NASC_MIN(oy - d->pad + d->k, d->h) - NASC_MAX(oy - d->pad, 0));
+    for (int ox = 0; ox < d->ow; ox++)
+        cdiv[ox] = d->count_include_pad ? (float)d->k
+                                        : (float)(NASC_MIN(ox - d->pad + d->k, d->w) - NASC_MAX(ox - d->pad, 0));
+}
+
+/* rows[r][j] = sum_{t<k} src_r[j - lead + t] (zero outside 0..len-1), j < outlen. The caller
+ * guarantees lead + len <= outlen + k - 1 (the padded row fits in buf). */
+static void box_rows(float *rows, const float *src, int nrows, int len, int outlen, int lead, int k, float *buf) {
+    int blen = outlen + k - 1;
+    for (int j = 0; j < lead; j++) buf[j] = 0.0f;
+    for (int j = lead + len; j < blen; j++) buf[j] = 0.0f;
+    for (int r = 0; r < nrows; r++) {
+        memcpy(buf + lead, src + (size_t)r * len, (size_t)len * sizeof(float));
+        float *o = rows + (size_t)r * outlen;
+        if (k == 3) {
+#pragma omp simd
+            for (int j = 0; j < outlen; j++) o[j] = buf[j] + buf[j + 1] + buf[j + 2];
+            continue;
+        }
+        for (int j = 0; j < outlen; j++) o[j] = buf[j];
+        for (int t = 1; t < k; t++)
+#pragma omp simd
+            for (int j = 0; j < outlen; j++) o[j] += buf[j + t];
+    }
+}
+
+static void avgpool_s1_forward_plane(float *yp, const float *xp, const PoolDims *d, const float *rdiv,
+                                     const float *cdiv, float *rows, float *buf) {
+    box_rows(rows, xp, d->h, d->w, d->ow, d->pad, d->k, buf);
+    for (int oy = 0; oy < d->oh; oy++) {
+        int r0 = NASC_MAX(oy - d->pad, 0), r1 = NASC_MIN(oy - d->pad + d->k, d->h);
+        float *o = yp + (size_t)oy * d->ow;
+        const float *a = rows + (size_t)r0 * d->ow;
+        for (int j = 0; j < d->ow; j++) o[j] = a[j];
+        for (int r = r0 + 1; r < r1; r++) {
+            a = rows + (size_t)r * d->ow;
+#pragma omp simd
+            for (int j = 0; j < d->ow; j++) o[j] += a[j];
+        }
+        float rd = rdiv[oy];
+#pragma omp simd
+        for (int j = 0; j < d->ow; j++) o[j] /= rd * cdiv[j];
+    }
+}
+
+static void avgpool_s1_backward_plane(float *dxp, const float *dyp, const PoolDims *d, const float *rdiv,
+                                      const float *cdiv, float *g, float *rows, float *buf) {
+    int q = d->k - 1 - d->pad;
+    for (int oy = 0; oy < d->oh; oy++) {
+        float rd = rdiv[oy];
+#pragma omp simd
+        for (int j = 0; j < d->ow; j++) g[(size_t)oy * d->ow + j] = dyp[(size_t)oy * d->ow + j] / (rd * cdiv[j]);
+    }
+    box_rows(rows, g, d->oh, d->ow, d->w, q, d->k, buf);
+    for (int iy = 0; iy < d->h; iy++) {
+        int r0 = NASC_MAX(iy - q, 0), r1 = NASC_MIN(iy + d->pad + 1, d->oh);
+        float *o = dxp + (size_t)iy * d->w;
+        for (int r = r0; r < r1; r++) {
+            const float *a = rows + (size_t)r * d->w;
+#pragma omp simd
+            for (int j = 0; j < d->w; j++) o[j] += a[j];
+        }
+    }
+}
+
+/* Scratch for one thread's stride-1 plane: divisors, the row sums, g (backward), a row. */
+static float *avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, float **rows, float **g,
+                                 float **buf) {
+    size_t hw = (size_t)NASC_MAX(d->h, d->oh) * NASC_MAX(d->w, d->ow), row = (size_t)NASC_MAX(d->w, d->ow) + 2 * d->k;
+    float *s = scratch_get(0, (2 * hw + row + d->oh + d->ow + 64) * sizeof(float));
+    *rows = s, *g = s + hw, *buf = s + 2 * hw, *rdiv = *buf + row, *cdiv = *rdiv + d->oh;
+    avgpool_divisors(d, *rdiv, *cdiv);
+    return s;
+}
+
 void avgpool_forward(float *y, const float *x, const PoolDims *d) {
     long planes = (long)d->n * d->c;
     int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+    if (d->stride == 1) {
+#pragma omp parallel num_threads(threads_get()) if (par)
+        {
+            float *rdiv, *cdiv, *rows, *g, *buf;
+            avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf);
+#pragma omp for schedule(static)
+            for (long p = 0; p < planes; p++)
+                avgpool_s1_forward_plane(y + (size_t)p * d->oh * d->ow, x + (size_t)p * d->h * d->w, d, rdiv, cdiv,
+                                         rows, buf);
+        }
+        return;
+    }
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long p = 0; p < planes; p++) {
         const float *xp = x + (size_t)p * d->h * d->w;
@@ -218,6 +316,18 @@ void avgpool_backward(float *dx, const float *dy, const PoolDims *d) {
     if (!dx) return;
     long planes = (long)d->n * d->c;
     int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
+    if (d->stride == 1) {
+#pragma omp parallel num_threads(threads_get()) if (par)
+        {
+            float *rdiv, *cdiv, *rows, *g, *buf;
+            avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf);
+#pragma omp for schedule(static)
+            for (long p = 0; p < planes; p++)
+                avgpool_s1_backward_plane(dx + (size_t)p * d->h * d->w, dy + (size_t)p * d->oh * d->ow, d, rdiv,
+                                          cdiv, g, rows, buf);
+        }
+        return;
+    }
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + (size_t)p * d->h * d->w;
