@@ -29,7 +29,8 @@
  *      - int8: NAME_predict_q == qnet_forward_int8 (reference kernels) bit for bit, NAME_predict's
  *        scores == qnet_forward's logits bit for bit, the returned class their arg-max, and
  *        NAME_quantize == quantize_ref; for three nets, the same bytes again when compiled with
- *        conv blocks of 3 columns (-DQNET_CONV_BLK=3) instead of the default;
+ *        conv blocks of 3 columns (-DQNET_CONV_BLK=3) instead of the default and -ffast-math
+ *        (the conv requantization rounds in integers, so fast-math cannot change it);
  *      - fp32: scores within 1e-4 of net_forward's (relative to the largest logit);
  *      - the arena declared == cost_peak_bytes of the cost model (int8 and fp32);
  *      - once, the measured object sizes (code, rodata >= the const data, RAM >= the arena).
@@ -646,7 +647,7 @@ static void cgen_case(const char *name, const char *text, int channels, int c, i
                 CHECK(bad_in == 0, "%s: NAME_quantize differs from quantize_ref on %d of %d inputs", name, bad_in, ni);
                 CHECK(ties > (int)in / 4, "%s: only %d exact rounding ties among %zu inputs", name, ties, in);
                 /* Any conv block width gives the same bytes (3: blocks end past every row). */
-                if (narrow && compile_driver_as(qdir, "qnet", "drv3", "-DQNET_CONV_BLK=3", name)) {
+                if (narrow && compile_driver_as(qdir, "qnet", "drv3", "-DQNET_CONV_BLK=3 -ffast-math", name)) {
                     char out3[300];
                     snprintf(out3, sizeof out3, "%s/out3.bin", qdir);
                     snprintf(cmd, sizeof cmd, "%s/drv3 %s %s", qdir, fin, out3);

@@ -31,7 +31,8 @@
 
 #define QMODEL_MAGIC "NASCQ8\0"
 #define FP32_MAGIC "NASCMDL"
-#define QMODEL_VERSION 2u /* 2: resize multipliers in qresize_unit units (were 2^-22) */
+#define QMODEL_VERSION 3u /* 2: resize multipliers in qresize_unit units (were 2^-22); 3: conv pairs
+                            * stand for ONNX Runtime's float output scales (qops.h) */
 
 typedef struct {
     char *buf;

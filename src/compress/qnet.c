@@ -318,7 +318,10 @@ static void build_conv(QNet *q, const Net *net, int i) {
     double xs = q->scale[qnet_value(q, q->spec.nodes[i].in[0])], ys = q->scale[u->tail + 1];
     for (int c = 0; c < cout; c++) {
         if (u->bias) u->bias[c] = clamp_bias(bf[c] / (xs * (double)u->wscale[c]));
-        quant_multiplier(xs * (double)u->wscale[c] / ys, &u->mult[c], &u->shift[c]);
+        /* ONNX Runtime's output scale, in float: x_scale * w_scale / y_scale (qops.h). Its 24
+         * significant bits fit mult exactly. */
+        float r = (float)xs * u->wscale[c] / (float)ys;
+        quant_multiplier((double)r, &u->mult[c], &u->shift[c]);
     }
     free(wf);
     free(bf);

@@ -2,7 +2,8 @@
  * int8 model file.
  *
  * The numeric format is qops.h's (per-tensor asymmetric int8 activations, per-output-channel
- * symmetric int8 weights, int32 biases, integer-only requantization by (mult, shift)). This
+ * symmetric int8 weights, int32 biases, requantization by (mult, shift): float output scales for
+ * convolutions, as in ONNX Runtime, integer multipliers elsewhere). This
  * header adds how a float network becomes one:
  *
  *   1. Ranges: every tensor that becomes int8 (the network input and the values listed below)

@@ -117,6 +117,24 @@ static const char src_mulshift[] =
     "    return (int32_t)((acc * (int64_t)mult + ((int64_t)1 << (shift - 1))) >> shift);\n"
     "}\n\n";
 
+static const char src_requantf[] =
+    "/* Convolution requantization, ONNX Runtime's arithmetic (qops.h's q_requant_f): the float s of\n"
+    " * (mult, shift), built from its IEEE bits (mult's top 24 bits, times 2^(30 - shift)); then\n"
+    " * v = float(acc) * s, one single-precision multiply, clamped to [y_min - y_zp, y_max - y_zp];\n"
+    " * then v rounded half to even in integers: v * 2^40 is exact (|v| <= 255) and so is its\n"
+    " * conversion where it matters (|v| >= 2^-16), so no rounding mode or float trick is involved\n"
+    " * and -ffast-math cannot change the result; plus y_zp. */\n"
+    "static int8_t requantf(int32_t acc, int32_t mult, int shift, int32_t y_zp, int32_t y_min, int32_t y_max) {\n"
+    "    union { uint32_t u; float f; } s; /* reading the other member reinterprets the bits (C99) */\n"
+    "    float v, lo = (float)(y_min - y_zp), hi = (float)(y_max - y_zp);\n"
+    "    int64_t t;\n"
+    "    s.u = mult > 0 ? ((uint32_t)(157 - shift) << 23) | (((uint32_t)mult >> 7) & 0x7fffffu) : 0u;\n"
+    "    v = (float)acc * s.f;\n"
+    "    v = v < lo ? lo : v > hi ? hi : v;\n"
+    "    t = (int64_t)(v * 1099511627776.0f);\n"
+    "    return (int8_t)((int32_t)((t + (((int64_t)1 << 39) - 1) + ((t >> 40) & 1)) >> 40) + y_zp);\n"
+    "}\n\n";
+
 static const char src_sat8[] = "static int8_t sat8(int32_t v) { return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v); }\n\n";
 
 static const char src_clamp8[] =
@@ -1029,7 +1047,7 @@ static void emit_conv(Str *o, const int *inst) {
                  k, k, st, dil, name);
     else
         snprintf(sig, sizeof sig,
-                 "/* y (cout, oh, ow) = clamp(y_zp + mulshift(acc, mult[co], shift[co]), y_min, y_max) with acc =\n"
+                 "/* y (cout, oh, ow) = requantf(acc, mult[co], shift[co], y_zp, y_min, y_max) with acc =\n"
                  " * bias[co] + the sum over the group's (ci, ky, kx) of w * (x - x_zp) in %s; padding adds 0;\n"
                  " * kernel %dx%d, stride %d, dilation %d */\n"
                  "static void %s(int8_t *y, const int8_t *x, const int8_t *w, const int32_t *bias,\n"
@@ -1041,7 +1059,7 @@ static void emit_conv(Str *o, const int *inst) {
     const char *keys[11] = {"@BLOCK4@", "@BLOCK1@", "@SIG@", "@ZPDECL@", "@ZP@", "@RES@",
                             "@ACC@",    "@T@",      "@K@",   "@S@",      "@D@"};
     const char *vals[12] = {b4.s, b1.s, sig, f32 ? "" : "    const int32_t zp = a->x_zp;\n", f32 ? "" : " - zp",
-                            f32 ? "((void)q, v)" : "clamp8(a->y_zp + mulshift(v, mult[q], shift[q]), a->y_min, a->y_max)",
+                            f32 ? "((void)q, v)" : "requantf((int32_t)(uint32_t)(v), mult[q], shift[q], a->y_zp, a->y_min, a->y_max)",
                             acc, T, ks, ss, ds};
     str_subst_all(o, src_conv_tmpl, keys, vals, 11);
     free(b4.s);
@@ -1050,9 +1068,10 @@ static void emit_conv(Str *o, const int *inst) {
 
 static void emit_kernels(Str *o, const Gen *g) {
     unsigned need = g->need, acts = g->acts;
-    if (need & (K_CONV | K_CONV_WIDE | K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
+    if (need & (K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
+    if (need & (K_CONV | K_CONV_WIDE)) str_puts(o, src_requantf);
     if (need & (K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
-    if (need & (K_CONV | K_CONV_WIDE | K_ADD)) str_puts(o, src_clamp8);
+    if (need & K_ADD) str_puts(o, src_clamp8);
     if (need & K_CONVARGS) str_puts(o, src_convargs);
     for (int k = 0; k < g->ninst; k++)
         if (g->inst[k][3] != 2) emit_conv(o, g->inst[k]);
@@ -1199,8 +1218,9 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
                   " * arena of %zu bytes (arena planner: %s; the ideal allocator needs %zu). Kernels are plain\n"
                   " * C99 %s.\n */\n",
                r->arena_bytes, r->arena_method, r->ideal_bytes,
-               m->int8 ? "with nasc's int8 reference semantics: integer-only requantization, bit-identical\n"
-                         " * results to nasc's int8 executor"
+               m->int8 ? "with nasc's int8 reference semantics (convolutions requantize in IEEE single\n"
+                         " * precision as ONNX Runtime does, the other ops in integers): bit-identical results\n"
+                         " * to nasc's int8 executor"
                        : "float loops");
     str_printf(o, "#include \"%s.h\"\n\n", N);
     str_printf(o, "/* Output columns per conv block: any value >= 1 gives the same results; wide blocks suit\n"

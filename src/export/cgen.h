@@ -15,7 +15,8 @@
  *     logits as int8 with NAME_OUTPUT_SCALE/ZP).
  * An int8 model (src/compress/qmodel.c) gives int8 C whose outputs are bit-identical to
  * qnet_forward_int8 / qnet_forward: the kernels are the reference semantics of qops.h written
- * out (integer-only requantization; the input quantization's round-half-even done without
+ * out (convolutions requantize in IEEE single precision as ONNX Runtime does, the other ops in
+ * integers; the input quantization's round-half-even done without
  * libm, bit for bit). An fp32 model (src/net/model.c) gives float C (BN applied as a
  * per-channel scale and shift, sigmoid through a libm-free exp), within a few 1e-6 of
  * net_forward relative to the largest logit; the arena then holds floats (the cost model's

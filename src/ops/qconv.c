@@ -668,10 +668,10 @@ static void planes_linear(uint8_t *pl, const int8_t *x, const QConvPacked *p, in
 }
 
 /* ------------------------------------------------------------------ generic kernels */
-/* y = clamp(y_zp + q_mulshift(acc + bc, mult, shift)) for int32 sums (wrapping add: exact). */
-static inline int8_t requant1(int32_t acc, int32_t bc, int32_t mult, int shift, const QConvArgs *a) {
+/* y = q_requant_f(acc + bc, s) for int32 sums (wrapping add: exact). */
+static inline int8_t requant1(int32_t acc, int32_t bc, float s, const QConvArgs *a) {
     int32_t v = (int32_t)((uint32_t)acc + (uint32_t)bc);
-    return (int8_t)q_clamp(a->y_zp + q_mulshift(v, mult, shift), a->y_min, a->y_max);
+    return (int8_t)q_requant_f(v, s, a->y_zp, a->y_min, a->y_max);
 }
 
 /* Stores 16 results of vector qv: into row + voff[qv] (valid lanes, packed) when vmask is
@@ -707,18 +707,21 @@ static void tile_generic(int nv, const uint8_t *pl, const int32_t *koff, int KQ,
                          int mrows, int qv0, int qn, const uint16_t *vmask, const int32_t *voff) {
     int32_t acc[QMR * QTQ];
     gen_sums(acc, pl, koff, KQ, wb);
-    for (int i = 0; i < mrows; i++)
+    for (int i = 0; i < mrows; i++) {
+        float sc = q_conv_scale(mult[i], shift[i]);
         for (int j = 0; j < nv; j++) {
             int8_t v[16];
-            for (int l = 0; l < 16; l++) v[l] = requant1(acc[i * QTQ + 16 * j + l], bc[i], mult[i], shift[i], a);
+            for (int l = 0; l < 16; l++) v[l] = requant1(acc[i * QTQ + 16 * j + l], bc[i], sc, a);
             store_c(dst + (size_t)i * ld + (vmask ? 0 : 16 * j), v, vmask, voff, qv0 + j, qn - 16 * j);
         }
+    }
 }
 
 /* Depthwise, one channel, all positions; pl = the channel's phase planes. */
 static void dw_generic(const uint8_t *pl, const QConvPacked *p, int c, int8_t *yc) {
     const int s = p->a.d.stride, taps = p->taps;
     const int32_t *wc = p->w + (size_t)c * taps;
+    const float sc = q_conv_scale(p->mult[c], p->shift[c]);
     for (int v0 = 0; v0 < p->nqv; v0 += QNV) {
         int32_t acc[QTQ];
         memset(acc, 0, sizeof acc);
@@ -732,7 +735,7 @@ static void dw_generic(const uint8_t *pl, const QConvPacked *p, int c, int8_t *y
         }
         for (int j = 0; j < QNV; j++) {
             int8_t v[16];
-            for (int l = 0; l < 16; l++) v[l] = requant1(acc[16 * j + l], p->bc[c], p->mult[c], p->shift[c], &p->a);
+            for (int l = 0; l < 16; l++) v[l] = requant1(acc[16 * j + l], p->bc[c], sc, &p->a);
             store_c(yc, v, p->vmask, p->voff, v0 + j, 0);
         }
     }
@@ -741,65 +744,35 @@ static void dw_generic(const uint8_t *pl, const QConvPacked *p, int c, int8_t *y
 /* ------------------------------------------------------------------ AVX-512 kernels */
 #if QX86
 typedef struct {
-    __m512i zp, lo, hi, odd;
-    int32_t y_zp;
-    int clamp_lo, clamp_hi; /* the clamp is tighter than int8 (else the saturating narrowing does it) */
+    __m512i zp;
+    __m512 flo, fhi; /* the clamp, less the zero point, as floats */
 } Epi;
 
 TGT_512 INLINE Epi epi_of(const QConvArgs *a) {
-    Epi e = {_mm512_set1_epi32(a->y_zp),
-             _mm512_set1_epi32(a->y_min),
-             _mm512_set1_epi32(a->y_max),
-             _mm512_set_epi32(31, 15, 29, 13, 27, 11, 25, 9, 23, 7, 21, 5, 19, 3, 17, 1),
-             a->y_zp,
-             a->y_min > -128,
-             a->y_max < 127};
+    Epi e = {_mm512_set1_epi32(a->y_zp), _mm512_set1_ps((float)(a->y_min - a->y_zp)),
+             _mm512_set1_ps((float)(a->y_max - a->y_zp))};
     return e;
 }
 
 /* 16 int32 accumulators (bias included) of one output channel -> 16 clamped int32 results,
- * q_mulshift exactly: the 64-bit products of the even and the odd lanes (vpmuldq). For
- * shift >= 33 the rounding add and the shift are done on the high halves: with X = acc*mult,
- *     (X + 2^(s-1)) >> s = ((X >> 32) + 2^(s-33)) >> (s - 32)   (floors compose),
- * and |X >> 32| < 2^30 leaves room for the addend, which also takes y_zp * 2^(s-32) (adding
- * a multiple of the divisor before the floor adds y_zp after it) while s <= 54; otherwise
- * in 64 bits. Rq holds one channel's constants (made once per channel, used per vector). */
+ * q_requant_f exactly: convert (round to nearest even), multiply, clamp, round to nearest
+ * even (explicitly, whatever MXCSR says), add the zero point. Rq holds one channel's scale. */
 typedef struct {
-    __m512i m, add;
-    __m128i sh;
-    int hi; /* the 32-bit form */
+    __m512 s;
 } Rq;
 
 TGT_512 INLINE Rq rq_of(int32_t mult, int shift, const Epi *e) {
-    Rq q;
-    q.m = _mm512_set1_epi32(mult);
-    q.hi = shift >= 33 && shift <= 54;
-    if (q.hi) {
-        q.add = _mm512_set1_epi32((1 << (shift - 33)) + e->y_zp * (1 << (shift - 32)));
-        q.sh = _mm_cvtsi32_si128(shift - 32);
-    } else {
-        q.add = _mm512_set1_epi64((int64_t)1 << (shift - 1));
-        q.sh = _mm_cvtsi32_si128(shift);
-    }
+    (void)e;
+    Rq q = {_mm512_set1_ps(q_conv_scale(mult, shift))};
     return q;
 }
 
 TGT_512 INLINE __m512i requant16(__m512i acc, const Rq *q, const Epi *e) {
-    __m512i pe = _mm512_mul_epi32(acc, q->m);
-    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), q->m);
-    __m512i r;
-    if (q->hi) {
-        __m512i hi = _mm512_permutex2var_epi32(pe, e->odd, po); /* high dwords, lane order */
-        r = _mm512_sra_epi32(_mm512_add_epi32(hi, q->add), q->sh);
-    } else {
-        pe = _mm512_sra_epi64(_mm512_add_epi64(pe, q->add), q->sh);
-        po = _mm512_sra_epi64(_mm512_add_epi64(po, q->add), q->sh);
-        r = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
-        r = _mm512_add_epi32(r, e->zp);
-    }
-    if (e->clamp_lo) r = _mm512_max_epi32(r, e->lo);
-    if (e->clamp_hi) r = _mm512_min_epi32(r, e->hi);
-    return r;
+    __m512 v = _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), q->s,
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(v, e->flo), e->fhi);
+    __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_add_epi32(r, e->zp);
 }
 
 /* store_c for 16 int32 lanes: the valid lanes packed with vpcompressd, then narrowed with

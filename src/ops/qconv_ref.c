@@ -46,8 +46,10 @@ void qconv2d_ref(int8_t *y, const int8_t *x, const int8_t *w, const int32_t *bia
                                 acc += (int32_t)wc[((size_t)ci * d->k + ky) * d->k + kx] * (v - a->x_zp);
                             }
                     }
-                    int32_t q = a->y_zp + q_mulshift(acc, mult[co], shift[co]);
-                    y[(((size_t)n * d->cout + co) * d->oh + oy) * d->ow + ox] = (int8_t)q_clamp(q, a->y_min, a->y_max);
+                    /* int32 accumulation, wrapping like the fast kernels and ONNX Runtime */
+                    int32_t q = q_requant_f((int32_t)(uint32_t)(uint64_t)acc, q_conv_scale(mult[co], shift[co]), a->y_zp,
+                                            a->y_min, a->y_max);
+                    y[(((size_t)n * d->cout + co) * d->oh + oy) * d->ow + ox] = (int8_t)q;
                 }
         }
 }

@@ -4,11 +4,19 @@
  *   - activations: per-tensor asymmetric int8: real = scale * (q - zp), q and zp in [-128, 127];
  *   - conv/linear weights: per-output-channel symmetric int8 in [-127, 127]: real = wscale[c] * q;
  *   - conv/linear bias: int32 in units of xscale * wscale[c] (zero point not included);
- *   - requantization is integer only (no float at inference, so a microcontroller without an
- *     FPU, nasc's fast kernels and the generated C all give the same bits): a real multiplier
- *     r > 0 is stored as (mult, shift) with mult in [2^30, 2^31) and r ~= mult * 2^-shift, and
- *         q_mulshift(acc, mult, shift) = (acc * mult + 2^(shift-1)) >> shift   (in int64,
- *     arithmetic shift: round half up). Multipliers too small to represent give mult = 0.
+ *   - requantization: a real multiplier r > 0 is stored as (mult, shift) with mult in
+ *     [2^30, 2^31) and r ~= mult * 2^-shift. Two arithmetics use it:
+ *       - convolutions (and linear layers) requantize as ONNX Runtime does (MLAS), so that
+ *         nasc, the generated C and ONNX Runtime agree bit for bit: the pair stands for the
+ *         float s = q_conv_scale(mult, shift) (q_conv_multiplier makes pairs whose mult has
+ *         24 significant bits, so s is exact), and q_requant_f(acc, s, ...) computes
+ *         float(acc) * s in IEEE single precision, rounds half to even and adds the zero
+ *         point. Plain IEEE single arithmetic: a microcontroller without an FPU gets the same
+ *         bits from its compiler's software float, only slower;
+ *       - the other ops are integer only:
+ *             q_mulshift(acc, mult, shift) = (acc * mult + 2^(shift-1)) >> shift   (in int64,
+ *         arithmetic shift: round half up).
+ *     Multipliers too small to represent give mult = 0.
  *
  * Each kernel has a plain reference (`*_ref`, obviously correct, single threaded); fast paths
  * (VNNI, AMX, AVX-512) sit beside it, are chosen at run time, and must equal the reference bit
@@ -19,13 +27,37 @@
 
 #include "ops.h"
 
+#include <math.h>
+
 /* round(acc * mult / 2^shift), half up; shift in [1, 62]. */
 static inline int32_t q_mulshift(int64_t acc, int32_t mult, int shift) {
     return (int32_t)((acc * (int64_t)mult + ((int64_t)1 << (shift - 1))) >> shift);
 }
 static inline int32_t q_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* The (mult, shift) pair for a real multiplier r >= 0 (see above); r = 0 or r < 2^-31 gives
+/* The float a convolution's (mult, shift) stands for: the IEEE single whose significand is
+ * mult's top 24 bits, times 2^(30 - shift) (mult in [2^30, 2^31), shift in [1, 62]; mult 0
+ * gives 0). Built from the bits, so every platform and the generated C get the same float. */
+static inline float q_conv_scale(int32_t mult, int shift) {
+    if (mult <= 0) return 0.0f;
+    uint32_t b = ((uint32_t)(157 - shift) << 23) | (((uint32_t)mult >> 7) & 0x7fffffu);
+    float s;
+    memcpy(&s, &b, sizeof s);
+    return s;
+}
+
+/* Convolution requantization, ONNX Runtime's arithmetic (MLAS's requantize output): v =
+ * float(acc) * s in IEEE single precision (float(acc) rounds to nearest even), clamped to
+ * [lo - zp, hi - zp], rounded half to even, plus zp. Clamping before or after the rounding
+ * is the same (the bounds are integers). */
+static inline int32_t q_requant_f(int32_t acc, float s, int32_t zp, int32_t lo, int32_t hi) {
+    float v = (float)acc * s, flo = (float)(lo - zp), fhi = (float)(hi - zp);
+    v = v < flo ? flo : v > fhi ? fhi : v;
+    return (int32_t)nearbyintf(v) + zp;
+}
+
+/* The (mult, shift) pair for a real multiplier r >= 0 (see above; for a float r, mult has
+ * at most 24 significant bits and q_conv_scale gives r back exactly); r = 0 or r < 2^-31 gives
  * mult 0, shift 1; r must be < 2^29. Deterministic (frexp-based), defined in qconv_ref.c. */
 void q_multiplier(double r, int32_t *mult, int *shift);
 
@@ -37,7 +69,7 @@ typedef struct {
     int32_t y_min, y_max; /* output clamp within [-128, 127]: a fused ReLU is [y_zp, 127] */
 } QConvArgs;
 
-/* y (N, cout, oh, ow) = clamp(y_zp + q_mulshift(acc, mult[co], shift[co]), y_min, y_max) with
+/* y (N, cout, oh, ow) = q_requant_f(acc, q_conv_scale(mult[co], shift[co]), y_zp, y_min, y_max) with
  *   acc = bias[co] + sum over the group's (ci, ky, kx) of w[co][ci][ky][kx] * (x[...] - x_zp),
  * x (N, cin, h, w) int8, w (cout, cin/groups, k, k) int8, bias (cout) int32 or NULL (zero),
  * mult (cout), shift (cout). Depthwise is groups = cin = cout. A linear layer is a 1x1 conv
