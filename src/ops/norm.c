@@ -162,36 +162,65 @@ MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *x, size_
     *s1o = s1, *s2o = s2;
 }
 
+/* Channels are processed in blocks: a block's rows (n images x its channels) are visited
+ * image by image, so each image contributes one contiguous run of block * hw values (the
+ * prefetchers follow it; one channel at a time is a 128-way strided walk that waits on memory
+ * for every short row), and the block is small enough (BN_BLOCK_FLOATS per image) for its
+ * data to stay in L2 between the statistics pass and the pass that uses them. Each channel's
+ * rows are still summed in image order by the same per-row loops, so the results do not
+ * depend on the block size or the thread count. */
+#define BN_BLOCK_FLOATS 512
+#define BN_BLOCK_MAX 64
+
+static int bn_block(int c, int hw) { return NASC_MAX(1, NASC_MIN(NASC_MIN(BN_BLOCK_MAX, c), BN_BLOCK_FLOATS / hw)); }
+
 static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
                           const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
                           float momentum, float eps) {
     size_t count = (size_t)n * hw, stride = (size_t)c * hw;
     NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
+    int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (int ch = 0; ch < c; ch++) {
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
+        double s1[BN_BLOCK_MAX], s2[BN_BLOCK_MAX], shift[BN_BLOCK_MAX];
+        float mhi[BN_BLOCK_MAX], mlo[BN_BLOCK_MAX], scale[BN_BLOCK_MAX], b[BN_BLOCK_MAX];
         /* One pass for sum and sum of squares, shifted by the channel's first value so the
          * variance does not cancel when |mean| >> std. Products of floats are exact in double. */
-        double shift = x[(size_t)ch * hw], s1, s2;
-        bn_sums(&s1, &s2, x + (size_t)ch * hw, stride, n, hw, shift);
-        double dm = s1 / (double)count;
-        double var = s2 / (double)count - dm * dm;
-        if (var < 0) var = 0;
-        double mu = shift + dm;
-        double is = 1.0 / sqrt(var + (double)eps);
-        mean[ch] = (float)mu;
-        invstd[ch] = (float)is;
-        if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mu);
-        if (running_var) {
-            double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
-            running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+        for (int ch = c0; ch < c1; ch++) shift[ch - c0] = x[(size_t)ch * hw], s1[ch - c0] = s2[ch - c0] = 0;
+        for (int i = 0; i < n; i++)
+            for (int ch = c0; ch < c1; ch++) {
+                double r1, r2;
+                bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, stride, 1, hw, shift[ch - c0]);
+                s1[ch - c0] += r1, s2[ch - c0] += r2;
+            }
+        for (int ch = c0; ch < c1; ch++) {
+            int k = ch - c0;
+            double dm = s1[k] / (double)count;
+            double var = s2[k] / (double)count - dm * dm;
+            if (var < 0) var = 0;
+            double mu = shift[k] + dm;
+            double is = 1.0 / sqrt(var + (double)eps);
+            mean[ch] = (float)mu;
+            invstd[ch] = (float)is;
+            if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mu);
+            if (running_var) {
+                double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
+                running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+            }
+            /* y = (x - mu) * scale + b, subtracting first (and mu as a float pair hi + lo) to
+             * keep precision when |mean| >> std: x - hi is exact for x near the mean. */
+            mhi[k] = (float)mu, mlo[k] = (float)(mu - mhi[k]);
+            scale[k] = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
+            b[k] = beta ? beta[ch] : 0.0f;
         }
-        /* y = (x - mu) * scale + b, subtracting first (and mu as a float pair hi + lo) to keep
-         * precision when |mean| >> std: x - hi is exact for x near the mean. */
-        float mhi = (float)mu, mlo = (float)(mu - mhi);
-        float scale = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
-        float b = beta ? beta[ch] : 0.0f;
-        bn_apply(act, y + (size_t)ch * hw, x + (size_t)ch * hw, stride, n, hw, mhi, mlo, scale, b);
+        for (int i = 0; i < n; i++)
+            for (int ch = c0; ch < c1; ch++) {
+                int k = ch - c0;
+                size_t o = i * stride + (size_t)ch * hw;
+                bn_apply(act, y + o, x + o, stride, 1, hw, mhi[k], mlo[k], scale[k], b[k]);
+            }
     }
 }
 
@@ -207,12 +236,21 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
         for (int i = 0; i < n; i++) bn_apply(act, y + i * stride, x + i * stride, stride, 1, hw, running_mean[0], 0.0f, scale, b);
         return;
     }
+    int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs; /* blocks visited image by image (above) */
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (int ch = 0; ch < c; ch++) {
-        double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
-        float scale = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
-        bn_apply(act, y + (size_t)ch * hw, x + (size_t)ch * hw, stride, n, hw, running_mean[ch], 0.0f, scale,
-                 beta ? beta[ch] : 0.0f);
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
+        float scale[BN_BLOCK_MAX];
+        for (int ch = c0; ch < c1; ch++) {
+            double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
+            scale[ch - c0] = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
+        }
+        for (int i = 0; i < n; i++)
+            for (int ch = c0; ch < c1; ch++) {
+                size_t o = i * stride + (size_t)ch * hw;
+                bn_apply(act, y + o, x + o, stride, 1, hw, running_mean[ch], 0.0f, scale[ch - c0],
+                         beta ? beta[ch] : 0.0f);
+            }
     }
 }
 
@@ -294,19 +332,37 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
     double m = (double)count;
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
     if (!yv) yv = dy; /* not read */
+    int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (int ch = 0; ch < c; ch++) {
-        double mu = mean[ch], is = invstd[ch], sdy, sdyxc; /* sum g, sum g (x - mean) */
-        size_t o = (size_t)ch * hw;
-        bn_bwd_sums(&sdy, &sdyxc, act, dy + o, yv + o, x + o, stride, n, hw, mu);
-        if (dbeta) dbeta[ch] += (float)sdy;
-        if (dgamma) dgamma[ch] += (float)(sdyxc * is);
+    for (int blk = 0; blk < nblk; blk++) {
+        int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
+        double sdy[BN_BLOCK_MAX], sdyxc[BN_BLOCK_MAX]; /* sum g, sum g (x - mean) */
+        float ca[BN_BLOCK_MAX], cb[BN_BLOCK_MAX], cc[BN_BLOCK_MAX];
+        for (int k = 0; k < c1 - c0; k++) sdy[k] = sdyxc[k] = 0;
+        for (int i = 0; i < n; i++)
+            for (int ch = c0; ch < c1; ch++) {
+                size_t o = i * stride + (size_t)ch * hw;
+                double r1, r2;
+                bn_bwd_sums(&r1, &r2, act, dy + o, yv + o, x + o, stride, 1, hw, mean[ch]);
+                sdy[ch - c0] += r1, sdyxc[ch - c0] += r2;
+            }
+        for (int ch = c0; ch < c1; ch++) {
+            int k = ch - c0;
+            double is = invstd[ch];
+            if (dbeta) dbeta[ch] += (float)sdy[k];
+            if (dgamma) dgamma[ch] += (float)(sdyxc[k] * is);
+            /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
+             * c0 = -a sum(g) / m. */
+            double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
+            ca[k] = (float)gi, cb[k] = (float)(-gi * is * is * sdyxc[k] / m), cc[k] = (float)(-gi * sdy[k] / m);
+        }
         if (!dx) continue;
-        /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
-         * c0 = -a sum(g) / m. */
-        double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
-        bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, stride, n, hw, mean[ch], (float)gi,
-                  (float)(-gi * is * is * sdyxc / m), (float)(-gi * sdy / m), accumulate);
+        for (int i = 0; i < n; i++)
+            for (int ch = c0; ch < c1; ch++) {
+                int k = ch - c0;
+                size_t o = i * stride + (size_t)ch * hw;
+                bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, stride, 1, hw, mean[ch], ca[k], cb[k], cc[k], accumulate);
+            }
     }
 }
 
