@@ -356,7 +356,11 @@ static void build_node(QNet *q, const Net *net, int i) {
     case QX_AVGPOOL:
         for (uint32_t d = 1; d <= u->nmult; d++) quant_multiplier(xs / (ys * d), &u->mult[d - 1], &u->shift[d - 1]);
         break;
-    case QX_GAP: quant_multiplier(xs / (ys * h * w), &u->mult[0], &u->shift[0]); break;
+    case QX_GAP: { /* ONNX Runtime's float scale (qops.h) */
+        float r = (float)xs / ((float)ys * (float)(h * w));
+        quant_multiplier((double)r, &u->mult[0], &u->shift[0]);
+        break;
+    }
     case QX_MUL: quant_multiplier(xs * (double)q->scale[qnet_value(q, nd->in[1])] / ys, &u->mult[0], &u->shift[0]); break;
     case QX_RESIZE:
         quant_multiplier(xs / (ys * qresize_unit(h, nd->h) * qresize_unit(w, nd->w)), &u->mult[0], &u->shift[0]);

@@ -341,12 +341,12 @@ static const char src_avgpool[] =
     "}\n\n";
 
 static const char src_gap[] =
-    "/* y (c) = sat8(y_zp + mulshift(sum over hw of (x - x_zp), mult, shift)) */\n"
+    "/* y (c) = requantf(sum over hw of (x - x_zp), mult, shift, y_zp, -128, 127), as ONNX Runtime */\n"
     "static void gap_s8(int8_t *y, const int8_t *x, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {\n"
     "    for (int p = 0; p < c; p++) {\n"
     "        int32_t s = 0;\n"
     "        for (int j = 0; j < hw; j++) s += x[p * hw + j] - x_zp;\n"
-    "        y[p] = sat8(y_zp + mulshift(s, mult, shift));\n"
+    "        y[p] = requantf(s, mult, shift, y_zp, -128, 127);\n"
     "    }\n"
     "}\n\n";
 
@@ -1070,9 +1070,9 @@ static void emit_conv(Str *o, const int *inst) {
 
 static void emit_kernels(Str *o, const Gen *g) {
     unsigned need = g->need, acts = g->acts;
-    if (need & (K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
-    if (need & (K_CONV | K_CONV_WIDE)) str_puts(o, src_requantf);
-    if (need & (K_AVGPOOL | K_GAP | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
+    if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
+    if (need & (K_CONV | K_CONV_WIDE | K_GAP)) str_puts(o, src_requantf);
+    if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
     if (need & K_ADD) str_puts(o, src_clamp8);
     if (need & K_CONVARGS) str_puts(o, src_convargs);
     for (int k = 0; k < g->ninst; k++)

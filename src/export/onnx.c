@@ -611,11 +611,11 @@ static void q_params(Writer *w, const QNet *q, int v, char **sname, char **zname
     if (!made[v]) {
         made[v] = w_str(w, "v%d", v);
         float *s = w_alloc(w, sizeof *s);
-        int8_t *z = w_alloc(w, 1);
+        uint8_t *z = w_alloc(w, 1);
         *s = q->scale[v];
-        *z = (int8_t)q->zp[v];
+        *z = (uint8_t)(q->zp[v] + 128);
         w_init(w, w_str(w, "v%d.scale", v), ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, NULL, 0, s, sizeof *s);
-        w_init(w, w_str(w, "v%d.zp", v), ONNX__TENSOR_PROTO__DATA_TYPE__INT8, NULL, 0, z, 1);
+        w_init(w, w_str(w, "v%d.zp", v), ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, NULL, 0, z, 1);
     }
     *sname = w_str(w, "v%d.scale", v);
     *zname = w_str(w, "v%d.zp", v);

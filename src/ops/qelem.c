@@ -285,9 +285,9 @@ void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32
 
 void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {
     for (size_t p = 0; p < (size_t)n * c; p++) {
-        int64_t s = 0;
+        int32_t s = 0;
         for (int j = 0; j < hw; j++) s += (int32_t)x[p * hw + j] - x_zp;
-        y[p] = sat8(y_zp + q_mulshift(s, mult, shift));
+        y[p] = (int8_t)q_requant_f(s, q_conv_scale(mult, shift), y_zp, -128, 127);
     }
 }
 
@@ -300,11 +300,12 @@ MULTIVERSION static int32_t sum8(const int8_t *x, int n) {
 
 void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift) {
     long planes = (long)n * c;
+    const float sc = q_conv_scale(mult, shift);
     int par = planes > 1 && (size_t)planes * hw >= 4 * QELEM_PAR_MIN;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long p = 0; p < planes; p++) {
-        int64_t s = (int64_t)sum8(x + (size_t)p * hw, hw) - (int64_t)x_zp * hw;
-        y[p] = sat8(y_zp + q_mulshift(s, mult, shift));
+        int32_t s = sum8(x + (size_t)p * hw, hw) - x_zp * hw;
+        y[p] = (int8_t)q_requant_f(s, sc, y_zp, -128, 127);
     }
 }
 

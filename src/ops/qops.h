@@ -125,8 +125,9 @@ void qavgpool_ref(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, i
 void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32_t y_zp, const int32_t *mult,
               const int8_t *shift);
 
-/* Global average pool: y (N, C) = clamp(y_zp + q_mulshift(sum over hw of (x - x_zp), mult, shift))
- * with (mult, shift) for x_scale / (y_scale * hw); x (N, C, hw). */
+/* Global average pool, ONNX Runtime's arithmetic (its QLinearGlobalAveragePool): y (N, C) =
+ * q_requant_f(sum over hw of (x - x_zp), q_conv_scale(mult, shift), y_zp, -128, 127), the pair
+ * standing for the float x_scale / (y_scale * (float)hw) (hw < 2^24); x (N, C, hw). */
 void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
 void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
 
