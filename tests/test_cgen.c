@@ -29,8 +29,8 @@
  *      - int8: NAME_predict_q == qnet_forward_int8 (reference kernels) bit for bit, NAME_predict's
  *        scores == qnet_forward's logits bit for bit, the returned class their arg-max, and
  *        NAME_quantize == quantize_ref; for three nets, the same bytes again when compiled with
- *        conv blocks of 3 columns (-DQNET_CONV_BLK=3) instead of the default and -ffast-math
- *        (the conv requantization rounds in integers, so fast-math cannot change it);
+ *        conv blocks of 3 columns (-DQNET_CONV_BLK=3) instead of the default; and -ffast-math
+ *        (which would turn its divisions into reciprocal multiplies) is refused with a message;
  *      - fp32: scores within 1e-4 of net_forward's (relative to the largest logit);
  *      - the arena declared == cost_peak_bytes of the cost model (int8 and fp32);
  *      - once, the measured object sizes (code, rodata >= the const data, RAM >= the arena).
@@ -647,7 +647,7 @@ static void cgen_case(const char *name, const char *text, int channels, int c, i
                 CHECK(bad_in == 0, "%s: NAME_quantize differs from quantize_ref on %d of %d inputs", name, bad_in, ni);
                 CHECK(ties > (int)in / 4, "%s: only %d exact rounding ties among %zu inputs", name, ties, in);
                 /* Any conv block width gives the same bytes (3: blocks end past every row). */
-                if (narrow && compile_driver_as(qdir, "qnet", "drv3", "-DQNET_CONV_BLK=3 -ffast-math", name)) {
+                if (narrow && compile_driver_as(qdir, "qnet", "drv3", "-DQNET_CONV_BLK=3", name)) {
                     char out3[300];
                     snprintf(out3, sizeof out3, "%s/out3.bin", qdir);
                     snprintf(cmd, sizeof cmd, "%s/drv3 %s %s", qdir, fin, out3);
@@ -655,6 +655,12 @@ static void cgen_case(const char *name, const char *text, int channels, int c, i
                     uint8_t *o3 = read_exact(out3, rec * ni, name);
                     CHECK(o3 && !memcmp(o3, o, rec * ni), "%s: blocks of 3 columns give other outputs", name);
                     free(o3);
+                    /* -ffast-math is refused by the generated file itself */
+                    snprintf(cmd, sizeof cmd, "gcc -std=c99 -O2 -ffast-math -c -o %s/fm.o %s/qnet.c >%s/fm.log 2>&1", qdir,
+                             qdir, qdir);
+                    CHECK(system(cmd) != 0, "%s: the generated C compiled with -ffast-math", name);
+                    snprintf(cmd, sizeof cmd, "grep -q 'compile it without -ffast-math' %s/fm.log", qdir);
+                    CHECK(system(cmd) == 0, "%s: -ffast-math refused without the message", name);
                 }
                 free(ref);
                 free(yref);

@@ -61,7 +61,8 @@ static const Case cases[] = {
     {"macro_3", "macro", 3, 28, 28, 10, 0, 0, 33},
     {"every_op", every_op_spec, 2, 28, 28, 7, 0, 0, 0},
     {"resize_only", "resize(s=24)", 1, 28, 28, 576, 0, 0, 0}, /* int8: exact taps, equal to ORT bit for bit */
-    /* int8: convolutions requantize in ORT's float arithmetic, so lone ones equal ORT bit for bit */
+    /* int8: convolutions and adds follow ORT's arithmetic, so lone ones equal ORT bit for bit */
+    {"add_only", "a=conv(c=16,k=3); bn; conv(c=16,k=3); bn; add(a,_)", 1, 28, 28, 12544, 0, 0, 0},
     {"conv_only", "conv(c=8,k=3); bn; relu6", 1, 28, 28, 6272, 0, 0, 0},
     {"dw_only", "conv(c=8,k=3); bn; conv(c=8,k=7,g=8); bn", 1, 28, 28, 6272, 0, 0, 0},
 };

@@ -149,15 +149,8 @@ static int read_node(Reader *r, QNet *q, int i, const char *path, Err *e) {
         if (u->w[k] < -127) bad = "a weight outside [-127, 127]";
     for (uint32_t k = 0; k < u->nbias && !bad; k++)
         if (u->bias[k] < -1073741824 || u->bias[k] > 1073741824) bad = "a bias outside +-2^30";
-    /* Multipliers are q_multiplier's (0 or in [2^30, 2^31), shift in [1, 62]), except add's:
-     * 0..qadd_mult_max(nin) with one shift in [1, 30] (qops.h). */
-    if (u->kind == QX_ADD) {
-        int32_t mmax = qadd_mult_max((int)u->nmult);
-        for (uint32_t k = 0; k < u->nmult && !bad; k++)
-            if (u->mult[k] < 0 || u->mult[k] > mmax) bad = "an add multiplier out of range";
-        if (!bad && (u->shift[0] < 1 || u->shift[0] > 30)) bad = "an add shift outside [1, 30]";
-    }
-    for (uint32_t k = 0; k < u->nmult && !bad && u->kind != QX_ADD; k++)
+    /* Multipliers are q_multiplier's (0 or in [2^30, 2^31), shift in [1, 62]). */
+    for (uint32_t k = 0; k < u->nmult && !bad; k++)
         if (u->mult[k] < 0 || (u->mult[k] != 0 && u->mult[k] < (1 << 30)))
             bad = "a requantization multiplier outside [2^30, 2^31)";
     for (uint32_t k = 0; k < u->nshift && !bad; k++)

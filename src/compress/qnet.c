@@ -145,10 +145,6 @@ static void node_counts(const QNet *q, int i) {
     case QX_GAP:
     case QX_MUL:
     case QX_RESIZE: u->nmult = u->nshift = 1; break;
-    case QX_ADD:
-        u->nmult = (uint32_t)nd->nin;
-        u->nshift = 1;
-        break;
     case QX_CONCAT: u->nmult = u->nshift = (uint32_t)nd->nin; break;
     default: break;
     }
@@ -369,21 +365,6 @@ static void build_node(QNet *q, const Net *net, int i) {
         for (int j = 0; j < nd->nin; j++)
             quant_multiplier((double)q->scale[qnet_value(q, nd->in[j])] / ys, &u->mult[j], &u->shift[j]);
         break;
-    case QX_ADD: {
-        /* One shift for all inputs: the largest that keeps every mult <= qadd_mult_max (so
-         * the int32 sum cannot overflow), at most 30; mult = round(r_j 2^shift). */
-        double rmax = 0;
-        for (int j = 0; j < nd->nin; j++) rmax = fmax(rmax, (double)q->scale[qnet_value(q, nd->in[j])] / ys);
-        int32_t mmax = qadd_mult_max(nd->nin);
-        int sh = 30;
-        while (sh > 1 && rmax * ldexp(1.0, sh) > mmax) sh--;
-        u->shift[0] = (int8_t)sh;
-        for (int j = 0; j < nd->nin; j++) {
-            long long mj = llround(ldexp((double)q->scale[qnet_value(q, nd->in[j])] / ys, sh));
-            u->mult[j] = (int32_t)(mj > mmax ? mmax : mj);
-        }
-        break;
-    }
     default: break;
     }
 }
@@ -512,7 +493,9 @@ static void run_node(QNet *q, int i, int n, int ref) {
             in_shape(q, nd, j, &cs[j], &hh, &ww);
         }
         if (u->kind == QX_ADD) {
-            QAddArgs a = {.nin = nd->nin, .x_zp = zps, .mult = u->mult, .shift = u->shift[0], .y_zp = q->zp[yv],
+            float xsc[NODE_MAX_IN];
+            for (int j = 0; j < nd->nin; j++) xsc[j] = q->scale[qnet_value(q, nd->in[j])];
+            QAddArgs a = {.nin = nd->nin, .x_zp = zps, .x_scale = xsc, .y_scale = q->scale[yv], .y_zp = q->zp[yv],
                           .y_min = u->y_min, .y_max = u->y_max};
             (ref ? qadd_ref : qadd)(y, xs, out, &a);
         } else {

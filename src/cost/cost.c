@@ -75,7 +75,7 @@ void cost_flash_int8(const Net *net, Int8Flash *f) {
         case OP_MUL:
         case OP_RESIZE: f->requant += INT8_REQUANT_BYTES; break;
         case OP_CONCAT: f->requant += (size_t)nd->nin * INT8_REQUANT_BYTES; break;
-        case OP_ADD: f->requant += (size_t)nd->nin * 4 + 1; break;
+        case OP_ADD: break; /* float scales, from the tensors' quantization */
         default: break;
         }
         int tensor = !inner[i] && nd->op != OP_ID && nd->op != OP_DROPOUT && nd->op != OP_ZERO && nd->op != OP_MAXPOOL;

@@ -98,6 +98,7 @@ enum {
     K_QUANT = 1 << 14,
     K_POOLARGS = 1 << 15,
     K_CONVARGS = 1 << 16,
+    K_ADD2 = 1 << 17,
     /* fp32 */
     F_BN = 1 << 18,
     F_ACT = 1 << 19,
@@ -122,8 +123,7 @@ static const char src_requantf[] =
     " * (mult, shift), built from its IEEE bits (mult's top 24 bits, times 2^(30 - shift)); then\n"
     " * v = float(acc) * s, one single-precision multiply, clamped to [y_min - y_zp, y_max - y_zp];\n"
     " * then v rounded half to even from its integer part i (truncation, exact) and its fraction\n"
-    " * v - i (exact), so no rounding mode or float trick is involved and -ffast-math cannot\n"
-    " * change the result; plus y_zp. */\n"
+    " * v - i (exact), with no dependence on the rounding mode; plus y_zp. */\n"
     "static int8_t requantf(int32_t acc, int32_t mult, int shift, int32_t y_zp, int32_t y_min, int32_t y_max) {\n"
     "    union { uint32_t u; float f; } s; /* reading the other member reinterprets the bits (C99) */\n"
     "    float v, f, lo = (float)(y_min - y_zp), hi = (float)(y_max - y_zp);\n"
@@ -350,16 +350,32 @@ static const char src_gap[] =
     "    }\n"
     "}\n\n";
 
-static const char src_add[] =
-    "/* n-ary add rounded once: acc = sum_j (x_j - zp[j]) * mult[j] in 32 bits (the multipliers keep\n"
-    " * it below 2^31), y = clamp(y_zp + ((acc + 2^(shift-1)) >> shift), y_min, y_max); may run in place. */\n"
-    "static void add_s8(int8_t *y, const int8_t *const *xs, const int32_t *zp, const int32_t *mult, int nin, int n,\n"
-    "                   int shift, int32_t y_zp, int32_t y_min, int32_t y_max) {\n"
+static const char src_add2[] =
+    "/* Adds, ONNX Runtime's arithmetic (qops.h's qadd), each float step rounded once: fma(x, y, z) is\n"
+    " * float((double)x * y + z), exact before that rounding for these operands. May run in place. */\n"
+    "static float fma_f(float x, float y, float z) { return (float)((double)x * (double)y + (double)z); }\n\n"
+    "/* Two inputs (ORT's QLinearAdd, in uint8 terms): v = fma(x0 + 128, r0, fma(x1 + 128, r1, c)) rounded\n"
+    " * half to even, saturated to [0, 255], less 128, then clamped; a NULL input stands for its zero\n"
+    " * point z everywhere. */\n"
+    "static void add2_s8(int8_t *y, const int8_t *x0, const int8_t *x1, int32_t z0, int32_t z1, float r0, float r1,\n"
+    "                    float c, int n, int32_t y_min, int32_t y_max) {\n"
     "    for (int i = 0; i < n; i++) {\n"
-    "        int32_t acc = 0;\n"
-    "        for (int j = 0; j < nin; j++) acc += (xs[j][i] - zp[j]) * mult[j];\n"
-    "        const int32_t v = (int32_t)(((int64_t)acc + ((int64_t)1 << (shift - 1))) >> shift);\n"
-    "        y[i] = clamp8(y_zp + v, y_min, y_max);\n"
+    "        const int32_t u0 = (x0 ? x0[i] : z0) + 128, u1 = (x1 ? x1[i] : z1) + 128;\n"
+    "        int32_t t = rne_sat(fma_f((float)u0, r0, fma_f((float)u1, r1, c)));\n"
+    "        t = t < 0 ? 0 : t > 255 ? 255 : t;\n"
+    "        y[i] = clamp8(t - 128, y_min, y_max);\n"
+    "    }\n"
+    "}\n\n";
+
+static const char src_add[] =
+    "/* One or three or more inputs (DequantizeLinear, Sum, QuantizeLinear): s = the sum of xsc[j] *\n"
+    " * float(x_j - zp[j]) in input order, y = clamp(y_zp + round half even (s / ysc)). */\n"
+    "static void add_s8(int8_t *y, const int8_t *const *xs, const int32_t *zp, const float *xsc, int nin, int n,\n"
+    "                   float ysc, int32_t y_zp, int32_t y_min, int32_t y_max) {\n"
+    "    for (int i = 0; i < n; i++) {\n"
+    "        float s = 0.0f;\n"
+    "        for (int j = 0; j < nin; j++) s += xsc[j] * (float)(xs[j][i] - zp[j]);\n"
+    "        y[i] = clamp8(y_zp + rne_sat(s / ysc), y_min, y_max);\n"
     "    }\n"
     "}\n\n";
 
@@ -403,19 +419,24 @@ static const char src_fill[] =
     "    for (int i = 0; i < n; i++) y[i] = v;\n"
     "}\n\n";
 
-static const char src_quant[] =
-    "/* q = sat8(round_half_even(x * inv) + zp), nearbyintf's result without libm: |r| <= 1e6 < 2^23, so\n"
-    " * r - trunc(r) is exact; NaN and huge values saturate as in nasc's quantize_ref. */\n"
-    "static int8_t quantize1(float x, float inv, int32_t zp) {\n"
-    "    float r = x * inv;\n"
+static const char src_rne[] =
+    "/* r rounded half to even, nearbyintf's result without libm, after saturating to +-1e6 (NaN gives\n"
+    " * -1e6): then |r| < 2^23, so r - trunc(r) is exact. */\n"
+    "static int32_t rne_sat(float r) {\n"
+    "    int32_t t;\n"
+    "    float f;\n"
     "    if (!(r > -1e6f)) r = -1e6f;\n"
     "    if (r > 1e6f) r = 1e6f;\n"
-    "    int32_t t = (int32_t)r;\n"
-    "    const float f = r - (float)t;\n"
+    "    t = (int32_t)r;\n"
+    "    f = r - (float)t;\n"
     "    if (f > 0.5f || (f == 0.5f && (t & 1))) t++;\n"
     "    else if (f < -0.5f || (f == -0.5f && (t & 1))) t--;\n"
-    "    return sat8(t + zp);\n"
+    "    return t;\n"
     "}\n\n";
+
+static const char src_quant[] =
+    "/* q = sat8(round_half_even(x / scale) + zp), ONNX's QuantizeLinear (nasc's quantize_ref) */\n"
+    "static int8_t quantize1(float x, float scale, int32_t zp) { return sat8(rne_sat(x / scale) + zp); }\n\n";
 
 /* ------------------------------------------------------------------ the runtime (fp32) */
 static const char src_bn_f32[] =
@@ -760,8 +781,33 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
                    (long)q->zp[yv], (long)u->mult[0], u->shift[0]);
         break;
     case QX_ADD: {
-        /* Zero constants add exactly 0: only the other inputs are summed. */
-        int32_t zps[NODE_MAX_IN], ms[NODE_MAX_IN];
+        char ysb[48];
+        fmt_float(ysb, sizeof ysb, q->scale[yv]);
+        if (nd->nin == 2) { /* every input counts (a zero constant passes NULL: its zero point) */
+            char xp[2][48];
+            int32_t z[2];
+            float xsc[2];
+            for (int j = 0; j < 2; j++) {
+                int v = qnet_value(q, nd->in[j]);
+                if (g->ap->tbuf[v] < 0) snprintf(xp[j], sizeof xp[j], "0");
+                else val_ptr(g, xp[j], sizeof xp[j], v, out);
+                z[j] = q->zp[v];
+                xsc[j] = q->scale[v];
+            }
+            /* the constants exactly as qadd computes them */
+            float r0 = xsc[0] / q->scale[yv], r1 = xsc[1] / q->scale[yv];
+            float t0 = r0 * (float)(z[0] + 128), t1 = r1 * (float)(z[1] + 128);
+            float c = (float)(q->zp[yv] + 128) - (t0 + t1);
+            char rb0[48], rb1[48], cb[48];
+            fmt_float(rb0, sizeof rb0, r0), fmt_float(rb1, sizeof rb1, r1), fmt_float(cb, sizeof cb, c);
+            g->need |= K_ADD2;
+            str_printf(&g->body, "    add2_s8(%s, %s, %s, %ld, %ld, %s, %s, %s, %zu, %ld, %ld);\n", y, xp[0], xp[1],
+                       (long)z[0], (long)z[1], rb0, rb1, cb, out, (long)u->y_min, (long)u->y_max);
+            break;
+        }
+        /* Sum's form: zero constants add exactly +0 and are left out */
+        int32_t zps[NODE_MAX_IN];
+        float scs[NODE_MAX_IN];
         char xs[NODE_MAX_IN][48];
         int m = 0;
         for (int j = 0; j < nd->nin; j++) {
@@ -772,10 +818,10 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
             }
             val_ptr(g, xs[m], sizeof xs[m], v, out);
             zps[m] = q->zp[v];
-            ms[m] = u->mult[j];
+            scs[m] = q->scale[v];
             m++;
         }
-        if (m == 0) { /* acc = 0: y = clamp(y_zp + (2^(shift-1) >> shift)) = clamp(y_zp) */
+        if (m == 0) { /* s = 0: y = clamp(y_zp) */
             g->need |= K_FILL;
             int32_t v = q_clamp(q->zp[yv], u->y_min, u->y_max);
             str_printf(&g->body, "    fill_s8(%s, %ld, %zu);\n", y, (long)v, out);
@@ -784,12 +830,12 @@ static void gen_q_node(Gen *g, const QNet *q, int i) {
         g->need |= K_ADD;
         snprintf(nm, sizeof nm, "z%d", i + 1);
         emit_i32(g, nm, zps, (size_t)m);
-        snprintf(nm, sizeof nm, "m%d", i + 1);
-        emit_i32(g, nm, ms, (size_t)m);
+        snprintf(nm, sizeof nm, "f%d", i + 1);
+        emit_f32(g, nm, scs, (size_t)m);
         str_printf(&g->body, "    {\n        const int8_t *xs[%d] = {", m);
         for (int j = 0; j < m; j++) str_printf(&g->body, "%s%s", j ? ", " : "", xs[j]);
-        str_printf(&g->body, "};\n        add_s8(%s, xs, z%d, m%d, %d, %zu, %d, %ld, %ld, %ld);\n    }\n", y, i + 1, i + 1,
-                   m, out, u->shift[0], (long)q->zp[yv], (long)u->y_min, (long)u->y_max);
+        str_printf(&g->body, "};\n        add_s8(%s, xs, z%d, f%d, %d, %zu, %s, %ld, %ld, %ld);\n    }\n", y, i + 1, i + 1, m,
+                   out, ysb, (long)q->zp[yv], (long)u->y_min, (long)u->y_max);
         break;
     }
     case QX_CONCAT: {
@@ -1073,7 +1119,8 @@ static void emit_kernels(Str *o, const Gen *g) {
     if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
     if (need & (K_CONV | K_CONV_WIDE | K_GAP)) str_puts(o, src_requantf);
     if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
-    if (need & K_ADD) str_puts(o, src_clamp8);
+    if (need & (K_ADD | K_ADD2)) str_puts(o, src_clamp8);
+    if (need & (K_QUANT | K_ADD | K_ADD2)) str_puts(o, src_rne);
     if (need & K_CONVARGS) str_puts(o, src_convargs);
     for (int k = 0; k < g->ninst; k++)
         if (g->inst[k][3] != 2) emit_conv(o, g->inst[k]);
@@ -1082,6 +1129,7 @@ static void emit_kernels(Str *o, const Gen *g) {
     if (need & K_MAXPOOL) str_puts(o, src_maxpool);
     if (need & K_AVGPOOL) str_puts(o, src_avgpool);
     if (need & K_GAP) str_puts(o, src_gap);
+    if (need & K_ADD2) str_puts(o, src_add2);
     if (need & K_ADD) str_puts(o, src_add);
     if (need & K_REQUANT) str_puts(o, src_requant);
     if (need & K_CHMUL) str_puts(o, src_chmul);
@@ -1134,7 +1182,7 @@ typedef struct {
     int in_c, in_h, in_w, classes;
     const Spec *spec;
     size_t arena_bytes, elem;
-    float in_scale, in_inv, out_scale;
+    float in_scale, out_scale;
     int32_t in_zp, out_zp;
     char out_ptr[48], in_ptr[48];
 } Meta;
@@ -1225,6 +1273,10 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
                          " * to nasc's int8 executor"
                        : "float loops");
     str_printf(o, "#include \"%s.h\"\n\n", N);
+    if (m->int8)
+        str_printf(o, "#if defined(__FAST_MATH__)\n#error \"%s.c needs IEEE single-precision arithmetic as written (it divides by scales as "
+                      "ONNX's QuantizeLinear does): compile it without -ffast-math\"\n#endif\n\n",
+                   N);
     str_printf(o, "/* Output columns per conv block: any value >= 1 gives the same results; wide blocks suit\n"
                   " * vector units (16: compilers vectorize the column loops), narrow ones scalar cores on small\n"
                   " * feature maps (a block computes all its columns even past the row's end). */\n"
@@ -1253,7 +1305,7 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
     size_t in = (size_t)m->in_c * m->in_h * m->in_w;
     if (m->int8) {
         char inv[48], os[48];
-        fmt_float(inv, sizeof inv, m->in_inv);
+        fmt_float(inv, sizeof inv, m->in_scale); /* quantize1 divides by the scale */
         fmt_float(os, sizeof os, m->out_scale);
         str_printf(o, "int %s_predict_q(const int8_t *input, int8_t *scores_q) {\n"
                       "    int8_t *in = %s;\n"
@@ -1391,7 +1443,7 @@ int cgen_export(const char *model_path, const char *out_dir, const char *name, C
         m.spec = &q.spec;
         m.elem = 1;
         m.in_scale = q.scale[0];
-        m.in_inv = 1.0f / q.scale[0]; /* as quantize_ref computes it */
+
         m.in_zp = q.zp[0];
         m.out_scale = qnet_out_scale(&q);
         m.out_zp = qnet_out_zp(&q);

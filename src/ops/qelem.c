@@ -1,9 +1,11 @@
 /* qelem.c: the int8 kernels other than convolution (qops.h): quantize/dequantize, lookup
  * tables, max/average/global pooling, n-ary add, concat, channel scale and bilinear resize.
  *
- * Every kernel is integer only (the float entry points are quantize and dequantize): the real
- * ratios of scales arrive as (mult, shift) pairs and q_mulshift rounds, so a microcontroller,
- * these kernels and generated C all give the same bits. The `*_ref` kernels are plain loops
+ * The kernels follow ONNX Runtime's arithmetic where nasc's export meets one of its fused int8
+ * kernels (global average pool and two-input add, qops.h) or its float evaluation (quantize,
+ * the n-ary add); the others are integer only: the real ratios of scales arrive as (mult,
+ * shift) pairs and q_mulshift rounds. A microcontroller, these kernels and generated C all give
+ * the same bits. The `*_ref` kernels are plain loops
  * over the definition; the fast ones compute the same integers with clipped windows and
  * contiguous inner loops, and split planes (or chunks of a flat array) over threads_get()
  * threads when the work is large enough to pay for it.
@@ -19,8 +21,8 @@
 static inline int8_t sat8(int32_t v) { return (int8_t)q_clamp(v, -128, 127); }
 
 /* ------------------------------------------------------------------ quantize */
-static inline int8_t quantize1(float x, float inv, int32_t zp) {
-    float r = nearbyintf(x * inv);
+static inline int8_t quantize1(float x, float scale, int32_t zp) {
+    float r = nearbyintf(x / scale);
     /* Compare in float first: a huge or NaN x must not reach an int conversion. */
     if (!(r > -1e6f)) r = -1e6f;
     if (r > 1e6f) r = 1e6f;
@@ -28,8 +30,7 @@ static inline int8_t quantize1(float x, float inv, int32_t zp) {
 }
 
 void quantize_ref(int8_t *q, const float *x, size_t n, float scale, int32_t zp) {
-    float inv = 1.0f / scale;
-    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], inv, zp);
+    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], scale, zp);
 }
 
 void dequantize_ref(float *x, const int8_t *q, size_t n, float scale, int32_t zp) {
@@ -37,9 +38,8 @@ void dequantize_ref(float *x, const int8_t *q, size_t n, float scale, int32_t zp
 }
 
 void quantize(int8_t *q, const float *x, size_t n, float scale, int32_t zp) {
-    float inv = 1.0f / scale;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= 4 * QELEM_PAR_MIN)
-    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], inv, zp);
+    for (size_t i = 0; i < n; i++) q[i] = quantize1(x[i], scale, zp);
 }
 
 /* ------------------------------------------------------------------ lookup table */
@@ -310,45 +310,86 @@ void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_
 }
 
 /* ------------------------------------------------------------------ add, concat, channel scale */
+/* fma in float through double: x * y is exact in double, and so is the sum for the operands
+ * here, so the only rounding is the last one (qops.h). */
+static inline float qadd_fma(float x, float y, float z) { return (float)((double)x * (double)y + (double)z); }
+
+/* The float form's quantization: round half even (s / y_scale), saturated. */
+static inline int32_t qadd_quant(float s, float y_scale) {
+    float r = nearbyintf(s / y_scale);
+    r = r < -1e6f ? -1e6f : r > 1e6f ? 1e6f : r; /* NaN cannot arise: finite int8 inputs */
+    return (int32_t)r;
+}
+
+/* Two inputs: the constants of ORT's kernel (ratios and its fixed part, uint8 terms). */
+typedef struct {
+    float r0, r1, c;
+} QAdd2;
+
+static QAdd2 qadd2_consts(const QAddArgs *a) {
+    QAdd2 k;
+    k.r0 = a->x_scale[0] / a->y_scale;
+    k.r1 = a->x_scale[1] / a->y_scale;
+    float t0 = k.r0 * (float)(a->x_zp[0] + 128), t1 = k.r1 * (float)(a->x_zp[1] + 128);
+    k.c = (float)(a->y_zp + 128) - (t0 + t1);
+    return k;
+}
+
+static inline int32_t qadd2_one(int8_t x0, int8_t x1, const QAdd2 *k) {
+    float v = qadd_fma((float)(x0 + 128), k->r0, qadd_fma((float)(x1 + 128), k->r1, k->c));
+    float r = nearbyintf(v);
+    r = r < 0.0f ? 0.0f : r > 255.0f ? 255.0f : r;
+    return (int32_t)r - 128;
+}
+
 void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
+    if (a->nin == 2) {
+        QAdd2 k = qadd2_consts(a);
+        for (size_t i = 0; i < n; i++) y[i] = (int8_t)q_clamp(qadd2_one(xs[0][i], xs[1][i], &k), a->y_min, a->y_max);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
-        int32_t acc = 0;
-        for (int j = 0; j < a->nin; j++) acc += ((int32_t)xs[j][i] - a->x_zp[j]) * a->mult[j];
-        int32_t v = (int32_t)(((int64_t)acc + ((int64_t)1 << (a->shift - 1))) >> a->shift);
-        y[i] = (int8_t)q_clamp(a->y_zp + v, a->y_min, a->y_max);
+        float s = a->x_scale[0] * (float)((int32_t)xs[0][i] - a->x_zp[0]);
+        for (int j = 1; j < a->nin; j++) s += a->x_scale[j] * (float)((int32_t)xs[j][i] - a->x_zp[j]);
+        y[i] = (int8_t)q_clamp(a->y_zp + qadd_quant(s, a->y_scale), a->y_min, a->y_max);
     }
 }
 
-/* One chunk of the fast add: the first input initializes the int32 accumulators, the others
- * add into them, then one requantization pass; each loop is a plain vectorizable one. The
- * rounding half is added in 64 bits only in the reference; here acc + half cannot overflow
- * since |acc| < 2^30 + 2^(shift-1) < 2^31 for the multipliers qadd_mult_max allows. */
+/* One chunk of the fast add: the same operations as the reference, as plain loops over the
+ * chunk (each vectorizes). */
 #define QADD_CHUNK 1024
 MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t off, size_t len, const QAddArgs *a) {
-    int32_t acc[QADD_CHUNK];
+    const int32_t yzp = a->y_zp, lo = a->y_min, hi = a->y_max;
+    int8_t *restrict yo = y + off;
+    if (a->nin == 2) {
+        const QAdd2 k = qadd2_consts(a);
+        const int8_t *x0 = xs[0] + off, *x1 = xs[1] + off;
+        for (size_t i = 0; i < len; i++) {
+            int32_t v = qadd2_one(x0[i], x1[i], &k);
+            yo[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+        }
+        return;
+    }
+    float acc[QADD_CHUNK];
     const int8_t *x0 = xs[0] + off;
-    int32_t zp0 = a->x_zp[0], m0 = a->mult[0];
-    for (size_t i = 0; i < len; i++) acc[i] = ((int32_t)x0[i] - zp0) * m0;
+    const float s0 = a->x_scale[0];
+    const int32_t z0 = a->x_zp[0];
+    for (size_t i = 0; i < len; i++) acc[i] = s0 * (float)((int32_t)x0[i] - z0);
     for (int j = 1; j < a->nin; j++) {
         const int8_t *x = xs[j] + off;
-        int32_t zp = a->x_zp[j], m = a->mult[j];
-        for (size_t i = 0; i < len; i++) acc[i] += ((int32_t)x[i] - zp) * m;
+        const float sj = a->x_scale[j];
+        const int32_t zj = a->x_zp[j];
+        for (size_t i = 0; i < len; i++) acc[i] += sj * (float)((int32_t)x[i] - zj);
     }
-    /* Locals, so that the int8 stores cannot alias them and the loop vectorizes. */
-    const int sh = a->shift;
-    const uint32_t half = (uint32_t)1 << (sh - 1);
-    const int32_t yzp = a->y_zp, lo = a->y_min - yzp, hi = a->y_max - yzp;
-    int8_t *restrict yo = y + off;
+    const float ys = a->y_scale;
     for (size_t i = 0; i < len; i++) {
-        /* (acc + half) >> sh without signed overflow: add in unsigned, shift arithmetically. */
-        int32_t v = (int32_t)((uint32_t)acc[i] + half) >> sh;
-        v = v < lo ? lo : v > hi ? hi : v;
-        yo[i] = (int8_t)(v + yzp);
+        int32_t v = yzp + qadd_quant(acc[i], ys);
+        yo[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
 
 void qadd(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
-    NASC_ASSERT(a->nin >= 1 && a->shift >= 1 && a->shift <= 30);
+    NASC_ASSERT(a->nin >= 1);
     long chunks = (long)((n + QADD_CHUNK - 1) / QADD_CHUNK);
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= QELEM_PAR_MIN)
     for (long ch = 0; ch < chunks; ch++) {

@@ -100,8 +100,9 @@ const char *qconv_path(void);
  * a fast one (contiguous inner loops, planes or chunks split over threads_get() threads) that
  * equals it bit for bit; tests/test_quant.c checks both, and the reference against float. */
 
-/* Quantize: q = clamp(nearbyintf(x * (1.0f / scale)) + zp, -128, 127) (round half to even, in
- * float, like PyTorch's fake quantization); dequantize: x = scale * (float)(q - zp). */
+/* Quantize: q = clamp(nearbyintf(x / scale) + zp, -128, 127) (round half to even, in float, as
+ * ONNX's QuantizeLinear defines it and ONNX Runtime computes it); dequantize: x = scale *
+ * (float)(q - zp). */
 void quantize_ref(int8_t *q, const float *x, size_t n, float scale, int32_t zp);
 void dequantize_ref(float *x, const int8_t *q, size_t n, float scale, int32_t zp);
 void quantize(int8_t *q, const float *x, size_t n, float scale, int32_t zp);
@@ -131,20 +132,21 @@ void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32
 void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
 void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
 
-/* n-ary add, rounded once, in 32 bits: acc = sum_j (x_j - x_zp[j]) * mult[j] (int32) and
- * y = clamp(y_zp + ((acc + 2^(shift-1)) >> shift), y_min, y_max), where mult[j] =
- * round(x_scale[j] / y_scale * 2^shift) with one shift for all inputs, chosen so that every
- * mult[j] <= qadd_mult_max(nin) (then |acc| < 2^31). n values per input; y may alias none. */
-static inline int32_t qadd_mult_max(int nin) {
-    int lg = 0;
-    while ((1 << lg) < nin) lg++;
-    return (int32_t)1 << (22 - lg);
-}
+/* n-ary add with ONNX Runtime's arithmetic (nasc exports Add for two inputs, Sum for more), in
+ * float, each step rounded to float (fma(x, y, z) = float((double)x * y + z): one rounding
+ * whenever the double sum is exact, as it is for int8 values and ratios of scales >= 2^-14):
+ *   - two inputs (ORT's QLinearAdd, its x86 kernel, in uint8 terms u = x + 128): r_j =
+ *     x_scale[j] / y_scale, c = (y_zp + 128) - (r_0 (x_zp[0] + 128) + r_1 (x_zp[1] + 128)),
+ *     v = fma(u_0, r_0, fma(u_1, r_1, c)) rounded half to even, saturated to [0, 255], - 128
+ *     (the order ORT's binary computes, found by matching it on residual nets);
+ *   - otherwise (DequantizeLinear, Sum, QuantizeLinear): s = the sum, in input order, of
+ *     x_scale[j] * (float)(x_j - x_zp[j]); v = y_zp + (s / y_scale rounded half to even).
+ * Then y = clamp(v, y_min, y_max). n values per input; y may alias none. */
 typedef struct {
     int nin;
-    const int32_t *x_zp; /* (nin) */
-    const int32_t *mult; /* (nin) */
-    int shift;
+    const int32_t *x_zp;  /* (nin) */
+    const float *x_scale; /* (nin) */
+    float y_scale;
     int32_t y_zp, y_min, y_max;
 } QAddArgs;
 void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a);
