@@ -150,13 +150,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < k; i++) pick[i] = cells[(int)((double)i * (nc - 1) / (k - 1) + 0.5)];
     for (int a = 0; a < nalso; a++) {
         int j, dup = 0;
+        const char *canon = also[a]; /* as the search printed it (a spec) or in canonical form */
+        for (long r = 0; r < nrows; r++)
+            if (!strcmp(rows[r].spec, also[a])) canon = rows[r].canonical;
         for (j = 0; j < nc; j++)
-            if (!strcmp(cells[j].arch, also[a])) break;
+            if (!strcmp(cells[j].arch, canon)) break;
         if (j == nc) {
             fprintf(stderr, "bench_fidelity: --also %s: not an architecture %s trained\n", also[a], db_path);
             return 2;
         }
-        for (int i = 0; i < k; i++) dup |= !strcmp(pick[i].arch, also[a]);
+        for (int i = 0; i < k; i++) dup |= !strcmp(pick[i].arch, cells[j].arch);
         if (!dup) pick[k++] = cells[j];
     }
 
