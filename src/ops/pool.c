@@ -281,21 +281,30 @@ static float *avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, 
     return s;
 }
 
-void avgpool_forward(float *y, const float *x, const PoolDims *d) {
+/* Stride 1, all planes: the forward (out = y, in = x) or the backward (out = dx, in = dy). */
+static void avgpool_s1(float *out, const float *in, const PoolDims *d, int backward) {
     long planes = (long)d->n * d->c;
     int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
-    if (d->stride == 1) {
+    size_t xs = (size_t)d->h * d->w, ys = (size_t)d->oh * d->ow;
 #pragma omp parallel num_threads(threads_get()) if (par)
-        {
-            float *rdiv, *cdiv, *rows, *g, *buf;
-            avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf);
+    {
+        float *rdiv, *cdiv, *rows, *g, *buf;
+        avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf);
 #pragma omp for schedule(static)
-            for (long p = 0; p < planes; p++)
-                avgpool_s1_forward_plane(y + (size_t)p * d->oh * d->ow, x + (size_t)p * d->h * d->w, d, rdiv, cdiv,
-                                         rows, buf);
+        for (long p = 0; p < planes; p++) {
+            if (backward) avgpool_s1_backward_plane(out + p * xs, in + p * ys, d, rdiv, cdiv, g, rows, buf);
+            else avgpool_s1_forward_plane(out + p * ys, in + p * xs, d, rdiv, cdiv, rows, buf);
         }
+    }
+}
+
+void avgpool_forward(float *y, const float *x, const PoolDims *d) {
+    if (d->stride == 1) {
+        avgpool_s1(y, x, d, 0);
         return;
     }
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long p = 0; p < planes; p++) {
         const float *xp = x + (size_t)p * d->h * d->w;
@@ -314,20 +323,12 @@ void avgpool_forward(float *y, const float *x, const PoolDims *d) {
 
 void avgpool_backward(float *dx, const float *dy, const PoolDims *d) {
     if (!dx) return;
-    long planes = (long)d->n * d->c;
-    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
     if (d->stride == 1) {
-#pragma omp parallel num_threads(threads_get()) if (par)
-        {
-            float *rdiv, *cdiv, *rows, *g, *buf;
-            avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf);
-#pragma omp for schedule(static)
-            for (long p = 0; p < planes; p++)
-                avgpool_s1_backward_plane(dx + (size_t)p * d->h * d->w, dy + (size_t)p * d->oh * d->ow, d, rdiv,
-                                          cdiv, g, rows, buf);
-        }
+        avgpool_s1(dx, dy, d, 1);
         return;
     }
+    long planes = (long)d->n * d->c;
+    int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + (size_t)p * d->h * d->w;
