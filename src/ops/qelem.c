@@ -21,12 +21,20 @@
 static inline int8_t sat8(int32_t v) { return (int8_t)q_clamp(v, -128, 127); }
 
 /* ------------------------------------------------------------------ quantize */
+#ifdef __FAST_MATH__
+#error "qelem.c needs IEEE float arithmetic as written (rounding by adding and subtracting 1.5 * 2^23)"
+#endif
+
+/* r rounded half to even for |r| <= 2^22: adding and subtracting 1.5 * 2^23 leaves no fraction
+ * bits (default rounding mode; no libm call, so the loops vectorize). */
+static inline float rne_small(float r) { return (r + 12582912.0f) - 12582912.0f; }
+
 static inline int8_t quantize1(float x, float scale, int32_t zp) {
-    float r = nearbyintf(x / scale);
+    float r = x / scale;
     /* Compare in float first: a huge or NaN x must not reach an int conversion. */
     if (!(r > -1e6f)) r = -1e6f;
     if (r > 1e6f) r = 1e6f;
-    return sat8((int32_t)r + zp);
+    return sat8((int32_t)rne_small(r) + zp);
 }
 
 void quantize_ref(int8_t *q, const float *x, size_t n, float scale, int32_t zp) {
@@ -310,15 +318,11 @@ void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_
 }
 
 /* ------------------------------------------------------------------ add, concat, channel scale */
-/* fma in float through double: x * y is exact in double, and so is the sum for the operands
- * here, so the only rounding is the last one (qops.h). */
-static inline float qadd_fma(float x, float y, float z) { return (float)((double)x * (double)y + (double)z); }
-
-/* The float form's quantization: round half even (s / y_scale), saturated. */
+/* The float form's quantization: round half even (s / y_scale), saturated to +-1e6 first. */
 static inline int32_t qadd_quant(float s, float y_scale) {
-    float r = nearbyintf(s / y_scale);
+    float r = s / y_scale;
     r = r < -1e6f ? -1e6f : r > 1e6f ? 1e6f : r; /* NaN cannot arise: finite int8 inputs */
-    return (int32_t)r;
+    return (int32_t)rne_small(r);
 }
 
 /* Two inputs: the constants of ORT's kernel (ratios and its fixed part, uint8 terms). */
@@ -335,11 +339,13 @@ static QAdd2 qadd2_consts(const QAddArgs *a) {
     return k;
 }
 
+/* The clamp to [-1, 256] before rounding gives the same result as saturating after it. fmaf is
+ * the correctly rounded fused multiply-add (the AVX-512 path below uses the instruction). */
 static inline int32_t qadd2_one(int8_t x0, int8_t x1, const QAdd2 *k) {
-    float v = qadd_fma((float)(x0 + 128), k->r0, qadd_fma((float)(x1 + 128), k->r1, k->c));
-    float r = nearbyintf(v);
-    r = r < 0.0f ? 0.0f : r > 255.0f ? 255.0f : r;
-    return (int32_t)r - 128;
+    float v = fmaf((float)(x0 + 128), k->r0, fmaf((float)(x1 + 128), k->r1, k->c));
+    v = v < -1.0f ? -1.0f : v > 256.0f ? 256.0f : v;
+    int32_t r = (int32_t)rne_small(v);
+    return (r < 0 ? 0 : r > 255 ? 255 : r) - 128;
 }
 
 void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
@@ -355,6 +361,31 @@ void qadd_ref(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
     }
 }
 
+#ifdef QLUT_VBMI
+/* Two inputs, 16 values per step with AVX-512 (F, BW, VL): qadd2_one exactly, the two fused
+ * multiply-adds as instructions; the tail runs masked. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void qadd2_avx512(int8_t *y, const int8_t *x0,
+                                                                              const int8_t *x1, size_t n,
+                                                                              const QAdd2 *k, int32_t lo,
+                                                                              int32_t hi) {
+    const __m512 r0 = _mm512_set1_ps(k->r0), r1 = _mm512_set1_ps(k->r1), c = _mm512_set1_ps(k->c);
+    const __m512 fmin = _mm512_set1_ps(-1.0f), fmax = _mm512_set1_ps(256.0f);
+    const __m512i off = _mm512_set1_epi32(128), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512i a = _mm512_add_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x0 + i)), off);
+        __m512i b = _mm512_add_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x1 + i)), off);
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), r0, _mm512_fmadd_ps(_mm512_cvtepi32_ps(b), r1, c));
+        v = _mm512_min_ps(_mm512_max_ps(v, fmin), fmax);
+        __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(r, zero), top), off);
+        r = _mm512_min_epi32(_mm512_max_epi32(r, vlo), vhi);
+        _mm_mask_storeu_epi8(y + i, m, _mm512_cvtepi32_epi8(r));
+    }
+}
+#endif
+
 /* One chunk of the fast add: the same operations as the reference, as plain loops over the
  * chunk (each vectorizes). */
 #define QADD_CHUNK 1024
@@ -364,6 +395,16 @@ MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t o
     if (a->nin == 2) {
         const QAdd2 k = qadd2_consts(a);
         const int8_t *x0 = xs[0] + off, *x1 = xs[1] + off;
+#ifdef QLUT_VBMI
+        static int avx512 = -1;
+        if (avx512 < 0)
+            avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                     __builtin_cpu_supports("avx512vl");
+        if (avx512) {
+            qadd2_avx512(yo, x0, x1, len, &k, lo, hi);
+            return;
+        }
+#endif
         for (size_t i = 0; i < len; i++) {
             int32_t v = qadd2_one(x0[i], x1[i], &k);
             yo[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
