@@ -133,8 +133,9 @@ void qgap_ref(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, in
 void qgap(int8_t *y, const int8_t *x, int n, int c, int hw, int32_t x_zp, int32_t y_zp, int32_t mult, int shift);
 
 /* n-ary add with ONNX Runtime's arithmetic (nasc exports Add for two inputs, Sum for more), in
- * float, each step rounded to float (fma(x, y, z) = float((double)x * y + z): one rounding
- * whenever the double sum is exact, as it is for int8 values and ratios of scales >= 2^-14):
+ * float, each step rounded to float (fma: the correctly rounded fused multiply-add; the
+ * generated C computes it as float((double)x * y + z), the same whenever that double sum is
+ * exact, as it is for int8 values and ratios of scales >= 2^-14):
  *   - two inputs (ORT's QLinearAdd, its x86 kernel, in uint8 terms u = x + 128): r_j =
  *     x_scale[j] / y_scale, c = (y_zp + 128) - (r_0 (x_zp[0] + 128) + r_1 (x_zp[1] + 128)),
  *     v = fma(u_0, r_0, fma(u_1, r_1, c)) rounded half to even, saturated to [0, 255], - 128
