@@ -140,24 +140,20 @@ static inline void bn_row(ActKind act, float *restrict yp, const float *restrict
     }
 }
 
-/* rows rows of hw values, `stride` apart: y = act(bn(x)) with one channel's constants. */
-MULTIVERSION static void bn_apply(ActKind act, float *y, const float *x, size_t stride, int rows, int hw, float mhi,
-                                  float mlo, float scale, float b) {
-    for (int i = 0; i < rows; i++) bn_row(act, y + i * stride, x + i * stride, hw, mhi, mlo, scale, b);
+/* One row of hw values: y = act(bn(x)) with one channel's constants. */
+MULTIVERSION static void bn_apply(ActKind act, float *y, const float *x, int hw, float mhi, float mlo, float scale,
+                                  float b) {
+    bn_row(act, y, x, hw, mhi, mlo, scale, b);
 }
 
-/* Sum and sum of squares of x - shift over rows rows of hw values, `stride` apart. */
-MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *x, size_t stride, int rows, int hw,
-                                 double shift) {
+/* Sum and sum of squares of x - shift over one row of hw values. */
+MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *xp, int hw, double shift) {
     double s1 = 0, s2 = 0;
-    for (int i = 0; i < rows; i++) {
-        const float *xp = x + i * stride;
 #pragma omp simd reduction(+ : s1, s2)
-        for (int j = 0; j < hw; j++) {
-            double d = (double)xp[j] - shift;
-            s1 += d;
-            s2 += d * d;
-        }
+    for (int j = 0; j < hw; j++) {
+        double d = (double)xp[j] - shift;
+        s1 += d;
+        s2 += d * d;
     }
     *s1o = s1, *s2o = s2;
 }
@@ -192,7 +188,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, con
         for (int i = 0; i < n; i++)
             for (int ch = c0; ch < c1; ch++) {
                 double r1, r2;
-                bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, stride, 1, hw, shift[ch - c0]);
+                bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, hw, shift[ch - c0]);
                 s1[ch - c0] += r1, s2[ch - c0] += r2;
             }
         for (int ch = c0; ch < c1; ch++) {
@@ -219,7 +215,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, con
             for (int ch = c0; ch < c1; ch++) {
                 int k = ch - c0;
                 size_t o = i * stride + (size_t)ch * hw;
-                bn_apply(act, y + o, x + o, stride, 1, hw, mhi[k], mlo[k], scale[k], b[k]);
+                bn_apply(act, y + o, x + o, hw, mhi[k], mlo[k], scale[k], b[k]);
             }
     }
 }
@@ -233,7 +229,7 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
         double is = 1.0 / sqrt((double)running_var[0] + (double)eps);
         float scale = (float)((gamma ? (double)gamma[0] : 1.0) * is), b = beta ? beta[0] : 0.0f;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-        for (int i = 0; i < n; i++) bn_apply(act, y + i * stride, x + i * stride, stride, 1, hw, running_mean[0], 0.0f, scale, b);
+        for (int i = 0; i < n; i++) bn_apply(act, y + i * stride, x + i * stride, hw, running_mean[0], 0.0f, scale, b);
         return;
     }
     int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs; /* blocks visited image by image (above) */
@@ -248,8 +244,7 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
         for (int i = 0; i < n; i++)
             for (int ch = c0; ch < c1; ch++) {
                 size_t o = i * stride + (size_t)ch * hw;
-                bn_apply(act, y + o, x + o, stride, 1, hw, running_mean[ch], 0.0f, scale[ch - c0],
-                         beta ? beta[ch] : 0.0f);
+                bn_apply(act, y + o, x + o, hw, running_mean[ch], 0.0f, scale[ch - c0], beta ? beta[ch] : 0.0f);
             }
     }
 }
@@ -262,9 +257,9 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
 #define G_RELU6 (dv * (float)((yp[j] > 0) & (yp[j] < 6)))
 #define G_NONE (dv)
 
-/* Over rows rows of hw values, `stride` apart: sum g and sum g (x - mu). */
-MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dy, const float *yv,
-                                     const float *x, size_t stride, int rows, int hw, double mu) {
+/* Over one row of hw values: sum g and sum g (x - mu). */
+MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dyp, const float *yp,
+                                     const float *xp, int hw, double mu) {
     double sdy = 0, sdyxc = 0;
 #define SUMS(G)                                                                                                     \
     _Pragma("omp simd reduction(+ : sdy, sdyxc)") for (int j = 0; j < hw; j++) {                                   \
@@ -273,49 +268,42 @@ MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, 
         sdy += g;                                                                                                  \
         sdyxc += g * ((double)xp[j] - mu);                                                                         \
     }
-    for (int i = 0; i < rows; i++) {
-        const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
-        if (act == ACT_RELU) {
-            SUMS(G_RELU)
-        } else if (act == ACT_RELU6) {
-            SUMS(G_RELU6)
-        } else {
-            SUMS(G_NONE)
-        }
+    if (act == ACT_RELU) {
+        SUMS(G_RELU)
+    } else if (act == ACT_RELU6) {
+        SUMS(G_RELU6)
+    } else {
+        SUMS(G_NONE)
     }
 #undef SUMS
     *sdyo = sdy, *sdyxco = sdyxc;
 }
 
-/* dx (+)= a g + b (x - fmu) + c0 over rows rows of hw values, `stride` apart. */
-MULTIVERSION static void bn_bwd_dx(ActKind act, float *dx, const float *dy, const float *yv, const float *x,
-                                   size_t stride, int rows, int hw, float fmu, float a, float b, float c0, int acc) {
+/* dx (+)= a g + b (x - fmu) + c0 over one row of hw values. */
+MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, const float *yp, const float *xp, int hw,
+                                   float fmu, float a, float b, float c0, int acc) {
 #define DX(G, OP)                                                                                                   \
     _Pragma("omp simd") for (int j = 0; j < hw; j++) {                                                             \
         float dv = dyp[j];                                                                                         \
         dxp[j] OP a * (G) + b * (xp[j] - fmu) + c0;                                                                \
     }
-    for (int i = 0; i < rows; i++) {
-        const float *xp = x + i * stride, *dyp = dy + i * stride, *yp = yv + i * stride;
-        float *dxp = dx + i * stride;
-        if (act == ACT_RELU) {
-            if (acc) {
-                DX(G_RELU, +=)
-            } else {
-                DX(G_RELU, =)
-            }
-        } else if (act == ACT_RELU6) {
-            if (acc) {
-                DX(G_RELU6, +=)
-            } else {
-                DX(G_RELU6, =)
-            }
+    if (act == ACT_RELU) {
+        if (acc) {
+            DX(G_RELU, +=)
         } else {
-            if (acc) {
-                DX(G_NONE, +=)
-            } else {
-                DX(G_NONE, =)
-            }
+            DX(G_RELU, =)
+        }
+    } else if (act == ACT_RELU6) {
+        if (acc) {
+            DX(G_RELU6, +=)
+        } else {
+            DX(G_RELU6, =)
+        }
+    } else {
+        if (acc) {
+            DX(G_NONE, +=)
+        } else {
+            DX(G_NONE, =)
         }
     }
 #undef DX
@@ -343,7 +331,7 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
             for (int ch = c0; ch < c1; ch++) {
                 size_t o = i * stride + (size_t)ch * hw;
                 double r1, r2;
-                bn_bwd_sums(&r1, &r2, act, dy + o, yv + o, x + o, stride, 1, hw, mean[ch]);
+                bn_bwd_sums(&r1, &r2, act, dy + o, yv + o, x + o, hw, mean[ch]);
                 sdy[ch - c0] += r1, sdyxc[ch - c0] += r2;
             }
         for (int ch = c0; ch < c1; ch++) {
@@ -361,7 +349,7 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
             for (int ch = c0; ch < c1; ch++) {
                 int k = ch - c0;
                 size_t o = i * stride + (size_t)ch * hw;
-                bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, stride, 1, hw, mean[ch], ca[k], cb[k], cc[k], accumulate);
+                bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, hw, mean[ch], ca[k], cb[k], cc[k], accumulate);
             }
     }
 }
