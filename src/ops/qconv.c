@@ -761,8 +761,7 @@ typedef struct {
     __m512 s;
 } Rq;
 
-TGT_512 INLINE Rq rq_of(int32_t mult, int shift, const Epi *e) {
-    (void)e;
+TGT_512 INLINE Rq rq_of(int32_t mult, int shift) {
     Rq q = {_mm512_set1_ps(q_conv_scale(mult, shift))};
     return q;
 }
@@ -809,7 +808,7 @@ TGT_512 INLINE void store16(int8_t *row, __m512i r, const uint16_t *vmask, const
     Epi e = epi_of(a);                                                                                \
     _Pragma("GCC unroll 4") for (int i = 0; i < QMR; i++) {                                           \
         if (i >= mrows) break;                                                                        \
-        Rq rq = rq_of(mult[i], shift[i], &e);                                                         \
+        Rq rq = rq_of(mult[i], shift[i]);                                                             \
         _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                                        \
             __m512i r = requant16(acc[i][j], &rq, &e);                                                \
             store16(dst + (size_t)i * ld + (vmask ? 0 : 16 * j), r, vmask, voff, qv0 + j, qn - 16 * j); \
@@ -870,7 +869,7 @@ TGT_512 static void dw_avx512(const uint8_t *pl, const QConvPacked *p, int c, in
         wv[t] = _mm512_set1_epi32(wc[t]);
     }
     Epi e = epi_of(&p->a);
-    Rq rq = rq_of(p->mult[c], p->shift[c], &e);
+    Rq rq = rq_of(p->mult[c], p->shift[c]);
     const __m512i lo8 = _mm512_set1_epi32(0xff);
     for (int v = 0; v < p->nqv; v++) {
         if (!p->vmask[v]) continue;
@@ -903,7 +902,7 @@ TGT_VBMI static void dw_vnni(const int8_t *xc, const QConvPacked *p, int c, int8
     Epi e = epi_of(&p->a);
     const __m512i flip = _mm512_set1_epi8((char)0x80), padv = _mm512_set1_epi8((char)(p->a.x_zp + 128));
     const int32_t bc = p->bc[c];
-    const Rq rq = rq_of(p->mult[c], p->shift[c], &e);
+    const Rq rq = rq_of(p->mult[c], p->shift[c]);
     for (int b = 0; b < p->ndwb; b++) {
         const DwBlock *B = &p->dwb[b];
         const __m512i i0 = _mm512_loadu_si512(B->idx[0]), i1 = _mm512_loadu_si512(B->idx[1]);
@@ -983,7 +982,7 @@ TGT_AMX static void tile_amx(const uint8_t *pl, size_t cqs, const QConvPacked *p
     _tile_stored(3, c[3], 64);
     Epi e = epi_of(&p->a);
     for (int i = 0; i < mrows; i++) {
-        Rq rq = rq_of(mult[i], shift[i], &e);
+        Rq rq = rq_of(mult[i], shift[i]);
         __m512i b = _mm512_set1_epi32(bc[i]);
         for (int j = 0; j < nv; j++) {
             __m512i r = requant16(_mm512_add_epi32(_mm512_loadu_si512(c[j][i]), b), &rq, &e);
