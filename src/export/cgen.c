@@ -121,20 +121,15 @@ static const char src_mulshift[] =
 static const char src_requantf[] =
     "/* Convolution requantization, ONNX Runtime's arithmetic (qops.h's q_requant_f): the float s of\n"
     " * (mult, shift), built from its IEEE bits (mult's top 24 bits, times 2^(30 - shift)); then\n"
-    " * v = float(acc) * s, one single-precision multiply, clamped to [y_min - y_zp, y_max - y_zp];\n"
-    " * then v rounded half to even from its integer part i (truncation, exact) and its fraction\n"
-    " * v - i (exact), with no dependence on the rounding mode; plus y_zp. */\n"
+    " * v = float(acc) * s, one single-precision multiply, clamped to [y_min - y_zp, y_max - y_zp],\n"
+    " * rounded half to even; plus y_zp. */\n"
     "static int8_t requantf(int32_t acc, int32_t mult, int shift, int32_t y_zp, int32_t y_min, int32_t y_max) {\n"
     "    union { uint32_t u; float f; } s; /* reading the other member reinterprets the bits (C99) */\n"
-    "    float v, f, lo = (float)(y_min - y_zp), hi = (float)(y_max - y_zp);\n"
-    "    int32_t i;\n"
+    "    float v, lo = (float)(y_min - y_zp), hi = (float)(y_max - y_zp);\n"
     "    s.u = mult > 0 ? ((uint32_t)(157 - shift) << 23) | (((uint32_t)mult >> 7) & 0x7fffffu) : 0u;\n"
     "    v = (float)acc * s.f;\n"
     "    v = v < lo ? lo : v > hi ? hi : v;\n"
-    "    i = (int32_t)v;\n"
-    "    f = v - (float)i;\n"
-    "    i += (f > 0.5f || (f == 0.5f && (i & 1))) - (f < -0.5f || (f == -0.5f && (i & 1)));\n"
-    "    return (int8_t)(i + y_zp);\n"
+    "    return (int8_t)(rne_sat(v) + y_zp);\n"
     "}\n\n";
 
 static const char src_sat8[] = "static int8_t sat8(int32_t v) { return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v); }\n\n";
@@ -1117,10 +1112,10 @@ static void emit_conv(Str *o, const int *inst) {
 static void emit_kernels(Str *o, const Gen *g) {
     unsigned need = g->need, acts = g->acts;
     if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE)) str_puts(o, src_mulshift);
+    if (need & (K_CONV | K_CONV_WIDE | K_GAP | K_QUANT | K_ADD | K_ADD2)) str_puts(o, src_rne);
     if (need & (K_CONV | K_CONV_WIDE | K_GAP)) str_puts(o, src_requantf);
     if (need & (K_AVGPOOL | K_REQUANT | K_CHMUL | K_RESIZE | K_QUANT)) str_puts(o, src_sat8);
     if (need & (K_ADD | K_ADD2)) str_puts(o, src_clamp8);
-    if (need & (K_QUANT | K_ADD | K_ADD2)) str_puts(o, src_rne);
     if (need & K_CONVARGS) str_puts(o, src_convargs);
     for (int k = 0; k < g->ninst; k++)
         if (g->inst[k][3] != 2) emit_conv(o, g->inst[k]);
@@ -1268,9 +1263,9 @@ static void emit_source(Str *o, const Meta *m, Gen *g, const CgenReport *r) {
                   " * arena of %zu bytes (arena planner: %s; the ideal allocator needs %zu). Kernels are plain\n"
                   " * C99 %s.\n */\n",
                r->arena_bytes, r->arena_method, r->ideal_bytes,
-               m->int8 ? "with nasc's int8 reference semantics (convolutions requantize in IEEE single\n"
-                         " * precision as ONNX Runtime does, the other ops in integers): bit-identical results\n"
-                         " * to nasc's int8 executor"
+               m->int8 ? "with nasc's int8 reference semantics (ONNX Runtime's arithmetic: convolutions, global\n"
+                         " * pooling, adds and quantization in IEEE single precision, the other ops in integers):\n"
+                         " * bit-identical results to nasc's int8 executor"
                        : "float loops");
     str_printf(o, "#include \"%s.h\"\n\n", N);
     if (m->int8)
@@ -1443,7 +1438,6 @@ int cgen_export(const char *model_path, const char *out_dir, const char *name, C
         m.spec = &q.spec;
         m.elem = 1;
         m.in_scale = q.scale[0];
-
         m.in_zp = q.zp[0];
         m.out_scale = qnet_out_scale(&q);
         m.out_zp = qnet_out_zp(&q);
