@@ -389,22 +389,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static void qadd2_avx512(in
 /* One chunk of the fast add: the same operations as the reference, as plain loops over the
  * chunk (each vectorizes). */
 #define QADD_CHUNK 1024
-MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t off, size_t len, const QAddArgs *a) {
+MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t off, size_t len, const QAddArgs *a,
+                                     const QAdd2 *k2) {
     const int32_t yzp = a->y_zp, lo = a->y_min, hi = a->y_max;
     int8_t *restrict yo = y + off;
     if (a->nin == 2) {
-        const QAdd2 k = qadd2_consts(a);
+        const QAdd2 k = *k2;
         const int8_t *x0 = xs[0] + off, *x1 = xs[1] + off;
-#ifdef QLUT_VBMI
-        static int avx512 = -1;
-        if (avx512 < 0)
-            avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                     __builtin_cpu_supports("avx512vl");
-        if (avx512) {
-            qadd2_avx512(yo, x0, x1, len, &k, lo, hi);
-            return;
-        }
-#endif
         for (size_t i = 0; i < len; i++) {
             int32_t v = qadd2_one(x0[i], x1[i], &k);
             yo[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
@@ -431,11 +422,29 @@ MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t o
 
 void qadd(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
     NASC_ASSERT(a->nin >= 1);
+    QAdd2 k2 = {0};
+    int avx512 = 0;
+    if (a->nin == 2) {
+        k2 = qadd2_consts(a);
+#ifdef QLUT_VBMI
+        static int have = -1;
+        if (have < 0)
+            have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl");
+        avx512 = have;
+#endif
+    }
     long chunks = (long)((n + QADD_CHUNK - 1) / QADD_CHUNK);
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (n >= QELEM_PAR_MIN)
     for (long ch = 0; ch < chunks; ch++) {
-        size_t off = (size_t)ch * QADD_CHUNK;
-        qadd_chunk(y, xs, off, NASC_MIN((size_t)QADD_CHUNK, n - off), a);
+        size_t off = (size_t)ch * QADD_CHUNK, len = NASC_MIN((size_t)QADD_CHUNK, n - off);
+#ifdef QLUT_VBMI
+        if (avx512) {
+            qadd2_avx512(y + off, xs[0] + off, xs[1] + off, len, &k2, a->y_min, a->y_max);
+            continue;
+        }
+#endif
+        qadd_chunk(y, xs, off, len, a, &k2);
     }
 }
 

@@ -6,17 +6,18 @@
  *   - conv/linear bias: int32 in units of xscale * wscale[c] (zero point not included);
  *   - requantization: a real multiplier r > 0 is stored as (mult, shift) with mult in
  *     [2^30, 2^31) and r ~= mult * 2^-shift. Two arithmetics use it:
- *       - convolutions (and linear layers) requantize as ONNX Runtime does (MLAS), so that
- *         nasc, the generated C and ONNX Runtime agree bit for bit: the pair stands for the
- *         float s = q_conv_scale(mult, shift) (q_conv_multiplier makes pairs whose mult has
- *         24 significant bits, so s is exact), and q_requant_f(acc, s, ...) computes
- *         float(acc) * s in IEEE single precision, rounds half to even and adds the zero
- *         point. Plain IEEE single arithmetic: a microcontroller without an FPU gets the same
- *         bits from its compiler's software float, only slower;
- *       - the other ops are integer only:
+ *       - convolutions (and linear layers) and global average pooling requantize as ONNX
+ *         Runtime does (MLAS), so that nasc, the generated C and ONNX Runtime agree bit for
+ *         bit: the pair stands for the float s = q_conv_scale(mult, shift) (q_multiplier of a
+ *         float gives a mult with 24 significant bits, so s is exact), and q_requant_f(acc, s,
+ *         ...) computes float(acc) * s in IEEE single precision, rounds half to even and adds
+ *         the zero point. Plain IEEE single arithmetic: a microcontroller without an FPU gets
+ *         the same bits from its compiler's software float, only slower;
+ *       - average pool, concat, channel scale and resize are integer only:
  *             q_mulshift(acc, mult, shift) = (acc * mult + 2^(shift-1)) >> shift   (in int64,
  *         arithmetic shift: round half up).
- *     Multipliers too small to represent give mult = 0.
+ *     Multipliers too small to represent give mult = 0. Adds and quantization use no pair:
+ *     they compute in float from the scales, as ONNX Runtime does (see qadd and quantize).
  *
  * Each kernel has a plain reference (`*_ref`, obviously correct, single threaded); fast paths
  * (VNNI, AMX, AVX-512) sit beside it, are chosen at run time, and must equal the reference bit
