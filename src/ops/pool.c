@@ -14,9 +14,8 @@
  */
 #include "ops.h"
 
-#include <string.h>
-
 #include <math.h>
+#include <string.h>
 
 int pool_dims_init(PoolDims *d, Err *e) {
     if (d->n < 1 || d->c < 1 || d->h < 1 || d->w < 1) {
@@ -272,13 +271,12 @@ static void avgpool_s1_backward_plane(float *dxp, const float *dyp, const PoolDi
 }
 
 /* Scratch for one thread's stride-1 plane: divisors, the row sums, g (backward), a row. */
-static float *avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, float **rows, float **g,
-                                 float **buf) {
+static void avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, float **rows, float **g,
+                               float **buf) {
     size_t hw = (size_t)NASC_MAX(d->h, d->oh) * NASC_MAX(d->w, d->ow), row = (size_t)NASC_MAX(d->w, d->ow) + 2 * d->k;
     float *s = scratch_get(0, (2 * hw + row + d->oh + d->ow + 64) * sizeof(float));
     *rows = s, *g = s + hw, *buf = s + 2 * hw, *rdiv = *buf + row, *cdiv = *rdiv + d->oh;
     avgpool_divisors(d, *rdiv, *cdiv);
-    return s;
 }
 
 /* Stride 1, all planes: the forward (out = y, in = x) or the backward (out = dx, in = dy). */
