@@ -26,6 +26,19 @@ static float *fdup(const float *a, size_t n) {
 
 static double worst_ratio; /* largest |fast - ref| / tolerance seen, printed at the end */
 
+/* Sums: |got - want| <= rtol * cond[i], cond = the sum of the magnitudes of the terms. */
+static void check_sums(const float *got, const float *want, const float *cond, size_t n, double rtol,
+                       const char *what) {
+    size_t bad = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double tol = rtol * cond[i], d = fabs((double)got[i] - want[i]);
+        if (tol > 0) worst_ratio = fmax(worst_ratio, d / tol);
+        if (!(d <= tol)) bad++, worst = i;
+    }
+    CHECK(bad == 0, "%s: %zu of %zu entries differ, e.g. [%zu] got %.9g want %.9g (terms' magnitude %.3g)", what, bad, n,
+          worst, bad ? got[worst] : 0.0, bad ? want[worst] : 0.0, bad ? cond[worst] : 0.0);
+}
+
 /* One CHECK per array: reports the worst entry. */
 static void check_arrays(const float *got, const float *want, size_t n, double rtol, double atol, const char *what) {
     double scale = 0;
@@ -87,8 +100,19 @@ static void test_bn_shape(int n, int c, int hw, float lo, float hi) {
     bn_backward(dx2, dg2, db2, dy, x, gamma, m1, is1, n, c, hw);
     snprintf(what, sizeof what, "bn backward dx (%d,%d,%d) x in [%g,%g]", n, c, hw, lo, hi);
     check_arrays(dx2, dx1, len, 1e-5, 4e-7, what);
-    check_arrays(dg2, dg1, c, 1e-6, 1e-7, "bn backward dgamma");
-    check_arrays(db2, db1, c, 1e-6, 1e-7, "bn backward dbeta");
+    /* dgamma and dbeta are sums (in float within a row, as PyTorch's): their tolerance scales with
+     * the sum of the terms' magnitudes, the quantity float summation error is bounded by */
+    float *cg = xcalloc(c, 4), *cb = xcalloc(c, 4);
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int j = 0; j < hw; j++) {
+                size_t o = ((size_t)i * c + ch) * hw + j;
+                cg[ch] += fabsf(dy[o] * (x[o] - m1[ch]) * is1[ch]), cb[ch] += fabsf(dy[o]);
+            }
+    for (int ch = 0; ch < c; ch++) cg[ch] += fabsf(dg0[ch]), cb[ch] += fabsf(db0[ch]);
+    check_sums(dg2, dg1, cg, c, 1e-6, "bn backward dgamma");
+    check_sums(db2, db1, cb, c, 1e-6, "bn backward dbeta");
+    free(cg), free(cb);
     /* NULL gradients: each alone gives the same as all together */
     float *t = fdup(dx0, len);
     bn_backward(t, NULL, NULL, dy, x, gamma, m1, is1, n, c, hw);

@@ -159,8 +159,10 @@ static int bn_infer(Net *net, int i, Err *e) {
     return NASC_OK;
 }
 
-/* mean and invstd per channel */
-static size_t bn_saved(const Net *net, int i, int batch) { return 2 * (size_t)net->spec.nodes[i].c * sizeof(float); }
+/* mean and invstd per channel, then (fused with an activation) the forward's exact constants */
+static size_t bn_saved(const Net *net, int i, int batch) {
+    return BN_ACT_SAVED * (size_t)net->spec.nodes[i].c * sizeof(float);
+}
 
 static void bn_fwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
@@ -194,8 +196,8 @@ static void bn_act_fwd(Net *net, int i) {
     float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
     float *st = net->saved[i], *y = net->out[i + 1];
     if (net->training)
-        bn_act_forward_train(act, y, st, st + nd->c, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c,
-                             nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+        bn_act_forward_train(act, y, st, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
+                             BN_MOMENTUM, BN_EPS);
     else
         bn_act_forward_eval(act, y, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w, BN_EPS);
 }
@@ -205,12 +207,12 @@ static void bn_act_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     NASC_ASSERT(net->training);
     ActKind act = act_kind(net->spec.nodes[i + 1].op);
-    const float *g = net->params + nd->param_off;
+    const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *dg = net->grads + nd->param_off, *st = net->saved[i];
     int acc;
     float *dx = in_grad_w(net, nd, 0, &acc);
-    bn_act_backward(act, dx, dg, dg + nd->c, net->dout[i + 1], net->out[i + 1], in_out(net, nd, 0), g, st,
-                    st + nd->c, net->batch, nd->c, nd->h * nd->w, acc);
+    bn_act_backward(act, dx, dg, dg + nd->c, net->dout[i + 1], in_out(net, nd, 0), g, b, st, net->batch, nd->c,
+                    nd->h * nd->w, acc);
 }
 
 /* ---- shape-preserving single-input ops */
@@ -628,6 +630,57 @@ void net_init_params(Net *net, uint64_t seed) {
 }
 
 /* ------------------------------------------------------------------ run */
+/* NASC_PROFILE=1: seconds spent per op kind, forward and backward (a fused BN + activation
+ * counts as BN), printed to stderr at exit. For finding where a training step goes. */
+static double prof_sec[OP_COUNT][2];
+static long prof_calls[OP_COUNT][2];
+/* NASC_PROFILE=2 adds one line per node (of the last net profiled, its first PROF_NODES). */
+#define PROF_NODES 256
+static double prof_node[PROF_NODES][2];
+static char prof_desc[PROF_NODES][64];
+static int prof_nodes;
+
+static void prof_print(void) {
+    double tot = 0;
+    for (int k = 0; k < OP_COUNT; k++) tot += prof_sec[k][0] + prof_sec[k][1];
+    fprintf(stderr, "nasc profile: op, forward s, backward s, share of %.3f s\n", tot);
+    for (int k = 0; k < OP_COUNT; k++)
+        if (prof_calls[k][0] || prof_calls[k][1])
+            fprintf(stderr, "  %-10s %8.3f %8.3f %5.1f%%\n", op_name((OpKind)k), prof_sec[k][0], prof_sec[k][1],
+                    100.0 * (prof_sec[k][0] + prof_sec[k][1]) / (tot > 0 ? tot : 1));
+    for (int i = 0; i < prof_nodes; i++)
+        if (prof_node[i][0] + prof_node[i][1] > 0)
+            fprintf(stderr, "  node %3d %-40s %8.3f %8.3f %5.1f%%\n", i, prof_desc[i], prof_node[i][0],
+                    prof_node[i][1], 100.0 * (prof_node[i][0] + prof_node[i][1]) / (tot > 0 ? tot : 1));
+}
+
+static int prof_on(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("NASC_PROFILE");
+        on = e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 0;
+        if (on) atexit(prof_print);
+    }
+    return on;
+}
+
+static double prof_start(void) { return prof_on() ? now_seconds() : 0; }
+
+static void prof_stop(const Net *net, int i, int bwd, double t0) {
+    if (!prof_on()) return;
+    const Node *nd = &net->spec.nodes[i];
+    double dt = now_seconds() - t0;
+    prof_sec[nd->op][bwd] += dt;
+    prof_calls[nd->op][bwd]++;
+    if (prof_on() == 2 && i < PROF_NODES) {
+        if (net->spec.n != prof_nodes) memset(prof_node, 0, sizeof prof_node);
+        prof_nodes = NASC_MIN(net->spec.n, PROF_NODES);
+        prof_node[i][bwd] += dt;
+        snprintf(prof_desc[i], sizeof prof_desc[i], "%s k%d s%d g%d %dx%dx%d", op_name(nd->op), nd->a.k, nd->a.s,
+                 nd->a.g, nd->c, nd->h, nd->w);
+    }
+}
+
 static int fusion_on(void) {
     const char *e = getenv("NASC_FUSE");
     return !(e && e[0] == '0');
@@ -700,12 +753,15 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             net->dout[i] = in_grad(net, nd, 0);
             continue;
         }
+        double t0 = prof_start();
         if (fuse && fuse[i]) {
             bn_act_fwd(net, i);
+            prof_stop(net, i, 0, t0);
             i++;
             continue;
         }
         op_info[nd->op].forward(net, i);
+        prof_stop(net, i, 0, t0);
         if (net->hook_fwd) net->hook_fwd(net->hook_ctx, net, i);
     }
     free(fuse);
@@ -741,12 +797,15 @@ void net_backward(Net *net, const float *dlogits) {
         if (nd->op == OP_ID) continue;
         grad_ready(net, i); /* an output nothing consumed: its gradient is zero */
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, i);
+        double t0 = prof_start();
         if (i > 0 && fuse && fuse[i - 1]) {
             bn_act_bwd(net, i - 1);
+            prof_stop(net, i - 1, 1, t0);
             i--;
             continue;
         }
         op_info[nd->op].backward(net, i);
+        prof_stop(net, i, 1, t0);
     }
     bw_written = outer;
     free(written);

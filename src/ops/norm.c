@@ -168,11 +168,26 @@ MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *xp, int 
 #define BN_BLOCK_FLOATS 512
 #define BN_BLOCK_MAX 64
 
+/* Each image's run of a block is only a few KB, too short for the hardware prefetchers to
+ * ramp up on before the walk jumps to the next image, so the passes that read from memory
+ * prefetch the run BN_PF_AHEAD images ahead (one prefetch per cache line). */
+#define BN_PF_AHEAD 2
+
+static inline void prefetch_run(const float *p, size_t n) {
+    const char *c = (const char *)p;
+    for (size_t o = 0; o < n * sizeof(float); o += 64) __builtin_prefetch(c + o, 0, 3);
+}
+
+static inline void prefetch_run_w(float *p, size_t n) {
+    char *c = (char *)p;
+    for (size_t o = 0; o < n * sizeof(float); o += 64) __builtin_prefetch(c + o, 1, 3);
+}
+
 static int bn_block(int c, int hw) { return NASC_MAX(1, NASC_MIN(NASC_MIN(BN_BLOCK_MAX, c), BN_BLOCK_FLOATS / hw)); }
 
-static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
-                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                          float momentum, float eps) {
+static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, float *aux, const float *x,
+                          const float *gamma, const float *beta, float *running_mean, float *running_var, int n, int c,
+                          int hw, float momentum, float eps) {
     size_t count = (size_t)n * hw, stride = (size_t)c * hw;
     NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
@@ -185,12 +200,15 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, con
         /* One pass for sum and sum of squares, shifted by the channel's first value so the
          * variance does not cancel when |mean| >> std. Products of floats are exact in double. */
         for (int ch = c0; ch < c1; ch++) shift[ch - c0] = x[(size_t)ch * hw], s1[ch - c0] = s2[ch - c0] = 0;
-        for (int i = 0; i < n; i++)
+        const size_t run = (size_t)(c1 - c0) * hw;
+        for (int i = 0; i < n; i++) {
+            if (i + BN_PF_AHEAD < n) prefetch_run(x + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
             for (int ch = c0; ch < c1; ch++) {
                 double r1, r2;
                 bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, hw, shift[ch - c0]);
                 s1[ch - c0] += r1, s2[ch - c0] += r2;
             }
+        }
         for (int ch = c0; ch < c1; ch++) {
             int k = ch - c0;
             double dm = s1[k] / (double)count;
@@ -210,13 +228,16 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, con
             mhi[k] = (float)mu, mlo[k] = (float)(mu - mhi[k]);
             scale[k] = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
             b[k] = beta ? beta[ch] : 0.0f;
+            if (aux) aux[ch] = mlo[k], aux[c + ch] = scale[k];
         }
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            if (i + BN_PF_AHEAD < n) prefetch_run_w(y + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
             for (int ch = c0; ch < c1; ch++) {
                 int k = ch - c0;
                 size_t o = i * stride + (size_t)ch * hw;
                 bn_apply(act, y + o, x + o, hw, mhi[k], mlo[k], scale[k], b[k]);
             }
+        }
     }
 }
 
@@ -249,24 +270,34 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
     }
 }
 
-/* The upstream gradient g: dy masked by the activation's derivative read from its output yv
- * (relu: yv > 0, relu6: 0 < yv < 6; act == ACT_COUNT: g = dy). One loop per activation, and
- * the mask is a multiply by 0 or 1 (GCC does not if-convert a select feeding a double
- * reduction), so each loop vectorizes. */
-#define G_RELU (dv * (float)(yp[j] > 0))
-#define G_RELU6 (dv * (float)((yp[j] > 0) & (yp[j] < 6)))
+/* The upstream gradient g: dy masked by the activation's derivative, which is a function of
+ * the BN output v = ((x - mhi) - mlo) * scale + b (relu: v > 0, relu6: 0 < v < 6). v is
+ * recomputed from x with the forward's own constants and expression (bn_row), so the mask is
+ * exactly the forward's, and the activation's output need not be read back (one stream of
+ * memory fewer in both passes). One loop per activation; the mask is a multiply by 0 or 1 (GCC
+ * does not if-convert a select feeding a double reduction), so each loop vectorizes. */
+#define BN_V (((xp[j] - k->mhi) - k->mlo) * k->scale + k->b)
+#define G_RELU (dv * (float)(BN_V > 0))
+#define G_RELU6 (dv * (float)((BN_V > 0) & (BN_V < 6)))
 #define G_NONE (dv)
 
-/* Over one row of hw values: sum g and sum g (x - mu). */
-MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dyp, const float *yp,
-                                     const float *xp, int hw, double mu) {
-    double sdy = 0, sdyxc = 0;
+/* One channel's forward constants (for the mask) and backward ones (dx = a g + b (x - mu) + c0). */
+typedef struct {
+    float mhi, mlo, scale, b;
+    float a, bb, c0;
+} BnBwdK;
+
+/* Over one row of hw values: sum g and sum g (x - mu). The row is summed in float, in many
+ * vector lanes (a few dozen terms each), and the rows are then added in double by the caller:
+ * the double-precision row sums were the compute bottleneck of the pass. */
+MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, const float *dyp, const float *xp,
+                                     int hw, const BnBwdK *k) {
+    float sdy = 0, sdyxc = 0, fmu = k->mhi;
 #define SUMS(G)                                                                                                     \
     _Pragma("omp simd reduction(+ : sdy, sdyxc)") for (int j = 0; j < hw; j++) {                                   \
-        float dv = dyp[j], gf = G;                                                                                 \
-        double g = gf;                                                                                             \
+        float dv = dyp[j], g = G;                                                                                  \
         sdy += g;                                                                                                  \
-        sdyxc += g * ((double)xp[j] - mu);                                                                         \
+        sdyxc += g * (xp[j] - fmu);                                                                                \
     }
     if (act == ACT_RELU) {
         SUMS(G_RELU)
@@ -279,13 +310,13 @@ MULTIVERSION static void bn_bwd_sums(double *sdyo, double *sdyxco, ActKind act, 
     *sdyo = sdy, *sdyxco = sdyxc;
 }
 
-/* dx (+)= a g + b (x - fmu) + c0 over one row of hw values. */
-MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, const float *yp, const float *xp, int hw,
-                                   float fmu, float a, float b, float c0, int acc) {
+/* dx (+)= a g + bb (x - mhi) + c0 over one row of hw values. */
+MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, const float *xp, int hw,
+                                   const BnBwdK *k, int acc) {
 #define DX(G, OP)                                                                                                   \
     _Pragma("omp simd") for (int j = 0; j < hw; j++) {                                                             \
         float dv = dyp[j];                                                                                         \
-        dxp[j] OP a * (G) + b * (xp[j] - fmu) + c0;                                                                \
+        dxp[j] OP k->a * (G) + k->bb * (xp[j] - k->mhi) + k->c0;                                                   \
     }
     if (act == ACT_RELU) {
         if (acc) {
@@ -308,32 +339,47 @@ MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, co
     }
 #undef DX
 }
+#undef BN_V
 #undef G_RELU
 #undef G_RELU6
 #undef G_NONE
 
-static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *yv,
-                             const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c,
-                             int hw, int accumulate) {
-    NASC_ASSERT(fusable(act) && (act == ACT_COUNT || yv));
+/* aux (2c floats, mlo then scale, as bn_train_core wrote them) is needed with an activation. */
+static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                             const float *gamma, const float *beta, const float *mean, const float *invstd,
+                             const float *aux, int n, int c, int hw, int accumulate) {
+    NASC_ASSERT(fusable(act) && (act == ACT_COUNT || aux));
     size_t count = (size_t)n * hw, stride = (size_t)c * hw;
     double m = (double)count;
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
-    if (!yv) yv = dy; /* not read */
     int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (int blk = 0; blk < nblk; blk++) {
         int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
         double sdy[BN_BLOCK_MAX], sdyxc[BN_BLOCK_MAX]; /* sum g, sum g (x - mean) */
-        float ca[BN_BLOCK_MAX], cb[BN_BLOCK_MAX], cc[BN_BLOCK_MAX];
-        for (int k = 0; k < c1 - c0; k++) sdy[k] = sdyxc[k] = 0;
-        for (int i = 0; i < n; i++)
+        BnBwdK kc[BN_BLOCK_MAX];
+        for (int ch = c0; ch < c1; ch++) {
+            BnBwdK *k = &kc[ch - c0];
+            k->mhi = mean[ch];
+            k->mlo = aux ? aux[ch] : 0.0f;
+            k->scale = aux ? aux[c + ch] : 0.0f;
+            k->b = beta ? beta[ch] : 0.0f;
+            sdy[ch - c0] = sdyxc[ch - c0] = 0;
+        }
+        const size_t run = (size_t)(c1 - c0) * hw;
+        for (int i = 0; i < n; i++) {
+            if (i + BN_PF_AHEAD < n) {
+                size_t o = (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw;
+                prefetch_run(dy + o, run);
+                prefetch_run(x + o, run);
+            }
             for (int ch = c0; ch < c1; ch++) {
                 size_t o = i * stride + (size_t)ch * hw;
                 double r1, r2;
-                bn_bwd_sums(&r1, &r2, act, dy + o, yv + o, x + o, hw, mean[ch]);
+                bn_bwd_sums(&r1, &r2, act, dy + o, x + o, hw, &kc[ch - c0]);
                 sdy[ch - c0] += r1, sdyxc[ch - c0] += r2;
             }
+        }
         for (int ch = c0; ch < c1; ch++) {
             int k = ch - c0;
             double is = invstd[ch];
@@ -342,22 +388,24 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
             /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
              * c0 = -a sum(g) / m. */
             double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
-            ca[k] = (float)gi, cb[k] = (float)(-gi * is * is * sdyxc[k] / m), cc[k] = (float)(-gi * sdy[k] / m);
+            kc[k].a = (float)gi, kc[k].bb = (float)(-gi * is * is * sdyxc[k] / m), kc[k].c0 = (float)(-gi * sdy[k] / m);
         }
         if (!dx) continue;
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            if (i + BN_PF_AHEAD < n) prefetch_run_w(dx + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
             for (int ch = c0; ch < c1; ch++) {
-                int k = ch - c0;
                 size_t o = i * stride + (size_t)ch * hw;
-                bn_bwd_dx(act, dx + o, dy + o, yv + o, x + o, hw, mean[ch], ca[k], cb[k], cc[k], accumulate);
+                bn_bwd_dx(act, dx + o, dy + o, x + o, hw, &kc[ch - c0], accumulate);
             }
+        }
     }
 }
 
 void bn_forward_train(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                       const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
                       float momentum, float eps) {
-    bn_train_core(ACT_COUNT, y, mean, invstd, x, gamma, beta, running_mean, running_var, n, c, hw, momentum, eps);
+    bn_train_core(ACT_COUNT, y, mean, invstd, NULL, x, gamma, beta, running_mean, running_var, n, c, hw, momentum,
+                  eps);
 }
 
 void bn_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
@@ -367,19 +415,19 @@ void bn_forward_eval(float *y, const float *x, const float *gamma, const float *
 
 void bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
                  const float *mean, const float *invstd, int n, int c, int hw) {
-    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, NULL, x, gamma, mean, invstd, n, c, hw, 1);
+    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, x, gamma, NULL, mean, invstd, NULL, n, c, hw, 1);
 }
 
 void bn_backward_ex(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *gamma,
                     const float *mean, const float *invstd, int n, int c, int hw, int accumulate) {
-    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, NULL, x, gamma, mean, invstd, n, c, hw, accumulate);
+    bn_backward_core(ACT_COUNT, dx, dgamma, dbeta, dy, x, gamma, NULL, mean, invstd, NULL, n, c, hw, accumulate);
 }
 
-void bn_act_forward_train(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
-                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                          float momentum, float eps) {
+void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, const float *gamma, const float *beta,
+                          float *running_mean, float *running_var, int n, int c, int hw, float momentum, float eps) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
-    bn_train_core(act, y, mean, invstd, x, gamma, beta, running_mean, running_var, n, c, hw, momentum, eps);
+    bn_train_core(act, y, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c, hw,
+                  momentum, eps);
 }
 
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
@@ -388,11 +436,11 @@ void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gam
     bn_eval_core(act, y, x, gamma, beta, running_mean, running_var, n, c, hw, eps);
 }
 
-void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *y,
-                     const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c, int hw,
-                     int accumulate) {
+void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                     const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
-    bn_backward_core(act, dx, dgamma, dbeta, dy, y, x, gamma, mean, invstd, n, c, hw, accumulate);
+    bn_backward_core(act, dx, dgamma, dbeta, dy, x, gamma, beta, saved, saved + c, saved + 2 * (size_t)c, n, c, hw,
+                     accumulate);
 }
 
 #endif /* NASC_REF_ONLY */

@@ -105,18 +105,19 @@ void act_backward(ActKind kind, float *dx, const float *dy, const float *x, size
 void act_backward_ex(ActKind kind, float *dx, const float *dy, const float *x, size_t n, int accumulate);
 
 /* Fused batch norm + activation (norm.c), act = ACT_RELU or ACT_RELU6: y = act(bn(x)) in one
- * pass, bitwise equal to bn_forward_* followed by act_forward. The backward takes the FUSED
- * output y (the activation's derivative is read from it: y > 0, resp. 0 < y < 6) and dy, the
- * gradient w.r.t. y; it equals act_backward into a zeroed buffer followed by bn_backward.
- * dx is overwritten when accumulate == 0; dgamma/dbeta always accumulate. */
-void bn_act_forward_train(ActKind act, float *y, float *mean, float *invstd, const float *x, const float *gamma,
-                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                          float momentum, float eps);
+ * pass, bitwise equal to bn_forward_* followed by act_forward. The training forward writes
+ * BN_ACT_SAVED * c floats to `saved`: the batch mean and invstd (as bn_forward_train's mean and
+ * invstd), then the exact constants it normalized with. The backward takes x, the same gamma,
+ * beta and saved, and dy, the gradient w.r.t. y (the activation's derivative is recomputed
+ * from x exactly: bn(x) > 0, resp. 0 < bn(x) < 6); it equals act_backward into a zeroed buffer
+ * followed by bn_backward. dx is overwritten when accumulate == 0; dgamma/dbeta accumulate. */
+#define BN_ACT_SAVED 4
+void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, const float *gamma, const float *beta,
+                          float *running_mean, float *running_var, int n, int c, int hw, float momentum, float eps);
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
                          const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
-void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *y,
-                     const float *x, const float *gamma, const float *mean, const float *invstd, int n, int c, int hw,
-                     int accumulate);
+void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                     const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate);
 #endif
 
 /* ---------------------------------------------------------------- pooling (pool.c) */
