@@ -131,6 +131,37 @@ static void test_overwrite_conv(int n, int cin, int h, int cout, int k, int s, i
     free(x), free(w), free(dy), free(dx1), free(dx2), free(dw);
 }
 
+/* add_act_* against add then act: forward bitwise, backward into garbage (overwrite) and
+ * onto existing values (accumulate), one gradient NULL. */
+static void test_add_act(int nin, size_t n, ActKind act) {
+    float *xs[3], *dx1[3], *dx2[3], *garbage = frand(n, 100, 200);
+    for (int j = 0; j < nin; j++) xs[j] = frand(n, -4, 9);
+    for (size_t i = 0; i < n; i += 7) xs[0][i] = -xs[nin - 1][i]; /* sums of exactly 0 (relu's kink) */
+    float *t = xmalloc(n * 4), *y1 = xmalloc(n * 4), *y2 = xmalloc(n * 4), *dy = frand(n, -1, 1);
+    add_forward(t, (const float *const *)xs, nin, n);
+    act_forward(act, y1, t, n);
+    add_act_forward(act, y2, (const float *const *)xs, nin, n);
+    CHECK(memcmp(y1, y2, n * 4) == 0, "add_act forward nin=%d n=%zu act %d: not bitwise equal", nin, n, act);
+    int acc[3] = {0, 1, 0};
+    for (int j = 0; j < nin; j++) {
+        dx1[j] = acc[j] ? frand(n, -1, 1) : xcalloc(n, 4);
+        dx2[j] = acc[j] ? fdup(dx1[j], n) : fdup(garbage, n);
+    }
+    float *dt = xmalloc(n * 4);
+    act_backward_ex(act, dt, dy, t, n, 0);
+    dx1[nin - 1] = NULL, dx2[nin - 1] = NULL;
+    add_backward(dx1, dt, nin, n);
+    add_act_backward(act, dx2, dy, y2, nin, n, acc);
+    for (int j = 0; j + 1 < nin; j++) {
+        char what[96];
+        snprintf(what, sizeof what, "add_act backward nin=%d n=%zu act %d, input %d", nin, n, act, j);
+        close_arrays(dx2[j], dx1[j], n, 0, what);
+        free(dx1[j]), free(dx2[j]);
+    }
+    for (int j = 0; j < nin; j++) free(xs[j]);
+    free(garbage), free(t), free(y1), free(y2), free(dy), free(dt);
+}
+
 /* ------------------------------------------------------------------ whole networks */
 typedef struct {
     float *logits; /* training-mode logits of the second step */
@@ -205,6 +236,11 @@ int main(void) {
         test_bn_act(bn_shapes[i][0], bn_shapes[i][1], bn_shapes[i][2], ACT_RELU6);
     }
     test_overwrite_elem();
+    for (int nin = 2; nin <= 3; nin++)
+        for (int a = 0; a < 2; a++) {
+            test_add_act(nin, 5, a ? ACT_RELU6 : ACT_RELU);
+            test_add_act(nin, 100003, a ? ACT_RELU6 : ACT_RELU);
+        }
     /* n, cin, h, cout, k, s, p, g: adjoint (3x3 s1), strided (s2), pointwise, 1x1 s2, depthwise,
      * grouped, the stem */
     static const int convs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1}, {5, 8, 13, 8, 3, 2, 1, 1}, {2, 16, 7, 24, 1, 1, 0, 1},

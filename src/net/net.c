@@ -394,6 +394,25 @@ static void add_fwd(Net *net, int i) {
     add_forward(net->out[i], xs, nd->nin, node_size(nd) * net->batch);
 }
 
+/* add node i and the ReLU/ReLU6 node i + 1 as one kernel (a residual join): writes the
+ * activation's output; the sum is never stored. */
+static void add_act_fwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    const float *xs[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) xs[j] = in_out(net, nd, j);
+    add_act_forward(act_kind(net->spec.nodes[i + 1].op), net->out[i + 1], xs, nd->nin, node_size(nd) * net->batch);
+}
+
+/* Its backward, from the activation's output gradient dout[i + 1]. */
+static void add_act_bwd(Net *net, int i) {
+    Node *nd = &net->spec.nodes[i];
+    float *dxs[NODE_MAX_IN];
+    int acc[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad_w(net, nd, j, &acc[j]);
+    add_act_backward(act_kind(net->spec.nodes[i + 1].op), dxs, net->dout[i + 1], net->out[i + 1], nd->nin,
+                     node_size(nd) * net->batch, acc);
+}
+
 static void add_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     float *dxs[NODE_MAX_IN];
@@ -686,7 +705,7 @@ static int fusion_on(void) {
     return !(e && e[0] == '0');
 }
 
-/* fuse[i] = 1: BN node i runs fused with the ReLU/ReLU6 node i + 1 (its only consumer).
+/* fuse[i] = 1: BN or add node i runs fused with the ReLU/ReLU6 node i + 1 (its only consumer).
  * Returns NULL when nothing fuses; the caller frees. */
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
@@ -698,8 +717,8 @@ static unsigned char *fusion_plan(const Net *net) {
     unsigned char *fuse = NULL;
     for (int i = 0; i + 1 < n; i++) {
         const Node *a = &net->spec.nodes[i], *b = &net->spec.nodes[i + 1];
-        if (a->op == OP_BN && (b->op == OP_RELU || b->op == OP_RELU6) && b->nin == 1 && b->in[0] == i &&
-            uses[i] == 1) {
+        if ((a->op == OP_BN || a->op == OP_ADD) && (b->op == OP_RELU || b->op == OP_RELU6) && b->nin == 1 &&
+            b->in[0] == i && uses[i] == 1) {
             if (!fuse) fuse = xcalloc((size_t)n, 1);
             fuse[i] = 1;
         }
@@ -755,7 +774,10 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         }
         double t0 = prof_start();
         if (fuse && fuse[i]) {
-            bn_act_fwd(net, i);
+            if (nd->op == OP_BN)
+                bn_act_fwd(net, i);
+            else
+                add_act_fwd(net, i);
             prof_stop(net, i, 0, t0);
             i++;
             continue;
@@ -799,7 +821,10 @@ void net_backward(Net *net, const float *dlogits) {
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, i);
         double t0 = prof_start();
         if (i > 0 && fuse && fuse[i - 1]) {
-            bn_act_bwd(net, i - 1);
+            if (net->spec.nodes[i - 1].op == OP_BN)
+                bn_act_bwd(net, i - 1);
+            else
+                add_act_bwd(net, i - 1);
             prof_stop(net, i - 1, 1, t0);
             i--;
             continue;

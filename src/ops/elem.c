@@ -162,4 +162,76 @@ void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, cons
     }
 }
 
+/* ---- add fused with a following ReLU / ReLU6 (a residual join): y = act(x0 + x1 + ...) in
+ * one pass, and the backward writes dy * act'(y) into every input gradient in one pass, so the
+ * sum and its gradient are never stored. The sum is formed as add_block forms it, so the
+ * output is bitwise that of add_forward then act_forward. */
+MULTIVERSION static void add_act_block(ActKind act, float *y, const float *const *xs, int nin, size_t lo, size_t len) {
+    float acc[ADD_CHUNK];
+    const float *x0 = xs[0] + lo;
+#pragma omp simd
+    for (size_t i = 0; i < len; i++) acc[i] = x0[i];
+    for (int j = 1; j < nin; j++) {
+        const float *xj = xs[j] + lo;
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) acc[i] += xj[i];
+    }
+    float *yp = y + lo;
+    if (act == ACT_RELU) {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) yp[i] = acc[i] > 0 ? acc[i] : 0.0f;
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) yp[i] = acc[i] > 0 ? (acc[i] < 6 ? acc[i] : 6.0f) : 0.0f;
+    }
+}
+
+void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n) {
+    NASC_ASSERT(nin >= 1 && (act == ACT_RELU || act == ACT_RELU6));
+    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
+    int par = n >= ADD_PAR_MIN;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long b = 0; b < nblocks; b++) {
+        size_t lo = (size_t)b * ADD_CHUNK;
+        add_act_block(act, y, xs, nin, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
+    }
+}
+
+/* One block: g = dy masked by act'(y) (relu: y > 0, relu6: 0 < y < 6, the conditions on the
+ * sum), then each non-NULL dx_j (+)= g in input order. */
+MULTIVERSION static void add_act_back_block(ActKind act, float *const *dxs, const float *dy, const float *y, int nin,
+                                            const int *accumulate, size_t lo, size_t len) {
+    float g[ADD_CHUNK];
+    const float *d = dy + lo, *yp = y + lo;
+    if (act == ACT_RELU) {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) g[i] = 0.0f + (yp[i] > 0 ? d[i] : 0.0f); /* as act_backward's */
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) g[i] = 0.0f + ((yp[i] > 0) & (yp[i] < 6) ? d[i] : 0.0f);
+    }
+    for (int j = 0; j < nin; j++) {
+        if (!dxs[j]) continue;
+        float *dxp = dxs[j] + lo;
+        if (accumulate && !accumulate[j]) {
+            memcpy(dxp, g, len * sizeof(float));
+            continue;
+        }
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) dxp[i] += g[i];
+    }
+}
+
+void add_act_backward(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
+                      const int *accumulate) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    int par = n >= ADD_PAR_MIN;
+    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+    for (long b = 0; b < nblocks; b++) {
+        size_t lo = (size_t)b * ADD_CHUNK;
+        add_act_back_block(act, dxs, dy, y, nin, accumulate, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
+    }
+}
+
 #endif /* NASC_REF_ONLY */

@@ -166,6 +166,13 @@ void add_backward(float *const *dxs, const float *dy, int nin, size_t n);
 /* add_backward where input j's gradient is overwritten (dx_j = dy) when accumulate[j] == 0
  * (accumulate == NULL: all accumulate). */
 void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, const int *accumulate);
+/* add followed by ReLU / ReLU6 in one pass (elem.c): y = act(x0 + x1 + ...), bitwise equal to
+ * add_forward then act_forward. The backward takes the fused output y and dy = dL/dy, and
+ * gives each non-NULL input gradient dy * act'(y), overwritten where accumulate[j] == 0
+ * (accumulate may be NULL: all accumulate), as act_backward then add_backward_ex would. */
+void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n);
+void add_act_backward(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
+                      const int *accumulate);
 #endif
 
 /* ---------------------------------------------------------------- resize (resize.c) */
