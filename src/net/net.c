@@ -8,9 +8,9 @@
  *
  * Two things happen only inside net_forward/net_backward's walk (the per-node semantics, and
  * net_node_forward, stay those of the op table):
- *   - fusion: a BN whose only consumer is the next node, a ReLU or ReLU6, runs with it as one
- *     kernel (bn_act_*): the BN output and its gradient are never stored; the pair's output
- *     is the activation's. NASC_FUSE=0 in the environment turns this off (tests compare both).
+ *   - fusion: a BN or an add whose only consumer is the next node, a ReLU or ReLU6, runs with
+ *     it as one kernel (bn_act_*, add_act_*): the first node's output and its gradient are
+ *     never stored; the pair's output is the activation's. NASC_FUSE=0 in the environment turns this off (tests compare both).
  *   - no zeroing pass over the activation gradients: the backward remembers which gradients
  *     have been written in this pass; the first contributor to one overwrites it (kernels with
  *     an overwrite flavour: conv, BN, activations, add) or zeroes it just before accumulating
