@@ -8,7 +8,10 @@
  *   - conv2d forward/backward vs the reference on random shapes (kernel 1..5 and 7, stride 1..3,
  *     padding 0..3, dilation 1/2, groups 1/2/4/depthwise, batch 1..5, odd sizes), plus the
  *     layer shapes of the reference networks; 1 to 3 threads; NaN-filled outputs (forward
- *     overwrites), nonzero initial gradients (backward accumulates), NULL gradients and bias;
+ *     overwrites), nonzero initial gradients (backward accumulates) or NaN-filled dx (dx
+ *     overwritten), NULL gradients and bias;
+ *   - depthwise layers: every row width of the direct kernels' range, the blocked kernels'
+ *     shapes, and dW/db/dx bitwise independent of the thread count;
  *   - linear forward/backward the same way; conv_dims_init sizes and error cases.
  * Tolerances: |got - want| <= 1e-5 sqrt(terms) + 1e-4 |want|, terms = length of the sums.
  */
@@ -124,18 +127,21 @@ static int conv_case(Rng *r, ConvDims d, int threads, const char *tag) {
     memcpy(dxr, dx, xs * 4), memcpy(dwr, dw, ws * 4), memcpy(dbr, db, (size_t)d.cout * 4);
     int use_b = rng_below(r, 2), mask = (int)rng_below(r, 8);
     if (mask == 0) mask = 7; /* bit 0: dx, 1: dw, 2: db */
-    char what[200];
-    snprintf(what, sizeof what, "%s n=%d cin=%d %dx%d cout=%d k=%d s=%d p=%d d=%d g=%d bias=%d grads=%d threads=%d",
-             tag, d.n, d.cin, d.h, d.w, d.cout, d.k, d.stride, d.pad, d.dil, d.groups, use_b, mask, threads);
+    int dx_acc = rng_below(r, 3) != 0; /* else dx is overwritten: NaN before, zero in the reference */
+    if (!dx_acc && (mask & 1)) fill_nan(dx, xs), memset(dxr, 0, xs * 4);
+    char what[220];
+    snprintf(what, sizeof what,
+             "%s n=%d cin=%d %dx%d cout=%d k=%d s=%d p=%d d=%d g=%d bias=%d grads=%d dx_acc=%d threads=%d", tag, d.n,
+             d.cin, d.h, d.w, d.cout, d.k, d.stride, d.pad, d.dil, d.groups, use_b, mask, dx_acc, threads);
 
     fill_nan(y, ys);
     conv2d_forward(y, x, w, use_b ? b : NULL, &d);
     conv2d_forward_ref(yr, x, w, use_b ? b : NULL, &d);
-    char w2[240];
+    char w2[260];
     snprintf(w2, sizeof w2, "%s: y", what);
     expect_close(y, yr, ys, (double)cin_g * kk, w2);
 
-    conv2d_backward(mask & 1 ? dx : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dy, x, w, &d);
+    conv2d_backward_ex(mask & 1 ? dx : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dy, x, w, &d, dx_acc);
     conv2d_backward_ref(mask & 1 ? dxr : NULL, mask & 2 ? dwr : NULL, mask & 4 ? dbr : NULL, dy, x, w, &d);
     snprintf(w2, sizeof w2, "%s: dx", what);
     expect_close(dx, dxr, xs, (double)d.cout / d.groups * kk, w2);
@@ -201,6 +207,53 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(2, 7, 9, 9, 7, 5, 2, 0, 1, 7), 1, "dw.k5.s2.p0");
     /* an output over 16 MB: written with streaming stores */
     conv_case(r, dims(2, 1, 512, 512, 9, 1, 1, 0, 1, 1), 2, "streamed");
+}
+
+/* dx, dw and db of one depthwise layer must be bitwise the same with 1, 2 and 3 threads. */
+static void dw_threads_case(Rng *r, ConvDims d) {
+    Err e;
+    if (conv_dims_init(&d, &e) != NASC_OK) return;
+    size_t xs = (size_t)d.n * d.cin * d.h * d.w, ys = (size_t)d.n * d.cout * d.oh * d.ow;
+    size_t ws = (size_t)d.cout * d.k * d.k, gs = xs + ws + (size_t)d.cout;
+    float *x = xmalloc(xs * 4), *w = xmalloc(ws * 4), *dy = xmalloc(ys * 4);
+    float *got = xmalloc(gs * 4), *want = xmalloc(gs * 4); /* dx, dw, db */
+    fill(x, xs, r), fill(w, ws, r), fill(dy, ys, r);
+    for (int t = 1; t <= 3; t++) {
+        threads_set(t);
+        memset(got, 0, gs * 4);
+        conv2d_backward(got, got + xs, got + xs + ws, dy, x, w, &d);
+        if (t == 1)
+            memcpy(want, got, gs * 4);
+        else
+            CHECK(memcmp(got, want, gs * 4) == 0,
+                  "depthwise n=%d c=%d %dx%d k=%d s=%d: the gradients with %d threads differ from 1 thread", d.n, d.cin,
+                  d.h, d.w, d.k, d.stride, t);
+    }
+    free(x), free(w), free(dy), free(got), free(want);
+}
+
+/* Depthwise layers. The direct kernels (3x3, padding 1, dilation 1, stride 1 on any plane,
+ * stride 2 on rows of up to 32: every width from 1 to 33), ragged and full vectors, odd heights;
+ * the blocked kernels (5x5, dilation 2, other paddings, wider stride-2 rows); channel counts off
+ * multiples of 16 and more images than a backward work item (4). Then thread-count independence. */
+static void test_depthwise(Rng *r) {
+    for (int w = 1; w <= 33; w++)
+        for (int s = 1; s <= 2; s++) {
+            int c = 1 + (int)rng_below(r, 20), h = 1 + (int)rng_below(r, 30), n = 1 + (int)rng_below(r, 6);
+            conv_case(r, dims(n, c, h, w, c, 3, s, 1, 1, c), 1 + (int)rng_below(r, 3), "dw.direct");
+        }
+    static const int sq[] = {7, 14, 28};
+    for (int i = 0; i < 3; i++)
+        for (int s = 1; s <= 2; s++) conv_case(r, dims(5, 17, sq[i], sq[i], 17, 3, s, 1, 1, 17), 2, "dw.square");
+    for (int t = 0; t < 40; t++) {
+        int k = rng_below(r, 2) ? 5 : 3, s = 1 + (int)rng_below(r, 2), p = (int)rng_below(r, 3);
+        int dil = 1 + (int)rng_below(r, 2), c = 1 + (int)rng_below(r, 20), n = 1 + (int)rng_below(r, 6);
+        int h = 1 + (int)rng_below(r, 30), w = 1 + (int)rng_below(r, 30);
+        conv_case(r, dims(n, c, h, w, c, k, s, p, dil, c), 1 + (int)rng_below(r, 3), "dw.random");
+    }
+    dw_threads_case(r, dims(9, 19, 14, 14, 19, 3, 1, 1, 1, 19));
+    dw_threads_case(r, dims(9, 19, 14, 14, 19, 3, 2, 1, 1, 19));
+    dw_threads_case(r, dims(9, 19, 13, 13, 19, 5, 1, 2, 1, 19));
 }
 
 static void test_dims(void) {
@@ -325,6 +378,7 @@ int main(int argc, char **argv) {
         test_gemm(&r);
         test_conv_random(&r, 40);
         test_conv_fixed(&r);
+        test_depthwise(&r);
         test_linear(&r);
         char name[96];
         snprintf(name, sizeof name, "test_conv[gemm %s, conv %s]", gemm_path(), conv ? conv : "auto");
@@ -335,6 +389,7 @@ int main(int argc, char **argv) {
     test_gemm(&r);
     test_conv_random(&r, 120);
     test_conv_fixed(&r);
+    test_depthwise(&r);
     test_linear(&r);
     /* every gemm path this CPU has, then each conv lowering forced */
     static const char *const variants[][2] = {{"NASC_GEMM", "generic"}, {"NASC_GEMM", "avx2"},

@@ -18,24 +18,21 @@
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
- * Depthwise convolution (groups == cin == cout) is direct and vectorized across channels:
- * blocks of 16 channels are transposed to one 16-channel vector per pixel (see "depthwise").
+ * Depthwise convolution (groups == cin == cout) has kernels of its own: depthwise.c.
  *
- * Threads: images are split across threads (depthwise: (channel block, image) pairs); dW and
- * db go to per-thread partial sums reduced at the end. With fewer images than threads the
- * forward splits one image's columns (or output channels) instead.
+ * Threads: images are split across threads; dW and db go to per-thread partial sums reduced
+ * at the end. With fewer images than threads the forward splits one image's columns (or output
+ * channels) instead.
  * Scratch slots (per thread): 0 col or phase planes (+ row table), 1 gemm output or dy copies,
  * 2 partial dW/db and the adjoint kernel. Slot 3 belongs to gemm.
  */
-#include "ops.h"
+#include "conv_internal.h"
 #include "gemm_ex.h"
+#include "ops.h"
 #include "simd.h"
 
 #include <limits.h>
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ------------------------------------------------------------------ dims */
 int conv_dims_init(ConvDims *d, Err *e) {
@@ -130,36 +127,7 @@ void conv2d_backward_ref(real *dx, real *dw, real *db, const real *dy, const rea
 
 #ifndef NASC_REF_ONLY
 /* ------------------------------------------------------------------ helpers */
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Threads worth using for `flops` of work split in `items` pieces (a region costs microseconds). */
-static int threads_for(double flops, int items) {
-    int nt = threads_get();
-    if (flops < 2e5) nt = 1;
-    return NASC_MAX(1, NASC_MIN(nt, items));
-}
-
-/* [lo, hi) of `count` items for part `i` of `parts` (contiguous, sizes differ by at most one). */
-static void split_range(int count, int parts, int i, int *lo, int *hi) {
-    int q = count / parts, r = count % parts;
-    *lo = i * q + NASC_MIN(i, r);
-    *hi = *lo + q + (i < r);
-}
-
+/* (threads_for, split_range, thread_id/count, use_avx512: conv_internal.h) */
 /* Output columns ox in [lo, hi) read input column ox*s + off, off = kw*dil - pad, inside [0, w). */
 static void valid_cols(int ow, int s, int off, int w, int *lo, int *hi) {
     int a = off >= 0 ? 0 : (-off + s - 1) / s;
@@ -173,29 +141,8 @@ static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 && d->pad == 0; }
 
 /* The data-movement loops below are compiled for AVX-512 / AVX2 / baseline and picked at load
- * time (GCC function multiversioning; off under the sanitizers and on other compilers). */
-/* (MULTIVERSION: see simd.h) */
-
-/* A few row shuffles are written with AVX-512 intrinsics; they run when gemm runs on its
- * AVX-512 path (so NASC_GEMM=avx2|generic also tests the plain C versions). */
-#if defined(__GNUC__) && defined(__x86_64__)
-#define CONV_X86 1
-#include <immintrin.h>
-#else
-#define CONV_X86 0
-#endif
-
-#if CONV_X86
-static int use_avx512(void) {
-    static int use = -1;
-    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
-    if (u < 0) {
-        u = strcmp(gemm_path(), "avx512") == 0;
-        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
-    }
-    return u;
-}
-#endif
+ * time (MULTIVERSION, simd.h); a few row shuffles are written with AVX-512 intrinsics and run
+ * when use_avx512() (conv_internal.h). */
 
 /* col rows (ci, kh, kw) of cin_g channels, columns = output pixels [p0, p1) of one image,
  * written at col + row * ldcol + (p - p0). x points at the image's first channel of the group. */
@@ -605,309 +552,6 @@ static void adjoint_weights(float *wadj, const float *w, const ConvDims *d) {
                 float *dst = wadj + ((size_t)g * cin_g + ci) * cout_g * kk + (size_t)co * kk;
                 for (int t = 0; t < kk; t++) dst[t] = src[kk - 1 - t];
             }
-}
-
-/* ------------------------------------------------------------------ depthwise */
-/* Depthwise convolution vectorizes across channels: blocks of DW_CB = 16 channels are
- * transposed into a pixel-major layout (one 16-channel vector per pixel, the input zero-padded),
- * so each kernel tap is one vector multiply-add whatever the stride, padding or dilation, and
- * the padding needs no tests. The transposes use AVX-512 gathers/scatters when gemm runs on the
- * AVX-512 path and plain loops otherwise; the arithmetic is plain C that the compiler
- * vectorizes. Work items are (channel block, image) pairs; dW and db go to per-thread partial
- * sums reduced at the end. */
-#define DW_CB 16
-
-#if CONV_X86
-/* In-register transpose of the 16 x 16 matrix r (r[i] = row i). */
-__attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) { /* r[4i + j]: columns j, j+4, j+8, j+12 (by lane) of rows 4i..4i+3 */
-        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int j = 0; j < 4; j++) {
-        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-    }
-    for (int j = 0; j < 4; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
-        r[j + 4] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
-        r[j + 12] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
-    }
-}
-
-/* dst[p*16 + c] = src[c*plane + p] for c < cn (0 above), p < np. */
-__attribute__((target("avx512f"))) static void dw_in_avx512(float *dst, const float *src, size_t plane, int np,
-                                                            int cn) {
-    int p0 = 0;
-    if (cn == 16)
-        for (; p0 + 16 <= np; p0 += 16) {
-            __m512 r[16];
-#pragma GCC unroll 16
-            for (int c = 0; c < 16; c++) r[c] = _mm512_loadu_ps(src + (size_t)c * plane + p0);
-            tr16(r);
-#pragma GCC unroll 16
-            for (int p = 0; p < 16; p++) _mm512_storeu_ps(dst + (size_t)(p0 + p) * 16, r[p]);
-        }
-    for (; p0 < np; p0 += 16) {
-        int n = NASC_MIN(16, np - p0);
-        __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-        __m512 r[16];
-        for (int c = 0; c < 16; c++)
-            r[c] = c < cn ? _mm512_maskz_loadu_ps(m, src + (size_t)c * plane + p0) : _mm512_setzero_ps();
-        tr16(r);
-        for (int p = 0; p < n; p++) _mm512_storeu_ps(dst + (size_t)(p0 + p) * 16, r[p]);
-    }
-}
-
-/* dst[c*plane + p] (+)= src[p*16 + c] for c < cn, p < np. */
-__attribute__((target("avx512f"))) static void dw_out_avx512(float *dst, size_t plane, const float *src, int np,
-                                                             int cn, int accumulate) {
-    int p0 = 0;
-    if (cn == 16)
-        for (; p0 + 16 <= np; p0 += 16) {
-            __m512 r[16];
-#pragma GCC unroll 16
-            for (int p = 0; p < 16; p++) r[p] = _mm512_loadu_ps(src + (size_t)(p0 + p) * 16);
-            tr16(r);
-            if (accumulate) {
-#pragma GCC unroll 16
-                for (int c = 0; c < 16; c++) {
-                    float *row = dst + (size_t)c * plane + p0;
-                    _mm512_storeu_ps(row, _mm512_add_ps(r[c], _mm512_loadu_ps(row)));
-                }
-            } else {
-#pragma GCC unroll 16
-                for (int c = 0; c < 16; c++) _mm512_storeu_ps(dst + (size_t)c * plane + p0, r[c]);
-            }
-        }
-    for (; p0 < np; p0 += 16) {
-        int n = NASC_MIN(16, np - p0);
-        __mmask16 m = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-        __m512 r[16];
-        for (int p = 0; p < 16; p++) r[p] = p < n ? _mm512_loadu_ps(src + (size_t)(p0 + p) * 16) : _mm512_setzero_ps();
-        tr16(r);
-        for (int c = 0; c < cn; c++) {
-            float *row = dst + (size_t)c * plane + p0;
-            __m512 v = accumulate ? _mm512_add_ps(r[c], _mm512_maskz_loadu_ps(m, row)) : r[c];
-            _mm512_mask_storeu_ps(row, m, v);
-        }
-    }
-}
-#endif
-
-static void dw_in(float *dst, const float *src, size_t plane, int np, int cn) {
-#if CONV_X86
-    if (use_avx512()) {
-        dw_in_avx512(dst, src, plane, np, cn);
-        return;
-    }
-#endif
-    for (int p = 0; p < np; p++)
-        for (int c = 0; c < DW_CB; c++) dst[(size_t)p * DW_CB + c] = c < cn ? src[(size_t)c * plane + p] : 0.0f;
-}
-
-static void dw_out(float *dst, size_t plane, const float *src, int np, int cn, int accumulate) {
-#if CONV_X86
-    if (use_avx512()) {
-        dw_out_avx512(dst, plane, src, np, cn, accumulate);
-        return;
-    }
-#endif
-    for (int c = 0; c < cn; c++)
-        for (int p = 0; p < np; p++) {
-            float v = src[(size_t)p * DW_CB + c];
-            dst[(size_t)c * plane + p] = accumulate ? dst[(size_t)c * plane + p] + v : v;
-        }
-}
-
-/* xb (hp, wp, 16): the zero-padded block of channels [c0, c0 + cn) of one image, through tmp
- * (h*w*16 floats). Only the interior is written: the caller zeroes xb once (the border stays
- * zero). */
-static void dw_fill(float *xb, float *tmp, const float *x, int cn, const ConvDims *d) {
-    const int wp = d->w + 2 * d->pad;
-    dw_in(tmp, x, (size_t)d->h * d->w, d->h * d->w, cn);
-    for (int iy = 0; iy < d->h; iy++)
-        memcpy(xb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB, tmp + (size_t)iy * d->w * DW_CB,
-               (size_t)d->w * DW_CB * sizeof(float));
-}
-
-/* yb (P, 16) = b16 + the taps of w16 (kk, 16) over xb (hp, wp, 16). Four output pixels at a
- * time, so each weight vector is loaded once per four multiply-adds. */
-MULTIVERSION static void dw_block_forward(float *yb, const float *xb, const float *w16, const float *b16,
-                                          const ConvDims *d) {
-    const int k = d->k, s = d->stride, dil = d->dil, ow = d->ow, wp = d->w + 2 * d->pad;
-    for (int oy = 0; oy < d->oh; oy++) {
-        int ox = 0;
-        for (; ox + 4 <= ow; ox += 4) {
-            float a0[DW_CB], a1[DW_CB], a2[DW_CB], a3[DW_CB];
-            for (int c = 0; c < DW_CB; c++) a0[c] = a1[c] = a2[c] = a3[c] = b16[c];
-            for (int kh = 0; kh < k; kh++) {
-                const float *xr = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)ox * s) * DW_CB;
-                for (int kw = 0; kw < k; kw++) {
-                    const float *xp = xr + (size_t)kw * dil * DW_CB, *wt = w16 + (size_t)(kh * k + kw) * DW_CB;
-                    const size_t st = (size_t)s * DW_CB;
-                    for (int c = 0; c < DW_CB; c++) {
-                        a0[c] += wt[c] * xp[c];
-                        a1[c] += wt[c] * xp[st + c];
-                        a2[c] += wt[c] * xp[2 * st + c];
-                        a3[c] += wt[c] * xp[3 * st + c];
-                    }
-                }
-            }
-            float *yo = yb + ((size_t)oy * ow + ox) * DW_CB;
-            for (int c = 0; c < DW_CB; c++) {
-                yo[c] = a0[c];
-                yo[DW_CB + c] = a1[c];
-                yo[2 * DW_CB + c] = a2[c];
-                yo[3 * DW_CB + c] = a3[c];
-            }
-        }
-        for (; ox < ow; ox++) {
-            float a[DW_CB];
-            for (int c = 0; c < DW_CB; c++) a[c] = b16[c];
-            for (int kh = 0; kh < k; kh++)
-                for (int kw = 0; kw < k; kw++) {
-                    const float *xp = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)ox * s + (size_t)kw * dil) * DW_CB;
-                    const float *wt = w16 + (size_t)(kh * k + kw) * DW_CB;
-                    for (int c = 0; c < DW_CB; c++) a[c] += wt[c] * xp[c];
-                }
-            float *yo = yb + ((size_t)oy * ow + ox) * DW_CB;
-            for (int c = 0; c < DW_CB; c++) yo[c] = a[c];
-        }
-    }
-}
-
-/* For the output gradients dyb (P, 16): db16 += sum of dyb; dw16 (kk, 16) += dyb * input tap;
- * dxb (hp, wp, 16) += w16 * dyb at each tap. NULL outputs are skipped. One tap at a time, so
- * the dW sums stay in registers. */
-MULTIVERSION static void dw_block_backward(float *restrict dxb, float *restrict dw16, float *restrict db16,
-                                           const float *restrict dyb, const float *restrict xb,
-                                           const float *restrict w16, const ConvDims *d) {
-    const int k = d->k, s = d->stride, dil = d->dil, oh = d->oh, ow = d->ow, wp = d->w + 2 * d->pad;
-    if (db16) {
-        float a[DW_CB] = {0};
-        for (int p = 0; p < oh * ow; p++)
-            for (int c = 0; c < DW_CB; c++) a[c] += dyb[(size_t)p * DW_CB + c];
-        for (int c = 0; c < DW_CB; c++) db16[c] += a[c];
-    }
-    for (int kh = 0; kh < k; kh++)
-        for (int kw = 0; kw < k; kw++) {
-            const size_t t = (size_t)(kh * k + kw) * DW_CB;
-            if (dw16) {
-                float a[DW_CB] = {0};
-                for (int oy = 0; oy < oh; oy++) {
-                    const float *xr = xb + ((size_t)(oy * s + kh * dil) * wp + (size_t)kw * dil) * DW_CB;
-                    const float *g = dyb + (size_t)oy * ow * DW_CB;
-                    for (int ox = 0; ox < ow; ox++)
-                        for (int c = 0; c < DW_CB; c++) a[c] += g[(size_t)ox * DW_CB + c] * xr[(size_t)ox * s * DW_CB + c];
-                }
-                for (int c = 0; c < DW_CB; c++) dw16[t + c] += a[c];
-            }
-            if (dxb) {
-                float wt[DW_CB];
-                for (int c = 0; c < DW_CB; c++) wt[c] = w16[t + c];
-                for (int oy = 0; oy < oh; oy++) {
-                    float *xr = dxb + ((size_t)(oy * s + kh * dil) * wp + (size_t)kw * dil) * DW_CB;
-                    const float *g = dyb + (size_t)oy * ow * DW_CB;
-                    for (int ox = 0; ox < ow; ox++)
-                        for (int c = 0; c < DW_CB; c++) xr[(size_t)ox * s * DW_CB + c] += wt[c] * g[(size_t)ox * DW_CB + c];
-                }
-            }
-        }
-}
-
-/* w16 (kk, 16) and b16 (16) of channels [c0, c0 + cn), zero above cn. */
-static void dw_block_weights(float *w16, float *b16, const float *w, const float *b, int c0, int cn, int kk) {
-    for (int t = 0; t < kk; t++)
-        for (int c = 0; c < DW_CB; c++) w16[(size_t)t * DW_CB + c] = c < cn ? w[(size_t)(c0 + c) * kk + t] : 0.0f;
-    if (b16)
-        for (int c = 0; c < DW_CB; c++) b16[c] = c < cn && b ? b[c0 + c] : 0.0f;
-}
-
-static void depthwise_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
-    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
-    const int blocks = (C + DW_CB - 1) / DW_CB, items = blocks * d->n;
-    const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad) * DW_CB);
-    int nt = threads_for(2.0 * d->n * C * P * kk, items);
-#pragma omp parallel num_threads(nt)
-    {
-        const size_t tsz = round16((size_t)NASC_MAX(P, HW) * DW_CB);
-        float *xb = scratch_get(0, (xbsz + tsz + (size_t)(kk + 1) * DW_CB) * sizeof(float));
-        float *yb = xb + xbsz, *w16 = yb + tsz, *b16 = w16 + (size_t)kk * DW_CB; /* yb also dw_fill's tmp */
-        memset(xb, 0, xbsz * sizeof(float));
-        int lo, hi, blk_have = -1;
-        split_range(items, thread_count(), thread_id(), &lo, &hi);
-        for (int it = lo; it < hi; it++) {
-            int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
-            if (blk != blk_have) dw_block_weights(w16, b16, w, b, c0, cn, kk), blk_have = blk;
-            dw_fill(xb, yb, x + ((size_t)n * C + c0) * HW, cn, d);
-            dw_block_forward(yb, xb, w16, b16, d);
-            dw_out(y + ((size_t)n * C + c0) * P, (size_t)P, yb, P, cn, 0);
-        }
-    }
-}
-
-static void depthwise_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                               const float *w, const ConvDims *d, int dx_acc) {
-    const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
-    const int blocks = (C + DW_CB - 1) / DW_CB, items = blocks * d->n, Cp = blocks * DW_CB;
-    const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * wp * DW_CB);
-    int nt = NASC_MIN(threads_for(4.0 * d->n * C * P * kk, items), 256);
-    float *parts[256] = {0};
-#pragma omp parallel num_threads(nt)
-    {
-        const int t = thread_id(), T = thread_count();
-        const size_t tsz = round16((size_t)HW * DW_CB);
-        float *xb = scratch_get(0, (2 * xbsz + tsz + round16((size_t)P * DW_CB)) * sizeof(float));
-        float *dxb = xb + xbsz, *tmp = dxb + xbsz, *dyb = tmp + tsz;
-        /* this thread's dW (blocks, kk, 16) and db (blocks, 16) sums, then the block's weights */
-        size_t psz = (size_t)Cp * kk + Cp;
-        float *part = scratch_get(2, (psz + (size_t)kk * DW_CB) * sizeof(float)), *w16 = part + psz;
-        memset(part, 0, psz * sizeof(float));
-        parts[t] = part;
-        if (dw) memset(xb, 0, xbsz * sizeof(float));
-        int lo, hi, blk_have = -1;
-        split_range(items, T, t, &lo, &hi);
-        for (int it = lo; it < hi; it++) {
-            int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
-            if (blk != blk_have) dw_block_weights(w16, NULL, w, NULL, c0, cn, kk), blk_have = blk;
-            size_t img = (size_t)n * C + c0;
-            dw_in(dyb, dy + img * P, (size_t)P, P, cn);
-            if (dw) dw_fill(xb, tmp, x + img * HW, cn, d);
-            if (dx) memset(dxb, 0, xbsz * sizeof(float));
-            dw_block_backward(dx ? dxb : NULL, dw ? part + (size_t)blk * kk * DW_CB : NULL,
-                              db ? part + (size_t)Cp * kk + (size_t)blk * DW_CB : NULL, dyb, xb, w16, d);
-            if (dx) { /* the interior of dxb, compacted, added into dx */
-                for (int iy = 0; iy < d->h; iy++)
-                    memcpy(tmp + (size_t)iy * d->w * DW_CB, dxb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB,
-                           (size_t)d->w * DW_CB * sizeof(float));
-                dw_out(dx + img * HW, (size_t)HW, tmp, HW, cn, dx_acc);
-            }
-        }
-#pragma omp barrier
-        /* reduce over threads, split by channel */
-        int c0, c1;
-        split_range(C, T, t, &c0, &c1);
-        for (int c = c0; c < c1; c++) {
-            int blk = c / DW_CB, lane = c % DW_CB;
-            for (int u = 0; u < T; u++) {
-                const float *pu = parts[u];
-                if (dw)
-                    for (int q = 0; q < kk; q++) dw[(size_t)c * kk + q] += pu[((size_t)blk * kk + q) * DW_CB + lane];
-                if (db) db[c] += pu[(size_t)Cp * kk + (size_t)blk * DW_CB + lane];
-            }
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ forward */

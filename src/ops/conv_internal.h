@@ -1,0 +1,75 @@
+/* conv_internal.h: private to src/ops. What conv.c and depthwise.c share: the thread and
+ * work-splitting helpers, the run-time switch to the AVX-512 code, and the depthwise kernels
+ * that conv2d_forward / conv2d_backward_ex hand depthwise layers (groups == cin == cout) to.
+ * Not part of the reference build (NASC_REF_ONLY). */
+#ifndef NASC_OPS_CONV_INTERNAL_H
+#define NASC_OPS_CONV_INTERNAL_H
+#ifndef NASC_REF_ONLY
+
+#include "ops.h"
+
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Threads worth using for `flops` of work split in `items` pieces (a region costs microseconds). */
+static inline int threads_for(double flops, int items) {
+    int nt = threads_get();
+    if (flops < 2e5) nt = 1;
+    return NASC_MAX(1, NASC_MIN(nt, items));
+}
+
+/* [lo, hi) of `count` items for part `i` of `parts` (contiguous, sizes differ by at most one). */
+static inline void split_range(int count, int parts, int i, int *lo, int *hi) {
+    int q = count / parts, r = count % parts;
+    *lo = i * q + NASC_MIN(i, r);
+    *hi = *lo + q + (i < r);
+}
+
+/* Code written with AVX-512 intrinsics (compiled with target attributes: the build targets the
+ * baseline ISA) runs when gemm runs on its AVX-512 path, so NASC_GEMM=avx2|generic also tests
+ * the plain C versions. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define CONV_X86 1
+#include <immintrin.h>
+#else
+#define CONV_X86 0
+#endif
+
+#if CONV_X86
+static inline int use_avx512(void) {
+    static int use = -1;
+    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
+    if (u < 0) {
+        u = strcmp(gemm_path(), "avx512") == 0;
+        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
+    }
+    return u;
+}
+#endif
+
+/* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
+ * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */
+void depthwise_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d);
+void depthwise_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                        const ConvDims *d, int dx_acc);
+
+#endif
+#endif
