@@ -149,6 +149,7 @@ static void test_add_act(int nin, size_t n, ActKind act) {
     }
     float *dt = xmalloc(n * 4);
     act_backward_ex(act, dt, dy, t, n, 0);
+    free(dx1[nin - 1]), free(dx2[nin - 1]);
     dx1[nin - 1] = NULL, dx2[nin - 1] = NULL;
     add_backward(dx1, dt, nin, n);
     add_act_backward(act, dx2, dy, y2, nin, n, acc);
