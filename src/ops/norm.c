@@ -349,54 +349,45 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
                              const float *gamma, const float *beta, const float *mean, const float *invstd,
                              const float *aux, int n, int c, int hw, int accumulate) {
     NASC_ASSERT(fusable(act) && (act == ACT_COUNT || aux));
-    size_t count = (size_t)n * hw, stride = (size_t)c * hw;
+    size_t count = (size_t)n * hw, rows = (size_t)n * c;
     double m = (double)count;
-    int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
-    int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs;
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (int blk = 0; blk < nblk; blk++) {
-        int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
-        double sdy[BN_BLOCK_MAX], sdyxc[BN_BLOCK_MAX]; /* sum g, sum g (x - mean) */
-        BnBwdK kc[BN_BLOCK_MAX];
-        for (int ch = c0; ch < c1; ch++) {
-            BnBwdK *k = &kc[ch - c0];
-            k->mhi = mean[ch];
-            k->mlo = aux ? aux[ch] : 0.0f;
-            k->scale = aux ? aux[c + ch] : 0.0f;
-            k->b = beta ? beta[ch] : 0.0f;
-            sdy[ch - c0] = sdyxc[ch - c0] = 0;
-        }
-        const size_t run = (size_t)(c1 - c0) * hw;
-        for (int i = 0; i < n; i++) {
-            if (i + BN_PF_AHEAD < n) {
-                size_t o = (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw;
-                prefetch_run(dy + o, run);
-                prefetch_run(x + o, run);
-            }
-            for (int ch = c0; ch < c1; ch++) {
-                size_t o = i * stride + (size_t)ch * hw;
-                double r1, r2;
-                bn_bwd_sums(&r1, &r2, act, dy + o, x + o, hw, &kc[ch - c0]);
-                sdy[ch - c0] += r1, sdyxc[ch - c0] += r2;
-            }
-        }
-        for (int ch = c0; ch < c1; ch++) {
-            int k = ch - c0;
+    int nt = rows * hw >= BN_PAR_MIN && rows >= 4 ? threads_get() : 1;
+    /* The backward sweeps the tensors in memory order, rows (image, channel) split evenly over
+     * the threads: the first pass writes each row's sums rs (rows, 2), sum g and sum g (x -
+     * mean), the rows of each channel are added in image order (so results do not depend on the
+     * thread count), and the second pass writes dx. A linear sweep keeps the hardware
+     * prefetchers streaming; with its three streams it measured faster than the forward's
+     * channel blocks (which keep a block in L2 between the passes; they win for the forward). */
+    double *rs = scratch_get(0, rows * 2 * sizeof(double) + (size_t)c * sizeof(BnBwdK));
+    BnBwdK *kc = (BnBwdK *)(void *)(rs + rows * 2);
+    for (int ch = 0; ch < c; ch++) {
+        BnBwdK *k = &kc[ch];
+        k->mhi = mean[ch];
+        k->mlo = aux ? aux[ch] : 0.0f;
+        k->scale = aux ? aux[c + ch] : 0.0f;
+        k->b = beta ? beta[ch] : 0.0f;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (long r = 0; r < (long)rows; r++)
+            bn_bwd_sums(&rs[2 * r], &rs[2 * r + 1], act, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c]);
+#pragma omp for schedule(static)
+        for (int ch = 0; ch < c; ch++) {
+            double sdy = 0, sdyxc = 0;
+            for (int i = 0; i < n; i++) sdy += rs[2 * ((size_t)i * c + ch)], sdyxc += rs[2 * ((size_t)i * c + ch) + 1];
             double is = invstd[ch];
-            if (dbeta) dbeta[ch] += (float)sdy[k];
-            if (dgamma) dgamma[ch] += (float)(sdyxc[k] * is);
+            if (dbeta) dbeta[ch] += (float)sdy;
+            if (dgamma) dgamma[ch] += (float)(sdyxc * is);
             /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
              * c0 = -a sum(g) / m. */
             double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
-            kc[k].a = (float)gi, kc[k].bb = (float)(-gi * is * is * sdyxc[k] / m), kc[k].c0 = (float)(-gi * sdy[k] / m);
+            kc[ch].a = (float)gi, kc[ch].bb = (float)(-gi * is * is * sdyxc / m), kc[ch].c0 = (float)(-gi * sdy / m);
         }
-        if (!dx) continue;
-        for (int i = 0; i < n; i++) {
-            if (i + BN_PF_AHEAD < n) prefetch_run_w(dx + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
-            for (int ch = c0; ch < c1; ch++) {
-                size_t o = i * stride + (size_t)ch * hw;
-                bn_bwd_dx(act, dx + o, dy + o, x + o, hw, &kc[ch - c0], accumulate);
-            }
+        if (dx) {
+#pragma omp for schedule(static)
+            for (long r = 0; r < (long)rows; r++)
+                bn_bwd_dx(act, dx + (size_t)r * hw, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c], accumulate);
         }
     }
 }
