@@ -331,11 +331,47 @@ __attribute__((target("avx512f"))) static void phase_row_avx512(float *const *ds
 }
 #endif
 
+#if CONV_X86
+/* grid_fill's stride-1 case for one channel: the plane (hq rows of W = nb * wq columns, then
+ * one zero slack row) from the channel's nb images (xc at image 0, images img_stride apart).
+ * The lane masks of a row are made once: rows are short (a 28-wide row is two vectors), so
+ * per-row setup was most of the copy's cost. */
+__attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane, const float *xc, size_t img_stride,
+                                                                    int nb, int h, int w, int pad, int wq, int hq) {
+    enum { MAXV = 8 }; /* wq <= 128 */
+    __mmask16 st[MAXV], ld[MAXV];
+    const int nv = (wq + 15) / 16;
+    for (int v = 0; v < nv; v++) st[v] = lane_range(16 * v, 0, wq), ld[v] = lane_range(16 * v - pad, 0, w);
+    const size_t W = (size_t)nb * wq;
+    for (int i = 0; i < hq + 1; i++) {
+        float *dr = plane + (size_t)i * W;
+        int iy = i - pad;
+        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
+            memset(dr, 0, W * sizeof(float));
+            continue;
+        }
+        for (int j = 0; j < nb; j++, dr += wq) {
+            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
+            for (int v = 0; v < nv; v++)
+                _mm512_mask_storeu_ps(dr + 16 * v, st[v], _mm512_maskz_loadu_ps(ld[v], xr + 16 * v));
+        }
+    }
+}
+#endif
+
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
  * img_stride apart) into the phase planes xph. */
 MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1,
                                    const ConvDims *d, const Grid *g) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, W = g->W;
+#if CONV_X86
+    if (s == 1 && wq <= 128 && use_avx512()) {
+        for (int c = c0; c < c1; c++)
+            fill_plane_s1_avx512(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
+                                 g->hq);
+        return;
+    }
+#endif
     float *dst[16];
     float **dp = s <= 16 ? dst : xmalloc((size_t)s * sizeof *dp);
     for (int c = c0; c < c1; c++)
