@@ -10,7 +10,8 @@
  * net_node_forward, stay those of the op table):
  *   - fusion: a BN or an add whose only consumer is the next node, a ReLU or ReLU6, runs with
  *     it as one kernel (bn_act_*, add_act_*): the first node's output and its gradient are
- *     never stored; the pair's output is the activation's. NASC_FUSE=0 in the environment turns this off (tests compare both).
+ *     never stored; the pair's output is the activation's. NASC_FUSE=0 in the environment
+ *     turns this off (tests compare both).
  *   - no zeroing pass over the activation gradients: the backward remembers which gradients
  *     have been written in this pass; the first contributor to one overwrites it (kernels with
  *     an overwrite flavour: conv, BN, activations, add) or zeroes it just before accumulating
@@ -649,8 +650,9 @@ void net_init_params(Net *net, uint64_t seed) {
 }
 
 /* ------------------------------------------------------------------ run */
-/* NASC_PROFILE=1: seconds spent per op kind, forward and backward (a fused BN + activation
- * counts as BN), printed to stderr at exit. For finding where a training step goes. */
+/* NASC_PROFILE=1: seconds spent per op kind, forward and backward (a fused pair counts as its
+ * first node), printed to stderr at exit. For finding where a training step goes; meant for
+ * one net trained at a time (bench_train, nasc train): the sums are not thread-safe. */
 static double prof_sec[OP_COUNT][2];
 static long prof_calls[OP_COUNT][2];
 /* NASC_PROFILE=2 adds one line per node (of the last net profiled, its first PROF_NODES). */
@@ -695,8 +697,11 @@ static void prof_stop(const Net *net, int i, int bwd, double t0) {
         if (net->spec.n != prof_nodes) memset(prof_node, 0, sizeof prof_node);
         prof_nodes = NASC_MIN(net->spec.n, PROF_NODES);
         prof_node[i][bwd] += dt;
-        snprintf(prof_desc[i], sizeof prof_desc[i], "%s k%d s%d g%d %dx%dx%d", op_name(nd->op), nd->a.k, nd->a.s,
-                 nd->a.g, nd->c, nd->h, nd->w);
+        if (nd->op == OP_CONV)
+            snprintf(prof_desc[i], sizeof prof_desc[i], "conv k%d s%d g%d -> %dx%dx%d", nd->a.k, nd->a.s, nd->a.g,
+                     nd->c, nd->h, nd->w);
+        else
+            snprintf(prof_desc[i], sizeof prof_desc[i], "%s -> %dx%dx%d", op_name(nd->op), nd->c, nd->h, nd->w);
     }
 }
 
