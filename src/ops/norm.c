@@ -9,15 +9,20 @@
  * gamma/beta may be NULL (meaning 1 and 0) and so may running_mean/running_var (no update).
  * With count == 1 the unbiased correction is skipped (PyTorch refuses such a batch).
  *
- * The fast float kernels split the channels over threads; each channel's sums are made by
- * one thread in double accumulators, so results do not depend on the thread count. The forward reads x twice (statistics, then normalize); the backward reads
- * dy and x twice (sum dy and sum dy (x - mean), then dx).
+ * The fast float kernels give results that do not depend on the thread count: each row
+ * (image, channel) is summed by one thread, and each channel's rows are added in image order
+ * in double. The forward reads x twice (statistics, then normalize), a block of channels at a
+ * time so the block is still in L2 for the second read; the backward sweeps dy and x twice in
+ * memory order (sum g and sum g (x - mean) per row, then dx). Rows are summed in double in the
+ * forward, in float (many vector lanes) in the backward.
  *
- * Fused BN + ReLU/ReLU6 (bn_act_*): the forward writes only act(bn(x)); the backward reads
- * the activation's derivative from that output (relu: y > 0, relu6: 0 < y < 6, exactly the
- * conditions on the BN output) and folds the activation's backward into BN's, so neither the
- * BN output nor its gradient is ever stored. The *_ex / bn_act_backward variants can
- * overwrite dx instead of accumulating (accumulate = 0), for the first writer of a gradient.
+ * Fused BN + ReLU/ReLU6 (bn_act_*): the forward writes only act(bn(x)) and saves the exact
+ * constants it normalized with; the backward recomputes the BN output from x with them to
+ * get the activation's derivative (relu: v > 0, relu6: 0 < v < 6), so the mask is the
+ * forward's bit for bit without reading the output back, and folds the activation's backward
+ * into BN's: neither the BN output nor its gradient is ever stored. The *_ex / bn_act_backward
+ * variants can overwrite dx instead of accumulating (accumulate = 0), for the first writer of
+ * a gradient.
  */
 #include "ops.h"
 
