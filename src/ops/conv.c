@@ -361,6 +361,41 @@ __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane
         }
     }
 }
+
+/* The stride-2 case: the row phase pr of one channel, its two column-phase planes p0, p1 (hq
+ * rows of W columns and the slack row each): padded row 2 i + pr of each image, its even
+ * padded columns into p0 and odd ones into p1. Masks and permutations made once per call. */
+__attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, float *p1, const float *xc,
+                                                                     size_t img_stride, int nb, int h, int w, int pad,
+                                                                     int wq, int hq, int pr) {
+    enum { MAXV = 8 }; /* wq <= 128 */
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __mmask16 st[MAXV], la[MAXV], lb[MAXV];
+    const int nv = (wq + 15) / 16;
+    for (int v = 0; v < nv; v++) { /* phase columns 16v.. hold padded columns 32v - pad .. */
+        st[v] = lane_range(16 * v, 0, wq);
+        la[v] = lane_range(32 * v - pad, 0, w), lb[v] = lane_range(32 * v + 16 - pad, 0, w);
+    }
+    const size_t W = (size_t)nb * wq;
+    for (int i = 0; i < hq + 1; i++) {
+        float *d0 = p0 + (size_t)i * W, *d1 = p1 + (size_t)i * W;
+        int iy = 2 * i + pr - pad;
+        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
+            memset(d0, 0, W * sizeof(float));
+            memset(d1, 0, W * sizeof(float));
+            continue;
+        }
+        for (int j = 0; j < nb; j++, d0 += wq, d1 += wq) {
+            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
+            for (int v = 0; v < nv; v++) {
+                __m512 a = _mm512_maskz_loadu_ps(la[v], xr + 32 * v), b = _mm512_maskz_loadu_ps(lb[v], xr + 32 * v + 16);
+                _mm512_mask_storeu_ps(d0 + 16 * v, st[v], _mm512_permutex2var_ps(a, even, b));
+                _mm512_mask_storeu_ps(d1 + 16 * v, st[v], _mm512_permutex2var_ps(a, odd, b));
+            }
+        }
+    }
+}
 #endif
 
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
@@ -373,6 +408,15 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
         for (int c = c0; c < c1; c++)
             fill_plane_s1_avx512(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
                                  g->hq);
+        return;
+    }
+    if (s == 2 && wq <= 128 && use_avx512()) {
+        for (int c = c0; c < c1; c++)
+            for (int pr = 0; pr < 2; pr++) {
+                float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane; /* plane (pr, 0), then (pr, 1) */
+                fill_planes_s2_avx512(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
+                                      g->hq, pr);
+            }
         return;
     }
 #endif
