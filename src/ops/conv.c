@@ -310,29 +310,10 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
     return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
 }
 
-/* phase_row for s = 1 or 2 with masked loads (lanes outside the row read nothing). */
-__attribute__((target("avx512f"))) static void phase_row_avx512(float *const *dst, const float *xr, int s, int pad,
-                                                                int w, int wq) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (int q0 = 0; q0 < wq; q0 += 16) {
-        __mmask16 st = lane_range(q0, 0, wq);
-        if (!xr) {
-            for (int pc = 0; pc < s; pc++) _mm512_mask_storeu_ps(dst[pc] + q0, st, _mm512_setzero_ps());
-            continue;
-        }
-        if (s == 1) {
-            __mmask16 m = lane_range(q0 - pad, 0, w);
-            _mm512_mask_storeu_ps(dst[0] + q0, st, _mm512_maskz_loadu_ps(m, xr + q0 - pad));
-        } else { /* padded columns 2*q0 .. 2*q0 + 31, de-interleaved */
-            int c0 = 2 * q0 - pad;
-            __m512 a = _mm512_maskz_loadu_ps(lane_range(c0, 0, w), xr + c0);
-            __m512 b = _mm512_maskz_loadu_ps(lane_range(c0 + 16, 0, w), xr + c0 + 16);
-            _mm512_mask_storeu_ps(dst[0] + q0, st, _mm512_permutex2var_ps(a, even, b));
-            _mm512_mask_storeu_ps(dst[1] + q0, st, _mm512_permutex2var_ps(a, odd, b));
-        }
-    }
-}
+/* The AVX-512 plane copies below (grid_fill, grid_fold_add for s = 1, 2) make a row's lane
+ * masks once per plane; planes with rows wider than this (phase columns) take the plain C path. */
+#define PLANE_MAX_WQ 512
+
 #endif
 
 #if CONV_X86
@@ -342,7 +323,7 @@ __attribute__((target("avx512f"))) static void phase_row_avx512(float *const *ds
  * per-row setup was most of the copy's cost. */
 __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane, const float *xc, size_t img_stride,
                                                                     int nb, int h, int w, int pad, int wq, int hq) {
-    enum { MAXV = 8 }; /* wq <= 128 */
+    enum { MAXV = PLANE_MAX_WQ / 16 };
     __mmask16 st[MAXV], ld[MAXV];
     const int nv = (wq + 15) / 16;
     for (int v = 0; v < nv; v++) st[v] = lane_range(16 * v, 0, wq), ld[v] = lane_range(16 * v - pad, 0, w);
@@ -368,7 +349,7 @@ __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane
 __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, float *p1, const float *xc,
                                                                      size_t img_stride, int nb, int h, int w, int pad,
                                                                      int wq, int hq, int pr) {
-    enum { MAXV = 8 }; /* wq <= 128 */
+    enum { MAXV = PLANE_MAX_WQ / 16 };
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     __mmask16 st[MAXV], la[MAXV], lb[MAXV];
@@ -404,13 +385,13 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
                                    const ConvDims *d, const Grid *g) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, W = g->W;
 #if CONV_X86
-    if (s == 1 && wq <= 128 && use_avx512()) {
+    if (s == 1 && wq <= PLANE_MAX_WQ && use_avx512()) {
         for (int c = c0; c < c1; c++)
             fill_plane_s1_avx512(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
                                  g->hq);
         return;
     }
-    if (s == 2 && wq <= 128 && use_avx512()) {
+    if (s == 2 && wq <= PLANE_MAX_WQ && use_avx512()) {
         for (int c = c0; c < c1; c++)
             for (int pr = 0; pr < 2; pr++) {
                 float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane; /* plane (pr, 0), then (pr, 1) */
@@ -430,12 +411,6 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
                 for (int j = 0; j < g->nb; j++) {
                     for (int pc = 0; pc < s; pc++) dp[pc] = base + pc * g->plane + (size_t)i * W + (size_t)j * wq;
                     const float *xr = iy < 0 || iy >= h ? NULL : x + j * img_stride + ((size_t)c * h + iy) * w;
-#if CONV_X86
-                    if (s <= 2 && use_avx512()) {
-                        phase_row_avx512(dp, xr, s, pad, w, wq);
-                        continue;
-                    }
-#endif
                     phase_row(dp, xr, s, pad, w, wq);
                 }
             }
@@ -463,24 +438,41 @@ static inline void fold_row(float *xr, const float *const *src, int s, int pad, 
 }
 
 #if CONV_X86
-/* fold_row for s = 1 or 2 with masked loads and stores. */
-__attribute__((target("avx512f"))) static void fold_row_avx512(float *xr, const float *const *src, int s, int pad,
-                                                               int w, int wq) {
+#endif
+
+#if CONV_X86
+/* grid_fold_add for one channel plane xc (h rows of w) of image j, s = 1 or 2: fold_row on
+ * each row, vectorized, with the lane masks made once (rows are short: per-row setup dominated). */
+__attribute__((target("avx512f"))) static void fold_plane_avx512(float *xc, const float *dxph, int c, int j,
+                                                                 const ConvDims *d, const Grid *g) {
+    enum { MAXV = PLANE_MAX_WQ / 16 };
     const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for (int q0 = 0; q0 < wq; q0 += 16) {
-        __mmask16 in = lane_range(q0, 0, wq);
+    const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, nv = (wq + 15) / 16;
+    __mmask16 in[MAXV], m0[MAXV], m1[MAXV];
+    for (int v = 0; v < nv; v++) {
+        in[v] = lane_range(16 * v, 0, wq);
+        m0[v] = s == 1 ? lane_range(16 * v - pad, 0, w) : lane_range(32 * v - pad, 0, w);
+        m1[v] = lane_range(32 * v + 16 - pad, 0, w);
+    }
+    for (int iy = 0; iy < h; iy++) {
+        float *xr = xc + (size_t)iy * w;
+        int R = iy + pad;
+        const float *s0 = dxph + (size_t)(c * s + R % s) * s * g->plane + (size_t)(R / s) * g->W + (size_t)j * wq;
         if (s == 1) {
-            __mmask16 m = lane_range(q0 - pad, 0, w);
-            float *d = xr + q0 - pad;
-            _mm512_mask_storeu_ps(d, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), _mm512_maskz_loadu_ps(in, src[0] + q0)));
-        } else { /* phase columns q0 .. q0 + 15 interleave into padded columns 2*q0 .. 2*q0 + 31 */
-            __m512 a = _mm512_maskz_loadu_ps(in, src[0] + q0), b = _mm512_maskz_loadu_ps(in, src[1] + q0);
-            int c0 = 2 * q0 - pad;
-            __mmask16 m0 = lane_range(c0, 0, w), m1 = lane_range(c0 + 16, 0, w);
-            float *d0 = xr + c0, *d1 = xr + c0 + 16;
-            _mm512_mask_storeu_ps(d0, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d0), _mm512_permutex2var_ps(a, lo_idx, b)));
-            _mm512_mask_storeu_ps(d1, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d1), _mm512_permutex2var_ps(a, hi_idx, b)));
+            for (int v = 0; v < nv; v++) {
+                float *dd = xr + 16 * v - pad;
+                _mm512_mask_storeu_ps(dd, m0[v],
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], dd), _mm512_maskz_loadu_ps(in[v], s0 + 16 * v)));
+            }
+            continue;
+        }
+        const float *s1 = s0 + g->plane;
+        for (int v = 0; v < nv; v++) { /* phase columns 16v.. interleave into padded columns 32v.. */
+            __m512 a = _mm512_maskz_loadu_ps(in[v], s0 + 16 * v), b = _mm512_maskz_loadu_ps(in[v], s1 + 16 * v);
+            float *d0 = xr + 32 * v - pad, *d1 = d0 + 16;
+            _mm512_mask_storeu_ps(d0, m0[v], _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], d0), _mm512_permutex2var_ps(a, lo_idx, b)));
+            _mm512_mask_storeu_ps(d1, m1[v], _mm512_add_ps(_mm512_maskz_loadu_ps(m1[v], d1), _mm512_permutex2var_ps(a, hi_idx, b)));
         }
     }
 }
@@ -491,6 +483,13 @@ __attribute__((target("avx512f"))) static void fold_row_avx512(float *xr, const 
 MULTIVERSION static void grid_fold_add(float *dx, size_t img_stride, const float *dxph, int cin_g,
                                        const ConvDims *d, const Grid *g) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w;
+#if CONV_X86
+    if (s <= 2 && g->wq <= PLANE_MAX_WQ && use_avx512()) {
+        for (int j = 0; j < g->nb; j++)
+            for (int c = 0; c < cin_g; c++) fold_plane_avx512(dx + j * img_stride + (size_t)c * h * w, dxph, c, j, d, g);
+        return;
+    }
+#endif
     const float *src[16];
     const float **sp = s <= 16 ? src : xmalloc((size_t)s * sizeof *sp);
     for (int j = 0; j < g->nb; j++)
@@ -501,12 +500,6 @@ MULTIVERSION static void grid_fold_add(float *dx, size_t img_stride, const float
                 for (int pc = 0; pc < s; pc++)
                     sp[pc] = dxph + ((size_t)(c * s + R % s) * s + pc) * g->plane + (size_t)(R / s) * g->W +
                              (size_t)j * g->wq;
-#if CONV_X86
-                if (s <= 2 && use_avx512()) {
-                    fold_row_avx512(xr, sp, s, pad, w, g->wq);
-                    continue;
-                }
-#endif
                 fold_row(xr, sp, s, pad, w, g->wq);
             }
     if (sp != src) free(sp);
