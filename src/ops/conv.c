@@ -444,7 +444,7 @@ static inline void fold_row(float *xr, const float *const *src, int s, int pad, 
 /* grid_fold_add for one channel plane xc (h rows of w) of image j, s = 1 or 2: fold_row on
  * each row, vectorized, with the lane masks made once (rows are short: per-row setup dominated). */
 __attribute__((target("avx512f"))) static void fold_plane_avx512(float *xc, const float *dxph, int c, int j,
-                                                                 const ConvDims *d, const Grid *g) {
+                                                                 const ConvDims *d, const Grid *g, int acc) {
     enum { MAXV = PLANE_MAX_WQ / 16 };
     const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -462,8 +462,8 @@ __attribute__((target("avx512f"))) static void fold_plane_avx512(float *xc, cons
         if (s == 1) {
             for (int v = 0; v < nv; v++) {
                 float *dd = xr + 16 * v - pad;
-                _mm512_mask_storeu_ps(dd, m0[v],
-                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], dd), _mm512_maskz_loadu_ps(in[v], s0 + 16 * v)));
+                __m512 t = _mm512_maskz_loadu_ps(in[v], s0 + 16 * v);
+                _mm512_mask_storeu_ps(dd, m0[v], acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], dd), t) : t);
             }
             continue;
         }
@@ -471,25 +471,31 @@ __attribute__((target("avx512f"))) static void fold_plane_avx512(float *xc, cons
         for (int v = 0; v < nv; v++) { /* phase columns 16v.. interleave into padded columns 32v.. */
             __m512 a = _mm512_maskz_loadu_ps(in[v], s0 + 16 * v), b = _mm512_maskz_loadu_ps(in[v], s1 + 16 * v);
             float *d0 = xr + 32 * v - pad, *d1 = d0 + 16;
-            _mm512_mask_storeu_ps(d0, m0[v], _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], d0), _mm512_permutex2var_ps(a, lo_idx, b)));
-            _mm512_mask_storeu_ps(d1, m1[v], _mm512_add_ps(_mm512_maskz_loadu_ps(m1[v], d1), _mm512_permutex2var_ps(a, hi_idx, b)));
+            __m512 t0 = _mm512_permutex2var_ps(a, lo_idx, b), t1 = _mm512_permutex2var_ps(a, hi_idx, b);
+            if (acc) t0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0[v], d0), t0);
+            if (acc) t1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1[v], d1), t1);
+            _mm512_mask_storeu_ps(d0, m0[v], t0);
+            _mm512_mask_storeu_ps(d1, m1[v], t1);
         }
     }
 }
 #endif
 
 /* dx (nb images, img_stride apart, at the group's first channel) += the interior of the phase
- * planes dxph: the adjoint of grid_fill. */
+ * planes dxph (acc = 0: dx = it): the adjoint of grid_fill. */
 MULTIVERSION static void grid_fold_add(float *dx, size_t img_stride, const float *dxph, int cin_g,
-                                       const ConvDims *d, const Grid *g) {
+                                       const ConvDims *d, const Grid *g, int acc) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w;
 #if CONV_X86
-    if (s <= 2 && g->wq <= PLANE_MAX_WQ && use_avx512()) {
+    if (s <= 2 && g->wq <= PLANE_MAX_WQ && use_avx512()) { /* every dx value is written once: no zeroing */
         for (int j = 0; j < g->nb; j++)
-            for (int c = 0; c < cin_g; c++) fold_plane_avx512(dx + j * img_stride + (size_t)c * h * w, dxph, c, j, d, g);
+            for (int c = 0; c < cin_g; c++)
+                fold_plane_avx512(dx + j * img_stride + (size_t)c * h * w, dxph, c, j, d, g, acc);
         return;
     }
 #endif
+    if (!acc)
+        for (int j = 0; j < g->nb; j++) memset(dx + j * img_stride, 0, (size_t)cin_g * h * w * sizeof(float));
     const float *src[16];
     const float **sp = s <= 16 ? src : xmalloc((size_t)s * sizeof *sp);
     for (int j = 0; j < g->nb; j++)
@@ -866,10 +872,7 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
             gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
             memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
             rows_add(rows, dcol, Kc, gr.Q);
-            if (!acc)
-                for (int j = 0; j < m; j++)
-                    memset(dx + (i + j) * xstride + (size_t)g * cin_g * HW, 0, (size_t)cin_g * HW * sizeof(float));
-            grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr);
+            grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr, acc);
         }
     }
 }
