@@ -104,69 +104,10 @@ void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n) 
 #define ADD_CHUNK 2048 /* floats per block: a block of the sum stays in L1 */
 #define ADD_PAR_MIN 65536
 
-/* One block of len <= ADD_CHUNK values: y = sum of the inputs, through a local buffer (y may
- * alias any input). */
-MULTIVERSION static void add_block(float *y, const float *const *xs, int nin, size_t lo, size_t len) {
-    float acc[ADD_CHUNK];
-    const float *x0 = xs[0] + lo;
-#pragma omp simd
-    for (size_t i = 0; i < len; i++) acc[i] = x0[i];
-    for (int j = 1; j < nin; j++) {
-        const float *xj = xs[j] + lo;
-#pragma omp simd
-        for (size_t i = 0; i < len; i++) acc[i] += xj[i];
-    }
-    float *yp = y + lo;
-#pragma omp simd
-    for (size_t i = 0; i < len; i++) yp[i] = acc[i];
-}
-
-void add_forward(float *y, const float *const *xs, int nin, size_t n) {
-    NASC_ASSERT(nin >= 1);
-    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
-    int par = n >= ADD_PAR_MIN;
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (long b = 0; b < nblocks; b++) {
-        size_t lo = (size_t)b * ADD_CHUNK;
-        add_block(y, xs, nin, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
-    }
-}
-
-void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }
-
-/* One block of the backward: each non-NULL dx_j (+)= dy, in input order. */
-MULTIVERSION static void add_back_block(float *const *dxs, const float *dy, int nin, const int *accumulate, size_t lo,
-                                        size_t len) {
-    const float *g = dy + lo;
-    for (int j = 0; j < nin; j++) {
-        if (!dxs[j]) continue;
-        float *dxp = dxs[j] + lo;
-        if (accumulate && !accumulate[j]) {
-            memcpy(dxp, g, len * sizeof(float));
-            continue;
-        }
-#pragma omp simd
-        for (size_t i = 0; i < len; i++) dxp[i] += g[i];
-    }
-}
-
-/* Inputs are handled in order within each block, so a gradient passed twice with flags
- * {0, 1} gets dy + dy. */
-void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, const int *accumulate) {
-    int par = n >= ADD_PAR_MIN;
-    long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
-#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
-    for (long b = 0; b < nblocks; b++) {
-        size_t lo = (size_t)b * ADD_CHUNK;
-        add_back_block(dxs, dy, nin, accumulate, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
-    }
-}
-
-/* ---- add fused with a following ReLU / ReLU6 (a residual join): y = act(x0 + x1 + ...) in
- * one pass, and the backward writes dy * act'(y) into every input gradient in one pass, so the
- * sum and its gradient are never stored. The sum is formed as add_block forms it, so the
- * output is bitwise that of add_forward then act_forward. */
-MULTIVERSION static void add_act_block(ActKind act, float *y, const float *const *xs, int nin, size_t lo, size_t len) {
+/* One block of len <= ADD_CHUNK values: y = act(sum of the inputs) (act = ACT_COUNT: no
+ * activation, else ReLU or ReLU6), through a local buffer (y may alias any input). The sum is
+ * the same with or without the activation, so add then act gives the fused output's bits. */
+MULTIVERSION static void add_block(ActKind act, float *y, const float *const *xs, int nin, size_t lo, size_t len) {
     float acc[ADD_CHUNK];
     const float *x0 = xs[0] + lo;
 #pragma omp simd
@@ -180,35 +121,53 @@ MULTIVERSION static void add_act_block(ActKind act, float *y, const float *const
     if (act == ACT_RELU) {
 #pragma omp simd
         for (size_t i = 0; i < len; i++) yp[i] = acc[i] > 0 ? acc[i] : 0.0f;
-    } else {
+    } else if (act == ACT_RELU6) {
 #pragma omp simd
         for (size_t i = 0; i < len; i++) yp[i] = acc[i] > 0 ? (acc[i] < 6 ? acc[i] : 6.0f) : 0.0f;
+    } else {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) yp[i] = acc[i];
     }
 }
 
-void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n) {
-    NASC_ASSERT(nin >= 1 && (act == ACT_RELU || act == ACT_RELU6));
+static void add_forward_core(ActKind act, float *y, const float *const *xs, int nin, size_t n) {
+    NASC_ASSERT(nin >= 1);
     long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
     int par = n >= ADD_PAR_MIN;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long b = 0; b < nblocks; b++) {
         size_t lo = (size_t)b * ADD_CHUNK;
-        add_act_block(act, y, xs, nin, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
+        add_block(act, y, xs, nin, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
     }
 }
 
-/* One block: g = dy masked by act'(y) (relu: y > 0, relu6: 0 < y < 6, the conditions on the
- * sum), then each non-NULL dx_j (+)= g in input order. */
-MULTIVERSION static void add_act_back_block(ActKind act, float *const *dxs, const float *dy, const float *y, int nin,
-                                            const int *accumulate, size_t lo, size_t len) {
-    float g[ADD_CHUNK];
-    const float *d = dy + lo, *yp = y + lo;
+void add_forward(float *y, const float *const *xs, int nin, size_t n) { add_forward_core(ACT_COUNT, y, xs, nin, n); }
+
+/* add fused with a following ReLU / ReLU6 (a residual join): one pass forward, and the
+ * backward writes dy * act'(y) into every input gradient in one pass, so the sum and its
+ * gradient are never stored. */
+void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    add_forward_core(act, y, xs, nin, n);
+}
+
+void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }
+
+/* One block of the backward: g = dy, masked by act'(y) with an activation (relu: y > 0, relu6:
+ * 0 < y < 6, the conditions on the sum; as act_backward's, 0 + the masked dy), then each
+ * non-NULL dx_j (+)= g in input order. */
+MULTIVERSION static void add_back_block(ActKind act, float *const *dxs, const float *dy, const float *y, int nin,
+                                        const int *accumulate, size_t lo, size_t len) {
+    float gbuf[ADD_CHUNK];
+    const float *g = dy + lo, *yp = y ? y + lo : NULL;
     if (act == ACT_RELU) {
 #pragma omp simd
-        for (size_t i = 0; i < len; i++) g[i] = 0.0f + (yp[i] > 0 ? d[i] : 0.0f); /* as act_backward's */
-    } else {
+        for (size_t i = 0; i < len; i++) gbuf[i] = 0.0f + (yp[i] > 0 ? g[i] : 0.0f);
+        g = gbuf;
+    } else if (act == ACT_RELU6) {
 #pragma omp simd
-        for (size_t i = 0; i < len; i++) g[i] = 0.0f + ((yp[i] > 0) & (yp[i] < 6) ? d[i] : 0.0f);
+        for (size_t i = 0; i < len; i++) gbuf[i] = 0.0f + ((yp[i] > 0) & (yp[i] < 6) ? g[i] : 0.0f);
+        g = gbuf;
     }
     for (int j = 0; j < nin; j++) {
         if (!dxs[j]) continue;
@@ -222,16 +181,27 @@ MULTIVERSION static void add_act_back_block(ActKind act, float *const *dxs, cons
     }
 }
 
-void add_act_backward(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
-                      const int *accumulate) {
-    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+static void add_backward_core(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
+                              const int *accumulate) {
     int par = n >= ADD_PAR_MIN;
     long nblocks = (long)((n + ADD_CHUNK - 1) / ADD_CHUNK);
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (long b = 0; b < nblocks; b++) {
         size_t lo = (size_t)b * ADD_CHUNK;
-        add_act_back_block(act, dxs, dy, y, nin, accumulate, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
+        add_back_block(act, dxs, dy, y, nin, accumulate, lo, NASC_MIN((size_t)ADD_CHUNK, n - lo));
     }
+}
+
+/* Inputs are handled in order within each block, so a gradient passed twice with flags
+ * {0, 1} gets dy + dy. */
+void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, const int *accumulate) {
+    add_backward_core(ACT_COUNT, dxs, dy, NULL, nin, n, accumulate);
+}
+
+void add_act_backward(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
+                      const int *accumulate) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    add_backward_core(act, dxs, dy, y, nin, n, accumulate);
 }
 
 #endif /* NASC_REF_ONLY */
