@@ -127,7 +127,7 @@ void conv2d_backward_ref(real *dx, real *dw, real *db, const real *dy, const rea
 
 #ifndef NASC_REF_ONLY
 /* ------------------------------------------------------------------ helpers */
-/* (threads_for, split_range, thread_id/count, use_avx512: conv_internal.h) */
+/* (threads_for, split_range, thread_id/count, use_avx512, lane_range, round16: conv_internal.h) */
 /* Output columns ox in [lo, hi) read input column ox*s + off, off = kw*dil - pad, inside [0, w). */
 static void valid_cols(int ow, int s, int off, int w, int *lo, int *hi) {
     int a = off >= 0 ? 0 : (-off + s - 1) / s;
@@ -136,7 +136,6 @@ static void valid_cols(int ow, int s, int off, int w, int *lo, int *hi) {
     *hi = NASC_MAX(*lo, NASC_MIN(b, ow));
 }
 
-static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 && d->pad == 0; }
 
@@ -303,20 +302,11 @@ static inline void phase_row(float *const *dst, const float *xr, int s, int pad,
 }
 
 #if CONV_X86
-/* Lanes l of a 16-lane chunk whose element index base + l lies in [lo, hi). */
-static inline __mmask16 lane_range(int base, int lo, int hi) {
-    int a = NASC_MAX(lo - base, 0), b = NASC_MIN(hi - base, 16);
-    if (b <= a) return 0;
-    return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
-}
-
 /* The AVX-512 plane copies below (grid_fill, grid_fold_add for s = 1, 2) make a row's lane
- * masks once per plane; planes with rows wider than this (phase columns) take the plain C path. */
+ * masks (lane_range, conv_internal.h) once per plane; planes with rows wider than this (phase
+ * columns) take the plain C path. */
 #define PLANE_MAX_WQ 512
 
-#endif
-
-#if CONV_X86
 /* grid_fill's stride-1 case for one channel: the plane (hq rows of W = nb * wq columns, then
  * one zero slack row) from the channel's nb images (xc at image 0, images img_stride apart).
  * The lane masks of a row are made once: rows are short (a 28-wide row is two vectors), so
@@ -436,9 +426,6 @@ static inline void fold_row(float *xr, const float *const *src, int s, int pad, 
             for (int q = lo; q < hi; q++) dd[(size_t)q * s] += sp[q];
     }
 }
-
-#if CONV_X86
-#endif
 
 #if CONV_X86
 /* grid_fold_add for one channel plane xc (h rows of w) of image j, s = 1 or 2: fold_row on

@@ -63,7 +63,17 @@ static inline int use_avx512(void) {
     }
     return u;
 }
+
+/* Lanes l of a 16-lane chunk whose element index base + l lies in [lo, hi). */
+static inline __mmask16 lane_range(int base, int lo, int hi) {
+    int a = NASC_MAX(lo - base, 0), b = NASC_MIN(hi - base, 16);
+    if (b <= a) return 0;
+    return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
+}
 #endif
+
+/* n rounded up to a multiple of 16 (floats: a 64-byte line). */
+static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */

@@ -45,13 +45,6 @@
 #define DW_CB 16 /* channels per block (blocked path) */
 #define DW_NB 4  /* images per backward work item */
 
-static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
-
-/* Lanes i of a 16-pixel vector at base with base + i < lim. */
-static uint16_t lanes_below(int base, int lim) {
-    int n = lim - base;
-    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (uint16_t)((1u << n) - 1);
-}
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
@@ -373,12 +366,8 @@ static float *direct_init(DwDirect *g, const ConvDims *d, size_t extra) {
 
 static const int32_t dw_iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/* The cache lines of bytes [0, n) at p into L1 (a hint: walking many small planes keeps the
- * hardware prefetchers from getting ahead). */
-DWV_INLINE void prefetch(const void *p, size_t n) {
-    const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + n;
-    for (; a < e; a += 64) _mm_prefetch(a, _MM_HINT_T0);
-}
+/* (prefetch_range: simd.h. Walking many small planes keeps the hardware prefetchers from getting
+ * ahead, so the planes a few items ahead are prefetched) */
 
 #define ROT(hi, lo, n, m) \
     _mm512_castsi512_ps(_mm512_maskz_alignr_epi32((m), _mm512_castps_si512(hi), _mm512_castps_si512(lo), (n)))
@@ -451,9 +440,8 @@ DWV static void s1_dot(__m512 *acc, const float *dy, const float *src, const DwD
 typedef struct {
     __m512i is, ie, io; /* de-interleave: columns 2j - 1, 2j, 2j + 1 */
     __m512i il, ih;     /* interleave even / odd lanes: dx columns [0, 16), [16, 32) */
-    __mmask16 m0, m1;   /* an input row's two vectors */
+    __mmask16 m0, m1;   /* an input (or dx) row's two vectors */
     __mmask16 mo;       /* an output row */
-    __mmask16 d0, d1;   /* a dx row's two vectors */
 } S2Ix;
 
 DWV_INLINE S2Ix s2_ix(const DwDirect *g) {
@@ -464,8 +452,7 @@ DWV_INLINE S2Ix s2_ix(const DwDirect *g) {
     ix.is = _mm512_sub_epi32(ix.ie, one); /* lane 0 (-1) is zeroed by the permute's mask */
     ix.il = _mm512_add_epi32(_mm512_srli_epi32(i, 1), _mm512_slli_epi32(_mm512_and_si512(i, one), 4));
     ix.ih = _mm512_add_epi32(ix.il, _mm512_set1_epi32(8));
-    ix.m0 = lanes_below(0, g->w), ix.m1 = lanes_below(16, g->w), ix.mo = lanes_below(0, g->ow);
-    ix.d0 = ix.m0, ix.d1 = ix.m1;
+    ix.m0 = lane_range(0, 0, g->w), ix.m1 = lane_range(16, 0, g->w), ix.mo = lane_range(0, 0, g->ow);
     return ix;
 }
 
@@ -522,15 +509,15 @@ DWV static void s2_dw_plane(__m512 *acc, const float *dy, const float *x, const 
 
 /* A dx row (w <= 32) as two vectors: v[0] columns [0, 16), v[1] [16, 32) (zero past w). */
 DWV_INLINE void s2_load_row(__m512 v[2], const float *xr, const DwDirect *g, const S2Ix *ix) {
-    v[0] = _mm512_maskz_loadu_ps(ix->d0, xr);
-    v[1] = g->w > 16 ? _mm512_maskz_loadu_ps(ix->d1, xr + 16) : _mm512_setzero_ps();
+    v[0] = _mm512_maskz_loadu_ps(ix->m0, xr);
+    v[1] = g->w > 16 ? _mm512_maskz_loadu_ps(ix->m1, xr + 16) : _mm512_setzero_ps();
 }
 
 /* dx row xr = old + the interleave of its even columns e and odd columns o (old: the row's
  * previous values, or zero). */
 DWV_INLINE void s2_put_row(float *xr, const __m512 old[2], __m512 e, __m512 o, const DwDirect *g, const S2Ix *ix) {
-    _mm512_mask_storeu_ps(xr, ix->d0, _mm512_add_ps(old[0], _mm512_permutex2var_ps(e, ix->il, o)));
-    if (g->w > 16) _mm512_mask_storeu_ps(xr + 16, ix->d1, _mm512_add_ps(old[1], _mm512_permutex2var_ps(e, ix->ih, o)));
+    _mm512_mask_storeu_ps(xr, ix->m0, _mm512_add_ps(old[0], _mm512_permutex2var_ps(e, ix->il, o)));
+    if (g->w > 16) _mm512_mask_storeu_ps(xr + 16, ix->m1, _mm512_add_ps(old[1], _mm512_permutex2var_ps(e, ix->ih, o)));
 }
 
 /* dx (h, w) (+)= the input gradient of one plane. Dx rows 2m and 2m + 1 come from dy rows m
@@ -574,7 +561,7 @@ DWV static void direct_forward_items(float *y, const float *x, const float *w, c
     if (g->mode == DIRECT_S2) {
         const S2Ix ix = s2_ix(g);
         for (int it = lo; it < hi; it++) {
-            if (it + 2 < hi) prefetch(x + (size_t)(it + 2) * HW, (size_t)HW * sizeof(float));
+            if (it + 2 < hi) prefetch_range(x + (size_t)(it + 2) * HW, (size_t)HW * sizeof(float), 0);
             s2_forward_plane(y + (size_t)it * P, x + (size_t)it * HW, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, g,
                              &ix);
         }
@@ -582,8 +569,8 @@ DWV static void direct_forward_items(float *y, const float *x, const float *w, c
     }
     for (int it = lo; it < hi; it++) {
         if (it + 4 < hi) { /* a few planes ahead */
-            prefetch(x + (size_t)(it + 4) * HW, (size_t)HW * sizeof(float));
-            prefetch(y + (size_t)(it + 4) * P, (size_t)P * sizeof(float));
+            prefetch_range(x + (size_t)(it + 4) * HW, (size_t)HW * sizeof(float), 0);
+            prefetch_range(y + (size_t)(it + 4) * P, (size_t)P * sizeof(float), 0);
         }
         s1_corr(y + (size_t)it * P, x + (size_t)it * HW, g, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, 0);
     }
@@ -605,9 +592,9 @@ DWV static void direct_backward_items(float *dx, float *part, const float *dy, c
             const int c1 = (it + 1) % C, g1 = (it + 1) / C * DW_NB, m1 = NASC_MIN(d->n, g1 + DW_NB) - g1;
             for (int j = 0; j < m1; j++) {
                 const size_t pl = (size_t)(g1 + j) * C + c1;
-                if (part) prefetch(x + pl * HW, (size_t)HW * sizeof(float));
-                prefetch(dy + pl * P, (size_t)P * sizeof(float));
-                if (dx) prefetch(dx + pl * HW, (size_t)HW * sizeof(float));
+                if (part) prefetch_range(x + pl * HW, (size_t)HW * sizeof(float), 0);
+                prefetch_range(dy + pl * P, (size_t)P * sizeof(float), 0);
+                if (dx) prefetch_range(dx + pl * HW, (size_t)HW * sizeof(float), 0);
             }
         }
         for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();

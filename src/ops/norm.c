@@ -178,16 +178,6 @@ MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *xp, int 
  * prefetch the run BN_PF_AHEAD images ahead (one prefetch per cache line). */
 #define BN_PF_AHEAD 2
 
-static inline void prefetch_run(const float *p, size_t n) {
-    const char *c = (const char *)p;
-    for (size_t o = 0; o < n * sizeof(float); o += 64) __builtin_prefetch(c + o, 0, 3);
-}
-
-static inline void prefetch_run_w(float *p, size_t n) {
-    char *c = (char *)p;
-    for (size_t o = 0; o < n * sizeof(float); o += 64) __builtin_prefetch(c + o, 1, 3);
-}
-
 static int bn_block(int c, int hw) { return NASC_MAX(1, NASC_MIN(NASC_MIN(BN_BLOCK_MAX, c), BN_BLOCK_FLOATS / hw)); }
 
 static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, float *aux, const float *x,
@@ -207,7 +197,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
         for (int ch = c0; ch < c1; ch++) shift[ch - c0] = x[(size_t)ch * hw], s1[ch - c0] = s2[ch - c0] = 0;
         const size_t run = (size_t)(c1 - c0) * hw;
         for (int i = 0; i < n; i++) {
-            if (i + BN_PF_AHEAD < n) prefetch_run(x + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
+            if (i + BN_PF_AHEAD < n) prefetch_range(x + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run * sizeof(float), 0);
             for (int ch = c0; ch < c1; ch++) {
                 double r1, r2;
                 bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, hw, shift[ch - c0]);
@@ -236,7 +226,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
             if (aux) aux[ch] = mlo[k], aux[c + ch] = scale[k];
         }
         for (int i = 0; i < n; i++) {
-            if (i + BN_PF_AHEAD < n) prefetch_run_w(y + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run);
+            if (i + BN_PF_AHEAD < n) prefetch_range(y + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run * sizeof(float), 1);
             for (int ch = c0; ch < c1; ch++) {
                 int k = ch - c0;
                 size_t o = i * stride + (size_t)ch * hw;

@@ -12,4 +12,17 @@
 #define MULTIVERSION
 #endif
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* The cache lines of bytes [0, n) at p into the caches (a hint; write = 1 for lines about to be
+ * written), for walks whose runs are too short for the hardware prefetchers to ramp up on. */
+static inline void prefetch_range(const void *p, size_t n, int write) {
+    const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + n;
+    if (write)
+        for (; a < e; a += 64) __builtin_prefetch(a, 1, 3);
+    else
+        for (; a < e; a += 64) __builtin_prefetch(a, 0, 3);
+}
+
 #endif
