@@ -129,7 +129,9 @@ static void conv_fwd(Net *net, int i) {
     conv2d_forward(net->out[i], in_out(net, nd, 0), w, b, &d);
 }
 
-static void conv_bwd(Net *net, int i) {
+/* The backward of conv node i with its output gradient from src (the stored one, or one made
+ * on demand by the BN after it: bn_grad_bwd). */
+static void conv_bwd_src(Net *net, int i, const GradSrc *src) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
@@ -138,7 +140,13 @@ static void conv_bwd(Net *net, int i) {
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
     int acc;
     float *dx = in_grad_w(net, nd, 0, &acc);
-    conv2d_backward_ex(dx, dw, db, net->dout[i], in_out(net, nd, 0), w, &d, acc);
+    conv2d_backward_src(dx, dw, db, src, in_out(net, nd, 0), w, &d, acc);
+}
+
+static void conv_bwd(Net *net, int i) {
+    const Node *nd = &net->spec.nodes[i];
+    GradSrc src = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
+    conv_bwd_src(net, i, &src);
 }
 
 static ActKind act_kind(OpKind op) {
@@ -214,6 +222,20 @@ static void bn_act_bwd(Net *net, int i) {
     float *dx = in_grad_w(net, nd, 0, &acc);
     bn_act_backward(act, dx, dg, dg + nd->c, net->dout[i + 1], in_out(net, nd, 0), g, b, st, net->batch, nd->c,
                     nd->h * nd->w, acc);
+}
+
+/* BN node i (act: fused with the activation node i + 1, whose output gradient it takes) after
+ * conv node i - 1, its only consumer: only the BN backward's first pass runs; the conv's
+ * backward makes its output gradient from *src as it goes (conv_bwd_src), so that gradient is
+ * never stored. kc: room for the node's channels. */
+static void bn_grad_bwd(Net *net, int i, ActKind act, GradSrc *src, BnBwdK *kc) {
+    Node *nd = &net->spec.nodes[i];
+    NASC_ASSERT(net->training && bw_written && grad_owner(net, nd->in[0]) == i - 1);
+    const float *g = net->params + nd->param_off, *b = g + nd->c;
+    float *dg = net->grads + nd->param_off;
+    bn_grad_prepare(src, kc, dg, dg + nd->c, act, net->dout[act == ACT_COUNT ? i : i + 1], in_out(net, nd, 0), g, b,
+                    net->saved[i], net->batch, nd->c, nd->h * nd->w);
+    bw_written[i - 1] = 1;
 }
 
 /* ---- shape-preserving single-input ops */
@@ -710,8 +732,12 @@ static int fusion_on(void) {
     return !(e && e[0] == '0');
 }
 
-/* fuse[i] = 1: BN or add node i runs fused with the ReLU/ReLU6 node i + 1 (its only consumer).
- * Returns NULL when nothing fuses; the caller frees. */
+/* fuse[i] & FUSE_ACT: BN or add node i runs fused with the ReLU/ReLU6 node i + 1 (its only
+ * consumer). fuse[i] & FUSE_GRAD: conv node i's only consumer is BN node i + 1, and the
+ * backward makes the conv's output gradient on demand (bn_grad_bwd). Returns NULL when nothing
+ * fuses; the caller frees. */
+enum { FUSE_ACT = 1, FUSE_GRAD = 2 };
+
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
     if (!fusion_on() || n < 2 || net->hook_fwd || net->hook_bwd) return NULL;
@@ -722,10 +748,14 @@ static unsigned char *fusion_plan(const Net *net) {
     unsigned char *fuse = NULL;
     for (int i = 0; i + 1 < n; i++) {
         const Node *a = &net->spec.nodes[i], *b = &net->spec.nodes[i + 1];
+        int f = 0;
         if ((a->op == OP_BN || a->op == OP_ADD) && (b->op == OP_RELU || b->op == OP_RELU6) && b->nin == 1 &&
-            b->in[0] == i && uses[i] == 1) {
+            b->in[0] == i && uses[i] == 1)
+            f = FUSE_ACT;
+        if (a->op == OP_CONV && b->op == OP_BN && b->in[0] == i && uses[i] == 1) f = FUSE_GRAD;
+        if (f) {
             if (!fuse) fuse = xcalloc((size_t)n, 1);
-            fuse[i] = 1;
+            fuse[i] = (unsigned char)f;
         }
     }
     free(uses);
@@ -778,7 +808,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             continue;
         }
         double t0 = prof_start();
-        if (fuse && fuse[i]) {
+        if (fuse && (fuse[i] & FUSE_ACT)) {
             if (nd->op == OP_BN)
                 bn_act_fwd(net, i);
             else
@@ -816,6 +846,11 @@ void net_backward(Net *net, const float *dlogits) {
     memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
     unsigned char *fuse = fusion_plan(net);
     unsigned char *written = xcalloc((size_t)n, 1);
+    GradSrc gsrc = {0}; /* a FUSE_GRAD conv's output gradient, from the BN after it */
+    int kcn = 0;
+    for (int i = 0; fuse && i < n; i++)
+        if (fuse[i] & FUSE_GRAD) kcn = NASC_MAX(kcn, net->spec.nodes[i].c);
+    BnBwdK *kc = kcn ? xmalloc((size_t)kcn * sizeof *kc) : NULL;
     unsigned char *outer = bw_written;
     bw_written = written;
     written[lo] = 1;
@@ -825,20 +860,28 @@ void net_backward(Net *net, const float *dlogits) {
         grad_ready(net, i); /* an output nothing consumed: its gradient is zero */
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, i);
         double t0 = prof_start();
-        if (i > 0 && fuse && fuse[i - 1]) {
-            if (net->spec.nodes[i - 1].op == OP_BN)
-                bn_act_bwd(net, i - 1);
-            else
+        if (i > 0 && fuse && (fuse[i - 1] & FUSE_ACT)) {
+            if (net->spec.nodes[i - 1].op != OP_BN)
                 add_act_bwd(net, i - 1);
+            else if (i > 1 && (fuse[i - 2] & FUSE_GRAD))
+                bn_grad_bwd(net, i - 1, act_kind(nd->op), &gsrc, kc);
+            else
+                bn_act_bwd(net, i - 1);
             prof_stop(net, i - 1, 1, t0);
             i--;
             continue;
         }
-        op_info[nd->op].backward(net, i);
+        if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_GRAD))
+            bn_grad_bwd(net, i, ACT_COUNT, &gsrc, kc);
+        else if (fuse && (fuse[i] & FUSE_GRAD))
+            conv_bwd_src(net, i, &gsrc);
+        else
+            op_info[nd->op].backward(net, i);
         prof_stop(net, i, 1, t0);
     }
     bw_written = outer;
     free(written);
+    free(kc);
     free(fuse);
     if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
 }

@@ -632,14 +632,15 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
     }
 }
 
-/* y (images [i0, i1)) = conv(x) on the calling thread, or with accumulate: y += conv(x) and no
- * bias (the adjoint conv of the backward uses that). wt is the (cout, Kc) weight matrix. */
-static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int i0,
-                           int i1, int accumulate) {
+/* y = conv(x) for the `images` images that x and y start at, on the calling thread, or with
+ * accumulate: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is the
+ * (cout, Kc) weight matrix. */
+static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
+                           int accumulate) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
-    const Plan pl = plan_of(d, i1 - i0);
+    const Plan pl = plan_of(d, images);
     const Grid gmax = grid_of(d, pl.nb);
     const int in_place = pl.how == LOWER_EXPLICIT && pl.nb == 1; /* gemm writes y itself */
     /* an output much larger than the caches is written around them */
@@ -655,8 +656,8 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
         if (!is_pointwise(d) || pl.nb > 1) buf = scratch_get(0, (size_t)Kc * pl.nb * P * sizeof(float));
         if (!in_place) tmp = scratch_get(1, (size_t)cout_g * pl.nb * P * sizeof(float));
     }
-    for (int i = i0; i < i1; i += pl.nb) {
-        int m = NASC_MIN(pl.nb, i1 - i);
+    for (int i = 0; i < images; i += pl.nb) {
+        int m = NASC_MIN(pl.nb, images - i);
         for (int g = 0; g < G; g++) {
             const float *wg = wt + (size_t)g * cout_g * Kc, *bg = b ? b + g * cout_g : NULL;
             const float *xg = x + i * xstride + (size_t)g * cin_g * HW;
@@ -750,7 +751,8 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, co
         {
             int lo, hi;
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
-            forward_images(y, x, w, b, d, lo, hi, 0);
+            const size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * P;
+            forward_images(y + lo * ys, x + lo * xs, w, b, d, hi - lo, 0);
         }
         return;
     }
@@ -772,7 +774,7 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, co
 }
 
 /* ------------------------------------------------------------------ backward */
-/* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread. */
+/* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy starts at image i0. */
 static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
@@ -794,7 +796,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
         int m = NASC_MIN(pl.nb, i1 - i);
         for (int g = 0; g < G; g++) {
             float *dwg = dwt + (size_t)g * Kc * cout_g;
-            const float *dyi = dy + i * ystride + (size_t)g * cout_g * P;
+            const float *dyi = dy + (i - i0) * ystride + (size_t)g * cout_g * P;
             const float *xg = x + i * xstride + (size_t)g * cin_g * HW;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
@@ -820,8 +822,8 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
     }
 }
 
-/* dx (images [i0, i1)) += the input gradient, on the calling thread. wadj: the adjoint kernel
- * (see adjoint_weights) when has_adjoint(d). */
+/* dx (images [i0, i1)) += the input gradient, on the calling thread; dy starts at image i0.
+ * wadj: the adjoint kernel (see adjoint_weights) when has_adjoint(d). */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wadj, const ConvDims *d, int i0,
                       int i1, int acc) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
@@ -829,14 +831,14 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx, dy, wadj, NULL, &t, i0, i1, acc);
+        forward_images(dx + i0 * xstride, dy, wadj, NULL, &t, i1 - i0, acc);
         return;
     }
     if (is_pointwise(d)) { /* dx is its own dcol */
         for (int i = i0; i < i1; i++)
             for (int g = 0; g < G; g++)
                 gemm(1, 0, cin_g, P, cout_g, 1.0f, w + (size_t)g * cout_g * cin_g, cin_g,
-                     dy + i * ystride + (size_t)g * cout_g * P, P, acc ? 1.0f : 0.0f,
+                     dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, acc ? 1.0f : 0.0f,
                      dx + i * xstride + (size_t)g * cin_g * HW, HW);
         return;
     }
@@ -855,7 +857,7 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         grid_rows((const float **)rows, planes, cin_g, d, &gr);
         for (int g = 0; g < G; g++) {
             const float *wg = w + (size_t)g * cout_g * Kc;
-            grid_dy(dyg, dy + i * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
+            grid_dy(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
             gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
             memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
             rows_add(rows, dcol, Kc, gr.Q);
@@ -871,10 +873,17 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
 
 void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                         const ConvDims *d, int dx_acc) {
+    GradSrc src = {.dy = dy, .c = d->cout, .hw = d->oh * d->ow};
+    conv2d_backward_src(dx, dw, db, &src, x, w, d, dx_acc);
+}
+
+void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const float *x, const float *w,
+                         const ConvDims *d, int dx_acc) {
     if (!dx && !dw && !db) return;
     dx_acc = dx_acc != 0;
+    NASC_ASSERT(dys->c == d->cout && dys->hw == d->oh * d->ow);
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_backward(dx, dw, db, dy, x, w, d, dx_acc);
+        depthwise_backward(dx, dw, db, dys, x, w, d, dx_acc);
         return;
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
@@ -894,12 +903,15 @@ void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const 
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wadj, w, d);
-        /* a few images at a time through db, dW and dx, so dy is still in cache for the latter */
+        /* a few images at a time through db, dW and dx, so dy is still in cache for the latter
+         * (and, made on demand, never stored) */
         const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
+        float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         for (int i = lo; i < hi; i += step) {
             int e = NASC_MIN(hi, i + step);
+            const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)(e - i) * d->cout);
             if (dbp)
-                for (int j = i; j < e; j++)
+                for (int j = 0; j < e - i; j++)
                     for (int co = 0; co < d->cout; co++) {
                         const float *g = dy + ((size_t)j * d->cout + co) * P;
                         float s = 0.0f;

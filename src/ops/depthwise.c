@@ -286,7 +286,7 @@ static void block_forward_items(float *y, const float *x, const float *w, const 
 /* Backward of items [lo, hi) (item i = image group i / blocks, channel block i % blocks), on
  * the calling thread: dx of each plane; with part, the item's dW taps and dy sums per channel
  * into part (groups, C, kk + 1). */
-static void block_backward_items(float *dx, float *part, const float *dy, const float *x, const float *w,
+static void block_backward_items(float *dx, float *part, const GradSrc *dys, const float *x, const float *w,
                                  const ConvDims *d, int dx_acc, int lo, int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
     const int blocks = (C + DW_CB - 1) / DW_CB;
@@ -295,6 +295,7 @@ static void block_backward_items(float *dx, float *part, const float *dy, const 
     float *dxb = xb + xbsz, *tmp = dxb + xbsz, *dyb = tmp + tsz;
     /* the block's weights (kk, 16), then the item's dW (kk, 16) and db (16) sums */
     float *w16 = scratch_get(1, (size_t)(2 * kk + 1) * DW_CB * sizeof(float)), *s16 = w16 + (size_t)kk * DW_CB;
+    float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * DW_CB * sizeof(float)) : NULL;
     if (part) memset(xb, 0, xbsz * sizeof(float));
     int blk_have = -1;
     for (int it = lo; it < hi; it++) {
@@ -304,7 +305,7 @@ static void block_backward_items(float *dx, float *part, const float *dy, const 
         memset(s16, 0, (size_t)(kk + 1) * DW_CB * sizeof(float));
         for (int n = n0; n < n1; n++) {
             const size_t img = (size_t)n * C + c0;
-            dw_in(dyb, dy + img * P, (size_t)P, P, cn);
+            dw_in(dyb, grad_rows(dys, gbuf, img, (size_t)cn), (size_t)P, P, cn);
             if (part) dw_fill(xb, tmp, x + img * HW, cn, d);
             if (dx) memset(dxb, 0, xbsz * sizeof(float));
             dw_block_backward(dx ? dxb : NULL, part ? s16 : NULL, part ? s16 + (size_t)kk * DW_CB : NULL, dyb, xb,
@@ -579,9 +580,10 @@ DWV static void direct_forward_items(float *y, const float *x, const float *w, c
 /* Backward of items [lo, hi) (item i = channel i % C of the images of group i / C), on the
  * calling thread: dx of each plane; with part, the item's dW taps and dy sum into part
  * (groups, C, 10). */
-DWV static void direct_backward_items(float *dx, float *part, const float *dy, const float *x, const float *w,
+DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const float *x, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
+    float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
     float k180[9];
     __m512 acc[10];
@@ -593,7 +595,8 @@ DWV static void direct_backward_items(float *dx, float *part, const float *dy, c
             for (int j = 0; j < m1; j++) {
                 const size_t pl = (size_t)(g1 + j) * C + c1;
                 if (part) prefetch_range(x + pl * HW, (size_t)HW * sizeof(float), 0);
-                prefetch_range(dy + pl * P, (size_t)P * sizeof(float), 0);
+                prefetch_range(dys->dy + pl * P, (size_t)P * sizeof(float), 0);
+                if (dys->k) prefetch_range(dys->x + pl * P, (size_t)P * sizeof(float), 0);
                 if (dx) prefetch_range(dx + pl * HW, (size_t)HW * sizeof(float), 0);
             }
         }
@@ -601,15 +604,17 @@ DWV static void direct_backward_items(float *dx, float *part, const float *dy, c
         if (g->mode == DIRECT_S2) {
             for (int j = 0; j < m; j++) {
                 const size_t pl = (size_t)(n0 + j) * C + c;
-                if (part) s2_dw_plane(acc, dy + pl * P, x + pl * HW, g, &ix);
-                if (dx) s2_dx_plane(dx + pl * HW, dy + pl * P, wc, g, &ix, dx_acc);
+                const float *dy = grad_rows(dys, gbuf, pl, 1);
+                if (part) s2_dw_plane(acc, dy, x + pl * HW, g, &ix);
+                if (dx) s2_dx_plane(dx + pl * HW, dy, wc, g, &ix, dx_acc);
             }
         } else {
             for (int t = 0; t < 9; t++) k180[t] = wc[8 - t];
             for (int j = 0; j < m; j++) {
                 const size_t pl = (size_t)(n0 + j) * C + c;
-                if (part) s1_dot(acc, dy + pl * P, x + pl * HW, g);
-                if (dx) s1_corr(dx + pl * HW, dy + pl * P, g, k180, 0.0f, dx_acc);
+                const float *dy = grad_rows(dys, gbuf, pl, 1);
+                if (part) s1_dot(acc, dy, x + pl * HW, g);
+                if (dx) s1_corr(dx + pl * HW, dy, g, k180, 0.0f, dx_acc);
             }
         }
         if (part)
@@ -638,7 +643,7 @@ void depthwise_forward(float *y, const float *x, const float *w, const float *b,
     }
 }
 
-void depthwise_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const float *x, const float *w,
                         const ConvDims *d, int dx_acc) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     const int groups = (d->n + DW_NB - 1) / DW_NB, want_wb = dw || db;

@@ -276,12 +276,6 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
 #define G_RELU6 (dv * (float)((BN_V > 0) & (BN_V < 6)))
 #define G_NONE (dv)
 
-/* One channel's forward constants (for the mask) and backward ones (dx = a g + b (x - mu) + c0). */
-typedef struct {
-    float mhi, mlo, scale, b;
-    float a, bb, c0;
-} BnBwdK;
-
 /* Over one row of hw values: sum g and sum g (x - mu). The row is summed in float, in many
  * vector lanes (a few dozen terms each), and the rows are then added in double by the caller:
  * the double-precision row sums were the compute bottleneck of the pass. */
@@ -339,10 +333,12 @@ MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, co
 #undef G_RELU6
 #undef G_NONE
 
-/* aux (2c floats, mlo then scale, as bn_train_core wrote them) is needed with an activation. */
-static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+/* The backward's first pass: sum g and sum g (x - mean) per channel into dgamma/dbeta (when
+ * not NULL) and the constants of dx = a g + bb (x - mean) + c0 into kc (c of them). aux (2c
+ * floats, mlo then scale, as bn_train_core wrote them) is needed with an activation. */
+static void bn_backward_sums(ActKind act, BnBwdK *kc, float *dgamma, float *dbeta, const float *dy, const float *x,
                              const float *gamma, const float *beta, const float *mean, const float *invstd,
-                             const float *aux, int n, int c, int hw, int accumulate) {
+                             const float *aux, int n, int c, int hw) {
     NASC_ASSERT(fusable(act) && (act == ACT_COUNT || aux));
     size_t count = (size_t)n * hw, rows = (size_t)n * c;
     double m = (double)count;
@@ -350,11 +346,11 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
     /* The backward sweeps the tensors in memory order, rows (image, channel) split evenly over
      * the threads: the first pass writes each row's sums rs (rows, 2), sum g and sum g (x -
      * mean), the rows of each channel are added in image order (so results do not depend on the
-     * thread count), and the second pass writes dx. A linear sweep keeps the hardware
-     * prefetchers streaming; with its three streams it measured faster than the forward's
-     * channel blocks (which keep a block in L2 between the passes; they win for the forward). */
-    double *rs = scratch_get(0, rows * 2 * sizeof(double) + (size_t)c * sizeof(BnBwdK));
-    BnBwdK *kc = (BnBwdK *)(void *)(rs + rows * 2);
+     * thread count), and the second pass (bn_backward_dx) writes dx. A linear sweep keeps the
+     * hardware prefetchers streaming; with its three streams it measured faster than the
+     * forward's channel blocks (which keep a block in L2 between the passes; they win for the
+     * forward). */
+    double *rs = scratch_get(0, rows * 2 * sizeof(double));
     for (int ch = 0; ch < c; ch++) {
         BnBwdK *k = &kc[ch];
         k->mhi = mean[ch];
@@ -379,12 +375,40 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
             double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
             kc[ch].a = (float)gi, kc[ch].bb = (float)(-gi * is * is * sdyxc / m), kc[ch].c0 = (float)(-gi * sdy / m);
         }
-        if (dx) {
-#pragma omp for schedule(static)
-            for (long r = 0; r < (long)rows; r++)
-                bn_bwd_dx(act, dx + (size_t)r * hw, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c], accumulate);
-        }
     }
+}
+
+static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                             const float *gamma, const float *beta, const float *mean, const float *invstd,
+                             const float *aux, int n, int c, int hw, int accumulate) {
+    BnBwdK *kc = xmalloc((size_t)c * sizeof *kc);
+    bn_backward_sums(act, kc, dgamma, dbeta, dy, x, gamma, beta, mean, invstd, aux, n, c, hw);
+    size_t rows = (size_t)n * c;
+    int nt = rows * hw >= BN_PAR_MIN && rows >= 4 ? threads_get() : 1;
+    if (dx) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (long r = 0; r < (long)rows; r++)
+            bn_bwd_dx(act, dx + (size_t)r * hw, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c], accumulate);
+    }
+    free(kc);
+}
+
+/* ------------------------------------------------------------------ gradient made on demand */
+void bn_grad_prepare(GradSrc *src, BnBwdK *kc, float *dgamma, float *dbeta, ActKind act, const float *dy,
+                     const float *x, const float *gamma, const float *beta, const float *saved, int n, int c, int hw) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6 || act == ACT_COUNT);
+    bn_backward_sums(act, kc, dgamma, dbeta, dy, x, gamma, beta, saved, saved + c,
+                     act == ACT_COUNT ? NULL : saved + 2 * (size_t)c, n, c, hw);
+    *src = (GradSrc){.dy = dy, .x = x, .k = kc, .act = act, .c = c, .hw = hw};
+}
+
+const float *grad_rows(const GradSrc *s, float *buf, size_t r0, size_t nr) {
+    if (!s->k) return s->dy + r0 * s->hw;
+    const size_t hw = (size_t)s->hw;
+    for (size_t r = 0; r < nr; r++)
+        bn_bwd_dx(s->act, buf + r * hw, s->dy + (r0 + r) * hw, s->x + (r0 + r) * hw, s->hw, &s->k[(r0 + r) % s->c],
+                  0);
+    return buf;
 }
 
 void bn_forward_train(float *y, float *mean, float *invstd, const float *x, const float *gamma,

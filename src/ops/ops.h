@@ -118,6 +118,34 @@ void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gam
                          const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
 void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                      const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate);
+
+/* A conv's output gradient made on demand from the BN (+ ReLU/ReLU6) that follows it, so BN's
+ * dx is never stored: bn_grad_prepare runs the BN backward's first pass (dgamma and dbeta
+ * accumulate as in bn_backward) and fixes each channel's constants of dx = a g + bb (x - mean)
+ * + c0, g = dy masked by the activation's derivative; the conv's backward then calls
+ * grad_rows for each chunk of rows (image, channel) while it needs them. The rows equal, bit
+ * for bit, what bn_backward_ex / bn_act_backward would write with accumulate == 0. A GradSrc
+ * with k == NULL is a stored gradient dy. act == ACT_COUNT: BN alone (saved as bn_fwd's: mean,
+ * invstd), else saved as bn_act_forward_train wrote it. */
+typedef struct {
+    float mhi, mlo, scale, b; /* the forward's constants (for the mask) */
+    float a, bb, c0;          /* the backward's */
+} BnBwdK;
+typedef struct {
+    const float *dy; /* the stored gradient, or the BN (+ act) output's gradient */
+    const float *x;  /* with k: BN's input */
+    const BnBwdK *k; /* c of them, or NULL */
+    ActKind act;
+    int c, hw;
+} GradSrc;
+void bn_grad_prepare(GradSrc *src, BnBwdK *kc, float *dgamma, float *dbeta, ActKind act, const float *dy,
+                     const float *x, const float *gamma, const float *beta, const float *saved, int n, int c, int hw);
+/* Rows [r0, r0 + nr) of the gradient: a pointer into s->dy when it is stored, else made into
+ * buf (nr * hw floats). */
+const float *grad_rows(const GradSrc *s, float *buf, size_t r0, size_t nr);
+/* conv2d_backward_ex with its output gradient from a GradSrc (conv.c; depthwise too). */
+void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const float *x, const float *w,
+                         const ConvDims *d, int dx_accumulate);
 #endif
 
 /* ---------------------------------------------------------------- pooling (pool.c) */
