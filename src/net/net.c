@@ -606,8 +606,9 @@ int net_build(Net *net, const Spec *spec, int in_c, int in_h, int in_w, int clas
     return NASC_OK;
 }
 
-/* The activation arena: per node, output + gradient + saved values for batch_cap samples,
- * all in one block (net->arena). Identity nodes get no storage: they alias their input. */
+/* The activation arena: per node, output + saved values for batch_cap samples, all in one
+ * block (net->arena). Identity nodes get no storage: they alias their input. The gradients
+ * live in their own block, laid out by grad_layout at each backward. */
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static void net_reserve(Net *net, int batch) {
@@ -616,7 +617,7 @@ static void net_reserve(Net *net, int batch) {
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         const Node *nd = &net->spec.nodes[i];
-        if (nd->op != OP_ID) total += 2 * round64(node_size(nd) * sizeof(float) * (size_t)batch);
+        if (nd->op != OP_ID) total += round64(node_size(nd) * sizeof(float) * (size_t)batch);
         total += round64(op_info[nd->op].saved_bytes(net, i, batch));
     }
     free(net->arena);
@@ -624,12 +625,10 @@ static void net_reserve(Net *net, int batch) {
     char *p = net->arena;
     for (int i = 0; i < n; i++) {
         const Node *nd = &net->spec.nodes[i];
-        size_t act = round64(node_size(nd) * sizeof(float) * (size_t)batch);
         net->out[i] = net->dout[i] = NULL;
         if (nd->op != OP_ID) {
             net->out[i] = (float *)p;
-            net->dout[i] = (float *)(p + act);
-            p += 2 * act;
+            p += round64(node_size(nd) * sizeof(float) * (size_t)batch);
         }
         size_t sv = op_info[nd->op].saved_bytes(net, i, batch);
         net->saved[i] = sv ? (void *)p : NULL;
@@ -644,6 +643,7 @@ void net_free(Net *net) {
     free(net->grads);
     free(net->buffers);
     free(net->arena);
+    free(net->grad_arena);
     free(net->out);
     free(net->dout);
     free(net->saved);
@@ -834,6 +834,63 @@ void net_node_forward(Net *net, int i) {
     op_info[nd->op].forward(net, i);
 }
 
+/* Points dout at gradient buffers in net->grad_arena for this batch. In the backward, gradient
+ * k is live from the visit of its last consumer (its first writer; the output's gradient from
+ * the start) down to the visit of node k - 2: a BN+act pair reads it at k - 1, and a FUSE_GRAD
+ * conv at k - 2. With share, gradients whose live ranges do not overlap share a buffer, and a
+ * gradient takes the buffer read most recently: a kernel then writes lines that are still in
+ * cache instead of fetching cold ones from memory, and the backward's footprint is a few
+ * gradients instead of all of them. Without (hooks may read any gradient), each has its own. */
+static void grad_layout(Net *net, int share) {
+    const int n = net->spec.n;
+    int *hi = xmalloc((size_t)n * sizeof *hi), *bufof = xmalloc((size_t)n * sizeof *bufof);
+    int *last_lo = xmalloc((size_t)n * sizeof *last_lo), nbuf = 0;
+    size_t *cap = xcalloc((size_t)n + 1, sizeof *cap);
+    for (int k = 0; k < n; k++) hi[k] = net->spec.nodes[k].op == OP_ID ? -1 : k;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < net->spec.nodes[i].nin; j++) {
+            int k = grad_owner(net, net->spec.nodes[i].in[j]);
+            if (k >= 0) hi[k] = NASC_MAX(hi[k], i);
+        }
+    int lo = grad_owner(net, n - 1);
+    if (lo >= 0) hi[lo] = n;
+    /* owners in backward order of their first write (hi descending) */
+    for (;;) {
+        int k = -1;
+        for (int t = 0; t < n; t++)
+            if (hi[t] >= 0 && (k < 0 || hi[t] > hi[k])) k = t;
+        if (k < 0) break;
+        int b = -1;
+        for (int u = 0; share && u < nbuf; u++)
+            if (last_lo[u] > hi[k] && (b < 0 || last_lo[u] < last_lo[b])) b = u;
+        if (b < 0) b = nbuf++;
+        bufof[k] = b, last_lo[b] = k - 2;
+        cap[b] = NASC_MAX(cap[b], round64(node_size(&net->spec.nodes[k]) * sizeof(float) * (size_t)net->batch));
+        hi[k] = -1 - k; /* done; bufof[k] valid */
+    }
+    size_t total = 0;
+    for (int b = 0; b < nbuf; b++) {
+        size_t c = cap[b];
+        cap[b] = total;
+        total += c;
+    }
+    if (total > net->grad_cap) {
+        free(net->grad_arena);
+        net->grad_arena = xalloc_aligned(total);
+        net->grad_cap = total;
+    }
+    for (int k = 0; k < n; k++) {
+        int owner = grad_owner(net, k);
+        net->dout[k] = NULL;
+        if (owner == k) net->dout[k] = (float *)(void *)((char *)net->grad_arena + cap[bufof[k]]);
+    }
+    for (int k = 0; k < n; k++) {
+        int owner = grad_owner(net, k);
+        if (owner != k) net->dout[k] = owner < 0 ? NULL : net->dout[owner];
+    }
+    free(hi), free(bufof), free(last_lo), free(cap);
+}
+
 void net_backward(Net *net, const float *dlogits) {
     int n = net->spec.n;
     const Node *last = &net->spec.nodes[n - 1];
@@ -842,6 +899,7 @@ void net_backward(Net *net, const float *dlogits) {
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
         return;
     }
+    grad_layout(net, !net->hook_bwd);
     float *dl = net->dout[lo];
     memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
     unsigned char *fuse = fusion_plan(net);

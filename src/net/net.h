@@ -86,7 +86,9 @@ struct Net {
     float **out;   /* out[i]: node i's output (batch, c, h, w) */
     float **dout;  /* dout[i]: gradient of the loss w.r.t. out[i] */
     void **saved;  /* per-node saved values for the backward */
-    void *arena;    /* the one block behind out, dout and saved */
+    void *arena;    /* the one block behind out and saved */
+    void *grad_arena; /* the block behind dout, laid out by each net_backward */
+    size_t grad_cap;  /* its bytes */
     const float *x; /* the current input */
     int batch;      /* the current batch size */
     int training;
