@@ -131,20 +131,33 @@ static void test_overwrite_conv(int n, int cin, int h, int cout, int k, int s, i
     free(x), free(w), free(dy), free(dx1), free(dx2), free(dw);
 }
 
-/* conv2d_backward_src with its output gradient made on demand from the BN (+ act) after the
- * conv against BN's backward writing that gradient, then conv2d_backward_ex: dx, dW, db and
- * dgamma/dbeta bitwise equal (act == ACT_COUNT: BN alone). */
-static void test_grad_src(int n, int cin, int h, int cout, int k, int s, int p, int g, ActKind act) {
+/* A conv between two BNs, with what is made on demand against what is stored:
+ *   - its input, the output of a BN + act0 before it (bn_act_forward_train with y == NULL, then
+ *     act_rows inside the conv), forward and backward;
+ *   - its output gradient, from the BN (+ act) after it (bn_grad_prepare, then grad_rows)
+ *     against BN's backward writing that gradient and conv2d_backward_ex.
+ * Outputs, dx, dW, db and dgamma/dbeta bitwise equal (act == ACT_COUNT: BN alone). */
+static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, int p, int g, ActKind act0,
+                                ActKind act) {
     ConvDims d = {.n = n, .cin = cin, .h = h, .w = h, .cout = cout, .k = k, .stride = s, .pad = p, .dil = 1,
                   .groups = g};
     Err e;
     CHECK(conv_dims_init(&d, &e) == NASC_OK, "conv dims: %s", e.msg);
     const int hw = d.oh * d.ow;
     size_t xs = (size_t)n * cin * h * h, ys = (size_t)n * cout * hw, ws = (size_t)cout * (cin / g) * k * k;
-    float *x = frand(xs, -1, 1), *w = frand(ws, -1, 1), *b = frand(cout, -1, 1), *y = xmalloc(ys * 4);
+    float *z = frand(xs, -1, 2), *g0 = frand(cin, 0.5f, 2), *b0 = frand(cin, -1, 1), *x = xmalloc(xs * 4);
+    float *st0 = xmalloc(BN_ACT_SAVED * cin * 4), *st0b = xmalloc(BN_ACT_SAVED * cin * 4);
+    bn_act_forward_train(act0, x, st0, z, g0, b0, NULL, NULL, n, cin, h * h, 0.1f, 1e-5f);
+    bn_act_forward_train(act0, NULL, st0b, z, g0, b0, NULL, NULL, n, cin, h * h, 0.1f, 1e-5f);
+    CHECK(memcmp(st0, st0b, BN_ACT_SAVED * cin * 4) == 0, "bn_act_forward_train without y: saved values differ");
+    ActSrc xsrc = {.x = z, .saved = st0, .beta = b0, .act = act0, .c = cin, .hw = h * h};
+    float *w = frand(ws, -1, 1), *b = frand(cout, -1, 1), *y = xmalloc(ys * 4), *y2 = xmalloc(ys * 4);
     float *gamma = frand(cout, 0.5f, 2), *beta = frand(cout, -1, 1), *st = xmalloc(BN_ACT_SAVED * cout * 4);
     float *out = xmalloc(ys * 4), *dout = frand(ys, -1, 1), *dy = frand(ys, 1e3f, 2e3f);
     conv2d_forward(y, x, w, b, &d);
+    conv2d_forward_src(y2, &xsrc, w, b, &d);
+    CHECK(memcmp(y, y2, ys * 4) == 0, "conv forward with its input made on demand, n=%d %d->%d k=%d s=%d g=%d: differs",
+          n, cin, cout, k, s, g);
     if (act == ACT_COUNT)
         bn_forward_train(out, st, st + cout, y, gamma, beta, NULL, NULL, n, cout, hw, 0.1f, 1e-5f);
     else
@@ -159,18 +172,20 @@ static void test_grad_src(int n, int cin, int h, int cout, int k, int s, int p, 
     GradSrc src;
     BnBwdK *kc = xmalloc((size_t)cout * sizeof *kc);
     bn_grad_prepare(&src, kc, dg2, dg2 + cout, act, dout, y, gamma, beta, st, n, cout, hw);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, x, w, &d, 0);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, &xsrc, w, &d, 0);
     CHECK(memcmp(dg1, dg2, 2 * cout * 4) == 0 && memcmp(dx1, dx2, xs * 4) == 0 &&
               memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "gradient made on demand, n=%d %d->%d %dx%d k=%d s=%d p=%d g=%d act %d: not bitwise equal", n, cin, cout, h,
           h, k, s, p, g, act);
     /* a stored gradient through GradSrc is conv2d_backward_ex itself */
     GradSrc plain = {.dy = dy, .c = cout, .hw = hw};
+    ActSrc xplain = {.x = x, .c = cin, .hw = h * h};
     memset(dw2, 0, (ws + cout) * 4);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, x, w, &d, 0);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, &xplain, w, &d, 0);
     CHECK(memcmp(dx1, dx2, xs * 4) == 0 && memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "stored gradient through GradSrc, %d->%d k=%d g=%d: differs", cin, cout, k, g);
-    free(x), free(w), free(b), free(y), free(gamma), free(beta), free(st), free(out), free(dout), free(dy);
+    free(z), free(g0), free(b0), free(x), free(st0), free(st0b), free(y2);
+    free(w), free(b), free(y), free(gamma), free(beta), free(st), free(out), free(dout), free(dy);
     free(dg1), free(dg2), free(dx1), free(dx2), free(dw1), free(dw2), free(kc);
 }
 
@@ -294,20 +309,20 @@ int main(void) {
         const int *c = convs[i];
         test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     }
-    /* the same shapes plus depthwise 3x3 s1/s2 (direct) and 5x5 (blocked), each with ReLU,
-     * ReLU6 and no activation after the BN, at 1 and 2 threads */
+    /* the same shapes plus depthwise 3x3 s1/s2 (direct) and 5x5 (blocked) and one image (all
+     * threads on it), each with ReLU, ReLU6 and no activation after the BN, at 1 and 2 threads */
     static const int gconvs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1},  {5, 8, 13, 8, 3, 2, 1, 1},  {2, 16, 7, 24, 1, 1, 0, 1},
                                     {4, 16, 14, 32, 1, 2, 0, 1}, {3, 24, 14, 24, 3, 2, 1, 24}, {2, 32, 9, 32, 3, 1, 1, 32},
                                     {2, 8, 10, 12, 3, 1, 1, 4},  {6, 1, 28, 16, 3, 1, 1, 1}, {3, 20, 11, 20, 5, 1, 2, 20},
-                                    {3, 17, 28, 17, 3, 1, 1, 17}};
+                                    {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1}};
     const int threads0 = threads_get();
     for (int t = 1; t <= 2; t++) {
         threads_set(t);
         for (size_t i = 0; i < sizeof gconvs / sizeof gconvs[0]; i++) {
             const int *c = gconvs[i];
             for (int a = 0; a < 3; a++)
-                test_grad_src(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-                              a == 0 ? ACT_RELU : a == 1 ? ACT_RELU6 : ACT_COUNT);
+                test_made_on_demand(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], a == 1 ? ACT_RELU : ACT_RELU6,
+                                    a == 0 ? ACT_RELU : a == 1 ? ACT_RELU6 : ACT_COUNT);
         }
     }
     threads_set(threads0);

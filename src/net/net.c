@@ -120,18 +120,31 @@ static int conv_infer(Net *net, int i, Err *e) {
     return NASC_OK;
 }
 
-static void conv_fwd(Net *net, int i) {
+/* Conv node nd's input as stored (conv_input in the walks of net_forward/net_backward may
+ * instead make it on demand). */
+static ActSrc stored_input(Net *net, const Node *nd) {
+    int c, h, w;
+    in_node(net, nd, 0, &c, &h, &w);
+    return (ActSrc){.x = in_out(net, nd, 0), .c = c, .hw = h * w};
+}
+
+static void conv_fwd_src(Net *net, int i, const ActSrc *x) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
     const float *w = net->params + nd->param_off;
     const float *b = nd->a.bias ? w + (nd->nparam - (size_t)d.cout) : NULL;
-    conv2d_forward(net->out[i], in_out(net, nd, 0), w, b, &d);
+    conv2d_forward_src(net->out[i], x, w, b, &d);
+}
+
+static void conv_fwd(Net *net, int i) {
+    ActSrc x = stored_input(net, &net->spec.nodes[i]);
+    conv_fwd_src(net, i, &x);
 }
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
- * on demand by the BN after it: bn_grad_bwd). */
-static void conv_bwd_src(Net *net, int i, const GradSrc *src) {
+ * on demand by the BN after it: bn_grad_bwd) and its input from x. */
+static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
@@ -140,13 +153,14 @@ static void conv_bwd_src(Net *net, int i, const GradSrc *src) {
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
     int acc;
     float *dx = in_grad_w(net, nd, 0, &acc);
-    conv2d_backward_src(dx, dw, db, src, in_out(net, nd, 0), w, &d, acc);
+    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc);
 }
 
 static void conv_bwd(Net *net, int i) {
     const Node *nd = &net->spec.nodes[i];
     GradSrc src = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
-    conv_bwd_src(net, i, &src);
+    ActSrc x = stored_input(net, nd);
+    conv_bwd_src(net, i, &src, &x);
 }
 
 static ActKind act_kind(OpKind op) {
@@ -197,13 +211,14 @@ static void bn_bwd(Net *net, int i) {
 }
 
 /* BN node i and the ReLU/ReLU6 node i + 1 as one kernel: reads BN's input, writes the
- * activation's output (training: and BN's saved statistics). */
-static void bn_act_fwd(Net *net, int i) {
+ * activation's output (training: and BN's saved statistics; with lazy, only those: the
+ * consumer makes the output, conv_input). */
+static void bn_act_fwd(Net *net, int i, int lazy) {
     Node *nd = &net->spec.nodes[i];
     ActKind act = act_kind(net->spec.nodes[i + 1].op);
     const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
-    float *st = net->saved[i], *y = net->out[i + 1];
+    float *st = net->saved[i], *y = lazy ? NULL : net->out[i + 1];
     if (net->training)
         bn_act_forward_train(act, y, st, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
                              BN_MOMENTUM, BN_EPS);
@@ -734,9 +749,26 @@ static int fusion_on(void) {
 
 /* fuse[i] & FUSE_ACT: BN or add node i runs fused with the ReLU/ReLU6 node i + 1 (its only
  * consumer). fuse[i] & FUSE_GRAD: conv node i's only consumer is BN node i + 1, and the
- * backward makes the conv's output gradient on demand (bn_grad_bwd). Returns NULL when nothing
- * fuses; the caller frees. */
-enum { FUSE_ACT = 1, FUSE_GRAD = 2 };
+ * backward makes the conv's output gradient on demand (bn_grad_bwd). fuse[i] & FUSE_LAZY (with
+ * FUSE_ACT, BN node i, training, !store_outputs): the pair's output has one consumer, a conv,
+ * and is never stored: that conv makes it on demand, forward and backward (conv_input).
+ * Returns NULL when nothing fuses; the caller frees. */
+enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4 };
+
+/* Conv node nd's input: stored, or made on demand from the BN + act pair before it. */
+static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
+    ActSrc s = stored_input(net, nd);
+    int k = nd->in[0];
+    if (fuse && k >= 1 && (fuse[k - 1] & FUSE_LAZY)) {
+        const Node *bn = &net->spec.nodes[k - 1];
+        s.x = in_out(net, bn, 0);
+        s.saved = net->saved[k - 1];
+        s.beta = net->params + bn->param_off + bn->c;
+        s.act = act_kind(net->spec.nodes[k].op);
+    }
+    return s;
+}
+
 
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
@@ -753,6 +785,11 @@ static unsigned char *fusion_plan(const Net *net) {
             b->in[0] == i && uses[i] == 1)
             f = FUSE_ACT;
         if (a->op == OP_CONV && b->op == OP_BN && b->in[0] == i && uses[i] == 1) f = FUSE_GRAD;
+        if (f == FUSE_ACT && a->op == OP_BN && net->training && !net->store_outputs && uses[i + 1] == 1)
+            for (int j = i + 2; j < n; j++)
+                if (net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == i + 1 &&
+                    net->spec.nodes[j].op == OP_CONV)
+                    f |= FUSE_LAZY;
         if (f) {
             if (!fuse) fuse = xcalloc((size_t)n, 1);
             fuse[i] = (unsigned char)f;
@@ -810,14 +847,19 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         double t0 = prof_start();
         if (fuse && (fuse[i] & FUSE_ACT)) {
             if (nd->op == OP_BN)
-                bn_act_fwd(net, i);
+                bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0);
             else
                 add_act_fwd(net, i);
             prof_stop(net, i, 0, t0);
             i++;
             continue;
         }
-        op_info[nd->op].forward(net, i);
+        if (fuse && nd->op == OP_CONV) {
+            ActSrc x = conv_input(net, nd, fuse);
+            conv_fwd_src(net, i, &x);
+        } else {
+            op_info[nd->op].forward(net, i);
+        }
         prof_stop(net, i, 0, t0);
         if (net->hook_fwd) net->hook_fwd(net->hook_ctx, net, i);
     }
@@ -931,10 +973,13 @@ void net_backward(Net *net, const float *dlogits) {
         }
         if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_GRAD))
             bn_grad_bwd(net, i, ACT_COUNT, &gsrc, kc);
-        else if (fuse && (fuse[i] & FUSE_GRAD))
-            conv_bwd_src(net, i, &gsrc);
-        else
+        else if (fuse && nd->op == OP_CONV) {
+            GradSrc plain = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
+            ActSrc x = conv_input(net, nd, fuse);
+            conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x);
+        } else {
             op_info[nd->op].backward(net, i);
+        }
         prof_stop(net, i, 1, t0);
     }
     bw_written = outer;

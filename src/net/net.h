@@ -99,6 +99,11 @@ struct Net {
      * before node i's backward (when dout[i] is complete) and hook_bwd(ctx, net, -1) at the
      * end of net_backward. BN+ReLU fusion is off while hooks are set, so every node's output
      * is materialized. Identity nodes (aliases) are not hooked. */
+    /* Set: net_forward stores every node's output. Unset (the default), a training forward
+     * leaves out the output of a BN + ReLU/ReLU6 pair whose only consumer is a conv, which
+     * makes it as it goes (FUSE_LAZY in net.c): callers that read intermediate outputs after a
+     * training forward set it. */
+    int store_outputs;
     void (*hook_fwd)(void *ctx, Net *net, int i);
     void (*hook_bwd)(void *ctx, Net *net, int i);
     void *hook_ctx;

@@ -739,8 +739,14 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
 }
 
 void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
+    ActSrc src = {.x = x, .c = d->cin, .hw = d->h * d->w};
+    conv2d_forward_src(y, &src, w, b, d);
+}
+
+void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d) {
+    NASC_ASSERT(xs->c == d->cin && xs->hw == d->h * d->w);
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_forward(y, x, w, b, d);
+        depthwise_forward(y, xs, w, b, d);
         return;
     }
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, P = d->oh * d->ow;
@@ -751,10 +757,27 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, co
         {
             int lo, hi;
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
-            const size_t xs = (size_t)d->cin * d->h * d->w, ys = (size_t)d->cout * P;
-            forward_images(y + lo * ys, x + lo * xs, w, b, d, hi - lo, 0);
+            const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
+            if (!xs->saved) {
+                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0);
+            } else { /* the input made a chunk of images at a time, as forward_images takes them */
+                const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
+                float *xbuf = scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float));
+                for (int i = lo; i < hi; i += step) {
+                    int m = NASC_MIN(step, hi - i);
+                    const float *xc = act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin);
+                    forward_images(y + i * ystride, xc, w, b, d, m, 0);
+                }
+            }
         }
         return;
+    }
+    /* Fewer images than threads (inference): an input made on demand is made whole first. */
+    const float *x = xs->x;
+    float *made = NULL;
+    if (xs->saved) {
+        made = xmalloc((size_t)d->n * d->cin * d->h * d->w * sizeof(float));
+        x = act_rows(xs, made, 0, (size_t)d->n * d->cin);
     }
     /* Fewer images than threads: all threads on each image. */
     Plan pl = plan_of(d, 1);
@@ -771,10 +794,12 @@ void conv2d_forward(float *y, const float *x, const float *w, const float *b, co
 #pragma omp parallel num_threads(nt)
         forward_one_image(yi, xi, w, b, d, pl.how, shared_x, shared_out);
     }
+    free(made);
 }
 
 /* ------------------------------------------------------------------ backward */
-/* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy starts at image i0. */
+/* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy and x start at
+ * image i0. */
 static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
@@ -797,7 +822,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
         for (int g = 0; g < G; g++) {
             float *dwg = dwt + (size_t)g * Kc * cout_g;
             const float *dyi = dy + (i - i0) * ystride + (size_t)g * cout_g * P;
-            const float *xg = x + i * xstride + (size_t)g * cin_g * HW;
+            const float *xg = x + (i - i0) * xstride + (size_t)g * cin_g * HW;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
                 grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
@@ -874,16 +899,17 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dy, const flo
 void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                         const ConvDims *d, int dx_acc) {
     GradSrc src = {.dy = dy, .c = d->cout, .hw = d->oh * d->ow};
-    conv2d_backward_src(dx, dw, db, &src, x, w, d, dx_acc);
+    ActSrc xsrc = {.x = x, .c = d->cin, .hw = d->h * d->w};
+    conv2d_backward_src(dx, dw, db, &src, &xsrc, w, d, dx_acc);
 }
 
-void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const float *x, const float *w,
+void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
                          const ConvDims *d, int dx_acc) {
     if (!dx && !dw && !db) return;
     dx_acc = dx_acc != 0;
-    NASC_ASSERT(dys->c == d->cout && dys->hw == d->oh * d->ow);
+    NASC_ASSERT(dys->c == d->cout && dys->hw == d->oh * d->ow && xs->c == d->cin && xs->hw == d->h * d->w);
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_backward(dx, dw, db, dys, x, w, d, dx_acc);
+        depthwise_backward(dx, dw, db, dys, xs, w, d, dx_acc);
         return;
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
@@ -907,6 +933,8 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
          * (and, made on demand, never stored) */
         const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
+        float *xbuf = dwt && xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * d->cin * d->h * d->w * sizeof(float))
+                                       : NULL;
         for (int i = lo; i < hi; i += step) {
             int e = NASC_MIN(hi, i + step);
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)(e - i) * d->cout);
@@ -918,7 +946,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                         for (int p = 0; p < P; p++) s += g[p];
                         dbp[co] += s;
                     }
-            if (dwt) dw_images(dwt, dy, x, d, i, e);
+            if (dwt) dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e);
             if (dx) dx_images(dx, dy, w, wadj, d, i, e, dx_acc);
         }
         if (dw || db) {

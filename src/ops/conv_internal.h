@@ -72,17 +72,18 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
 }
 #endif
 
-/* The scratch slot of an output gradient made on demand (grad_rows) in the conv backwards
- * (gemm takes slot 3). */
+/* The scratch slots of an output gradient (grad_rows) and an input (act_rows) made on demand
+ * in the convs (gemm takes slot 3). */
 #define GRAD_SLOT 4
+#define INPUT_SLOT 5
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */
-void depthwise_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d);
-void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const float *x, const float *w,
+void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
+void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                         const ConvDims *d, int dx_acc);
 
 #endif

@@ -265,19 +265,20 @@ static void dw_block_weights(float *w16, float *b16, const float *w, const float
 }
 
 /* Forward of items [lo, hi) (item i = channel block i / n, image i % n), on the calling thread. */
-static void block_forward_items(float *y, const float *x, const float *w, const float *b, const ConvDims *d, int lo,
+static void block_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d, int lo,
                                 int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad) * DW_CB);
     const size_t tsz = round16((size_t)NASC_MAX(P, HW) * DW_CB);
     float *xb = scratch_get(0, (xbsz + tsz + (size_t)(kk + 1) * DW_CB) * sizeof(float));
     float *yb = xb + xbsz, *w16 = yb + tsz, *b16 = w16 + (size_t)kk * DW_CB; /* yb also dw_fill's tmp */
+    float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)HW * DW_CB * sizeof(float)) : NULL;
     memset(xb, 0, xbsz * sizeof(float));
     int blk_have = -1;
     for (int it = lo; it < hi; it++) {
         int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
         if (blk != blk_have) dw_block_weights(w16, b16, w, b, c0, cn, kk), blk_have = blk;
-        dw_fill(xb, yb, x + ((size_t)n * C + c0) * HW, cn, d);
+        dw_fill(xb, yb, act_rows(xs, xbuf, (size_t)n * C + c0, (size_t)cn), cn, d);
         dw_block_forward(yb, xb, w16, b16, d);
         dw_out(y + ((size_t)n * C + c0) * P, (size_t)P, yb, P, cn, 0);
     }
@@ -286,7 +287,7 @@ static void block_forward_items(float *y, const float *x, const float *w, const 
 /* Backward of items [lo, hi) (item i = image group i / blocks, channel block i % blocks), on
  * the calling thread: dx of each plane; with part, the item's dW taps and dy sums per channel
  * into part (groups, C, kk + 1). */
-static void block_backward_items(float *dx, float *part, const GradSrc *dys, const float *x, const float *w,
+static void block_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                  const ConvDims *d, int dx_acc, int lo, int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
     const int blocks = (C + DW_CB - 1) / DW_CB;
@@ -296,6 +297,7 @@ static void block_backward_items(float *dx, float *part, const GradSrc *dys, con
     /* the block's weights (kk, 16), then the item's dW (kk, 16) and db (16) sums */
     float *w16 = scratch_get(1, (size_t)(2 * kk + 1) * DW_CB * sizeof(float)), *s16 = w16 + (size_t)kk * DW_CB;
     float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * DW_CB * sizeof(float)) : NULL;
+    float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, (size_t)HW * DW_CB * sizeof(float)) : NULL;
     if (part) memset(xb, 0, xbsz * sizeof(float));
     int blk_have = -1;
     for (int it = lo; it < hi; it++) {
@@ -306,7 +308,7 @@ static void block_backward_items(float *dx, float *part, const GradSrc *dys, con
         for (int n = n0; n < n1; n++) {
             const size_t img = (size_t)n * C + c0;
             dw_in(dyb, grad_rows(dys, gbuf, img, (size_t)cn), (size_t)P, P, cn);
-            if (part) dw_fill(xb, tmp, x + img * HW, cn, d);
+            if (part) dw_fill(xb, tmp, act_rows(xs, xbuf, img, (size_t)cn), cn, d);
             if (dx) memset(dxb, 0, xbsz * sizeof(float));
             dw_block_backward(dx ? dxb : NULL, part ? s16 : NULL, part ? s16 + (size_t)kk * DW_CB : NULL, dyb, xb,
                               w16, d);
@@ -556,15 +558,17 @@ DWV static void s2_dx_plane(float *dx, const float *dy, const float *w, const Dw
 }
 
 /* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread. */
-DWV static void direct_forward_items(float *y, const float *x, const float *w, const float *b, const ConvDims *d,
+DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
                                      const DwDirect *g, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
+    const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
+    float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
     if (g->mode == DIRECT_S2) {
         const S2Ix ix = s2_ix(g);
         for (int it = lo; it < hi; it++) {
             if (it + 2 < hi) prefetch_range(x + (size_t)(it + 2) * HW, (size_t)HW * sizeof(float), 0);
-            s2_forward_plane(y + (size_t)it * P, x + (size_t)it * HW, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, g,
-                             &ix);
+            s2_forward_plane(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), w + (size_t)(it % C) * 9,
+                             b ? b[it % C] : 0.0f, g, &ix);
         }
         return;
     }
@@ -573,16 +577,19 @@ DWV static void direct_forward_items(float *y, const float *x, const float *w, c
             prefetch_range(x + (size_t)(it + 4) * HW, (size_t)HW * sizeof(float), 0);
             prefetch_range(y + (size_t)(it + 4) * P, (size_t)P * sizeof(float), 0);
         }
-        s1_corr(y + (size_t)it * P, x + (size_t)it * HW, g, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, 0);
+        s1_corr(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), g, w + (size_t)(it % C) * 9,
+                b ? b[it % C] : 0.0f, 0);
     }
 }
 
 /* Backward of items [lo, hi) (item i = channel i % C of the images of group i / C), on the
  * calling thread: dx of each plane; with part, the item's dW taps and dy sum into part
  * (groups, C, 10). */
-DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const float *x, const float *w,
+DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
+    const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
+    float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
     float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
     float k180[9];
@@ -605,7 +612,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
             for (int j = 0; j < m; j++) {
                 const size_t pl = (size_t)(n0 + j) * C + c;
                 const float *dy = grad_rows(dys, gbuf, pl, 1);
-                if (part) s2_dw_plane(acc, dy, x + pl * HW, g, &ix);
+                if (part) s2_dw_plane(acc, dy, act_rows(xs, xbuf, pl, 1), g, &ix);
                 if (dx) s2_dx_plane(dx + pl * HW, dy, wc, g, &ix, dx_acc);
             }
         } else {
@@ -613,7 +620,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
             for (int j = 0; j < m; j++) {
                 const size_t pl = (size_t)(n0 + j) * C + c;
                 const float *dy = grad_rows(dys, gbuf, pl, 1);
-                if (part) s1_dot(acc, dy, x + pl * HW, g);
+                if (part) s1_dot(acc, dy, act_rows(xs, xbuf, pl, 1), g);
                 if (dx) s1_corr(dx + pl * HW, dy, g, k180, 0.0f, dx_acc);
             }
         }
@@ -624,7 +631,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
 #endif
 
 /* ------------------------------------------------------------------ entry points */
-void depthwise_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
+void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     DwDirect g;
     direct_init(&g, d, 0);
@@ -643,7 +650,7 @@ void depthwise_forward(float *y, const float *x, const float *w, const float *b,
     }
 }
 
-void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const float *x, const float *w,
+void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                         const ConvDims *d, int dx_acc) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     const int groups = (d->n + DW_NB - 1) / DW_NB, want_wb = dw || db;

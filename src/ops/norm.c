@@ -225,7 +225,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
             b[k] = beta ? beta[ch] : 0.0f;
             if (aux) aux[ch] = mlo[k], aux[c + ch] = scale[k];
         }
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && y; i++) {
             if (i + BN_PF_AHEAD < n) prefetch_range(y + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run * sizeof(float), 1);
             for (int ch = c0; ch < c1; ch++) {
                 int k = ch - c0;
@@ -438,6 +438,18 @@ void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, c
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
     bn_train_core(act, y, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c, hw,
                   momentum, eps);
+}
+
+const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {
+    if (!s->saved) return s->x + r0 * s->hw;
+    const size_t hw = (size_t)s->hw, c = (size_t)s->c;
+    const float *mean = s->saved, *mlo = s->saved + 2 * c, *scale = s->saved + 3 * c;
+    for (size_t r = 0; r < nr; r++) {
+        size_t ch = (r0 + r) % c;
+        bn_apply(s->act, buf + r * hw, s->x + (r0 + r) * hw, s->hw, mean[ch], mlo[ch], scale[ch],
+                 s->beta ? s->beta[ch] : 0.0f);
+    }
+    return buf;
 }
 
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,

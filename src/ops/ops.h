@@ -116,6 +116,19 @@ void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, c
                           float *running_mean, float *running_var, int n, int c, int hw, float momentum, float eps);
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
                          const float *running_mean, const float *running_var, int n, int c, int hw, float eps);
+/* A conv's input made on demand from the BN + ReLU/ReLU6 before it, so that output need not be
+ * stored: bn_act_forward_train with y == NULL only computes and saves the statistics and
+ * constants, and act_rows makes rows (image, channel) of its output, bit for bit the values it
+ * would have written, from BN's input x. An ActSrc with saved == NULL is a stored input x. */
+typedef struct {
+    const float *x;     /* the stored input, or BN's input */
+    const float *saved; /* NULL, or what bn_act_forward_train saved (BN_ACT_SAVED * c floats) */
+    const float *beta;  /* BN's beta (NULL: 0) */
+    ActKind act;
+    int c, hw;
+} ActSrc;
+/* Rows [r0, r0 + nr): a pointer into s->x when it is stored, else made into buf (nr * hw floats). */
+const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr);
 void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                      const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate);
 
@@ -143,8 +156,10 @@ void bn_grad_prepare(GradSrc *src, BnBwdK *kc, float *dgamma, float *dbeta, ActK
 /* Rows [r0, r0 + nr) of the gradient: a pointer into s->dy when it is stored, else made into
  * buf (nr * hw floats). */
 const float *grad_rows(const GradSrc *s, float *buf, size_t r0, size_t nr);
-/* conv2d_backward_ex with its output gradient from a GradSrc (conv.c; depthwise too). */
-void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const float *x, const float *w,
+/* conv2d_forward and conv2d_backward_ex with the input from an ActSrc and the output gradient
+ * from a GradSrc (conv.c; depthwise too). */
+void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
+void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                          const ConvDims *d, int dx_accumulate);
 #endif
 

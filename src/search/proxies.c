@@ -158,6 +158,7 @@ int proxy_naswot(Net *net, const float *x, int n, double *score, Err *e) {
     if (check_batch(net, x, n, e) != NASC_OK) return NASC_ERR;
     Net c;
     if (proxy_copy(&c, net, 0, e) != NASC_OK) return NASC_ERR;
+    c.store_outputs = 1; /* the ReLU outputs are read below */
     net_forward(&c, x, n, 1);
     double *K = xcalloc((size_t)n * n, sizeof *K);
     uint64_t *code = NULL;
