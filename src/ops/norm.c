@@ -180,20 +180,61 @@ MULTIVERSION static void bn_sums(double *s1o, double *s2o, const float *xp, int 
 
 static int bn_block(int c, int hw) { return NASC_MAX(1, NASC_MIN(NASC_MIN(BN_BLOCK_MAX, c), BN_BLOCK_FLOATS / hw)); }
 
+/* A training forward's outputs besides y, and what it needs to make them. */
+typedef struct {
+    float *mean, *invstd, *aux; /* aux: mlo then scale (c each), saved for the fused backward */
+    const float *gamma, *beta;
+    float *running_mean, *running_var;
+    int c;
+    size_t count;
+    float momentum, eps;
+} BnStats;
+
+/* Channel ch from its sums s1, s2 of x - shift over count values: mean, invstd, aux, the
+ * running statistics, and the constants the forward normalizes with (mhi, mlo, scale, b). */
+static void bn_channel(const BnStats *a, int ch, double s1, double s2, double shift, float *mhi, float *mlo,
+                       float *scale, float *b) {
+    const size_t count = a->count;
+    float *running_mean = a->running_mean, *running_var = a->running_var;
+    const float momentum = a->momentum;
+    double dm = s1 / (double)count;
+    double var = s2 / (double)count - dm * dm;
+    if (var < 0) var = 0;
+    double mu = shift + dm;
+    double is = 1.0 / sqrt(var + (double)a->eps);
+    a->mean[ch] = (float)mu;
+    a->invstd[ch] = (float)is;
+    if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mu);
+    if (running_var) {
+        double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
+        running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+    }
+    /* y = (x - mu) * scale + b, subtracting first (and mu as a float pair hi + lo) to keep
+     * precision when |mean| >> std: x - hi is exact for x near the mean. */
+    *mhi = (float)mu, *mlo = (float)(mu - *mhi);
+    *scale = (float)((a->gamma ? (double)a->gamma[ch] : 1.0) * is);
+    *b = a->beta ? a->beta[ch] : 0.0f;
+    if (a->aux) a->aux[ch] = *mlo, a->aux[a->c + ch] = *scale;
+}
+
+/* y == NULL: statistics only (the output is made on demand, act_rows). */
 static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, float *aux, const float *x,
                           const float *gamma, const float *beta, float *running_mean, float *running_var, int n, int c,
                           int hw, float momentum, float eps) {
     size_t count = (size_t)n * hw, stride = (size_t)c * hw;
     NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
+    const BnStats st = {mean, invstd, aux, gamma, beta, running_mean, running_var, c, count, momentum, eps};
+    /* One pass for sum and sum of squares, shifted by the channel's first value so the variance
+     * does not cancel when |mean| >> std. Products of floats are exact in double. Channel blocks
+     * (see BN_BLOCK_FLOATS), so the second read finds the block in L2; without y (one read), a
+     * sweep in memory order like the backward's measured slower too. */
     int bs = bn_block(c, hw), nblk = (c + bs - 1) / bs;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
     for (int blk = 0; blk < nblk; blk++) {
         int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
         double s1[BN_BLOCK_MAX], s2[BN_BLOCK_MAX], shift[BN_BLOCK_MAX];
         float mhi[BN_BLOCK_MAX], mlo[BN_BLOCK_MAX], scale[BN_BLOCK_MAX], b[BN_BLOCK_MAX];
-        /* One pass for sum and sum of squares, shifted by the channel's first value so the
-         * variance does not cancel when |mean| >> std. Products of floats are exact in double. */
         for (int ch = c0; ch < c1; ch++) shift[ch - c0] = x[(size_t)ch * hw], s1[ch - c0] = s2[ch - c0] = 0;
         const size_t run = (size_t)(c1 - c0) * hw;
         for (int i = 0; i < n; i++) {
@@ -206,24 +247,7 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
         }
         for (int ch = c0; ch < c1; ch++) {
             int k = ch - c0;
-            double dm = s1[k] / (double)count;
-            double var = s2[k] / (double)count - dm * dm;
-            if (var < 0) var = 0;
-            double mu = shift[k] + dm;
-            double is = 1.0 / sqrt(var + (double)eps);
-            mean[ch] = (float)mu;
-            invstd[ch] = (float)is;
-            if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mu);
-            if (running_var) {
-                double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
-                running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
-            }
-            /* y = (x - mu) * scale + b, subtracting first (and mu as a float pair hi + lo) to
-             * keep precision when |mean| >> std: x - hi is exact for x near the mean. */
-            mhi[k] = (float)mu, mlo[k] = (float)(mu - mhi[k]);
-            scale[k] = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
-            b[k] = beta ? beta[ch] : 0.0f;
-            if (aux) aux[ch] = mlo[k], aux[c + ch] = scale[k];
+            bn_channel(&st, ch, s1[k], s2[k], shift[k], &mhi[k], &mlo[k], &scale[k], &b[k]);
         }
         for (int i = 0; i < n && y; i++) {
             if (i + BN_PF_AHEAD < n) prefetch_range(y + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run * sizeof(float), 1);
