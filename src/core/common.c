@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,8 +62,25 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+/* Blocks from this size up (activations, gradients, datasets) are 2 MB aligned and asked to be
+ * backed by transparent huge pages: the kernels sweep hundreds of MB per training step, and
+ * with 4 KB pages every sweep walks the page tables for each page it enters. Where the kernel
+ * does not give huge pages (or has no such hint) this changes nothing. */
+#define HUGE_FROM ((size_t)4 << 20)
+#define HUGE_ALIGN ((size_t)2 << 20)
+
 void *xalloc_aligned(size_t n) {
     size_t rounded = (n + 63) & ~(size_t)63;
+    if (rounded >= HUGE_FROM) {
+        rounded = (rounded + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+        void *p = aligned_alloc(HUGE_ALIGN, rounded);
+        if (!p) nasc_die("out of memory allocating %zu bytes", n);
+#ifdef MADV_HUGEPAGE
+        madvise(p, rounded, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+        memset(p, 0, rounded);
+        return p;
+    }
     void *p = aligned_alloc(64, rounded ? rounded : 64);
     if (!p) nasc_die("out of memory allocating %zu bytes", n);
     memset(p, 0, rounded ? rounded : 64);
