@@ -171,17 +171,30 @@ static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, i
     conv2d_backward_ex(dx1, dw1, dw1 + ws, dy, x, w, &d, 0);
     GradSrc src;
     BnBwdK *kc = xmalloc((size_t)cout * sizeof *kc);
-    bn_grad_prepare(&src, kc, dg2, dg2 + cout, act, dout, y, gamma, beta, st, n, cout, hw);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, &xsrc, w, &d, 0);
+    bn_grad_prepare(&src, kc, NULL, dg2, dg2 + cout, act, dout, y, gamma, beta, st, n, cout, hw);
+    /* the backward of the BN + act0 before the conv: its row sums made by the conv as it
+     * writes dx (bn_row_sums) against its own first pass over the finished dx */
+    double *rs = xmalloc((size_t)n * cin * 2 * sizeof *rs);
+    BnBwdK *k0 = xmalloc((size_t)cin * sizeof *k0), *k0b = xmalloc((size_t)cin * sizeof *k0b);
+    BnRowSums sums;
+    bn_row_sums_init(&sums, rs, k0, act0, z, b0, st0, cin, h * h);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, &xsrc, w, &d, 0, &sums);
     CHECK(memcmp(dg1, dg2, 2 * cout * 4) == 0 && memcmp(dx1, dx2, xs * 4) == 0 &&
               memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "gradient made on demand, n=%d %d->%d %dx%d k=%d s=%d p=%d g=%d act %d: not bitwise equal", n, cin, cout, h,
           h, k, s, p, g, act);
+    float *dg0 = xcalloc(2 * cin, 4), *dg0b = xcalloc(2 * cin, 4);
+    GradSrc s0, s0b;
+    bn_grad_prepare(&s0, k0, rs, dg0, dg0 + cin, act0, dx2, z, g0, b0, st0, n, cin, h * h);
+    bn_grad_prepare(&s0b, k0b, NULL, dg0b, dg0b + cin, act0, dx2, z, g0, b0, st0, n, cin, h * h);
+    CHECK(memcmp(dg0, dg0b, 2 * cin * 4) == 0 && memcmp(k0, k0b, (size_t)cin * sizeof *k0) == 0,
+          "BN row sums made by the conv, n=%d %d->%d k=%d s=%d g=%d: not bitwise its own pass", n, cin, cout, k, s, g);
+    free(rs), free(k0), free(k0b), free(dg0), free(dg0b);
     /* a stored gradient through GradSrc is conv2d_backward_ex itself */
     GradSrc plain = {.dy = dy, .c = cout, .hw = hw};
     ActSrc xplain = {.x = x, .c = cin, .hw = h * h};
     memset(dw2, 0, (ws + cout) * 4);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, &xplain, w, &d, 0);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, &xplain, w, &d, 0, NULL);
     CHECK(memcmp(dx1, dx2, xs * 4) == 0 && memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "stored gradient through GradSrc, %d->%d k=%d g=%d: differs", cin, cout, k, g);
     free(z), free(g0), free(b0), free(x), free(st0), free(st0b), free(y2);

@@ -144,7 +144,7 @@ static void conv_fwd(Net *net, int i) {
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
  * on demand by the BN after it: bn_grad_bwd) and its input from x. */
-static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x) {
+static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
@@ -153,14 +153,14 @@ static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x) {
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
     int acc;
     float *dx = in_grad_w(net, nd, 0, &acc);
-    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc);
+    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums);
 }
 
 static void conv_bwd(Net *net, int i) {
     const Node *nd = &net->spec.nodes[i];
     GradSrc src = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
     ActSrc x = stored_input(net, nd);
-    conv_bwd_src(net, i, &src, &x);
+    conv_bwd_src(net, i, &src, &x, NULL);
 }
 
 static ActKind act_kind(OpKind op) {
@@ -240,16 +240,17 @@ static void bn_act_bwd(Net *net, int i) {
 }
 
 /* BN node i (act: fused with the activation node i + 1, whose output gradient it takes) after
- * conv node i - 1, its only consumer: only the BN backward's first pass runs; the conv's
- * backward makes its output gradient from *src as it goes (conv_bwd_src), so that gradient is
- * never stored. kc: room for the node's channels. */
-static void bn_grad_bwd(Net *net, int i, ActKind act, GradSrc *src, BnBwdK *kc) {
+ * conv node i - 1, its only consumer: only the BN backward's first pass runs (not even that
+ * with rs, the row sums the conv after the pair made: FUSE_SUMS); the conv's backward makes its
+ * output gradient from *src as it goes (conv_bwd_src), so that gradient is never stored. kc:
+ * room for the node's channels. */
+static void bn_grad_bwd(Net *net, int i, ActKind act, GradSrc *src, BnBwdK *kc, const double *rs) {
     Node *nd = &net->spec.nodes[i];
     NASC_ASSERT(net->training && bw_written && grad_owner(net, nd->in[0]) == i - 1);
     const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *dg = net->grads + nd->param_off;
-    bn_grad_prepare(src, kc, dg, dg + nd->c, act, net->dout[act == ACT_COUNT ? i : i + 1], in_out(net, nd, 0), g, b,
-                    net->saved[i], net->batch, nd->c, nd->h * nd->w);
+    bn_grad_prepare(src, kc, rs, dg, dg + nd->c, act, net->dout[act == ACT_COUNT ? i : i + 1], in_out(net, nd, 0), g,
+                    b, net->saved[i], net->batch, nd->c, nd->h * nd->w);
     bw_written[i - 1] = 1;
 }
 
@@ -752,8 +753,11 @@ static int fusion_on(void) {
  * backward makes the conv's output gradient on demand (bn_grad_bwd). fuse[i] & FUSE_LAZY (with
  * FUSE_ACT, BN node i, training, !store_outputs): the pair's output has one consumer, a conv,
  * and is never stored: that conv makes it on demand, forward and backward (conv_input).
+ * fuse[i] & FUSE_SUMS (with FUSE_LAZY, conv node i - 1 FUSE_GRAD, the consumer conv is node
+ * i + 2): that conv's backward also makes the BN backward's row sums (bn_row_sums) from the
+ * gradient it writes while it is in cache, so BN node i never reads it.
  * Returns NULL when nothing fuses; the caller frees. */
-enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4 };
+enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8 };
 
 /* Conv node nd's input: stored, or made on demand from the BN + act pair before it. */
 static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
@@ -788,8 +792,10 @@ static unsigned char *fusion_plan(const Net *net) {
         if (f == FUSE_ACT && a->op == OP_BN && net->training && !net->store_outputs && uses[i + 1] == 1)
             for (int j = i + 2; j < n; j++)
                 if (net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == i + 1 &&
-                    net->spec.nodes[j].op == OP_CONV)
+                    net->spec.nodes[j].op == OP_CONV) {
                     f |= FUSE_LAZY;
+                    if (j == i + 2 && i > 0 && fuse && (fuse[i - 1] & FUSE_GRAD)) f |= FUSE_SUMS;
+                }
         if (f) {
             if (!fuse) fuse = xcalloc((size_t)n, 1);
             fuse[i] = (unsigned char)f;
@@ -882,8 +888,9 @@ void net_node_forward(Net *net, int i) {
  * conv at k - 2. With share, gradients whose live ranges do not overlap share a buffer, and a
  * gradient takes the buffer read most recently: a kernel then writes lines that are still in
  * cache instead of fetching cold ones from memory, and the backward's footprint is a few
- * gradients instead of all of them. Without (hooks may read any gradient), each has its own. */
-static void grad_layout(Net *net, int share) {
+ * gradients instead of all of them. Without (hooks may read any gradient), each has its own.
+ * Returns `extra` bytes (64-byte aligned) after the gradients, for the walk's own state. */
+static char *grad_layout(Net *net, int share, size_t extra) {
     const int n = net->spec.n;
     int *hi = xmalloc((size_t)n * sizeof *hi), *bufof = xmalloc((size_t)n * sizeof *bufof);
     int *last_lo = xmalloc((size_t)n * sizeof *last_lo), nbuf = 0;
@@ -916,6 +923,8 @@ static void grad_layout(Net *net, int share) {
         cap[b] = total;
         total += c;
     }
+    const size_t extra_off = total;
+    total += round64(extra);
     if (total > net->grad_cap) {
         free(net->grad_arena);
         net->grad_arena = xalloc_aligned(total);
@@ -931,6 +940,7 @@ static void grad_layout(Net *net, int share) {
         if (owner != k) net->dout[k] = owner < 0 ? NULL : net->dout[owner];
     }
     free(hi), free(bufof), free(last_lo), free(cap);
+    return (char *)net->grad_arena + extra_off;
 }
 
 void net_backward(Net *net, const float *dlogits) {
@@ -941,16 +951,23 @@ void net_backward(Net *net, const float *dlogits) {
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
         return;
     }
-    grad_layout(net, !net->hook_bwd);
+    unsigned char *fuse = fusion_plan(net);
+    /* BN node i's backward constants at kc + koff[i]; rs: a FUSE_SUMS BN's row sums (one at a
+     * time: made by node i + 2, taken by node i) */
+    size_t *koff = xcalloc((size_t)n, sizeof *koff), nk = 0, rsn = 0;
+    for (int i = 0; fuse && i < n; i++) {
+        const Node *nd = &net->spec.nodes[i];
+        if (nd->op == OP_BN) koff[i] = nk, nk += (size_t)nd->c;
+        if (fuse[i] & FUSE_SUMS) rsn = NASC_MAX(rsn, (size_t)net->batch * nd->c * 2);
+    }
+    const size_t kbytes = (nk * sizeof(BnBwdK) + 63) & ~(size_t)63;
+    char *extra = grad_layout(net, !net->hook_bwd, kbytes + rsn * sizeof(double));
+    BnBwdK *kc = (BnBwdK *)(void *)extra;
+    double *rs = (double *)(void *)(extra + kbytes);
+    GradSrc gsrc = {0};  /* a FUSE_GRAD conv's output gradient, from the BN after it */
     float *dl = net->dout[lo];
     memcpy(dl, dlogits, node_size(last) * net->batch * sizeof(float));
-    unsigned char *fuse = fusion_plan(net);
     unsigned char *written = xcalloc((size_t)n, 1);
-    GradSrc gsrc = {0}; /* a FUSE_GRAD conv's output gradient, from the BN after it */
-    int kcn = 0;
-    for (int i = 0; fuse && i < n; i++)
-        if (fuse[i] & FUSE_GRAD) kcn = NASC_MAX(kcn, net->spec.nodes[i].c);
-    BnBwdK *kc = kcn ? xmalloc((size_t)kcn * sizeof *kc) : NULL;
     unsigned char *outer = bw_written;
     bw_written = written;
     written[lo] = 1;
@@ -964,7 +981,7 @@ void net_backward(Net *net, const float *dlogits) {
             if (net->spec.nodes[i - 1].op != OP_BN)
                 add_act_bwd(net, i - 1);
             else if (i > 1 && (fuse[i - 2] & FUSE_GRAD))
-                bn_grad_bwd(net, i - 1, act_kind(nd->op), &gsrc, kc);
+                bn_grad_bwd(net, i - 1, act_kind(nd->op), &gsrc, kc + koff[i - 1], (fuse[i - 1] & FUSE_SUMS) ? rs : NULL);
             else
                 bn_act_bwd(net, i - 1);
             prof_stop(net, i - 1, 1, t0);
@@ -972,11 +989,18 @@ void net_backward(Net *net, const float *dlogits) {
             continue;
         }
         if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_GRAD))
-            bn_grad_bwd(net, i, ACT_COUNT, &gsrc, kc);
+            bn_grad_bwd(net, i, ACT_COUNT, &gsrc, kc + koff[i], NULL);
         else if (fuse && nd->op == OP_CONV) {
             GradSrc plain = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
             ActSrc x = conv_input(net, nd, fuse);
-            conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x);
+            BnRowSums sums;
+            int q = nd->in[0] - 1; /* a FUSE_SUMS BN before the activation before this conv */
+            if (q >= 0 && (fuse[q] & FUSE_SUMS)) {
+                const Node *bn = &net->spec.nodes[q];
+                bn_row_sums_init(&sums, rs, kc + koff[q], x.act, x.x, x.beta, x.saved, bn->c, bn->h * bn->w);
+            }
+            conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x,
+                         q >= 0 && (fuse[q] & FUSE_SUMS) ? &sums : NULL);
         } else {
             op_info[nd->op].backward(net, i);
         }
@@ -984,7 +1008,7 @@ void net_backward(Net *net, const float *dlogits) {
     }
     bw_written = outer;
     free(written);
-    free(kc);
+    free(koff);
     free(fuse);
     if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, -1);
 }

@@ -900,16 +900,16 @@ void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const 
                         const ConvDims *d, int dx_acc) {
     GradSrc src = {.dy = dy, .c = d->cout, .hw = d->oh * d->ow};
     ActSrc xsrc = {.x = x, .c = d->cin, .hw = d->h * d->w};
-    conv2d_backward_src(dx, dw, db, &src, &xsrc, w, d, dx_acc);
+    conv2d_backward_src(dx, dw, db, &src, &xsrc, w, d, dx_acc, NULL);
 }
 
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
-                         const ConvDims *d, int dx_acc) {
+                         const ConvDims *d, int dx_acc, const BnRowSums *sums) {
     if (!dx && !dw && !db) return;
     dx_acc = dx_acc != 0;
     NASC_ASSERT(dys->c == d->cout && dys->hw == d->oh * d->ow && xs->c == d->cin && xs->hw == d->h * d->w);
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_backward(dx, dw, db, dys, xs, w, d, dx_acc);
+        depthwise_backward(dx, dw, db, dys, xs, w, d, dx_acc, sums);
         return;
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
@@ -947,7 +947,11 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                         dbp[co] += s;
                     }
             if (dwt) dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e);
-            if (dx) dx_images(dx, dy, w, wadj, d, i, e, dx_acc);
+            if (dx) {
+                dx_images(dx, dy, w, wadj, d, i, e, dx_acc);
+                if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
+                                      (size_t)(e - i) * d->cin);
+            }
         }
         if (dw || db) {
 #pragma omp barrier

@@ -84,7 +84,7 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */
 void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
 void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
-                        const ConvDims *d, int dx_acc);
+                        const ConvDims *d, int dx_acc, const BnRowSums *sums);
 
 #endif
 #endif

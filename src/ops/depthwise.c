@@ -288,7 +288,7 @@ static void block_forward_items(float *y, const ActSrc *xs, const float *w, cons
  * the calling thread: dx of each plane; with part, the item's dW taps and dy sums per channel
  * into part (groups, C, kk + 1). */
 static void block_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
-                                 const ConvDims *d, int dx_acc, int lo, int hi) {
+                                 const ConvDims *d, int dx_acc, const BnRowSums *sums, int lo, int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w, wp = d->w + 2 * d->pad;
     const int blocks = (C + DW_CB - 1) / DW_CB;
     const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * wp * DW_CB), tsz = round16((size_t)HW * DW_CB);
@@ -317,6 +317,7 @@ static void block_backward_items(float *dx, float *part, const GradSrc *dys, con
                     memcpy(tmp + (size_t)iy * d->w * DW_CB, dxb + ((size_t)(iy + d->pad) * wp + d->pad) * DW_CB,
                            (size_t)d->w * DW_CB * sizeof(float));
                 dw_out(dx + img * HW, (size_t)HW, tmp, HW, cn, dx_acc);
+                if (sums) bn_row_sums(sums, dx + img * HW, img, (size_t)cn);
             }
         }
         if (part)
@@ -586,7 +587,8 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
  * calling thread: dx of each plane; with part, the item's dW taps and dy sum into part
  * (groups, C, 10). */
 DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
-                                      const ConvDims *d, const DwDirect *g, int dx_acc, int lo, int hi) {
+                                      const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
+                                      int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
     const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
     float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
@@ -614,6 +616,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
                 const float *dy = grad_rows(dys, gbuf, pl, 1);
                 if (part) s2_dw_plane(acc, dy, act_rows(xs, xbuf, pl, 1), g, &ix);
                 if (dx) s2_dx_plane(dx + pl * HW, dy, wc, g, &ix, dx_acc);
+                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
             }
         } else {
             for (int t = 0; t < 9; t++) k180[t] = wc[8 - t];
@@ -622,6 +625,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
                 const float *dy = grad_rows(dys, gbuf, pl, 1);
                 if (part) s1_dot(acc, dy, act_rows(xs, xbuf, pl, 1), g);
                 if (dx) s1_corr(dx + pl * HW, dy, g, k180, 0.0f, dx_acc);
+                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
             }
         }
         if (part)
@@ -651,7 +655,7 @@ void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b
 }
 
 void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
-                        const ConvDims *d, int dx_acc) {
+                        const ConvDims *d, int dx_acc, const BnRowSums *sums) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     const int groups = (d->n + DW_NB - 1) / DW_NB, want_wb = dw || db;
     DwDirect g;
@@ -666,10 +670,10 @@ void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, cons
         split_range(items, T, t, &lo, &hi);
 #if CONV_X86
         if (g.mode != DIRECT_NONE)
-            direct_backward_items(dx, part, dy, x, w, d, &g, dx_acc, lo, hi);
+            direct_backward_items(dx, part, dy, x, w, d, &g, dx_acc, sums, lo, hi);
         else
 #endif
-            block_backward_items(dx, part, dy, x, w, d, dx_acc, lo, hi);
+            block_backward_items(dx, part, dy, x, w, d, dx_acc, sums, lo, hi);
         if (want_wb) {
 #pragma omp barrier
             /* dw, db += the items' sums, in group order per channel */

@@ -357,24 +357,9 @@ MULTIVERSION static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, co
 #undef G_RELU6
 #undef G_NONE
 
-/* The backward's first pass: sum g and sum g (x - mean) per channel into dgamma/dbeta (when
- * not NULL) and the constants of dx = a g + bb (x - mean) + c0 into kc (c of them). aux (2c
- * floats, mlo then scale, as bn_train_core wrote them) is needed with an activation. */
-static void bn_backward_sums(ActKind act, BnBwdK *kc, float *dgamma, float *dbeta, const float *dy, const float *x,
-                             const float *gamma, const float *beta, const float *mean, const float *invstd,
-                             const float *aux, int n, int c, int hw) {
-    NASC_ASSERT(fusable(act) && (act == ACT_COUNT || aux));
-    size_t count = (size_t)n * hw, rows = (size_t)n * c;
-    double m = (double)count;
-    int nt = rows * hw >= BN_PAR_MIN && rows >= 4 ? threads_get() : 1;
-    /* The backward sweeps the tensors in memory order, rows (image, channel) split evenly over
-     * the threads: the first pass writes each row's sums rs (rows, 2), sum g and sum g (x -
-     * mean), the rows of each channel are added in image order (so results do not depend on the
-     * thread count), and the second pass (bn_backward_dx) writes dx. A linear sweep keeps the
-     * hardware prefetchers streaming; with its three streams it measured faster than the
-     * forward's channel blocks (which keep a block in L2 between the passes; they win for the
-     * forward). */
-    double *rs = scratch_get(0, rows * 2 * sizeof(double));
+/* The forward's constants of each channel (for the mask) into kc. aux (2c floats, mlo then
+ * scale, as bn_train_core wrote them) is needed with an activation. */
+static void bn_bwd_consts(BnBwdK *kc, const float *mean, const float *aux, const float *beta, int c) {
     for (int ch = 0; ch < c; ch++) {
         BnBwdK *k = &kc[ch];
         k->mhi = mean[ch];
@@ -382,31 +367,58 @@ static void bn_backward_sums(ActKind act, BnBwdK *kc, float *dgamma, float *dbet
         k->scale = aux ? aux[c + ch] : 0.0f;
         k->b = beta ? beta[ch] : 0.0f;
     }
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (long r = 0; r < (long)rows; r++)
-            bn_bwd_sums(&rs[2 * r], &rs[2 * r + 1], act, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c]);
-#pragma omp for schedule(static)
-        for (int ch = 0; ch < c; ch++) {
-            double sdy = 0, sdyxc = 0;
-            for (int i = 0; i < n; i++) sdy += rs[2 * ((size_t)i * c + ch)], sdyxc += rs[2 * ((size_t)i * c + ch) + 1];
-            double is = invstd[ch];
-            if (dbeta) dbeta[ch] += (float)sdy;
-            if (dgamma) dgamma[ch] += (float)(sdyxc * is);
-            /* dx (+)= a g + b (x - mean) + c0 with a = gamma invstd, b = -a invstd^2 sum(g (x-mean)) / m,
-             * c0 = -a sum(g) / m. */
-            double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
-            kc[ch].a = (float)gi, kc[ch].bb = (float)(-gi * is * is * sdyxc / m), kc[ch].c0 = (float)(-gi * sdy / m);
-        }
+}
+
+/* From the row sums rs (rows, 2: sum g, sum g (x - mean)): each channel's rows added in image
+ * order (so results do not depend on the thread count or on who summed the rows), dgamma and
+ * dbeta (when not NULL) += the channel sums, and kc's constants of dx = a g + bb (x - mean) + c0. */
+static void bn_bwd_reduce(BnBwdK *kc, const double *rs, float *dgamma, float *dbeta, const float *gamma,
+                          const float *invstd, int n, int c, int hw) {
+    const double m = (double)n * hw;
+    const int nt = (size_t)n * c >= 4096 ? threads_get() : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        double sdy = 0, sdyxc = 0;
+        for (int i = 0; i < n; i++) sdy += rs[2 * ((size_t)i * c + ch)], sdyxc += rs[2 * ((size_t)i * c + ch) + 1];
+        double is = invstd[ch];
+        if (dbeta) dbeta[ch] += (float)sdy;
+        if (dgamma) dgamma[ch] += (float)(sdyxc * is);
+        /* a = gamma invstd, bb = -a invstd^2 sum(g (x-mean)) / m, c0 = -a sum(g) / m */
+        double gi = (gamma ? (double)gamma[ch] : 1.0) * is;
+        kc[ch].a = (float)gi, kc[ch].bb = (float)(-gi * is * is * sdyxc / m), kc[ch].c0 = (float)(-gi * sdy / m);
     }
+}
+
+/* The backward's first pass and the constants: kc (c of them) gets the forward's and the
+ * backward's constants; dgamma/dbeta accumulate. rs: the row sums when the rows were already
+ * summed (bn_row_sums, by the conv that wrote dy), else NULL and this pass sums them. */
+static void bn_backward_sums(ActKind act, BnBwdK *kc, const double *rs, float *dgamma, float *dbeta, const float *dy,
+                             const float *x, const float *gamma, const float *beta, const float *mean,
+                             const float *invstd, const float *aux, int n, int c, int hw) {
+    NASC_ASSERT(fusable(act) && (act == ACT_COUNT || aux));
+    size_t rows = (size_t)n * c;
+    bn_bwd_consts(kc, mean, aux, beta, c);
+    if (!rs) {
+        /* The backward sweeps the tensors in memory order, rows (image, channel) split evenly
+         * over the threads: this first pass writes each row's sums, the second (the dx pass or
+         * grad_rows) writes dx. A linear sweep keeps the hardware prefetchers streaming; with
+         * its three streams it measured faster than the forward's channel blocks (which keep a
+         * block in L2 between the passes; they win for the forward). */
+        double *sums = scratch_get(0, rows * 2 * sizeof(double));
+        int nt = rows * hw >= BN_PAR_MIN && rows >= 4 ? threads_get() : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (long r = 0; r < (long)rows; r++)
+            bn_bwd_sums(&sums[2 * r], &sums[2 * r + 1], act, dy + (size_t)r * hw, x + (size_t)r * hw, hw, &kc[r % c]);
+        rs = sums;
+    }
+    bn_bwd_reduce(kc, rs, dgamma, dbeta, gamma, invstd, n, c, hw);
 }
 
 static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                              const float *gamma, const float *beta, const float *mean, const float *invstd,
                              const float *aux, int n, int c, int hw, int accumulate) {
     BnBwdK *kc = xmalloc((size_t)c * sizeof *kc);
-    bn_backward_sums(act, kc, dgamma, dbeta, dy, x, gamma, beta, mean, invstd, aux, n, c, hw);
+    bn_backward_sums(act, kc, NULL, dgamma, dbeta, dy, x, gamma, beta, mean, invstd, aux, n, c, hw);
     size_t rows = (size_t)n * c;
     int nt = rows * hw >= BN_PAR_MIN && rows >= 4 ? threads_get() : 1;
     if (dx) {
@@ -418,12 +430,33 @@ static void bn_backward_core(ActKind act, float *dx, float *dgamma, float *dbeta
 }
 
 /* ------------------------------------------------------------------ gradient made on demand */
-void bn_grad_prepare(GradSrc *src, BnBwdK *kc, float *dgamma, float *dbeta, ActKind act, const float *dy,
-                     const float *x, const float *gamma, const float *beta, const float *saved, int n, int c, int hw) {
+static const float *bn_aux(ActKind act, const float *saved, int c) {
+    return act == ACT_COUNT ? NULL : saved + 2 * (size_t)c;
+}
+
+void bn_grad_prepare(GradSrc *src, BnBwdK *kc, const double *rs, float *dgamma, float *dbeta, ActKind act,
+                     const float *dy, const float *x, const float *gamma, const float *beta, const float *saved, int n,
+                     int c, int hw) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6 || act == ACT_COUNT);
-    bn_backward_sums(act, kc, dgamma, dbeta, dy, x, gamma, beta, saved, saved + c,
-                     act == ACT_COUNT ? NULL : saved + 2 * (size_t)c, n, c, hw);
+    bn_backward_sums(act, kc, rs, dgamma, dbeta, dy, x, gamma, beta, saved, saved + c, bn_aux(act, saved, c), n, c,
+                     hw);
     *src = (GradSrc){.dy = dy, .x = x, .k = kc, .act = act, .c = c, .hw = hw};
+}
+
+void bn_row_sums_init(BnRowSums *s, double *rs, BnBwdK *kc, ActKind act, const float *x, const float *beta,
+                      const float *saved, int c, int hw) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6 || act == ACT_COUNT);
+    bn_bwd_consts(kc, saved, bn_aux(act, saved, c), beta, c);
+    *s = (BnRowSums){.rs = rs, .x = x, .k = kc, .act = act, .c = c, .hw = hw};
+}
+
+void bn_row_sums(const BnRowSums *s, const float *dy, size_t r0, size_t nr) {
+    const size_t hw = (size_t)s->hw;
+    for (size_t r = 0; r < nr; r++) {
+        size_t row = r0 + r;
+        bn_bwd_sums(&s->rs[2 * row], &s->rs[2 * row + 1], s->act, dy + r * hw, s->x + row * hw, s->hw,
+                    &s->k[row % s->c]);
+    }
 }
 
 const float *grad_rows(const GradSrc *s, float *buf, size_t r0, size_t nr) {

@@ -139,7 +139,8 @@ void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const 
  * grad_rows for each chunk of rows (image, channel) while it needs them. The rows equal, bit
  * for bit, what bn_backward_ex / bn_act_backward would write with accumulate == 0. A GradSrc
  * with k == NULL is a stored gradient dy. act == ACT_COUNT: BN alone (saved as bn_fwd's: mean,
- * invstd), else saved as bn_act_forward_train wrote it. */
+ * invstd), else saved as bn_act_forward_train wrote it. rs: NULL, or the first pass's row sums
+ * already made by bn_row_sums (below). */
 typedef struct {
     float mhi, mlo, scale, b; /* the forward's constants (for the mask) */
     float a, bb, c0;          /* the backward's */
@@ -151,16 +152,33 @@ typedef struct {
     ActKind act;
     int c, hw;
 } GradSrc;
-void bn_grad_prepare(GradSrc *src, BnBwdK *kc, float *dgamma, float *dbeta, ActKind act, const float *dy,
-                     const float *x, const float *gamma, const float *beta, const float *saved, int n, int c, int hw);
+void bn_grad_prepare(GradSrc *src, BnBwdK *kc, const double *rs, float *dgamma, float *dbeta, ActKind act,
+                     const float *dy, const float *x, const float *gamma, const float *beta, const float *saved, int n,
+                     int c, int hw);
 /* Rows [r0, r0 + nr) of the gradient: a pointer into s->dy when it is stored, else made into
  * buf (nr * hw floats). */
 const float *grad_rows(const GradSrc *s, float *buf, size_t r0, size_t nr);
+/* The BN backward's first pass done by the conv that writes dy (the gradient of the BN + act
+ * output it alone consumes), chunk by chunk while the rows are in cache: bn_row_sums_init
+ * (kc: c of them, rs: (n * c, 2) doubles), then bn_row_sums for each chunk of dy rows [r0, r0
+ * + nr) once they are final (dy points at row r0); bn_grad_prepare then takes rs. The sums are
+ * bitwise those of bn_grad_prepare's own pass. */
+typedef struct {
+    double *rs;      /* per row: sum g, sum g (x - mean) */
+    const float *x;  /* BN's input */
+    const BnBwdK *k; /* the forward's constants */
+    ActKind act;
+    int c, hw;
+} BnRowSums;
+void bn_row_sums_init(BnRowSums *s, double *rs, BnBwdK *kc, ActKind act, const float *x, const float *beta,
+                      const float *saved, int c, int hw);
+void bn_row_sums(const BnRowSums *s, const float *dy, size_t r0, size_t nr);
 /* conv2d_forward and conv2d_backward_ex with the input from an ActSrc and the output gradient
- * from a GradSrc (conv.c; depthwise too). */
+ * from a GradSrc (conv.c; depthwise too); the backward, when sums is not NULL, calls
+ * bn_row_sums(sums, ...) on each chunk of dx once it is final. */
 void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
-                         const ConvDims *d, int dx_accumulate);
+                         const ConvDims *d, int dx_accumulate, const BnRowSums *sums);
 #endif
 
 /* ---------------------------------------------------------------- pooling (pool.c) */
