@@ -799,8 +799,10 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
 
 /* ------------------------------------------------------------------ backward */
 /* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy and x start at
- * image i0. */
-static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1) {
+ * image i0. dyg_in: NULL, or dy already on the implicit lowering's grid (grid_dy) when the
+ * images are one block of it and G == 1 (see conv2d_backward_src). */
+static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1,
+                      const float *dyg_in) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -825,10 +827,10 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
             const float *xg = x + (i - i0) * xstride + (size_t)g * cin_g * HW;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
-                grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
+                if (!dyg_in) grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
                 grid_fill(buf, xg, xstride, 0, cin_g, d, &gr);
                 grid_rows(rows, buf, cin_g, d, &gr);
-                GemmMat A = {NULL, 0, 0, rows}, B = {dyg, gr.Q, 1, NULL};
+                GemmMat A = {NULL, 0, 0, rows}, B = {dyg_in ? dyg_in : dyg, gr.Q, 1, NULL};
                 gemm_ex(Kc, cout_g, gr.Q, 1.0f, &A, &B, 1.0f, dwg, cout_g, 0);
             } else if (m == 1) {
                 const float *col = xg;
@@ -848,9 +850,9 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
 }
 
 /* dx (images [i0, i1)) += the input gradient, on the calling thread; dy starts at image i0.
- * wadj: the adjoint kernel (see adjoint_weights) when has_adjoint(d). */
+ * wadj: the adjoint kernel (see adjoint_weights) when has_adjoint(d). dyg_in: as dw_images'. */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wadj, const ConvDims *d, int i0,
-                      int i1, int acc) {
+                      int i1, int acc, const float *dyg_in) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -882,8 +884,8 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         grid_rows((const float **)rows, planes, cin_g, d, &gr);
         for (int g = 0; g < G; g++) {
             const float *wg = w + (size_t)g * cout_g * Kc;
-            grid_dy(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
-            gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
+            if (!dyg_in) grid_dy(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
+            gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg_in ? dyg_in : dyg, gr.Q, 0.0f, dcol, gr.Q);
             memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
             rows_add(rows, dcol, Kc, gr.Q);
             grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr, acc);
@@ -931,7 +933,12 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         if (adj) adjoint_weights(wadj, w, d);
         /* a few images at a time through db, dW and dx, so dy is still in cache for the latter
          * (and, made on demand, never stored) */
-        const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
+        const Plan pl = plan_of(d, NASC_MAX(hi - lo, 1));
+        const int step = pl.nb;
+        /* dW (implicit lowering) and dx (folded) both want dy on the same grid: made once */
+        const int share = dwt && dx && G == 1 && pl.how == LOWER_IMPLICIT && !adj && !is_pointwise(d) &&
+                          step <= NASC_MAX(1, COLS_TARGET / (d->oh * grid_of(d, 1).wq));
+        float *dyg = share ? scratch_get(DYGRID_SLOT, (size_t)cout_g * grid_of(d, step).Q * sizeof(float)) : NULL;
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         float *xbuf = dwt && xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * d->cin * d->h * d->w * sizeof(float))
                                        : NULL;
@@ -946,9 +953,14 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                         for (int p = 0; p < P; p++) s += g[p];
                         dbp[co] += s;
                     }
-            if (dwt) dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e);
+            if (share) {
+                Grid gr = grid_of(d, e - i);
+                grid_dy(dyg, dy, (size_t)d->cout * P, cout_g, d, &gr);
+            }
+            if (dwt)
+                dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyg);
             if (dx) {
-                dx_images(dx, dy, w, wadj, d, i, e, dx_acc);
+                dx_images(dx, dy, w, wadj, d, i, e, dx_acc, dyg);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }

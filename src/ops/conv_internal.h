@@ -76,6 +76,8 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
  * in the convs (gemm takes slot 3). */
 #define GRAD_SLOT 4
 #define INPUT_SLOT 5
+/* conv backward: the output gradient on the output grid, shared by dW and dx */
+#define DYGRID_SLOT 6
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
