@@ -170,7 +170,7 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
 #define AVX512_MR 8
 #define AVX512_NR 48
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
-kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
+kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
                  ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream) {
     const float *a[AVX512_MR];
     __m512 acc[AVX512_MR][3];
@@ -178,7 +178,7 @@ kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, c
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) {
         int left = n - 16 * v;
-        mask[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        mask[v] = FULL || left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
 #pragma GCC unroll 8
     for (int i = 0; i < AVX512_MR; i++) {
@@ -197,6 +197,29 @@ kernel_avx512_nv(const int NV, int kc, const float *const *ap, ptrdiff_t a_cs, c
 #pragma GCC unroll 3
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
+    }
+    /* The common cases (C = AB, C += AB, cached stores) without per-vector tests: with a short
+     * k loop (small channel counts) the tile's stores are a large share of the kernel. */
+    if (alpha == 1.0f && !stream && (beta == 0.0f || beta == 1.0f)) {
+        if (beta == 0.0f) {
+#pragma GCC unroll 8
+            for (int i = 0; i < AVX512_MR; i++) {
+                if (i >= m) break;
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16 * v, mask[v], acc[i][v]);
+            }
+        } else {
+#pragma GCC unroll 8
+            for (int i = 0; i < AVX512_MR; i++) {
+                if (i >= m) break;
+                float *ci = c + (size_t)i * ldc;
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++)
+                    _mm512_mask_storeu_ps(ci + 16 * v, mask[v],
+                                          _mm512_add_ps(acc[i][v], _mm512_maskz_loadu_ps(mask[v], ci + 16 * v)));
+            }
+        }
+        return;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
@@ -223,12 +246,14 @@ __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const f
                                                                  const float *const *bk, ptrdiff_t boff, float *c,
                                                                  int ldc, int m, int n, float alpha, float beta,
                                                                  int stream) {
-    if (n > 32)
-        kernel_avx512_nv(3, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+    if (n >= 48) /* a full panel: no masks */
+        kernel_avx512_nv(3, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+    else if (n > 32)
+        kernel_avx512_nv(3, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
     else if (n > 16)
-        kernel_avx512_nv(2, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(2, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
     else
-        kernel_avx512_nv(1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(1, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
 }
 
 /* AVX-512F "NT" kernel for C = A B^T with both A (m x K) and B (n x K) read along rows:
