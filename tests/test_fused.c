@@ -155,13 +155,25 @@ static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, i
     float *gamma = frand(cout, 0.5f, 2), *beta = frand(cout, -1, 1), *st = xmalloc(BN_ACT_SAVED * cout * 4);
     float *out = xmalloc(ys * 4), *dout = frand(ys, -1, 1), *dy = frand(ys, 1e3f, 2e3f);
     conv2d_forward(y, x, w, b, &d);
-    conv2d_forward_src(y2, &xsrc, w, b, &d);
+    double *rs3 = xmalloc((size_t)n * cout * 3 * sizeof *rs3);
+    conv2d_forward_src(y2, &xsrc, w, b, &d, rs3);
     CHECK(memcmp(y, y2, ys * 4) == 0, "conv forward with its input made on demand, n=%d %d->%d k=%d s=%d g=%d: differs",
           n, cin, cout, k, s, g);
-    if (act == ACT_COUNT)
-        bn_forward_train(out, st, st + cout, y, gamma, beta, NULL, NULL, n, cout, hw, 0.1f, 1e-5f);
-    else
-        bn_act_forward_train(act, out, st, y, gamma, beta, NULL, NULL, n, cout, hw, 0.1f, 1e-5f);
+    float *rm = frand(cout, -1, 1), *rv = frand(cout, 0.5f, 2), *rm2 = fdup(rm, cout), *rv2 = fdup(rv, cout);
+    if (act == ACT_COUNT) {
+        bn_forward_train(out, st, st + cout, y, gamma, beta, rm, rv, n, cout, hw, 0.1f, 1e-5f);
+    } else {
+        bn_act_forward_train(act, out, st, y, gamma, beta, rm, rv, n, cout, hw, 0.1f, 1e-5f);
+        /* the BN's statistics from the row sums the conv made as it wrote y */
+        float *st2 = xmalloc(BN_ACT_SAVED * cout * 4);
+        bn_act_forward_stats(act, st2, rs3, y, gamma, beta, rm2, rv2, n, cout, hw, 0.1f, 1e-5f);
+        CHECK(memcmp(st, st2, BN_ACT_SAVED * cout * 4) == 0 && memcmp(rm, rm2, cout * 4) == 0 &&
+                  memcmp(rv, rv2, cout * 4) == 0,
+              "BN statistics from the conv's row sums, n=%d %d->%d k=%d s=%d g=%d: not bitwise its own", n, cin, cout,
+              k, s, g);
+        free(st2);
+    }
+    free(rs3), free(rm), free(rv), free(rm2), free(rv2);
     float *dg1 = xcalloc(2 * cout, 4), *dg2 = xcalloc(2 * cout, 4), *dx1 = frand(xs, 1e3f, 2e3f), *dx2 = fdup(dx1, xs);
     float *dw1 = xcalloc(ws + cout, 4), *dw2 = xcalloc(ws + cout, 4);
     if (act == ACT_COUNT)

@@ -128,18 +128,18 @@ static ActSrc stored_input(Net *net, const Node *nd) {
     return (ActSrc){.x = in_out(net, nd, 0), .c = c, .hw = h * w};
 }
 
-static void conv_fwd_src(Net *net, int i, const ActSrc *x) {
+static void conv_fwd_src(Net *net, int i, const ActSrc *x, double *row_stats) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
     const float *w = net->params + nd->param_off;
     const float *b = nd->a.bias ? w + (nd->nparam - (size_t)d.cout) : NULL;
-    conv2d_forward_src(net->out[i], x, w, b, &d);
+    conv2d_forward_src(net->out[i], x, w, b, &d, row_stats);
 }
 
 static void conv_fwd(Net *net, int i) {
     ActSrc x = stored_input(net, &net->spec.nodes[i]);
-    conv_fwd_src(net, i, &x);
+    conv_fwd_src(net, i, &x, NULL);
 }
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
@@ -212,14 +212,18 @@ static void bn_bwd(Net *net, int i) {
 
 /* BN node i and the ReLU/ReLU6 node i + 1 as one kernel: reads BN's input, writes the
  * activation's output (training: and BN's saved statistics; with lazy, only those: the
- * consumer makes the output, conv_input). */
-static void bn_act_fwd(Net *net, int i, int lazy) {
+ * consumer makes the output, conv_input; with row_stats too, from the row sums the conv
+ * before made). */
+static void bn_act_fwd(Net *net, int i, int lazy, const double *row_stats) {
     Node *nd = &net->spec.nodes[i];
     ActKind act = act_kind(net->spec.nodes[i + 1].op);
     const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
     float *st = net->saved[i], *y = lazy ? NULL : net->out[i + 1];
-    if (net->training)
+    if (net->training && lazy)
+        bn_act_forward_stats(act, st, row_stats, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
+                             BN_MOMENTUM, BN_EPS);
+    else if (net->training)
         bn_act_forward_train(act, y, st, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
                              BN_MOMENTUM, BN_EPS);
     else
@@ -660,6 +664,7 @@ void net_free(Net *net) {
     free(net->buffers);
     free(net->arena);
     free(net->grad_arena);
+    free(net->row_stats);
     free(net->out);
     free(net->dout);
     free(net->saved);
@@ -755,9 +760,12 @@ static int fusion_on(void) {
  * and is never stored: that conv makes it on demand, forward and backward (conv_input).
  * fuse[i] & FUSE_SUMS (with FUSE_LAZY, conv node i - 1 FUSE_GRAD, the consumer conv is node
  * i + 2): that conv's backward also makes the BN backward's row sums (bn_row_sums) from the
- * gradient it writes while it is in cache, so BN node i never reads it.
+ * gradient it writes while it is in cache, so BN node i never reads it. fuse[i] & FUSE_STATS
+ * (conv node i FUSE_GRAD, BN node i + 1 FUSE_LAZY): the conv's forward also sums the rows of its
+ * output for that BN's statistics (bn_row_stats) while they are in cache, so the BN's forward
+ * reads nothing.
  * Returns NULL when nothing fuses; the caller frees. */
-enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8 };
+enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16 };
 
 /* Conv node nd's input: stored, or made on demand from the BN + act pair before it. */
 static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
@@ -801,6 +809,8 @@ static unsigned char *fusion_plan(const Net *net) {
             fuse[i] = (unsigned char)f;
         }
     }
+    for (int i = 0; fuse && i + 1 < n; i++)
+        if ((fuse[i] & FUSE_GRAD) && (fuse[i + 1] & FUSE_LAZY)) fuse[i] |= FUSE_STATS;
     free(uses);
     return fuse;
 }
@@ -842,6 +852,14 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
     net->batch = n;
     net->training = training;
     unsigned char *fuse = fusion_plan(net);
+    size_t rsn = 0; /* FUSE_STATS row sums: one conv's at a time */
+    for (int i = 0; fuse && i < net->spec.n; i++)
+        if (fuse[i] & FUSE_STATS) rsn = NASC_MAX(rsn, 3 * (size_t)n * net->spec.nodes[i].c);
+    if (rsn > net->row_stats_cap) {
+        free(net->row_stats);
+        net->row_stats = xmalloc(rsn * sizeof *net->row_stats);
+        net->row_stats_cap = rsn;
+    }
     if (net->hook_fwd) net->hook_fwd(net->hook_ctx, net, -1);
     for (int i = 0; i < net->spec.n; i++) {
         const Node *nd = &net->spec.nodes[i];
@@ -853,7 +871,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         double t0 = prof_start();
         if (fuse && (fuse[i] & FUSE_ACT)) {
             if (nd->op == OP_BN)
-                bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0);
+                bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0, i > 0 && (fuse[i - 1] & FUSE_STATS) ? net->row_stats : NULL);
             else
                 add_act_fwd(net, i);
             prof_stop(net, i, 0, t0);
@@ -862,7 +880,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         }
         if (fuse && nd->op == OP_CONV) {
             ActSrc x = conv_input(net, nd, fuse);
-            conv_fwd_src(net, i, &x);
+            conv_fwd_src(net, i, &x, (fuse[i] & FUSE_STATS) ? net->row_stats : NULL);
         } else {
             op_info[nd->op].forward(net, i);
         }

@@ -89,6 +89,8 @@ struct Net {
     void *arena;    /* the one block behind out and saved */
     void *grad_arena; /* the block behind dout, laid out by each net_backward */
     size_t grad_cap;  /* its bytes */
+    double *row_stats; /* a training forward's BN row sums (FUSE_STATS in net.c) */
+    size_t row_stats_cap;
     const float *x; /* the current input */
     int batch;      /* the current batch size */
     int training;

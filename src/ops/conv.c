@@ -740,13 +740,14 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
 
 void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
     ActSrc src = {.x = x, .c = d->cin, .hw = d->h * d->w};
-    conv2d_forward_src(y, &src, w, b, d);
+    conv2d_forward_src(y, &src, w, b, d, NULL);
 }
 
-void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d) {
+void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
+                        double *row_stats) {
     NASC_ASSERT(xs->c == d->cin && xs->hw == d->h * d->w);
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_forward(y, xs, w, b, d);
+        depthwise_forward(y, xs, w, b, d, row_stats);
         return;
     }
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, P = d->oh * d->ow;
@@ -758,15 +759,17 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
             int lo, hi;
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
-            if (!xs->saved) {
+            if (!xs->saved && !row_stats) {
                 forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0);
-            } else { /* the input made a chunk of images at a time, as forward_images takes them */
+            } else { /* a chunk of images at a time, as forward_images takes them: the input made
+                      * on demand, the output's row statistics taken while it is in cache */
                 const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
-                float *xbuf = scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float));
+                float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float)) : NULL;
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
                     const float *xc = act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin);
                     forward_images(y + i * ystride, xc, w, b, d, m, 0);
+                    if (row_stats) bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
             }
         }
@@ -795,6 +798,7 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
         forward_one_image(yi, xi, w, b, d, pl.how, shared_x, shared_out);
     }
     free(made);
+    if (row_stats) bn_row_stats(row_stats, y, 0, (size_t)d->n * d->cout, P);
 }
 
 /* ------------------------------------------------------------------ backward */

@@ -84,7 +84,8 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */
-void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
+void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
+                       double *row_stats);
 void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                         const ConvDims *d, int dx_acc, const BnRowSums *sums);
 

@@ -265,8 +265,8 @@ static void dw_block_weights(float *w16, float *b16, const float *w, const float
 }
 
 /* Forward of items [lo, hi) (item i = channel block i / n, image i % n), on the calling thread. */
-static void block_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d, int lo,
-                                int hi) {
+static void block_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
+                                double *row_stats, int lo, int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad) * DW_CB);
     const size_t tsz = round16((size_t)NASC_MAX(P, HW) * DW_CB);
@@ -281,6 +281,7 @@ static void block_forward_items(float *y, const ActSrc *xs, const float *w, cons
         dw_fill(xb, yb, act_rows(xs, xbuf, (size_t)n * C + c0, (size_t)cn), cn, d);
         dw_block_forward(yb, xb, w16, b16, d);
         dw_out(y + ((size_t)n * C + c0) * P, (size_t)P, yb, P, cn, 0);
+        if (row_stats) bn_row_stats(row_stats, y + ((size_t)n * C + c0) * P, (size_t)n * C + c0, (size_t)cn, P);
     }
 }
 
@@ -560,7 +561,7 @@ DWV static void s2_dx_plane(float *dx, const float *dy, const float *w, const Dw
 
 /* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread. */
 DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
-                                     const DwDirect *g, int lo, int hi) {
+                                     const DwDirect *g, double *row_stats, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
     const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
     float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
@@ -570,6 +571,7 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
             if (it + 2 < hi) prefetch_range(x + (size_t)(it + 2) * HW, (size_t)HW * sizeof(float), 0);
             s2_forward_plane(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), w + (size_t)(it % C) * 9,
                              b ? b[it % C] : 0.0f, g, &ix);
+            if (row_stats) bn_row_stats(row_stats, y + (size_t)it * P, (size_t)it, 1, P);
         }
         return;
     }
@@ -580,6 +582,7 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
         }
         s1_corr(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), g, w + (size_t)(it % C) * 9,
                 b ? b[it % C] : 0.0f, 0);
+        if (row_stats) bn_row_stats(row_stats, y + (size_t)it * P, (size_t)it, 1, P);
     }
 }
 
@@ -635,7 +638,8 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
 #endif
 
 /* ------------------------------------------------------------------ entry points */
-void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d) {
+void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
+                       double *row_stats) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     DwDirect g;
     direct_init(&g, d, 0);
@@ -647,10 +651,10 @@ void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b
         split_range(items, thread_count(), thread_id(), &lo, &hi);
 #if CONV_X86
         if (g.mode != DIRECT_NONE)
-            direct_forward_items(y, x, w, b, d, &g, lo, hi);
+            direct_forward_items(y, x, w, b, d, &g, row_stats, lo, hi);
         else
 #endif
-            block_forward_items(y, x, w, b, d, lo, hi);
+            block_forward_items(y, x, w, b, d, row_stats, lo, hi);
     }
 }
 

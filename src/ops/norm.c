@@ -218,13 +218,47 @@ static void bn_channel(const BnStats *a, int ch, double s1, double s2, double sh
 }
 
 /* y == NULL: statistics only (the output is made on demand, act_rows). */
+void bn_row_stats(double *rs, const float *x, size_t r0, size_t nr, int hw) {
+    for (size_t r = 0; r < nr; r++) {
+        const float *xr = x + r * hw;
+        double *o = rs + 3 * (r0 + r);
+        bn_sums(&o[0], &o[1], xr, hw, xr[0]);
+        o[2] = xr[0];
+    }
+}
+
+/* Adds a row's sums s1, s2 of x - t (hw values) to a channel's sums of x - shift: the shifts
+ * differ by a float difference, so in double the moved sums are exact but for rounding. */
+static inline void bn_add_row(double *S1, double *S2, double s1, double s2, double t, double shift, int hw) {
+    double dt = t - shift;
+    *S1 += s1 + hw * dt;
+    *S2 += s2 + 2.0 * dt * s1 + hw * dt * dt;
+}
+
+/* y == NULL: statistics only (the output is made on demand, act_rows). row_stats: NULL, or
+ * every row's sums as bn_row_stats made them (the conv that wrote x did, while in cache): the
+ * statistics then read nothing. */
 static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, float *aux, const float *x,
                           const float *gamma, const float *beta, float *running_mean, float *running_var, int n, int c,
-                          int hw, float momentum, float eps) {
+                          int hw, float momentum, float eps, const double *row_stats) {
     size_t count = (size_t)n * hw, stride = (size_t)c * hw;
     NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
     const BnStats st = {mean, invstd, aux, gamma, beta, running_mean, running_var, c, count, momentum, eps};
+    if (row_stats && !y) {
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+        for (int ch = 0; ch < c; ch++) {
+            const double shift = row_stats[3 * (size_t)ch + 2]; /* image 0's row */
+            double S1 = 0, S2 = 0;
+            for (int i = 0; i < n; i++) {
+                const double *o = row_stats + 3 * ((size_t)i * c + ch);
+                bn_add_row(&S1, &S2, o[0], o[1], o[2], shift, hw);
+            }
+            float mhi, mlo, scale, b;
+            bn_channel(&st, ch, S1, S2, shift, &mhi, &mlo, &scale, &b);
+        }
+        return;
+    }
     /* One pass for sum and sum of squares, shifted by the channel's first value so the variance
      * does not cancel when |mean| >> std. Products of floats are exact in double. Channel blocks
      * (see BN_BLOCK_FLOATS), so the second read finds the block in L2; without y (one read), a
@@ -239,10 +273,11 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
         const size_t run = (size_t)(c1 - c0) * hw;
         for (int i = 0; i < n; i++) {
             if (i + BN_PF_AHEAD < n) prefetch_range(x + (i + BN_PF_AHEAD) * stride + (size_t)c0 * hw, run * sizeof(float), 0);
-            for (int ch = c0; ch < c1; ch++) {
+            for (int ch = c0; ch < c1; ch++) { /* each row about its first value, as bn_row_stats */
                 double r1, r2;
-                bn_sums(&r1, &r2, x + i * stride + (size_t)ch * hw, hw, shift[ch - c0]);
-                s1[ch - c0] += r1, s2[ch - c0] += r2;
+                const float *xr = x + i * stride + (size_t)ch * hw;
+                bn_sums(&r1, &r2, xr, hw, xr[0]);
+                bn_add_row(&s1[ch - c0], &s2[ch - c0], r1, r2, xr[0], shift[ch - c0], hw);
             }
         }
         for (int ch = c0; ch < c1; ch++) {
@@ -472,7 +507,7 @@ void bn_forward_train(float *y, float *mean, float *invstd, const float *x, cons
                       const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
                       float momentum, float eps) {
     bn_train_core(ACT_COUNT, y, mean, invstd, NULL, x, gamma, beta, running_mean, running_var, n, c, hw, momentum,
-                  eps);
+                  eps, NULL);
 }
 
 void bn_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
@@ -494,7 +529,15 @@ void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, c
                           float *running_mean, float *running_var, int n, int c, int hw, float momentum, float eps) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
     bn_train_core(act, y, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c, hw,
-                  momentum, eps);
+                  momentum, eps, NULL);
+}
+
+void bn_act_forward_stats(ActKind act, float *saved, const double *row_stats, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                          float momentum, float eps) {
+    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
+    bn_train_core(act, NULL, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c,
+                  hw, momentum, eps, row_stats);
 }
 
 const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {

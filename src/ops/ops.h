@@ -129,6 +129,16 @@ typedef struct {
 } ActSrc;
 /* Rows [r0, r0 + nr): a pointer into s->x when it is stored, else made into buf (nr * hw floats). */
 const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr);
+/* The training forward's statistics from rows already summed: bn_row_stats sums rows [r0, r0
+ * + nr) of x (x points at row r0) into rs (3 doubles per row), as the conv that writes x does
+ * chunk by chunk while the rows are in cache; bn_act_forward_stats is then
+ * bn_act_forward_train with y == NULL that reads nothing but rs (row_stats: every row's, or
+ * NULL to sum them itself). Each row is summed about its own first value and the rows are
+ * combined in image order, the same way in both, so the results are bitwise equal. */
+void bn_row_stats(double *rs, const float *x, size_t r0, size_t nr, int hw);
+void bn_act_forward_stats(ActKind act, float *saved, const double *row_stats, const float *x, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
+                          float momentum, float eps);
 void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                      const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate);
 
@@ -174,9 +184,11 @@ void bn_row_sums_init(BnRowSums *s, double *rs, BnBwdK *kc, ActKind act, const f
                       const float *saved, int c, int hw);
 void bn_row_sums(const BnRowSums *s, const float *dy, size_t r0, size_t nr);
 /* conv2d_forward and conv2d_backward_ex with the input from an ActSrc and the output gradient
- * from a GradSrc (conv.c; depthwise too); the backward, when sums is not NULL, calls
- * bn_row_sums(sums, ...) on each chunk of dx once it is final. */
-void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d);
+ * from a GradSrc (conv.c; depthwise too). The forward, when row_stats is not NULL, calls
+ * bn_row_stats(row_stats, ...) on each chunk of y once it is final; the backward, when sums is
+ * not NULL, bn_row_sums(sums, ...) on each chunk of dx. */
+void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
+                        double *row_stats);
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                          const ConvDims *d, int dx_accumulate, const BnRowSums *sums);
 #endif
