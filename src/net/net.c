@@ -6,16 +6,24 @@
  * Activations live in one buffer sized for the largest batch seen so far. The identity op
  * costs nothing: its output and gradient alias its input's, and its backward is empty.
  *
- * Two things happen only inside net_forward/net_backward's walk (the per-node semantics, and
- * net_node_forward, stay those of the op table):
- *   - fusion: a BN or an add whose only consumer is the next node, a ReLU or ReLU6, runs with
- *     it as one kernel (bn_act_*, add_act_*): the first node's output and its gradient are
- *     never stored; the pair's output is the activation's. NASC_FUSE=0 in the environment
- *     turns this off (tests compare both).
+ * Some things happen only inside net_forward/net_backward's walk (the per-node semantics, and
+ * net_node_forward, stay those of the op table). Most of a training step's time is passes over
+ * memory, so the walk avoids storing what the next kernel can make while its data is in cache
+ * (fusion_plan; NASC_FUSE=0 in the environment turns all of it off, and tests compare both):
+ *   - a BN or an add whose only consumer is the next node, a ReLU or ReLU6, runs with it as
+ *     one kernel (bn_act_*, add_act_*): the first node's output and gradient are never stored;
+ *   - a conv whose only consumer is a BN gets its output gradient made chunk by chunk from the
+ *     BN's (grad_rows), and in training a BN + act pair whose only consumer is a conv has its
+ *     output made by that conv, forward and backward (act_rows): neither is ever stored;
+ *   - the BN's statistics and the first pass of its backward are summed by the neighbouring
+ *     convs as they write the rows (bn_row_stats, bn_row_sums).
+ * What is made on demand is bit for bit what would have been stored (test_fused). Also:
  *   - no zeroing pass over the activation gradients: the backward remembers which gradients
  *     have been written in this pass; the first contributor to one overwrites it (kernels with
  *     an overwrite flavour: conv, BN, activations, add) or zeroes it just before accumulating
- *     (the others), when it is about to be hot in cache anyway.
+ *     (the others), when it is about to be hot in cache anyway;
+ *   - gradients that are never live together share a buffer (grad_layout), so the backward
+ *     writes memory that is still in cache.
  */
 #include "net.h"
 
