@@ -789,7 +789,6 @@ static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
     return s;
 }
 
-
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
     if (!fusion_on() || n < 2 || net->hook_fwd || net->hook_bwd) return NULL;
@@ -879,7 +878,8 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         double t0 = prof_start();
         if (fuse && (fuse[i] & FUSE_ACT)) {
             if (nd->op == OP_BN)
-                bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0, i > 0 && (fuse[i - 1] & FUSE_STATS) ? net->row_stats : NULL);
+                bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0,
+                           i > 0 && (fuse[i - 1] & FUSE_STATS) ? net->row_stats : NULL);
             else
                 add_act_fwd(net, i);
             prof_stop(net, i, 0, t0);
@@ -1007,7 +1007,8 @@ void net_backward(Net *net, const float *dlogits) {
             if (net->spec.nodes[i - 1].op != OP_BN)
                 add_act_bwd(net, i - 1);
             else if (i > 1 && (fuse[i - 2] & FUSE_GRAD))
-                bn_grad_bwd(net, i - 1, act_kind(nd->op), &gsrc, kc + koff[i - 1], (fuse[i - 1] & FUSE_SUMS) ? rs : NULL);
+                bn_grad_bwd(net, i - 1, act_kind(nd->op), &gsrc, kc + koff[i - 1],
+                            (fuse[i - 1] & FUSE_SUMS) ? rs : NULL);
             else
                 bn_act_bwd(net, i - 1);
             prof_stop(net, i - 1, 1, t0);

@@ -769,7 +769,8 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
                     int m = NASC_MIN(step, hi - i);
                     const float *xc = act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin);
                     forward_images(y + i * ystride, xc, w, b, d, m, 0);
-                    if (row_stats) bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
+                    if (row_stats)
+                        bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
             }
         }

@@ -14,7 +14,13 @@
  * in double. The forward reads x twice (statistics, then normalize), a block of channels at a
  * time so the block is still in L2 for the second read; the backward sweeps dy and x twice in
  * memory order (sum g and sum g (x - mean) per row, then dx). Rows are summed in double in the
- * forward, in float (many vector lanes) in the backward.
+ * forward (each about its own first value), in float (many vector lanes) in the backward.
+ *
+ * Parts of both can run inside the neighbouring convs, while the rows are in cache (net.c
+ * decides): the forward's row sums (bn_row_stats) and statistics without y
+ * (bn_act_forward_stats; the consumer makes y, act_rows), the backward's first pass
+ * (bn_row_sums) and its dx, made chunk by chunk by the conv that consumes it (bn_grad_prepare,
+ * grad_rows). Each gives bit for bit what the whole-tensor kernels give.
  *
  * Fused BN + ReLU/ReLU6 (bn_act_*): the forward writes only act(bn(x)) and saves the exact
  * constants it normalized with; the backward recomputes the BN output from x with them to
@@ -217,7 +223,7 @@ static void bn_channel(const BnStats *a, int ch, double s1, double s2, double sh
     if (a->aux) a->aux[ch] = *mlo, a->aux[a->c + ch] = *scale;
 }
 
-/* y == NULL: statistics only (the output is made on demand, act_rows). */
+/* Each row's sums about its own first value (ops.h): the per-row part of the statistics. */
 void bn_row_stats(double *rs, const float *x, size_t r0, size_t nr, int hw) {
     for (size_t r = 0; r < nr; r++) {
         const float *xr = x + r * hw;
