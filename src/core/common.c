@@ -70,20 +70,14 @@ char *xstrdup(const char *s) {
 #define HUGE_ALIGN ((size_t)2 << 20)
 
 void *xalloc_aligned(size_t n) {
-    size_t rounded = (n + 63) & ~(size_t)63;
-    if (rounded >= HUGE_FROM) {
-        rounded = (rounded + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
-        void *p = aligned_alloc(HUGE_ALIGN, rounded);
-        if (!p) nasc_die("out of memory allocating %zu bytes", n);
-#ifdef MADV_HUGEPAGE
-        madvise(p, rounded, MADV_HUGEPAGE); /* a hint: failure is harmless */
-#endif
-        memset(p, 0, rounded);
-        return p;
-    }
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    size_t rounded = n ? (n + 63) & ~(size_t)63 : 64, align = 64;
+    if (rounded >= HUGE_FROM) align = HUGE_ALIGN, rounded = (rounded + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+    void *p = aligned_alloc(align, rounded);
     if (!p) nasc_die("out of memory allocating %zu bytes", n);
-    memset(p, 0, rounded ? rounded : 64);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_ALIGN) madvise(p, rounded, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    memset(p, 0, rounded);
     return p;
 }
 

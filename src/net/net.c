@@ -164,10 +164,15 @@ static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, c
     conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums);
 }
 
-static void conv_bwd(Net *net, int i) {
+/* Node i's output gradient as stored. */
+static GradSrc stored_grad(const Net *net, int i) {
     const Node *nd = &net->spec.nodes[i];
-    GradSrc src = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
-    ActSrc x = stored_input(net, nd);
+    return (GradSrc){.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
+}
+
+static void conv_bwd(Net *net, int i) {
+    GradSrc src = stored_grad(net, i);
+    ActSrc x = stored_input(net, &net->spec.nodes[i]);
     conv_bwd_src(net, i, &src, &x, NULL);
 }
 
@@ -1018,7 +1023,7 @@ void net_backward(Net *net, const float *dlogits) {
         if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_GRAD))
             bn_grad_bwd(net, i, ACT_COUNT, &gsrc, kc + koff[i], NULL);
         else if (fuse && nd->op == OP_CONV) {
-            GradSrc plain = {.dy = net->dout[i], .c = nd->c, .hw = nd->h * nd->w};
+            GradSrc plain = stored_grad(net, i);
             ActSrc x = conv_input(net, nd, fuse);
             BnRowSums sums;
             int q = nd->in[0] - 1; /* a FUSE_SUMS BN before the activation before this conv */

@@ -95,17 +95,17 @@ struct Net {
     int batch;      /* the current batch size */
     int training;
     Rng rng;        /* for dropout */
-    /* Optional hooks (quantization-aware training, src/compress/qat.c), NULL when unused:
-     * hook_fwd(ctx, net, -1) runs at the start of net_forward (it may replace net->x and the
-     * weights) and hook_fwd(ctx, net, i) after node i's forward; hook_bwd(ctx, net, i) runs
-     * before node i's backward (when dout[i] is complete) and hook_bwd(ctx, net, -1) at the
-     * end of net_backward. BN+ReLU fusion is off while hooks are set, so every node's output
-     * is materialized. Identity nodes (aliases) are not hooked. */
     /* Set: net_forward stores every node's output. Unset (the default), a training forward
      * leaves out the output of a BN + ReLU/ReLU6 pair whose only consumer is a conv, which
      * makes it as it goes (FUSE_LAZY in net.c): callers that read intermediate outputs after a
      * training forward set it. */
     int store_outputs;
+    /* Optional hooks (quantization-aware training, src/compress/qat.c), NULL when unused:
+     * hook_fwd(ctx, net, -1) runs at the start of net_forward (it may replace net->x and the
+     * weights) and hook_fwd(ctx, net, i) after node i's forward; hook_bwd(ctx, net, i) runs
+     * before node i's backward (when dout[i] is complete) and hook_bwd(ctx, net, -1) at the
+     * end of net_backward. Fusion is off while hooks are set, so every node's output
+     * is materialized. Identity nodes (aliases) are not hooked. */
     void (*hook_fwd)(void *ctx, Net *net, int i);
     void (*hook_bwd)(void *ctx, Net *net, int i);
     void *hook_ctx;

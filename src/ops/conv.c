@@ -241,6 +241,12 @@ static int forced_lowering(void) {
 }
 
 /* The lowering and images per gemm for a thread that handles `images` images. */
+/* Images side by side on the output grid (implicit lowering, and the folded dx): as many as
+ * fill COLS_TARGET columns, at least one, at most `images`. */
+static int grid_images(const ConvDims *d, int images) {
+    return NASC_MAX(1, NASC_MIN(images, COLS_TARGET / (d->oh * grid_of(d, 1).wq)));
+}
+
 static Plan plan_of(const ConvDims *d, int images) {
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, Kc = cin_g * d->k * d->k;
     const int P = d->oh * d->ow;
@@ -254,8 +260,7 @@ static Plan plan_of(const ConvDims *d, int images) {
     Plan pl;
     pl.how = is_pointwise(d) || explicit_cost <= implicit_cost ? LOWER_EXPLICIT : LOWER_IMPLICIT;
     if (forced_lowering() >= 0 && !is_pointwise(d)) pl.how = (Lowering)forced_lowering();
-    int cols = pl.how == LOWER_EXPLICIT ? P : Qi;
-    pl.nb = NASC_MAX(1, NASC_MIN(images, COLS_TARGET / cols));
+    pl.nb = pl.how == LOWER_EXPLICIT ? NASC_MAX(1, NASC_MIN(images, COLS_TARGET / P)) : grid_images(d, images);
     /* A 1x1 conv reads x and writes y in place one image at a time: that beats batching images
      * side by side (which copies both in and out) even for 7x7 planes, whose 49 columns fill
      * one 48-wide panel and a 16-wide one (measured on mbv2's layers, forward and backward). */
@@ -876,8 +881,7 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
     }
     /* dcol = W^T dy on the output grid, added row by row into zeroed phase planes, which are
      * then folded into dx (the adjoint of the implicit lowering) */
-    const Grid g1 = grid_of(d, 1);
-    const int nb = NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / (d->oh * g1.wq)));
+    const int nb = grid_images(d, i1 - i0);
     const Grid gmax = grid_of(d, nb);
     const size_t psz = grid_floats(&gmax, cin_g), gsz = round16((size_t)cout_g * gmax.Q);
     float *planes = scratch_get(0, psz * sizeof(float) + (size_t)Kc * sizeof(float *));
@@ -940,9 +944,9 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
          * (and, made on demand, never stored) */
         const Plan pl = plan_of(d, NASC_MAX(hi - lo, 1));
         const int step = pl.nb;
-        /* dW (implicit lowering) and dx (folded) both want dy on the same grid: made once */
-        const int share = dwt && dx && G == 1 && pl.how == LOWER_IMPLICIT && !adj && !is_pointwise(d) &&
-                          step <= NASC_MAX(1, COLS_TARGET / (d->oh * grid_of(d, 1).wq));
+        /* dW (implicit lowering) and dx (folded) both want dy on the same grid, a chunk of
+         * grid_images images in one block: made once */
+        const int share = dwt && dx && G == 1 && pl.how == LOWER_IMPLICIT && !adj && !is_pointwise(d);
         float *dyg = share ? scratch_get(DYGRID_SLOT, (size_t)cout_g * grid_of(d, step).Q * sizeof(float)) : NULL;
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         float *xbuf = dwt && xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * d->cin * d->h * d->w * sizeof(float))

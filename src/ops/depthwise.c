@@ -35,7 +35,8 @@
  * into its own slot, and the slots are added in a fixed order at the end: the results do not
  * depend on the thread count.
  * Scratch slots: 0 and 1 per thread (blocked path); 2 (calling thread) the direct path's lane
- * masks and the items' sums.
+ * masks and the items' sums; GRAD_SLOT and INPUT_SLOT per thread for an output gradient or an
+ * input made on demand (grad_rows, act_rows).
  */
 #include "conv_internal.h"
 #include "simd.h"
@@ -44,7 +45,6 @@
 
 #define DW_CB 16 /* channels per block (blocked path) */
 #define DW_NB 4  /* images per backward work item */
-
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
