@@ -306,7 +306,36 @@ static inline void phase_row(float *const *dst, const float *xr, int s, int pad,
     }
 }
 
+/* An input made on demand (act_rows) while it is copied: one channel's constants k
+ * (act_consts) and the activation (ACT_COUNT: none). */
+typedef struct {
+    const float *k;
+    ActKind act;
+} MadeInput;
+
+/* One row of a made input, as act_rows makes it (norm.c's bn_row). */
+static void made_row(float *dst, const float *src, int w, const MadeInput *mi) {
+    const float *k = mi->k;
+    for (int j = 0; j < w; j++) {
+        float v = ((src[j] - k[0]) - k[1]) * k[2] + k[3];
+        if (mi->act == ACT_RELU) v = v > 0 ? v : 0.0f;
+        if (mi->act == ACT_RELU6) v = v > 0 ? (v < 6 ? v : 6.0f) : 0.0f;
+        dst[j] = v;
+    }
+}
+
 #if CONV_X86
+/* made_row on the lanes m of x; the other lanes are zero. */
+__attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __mmask16 m, const MadeInput *mi) {
+    const float *k = mi->k;
+    __m512 v = _mm512_add_ps(
+        _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(x, _mm512_set1_ps(k[0])), _mm512_set1_ps(k[1])), _mm512_set1_ps(k[2])),
+        _mm512_set1_ps(k[3]));
+    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) v = _mm512_max_ps(v, _mm512_setzero_ps()); /* max(NaN, 0) = 0, as v > 0 ? v : 0 */
+    if (mi->act == ACT_RELU6) v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
+    return _mm512_maskz_mov_ps(m, v);
+}
+
 /* The AVX-512 plane copies below (grid_fill, grid_fold_add for s = 1, 2) make a row's lane
  * masks (lane_range, conv_internal.h) once per plane; planes with rows wider than this (phase
  * columns) take the plain C path. */
@@ -317,7 +346,8 @@ static inline void phase_row(float *const *dst, const float *xr, int s, int pad,
  * The lane masks of a row are made once: rows are short (a 28-wide row is two vectors), so
  * per-row setup was most of the copy's cost. */
 __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane, const float *xc, size_t img_stride,
-                                                                    int nb, int h, int w, int pad, int wq, int hq) {
+                                                                    int nb, int h, int w, int pad, int wq, int hq,
+                                                                    const MadeInput *mi) {
     enum { MAXV = PLANE_MAX_WQ / 16 };
     __mmask16 st[MAXV], ld[MAXV];
     const int nv = (wq + 15) / 16;
@@ -332,8 +362,13 @@ __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane
         }
         for (int j = 0; j < nb; j++, dr += wq) {
             const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
-            for (int v = 0; v < nv; v++)
-                _mm512_mask_storeu_ps(dr + 16 * v, st[v], _mm512_maskz_loadu_ps(ld[v], xr + 16 * v));
+            if (mi)
+                for (int v = 0; v < nv; v++)
+                    _mm512_mask_storeu_ps(dr + 16 * v, st[v],
+                                          made_lanes(_mm512_maskz_loadu_ps(ld[v], xr + 16 * v), ld[v], mi));
+            else
+                for (int v = 0; v < nv; v++)
+                    _mm512_mask_storeu_ps(dr + 16 * v, st[v], _mm512_maskz_loadu_ps(ld[v], xr + 16 * v));
         }
     }
 }
@@ -343,7 +378,7 @@ __attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane
  * padded columns into p0 and odd ones into p1. Masks and permutations made once per call. */
 __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, float *p1, const float *xc,
                                                                      size_t img_stride, int nb, int h, int w, int pad,
-                                                                     int wq, int hq, int pr) {
+                                                                     int wq, int hq, int pr, const MadeInput *mi) {
     enum { MAXV = PLANE_MAX_WQ / 16 };
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -366,6 +401,7 @@ __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, 
             const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
             for (int v = 0; v < nv; v++) {
                 __m512 a = _mm512_maskz_loadu_ps(la[v], xr + 32 * v), b = _mm512_maskz_loadu_ps(lb[v], xr + 32 * v + 16);
+                if (mi) a = made_lanes(a, la[v], mi), b = made_lanes(b, lb[v], mi);
                 _mm512_mask_storeu_ps(d0 + 16 * v, st[v], _mm512_permutex2var_ps(a, even, b));
                 _mm512_mask_storeu_ps(d1 + 16 * v, st[v], _mm512_permutex2var_ps(a, odd, b));
             }
@@ -375,30 +411,39 @@ __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, 
 #endif
 
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
- * img_stride apart) into the phase planes xph. */
+ * img_stride apart) into the phase planes xph. xs: NULL, or the input made on demand (x is
+ * then BN's input, and ch0 the group's first channel). */
 MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1,
-                                   const ConvDims *d, const Grid *g) {
+                                   const ConvDims *d, const Grid *g, const ActSrc *xs, int ch0) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, W = g->W;
+    float kc[4];
+    MadeInput made = {kc, xs ? xs->act : ACT_COUNT}, *mi = xs && xs->saved ? &made : NULL;
 #if CONV_X86
     if (s == 1 && wq <= PLANE_MAX_WQ && use_avx512()) {
-        for (int c = c0; c < c1; c++)
+        for (int c = c0; c < c1; c++) {
+            if (mi) act_consts(xs, ch0 + c, kc);
             fill_plane_s1_avx512(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                                 g->hq);
+                                 g->hq, mi);
+        }
         return;
     }
     if (s == 2 && wq <= PLANE_MAX_WQ && use_avx512()) {
-        for (int c = c0; c < c1; c++)
+        for (int c = c0; c < c1; c++) {
+            if (mi) act_consts(xs, ch0 + c, kc);
             for (int pr = 0; pr < 2; pr++) {
                 float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane; /* plane (pr, 0), then (pr, 1) */
                 fill_planes_s2_avx512(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                                      g->hq, pr);
+                                      g->hq, pr, mi);
             }
+        }
         return;
     }
 #endif
     float *dst[16];
     float **dp = s <= 16 ? dst : xmalloc((size_t)s * sizeof *dp);
-    for (int c = c0; c < c1; c++)
+    float *row = mi ? xmalloc((size_t)w * sizeof(float)) : NULL; /* a made input row */
+    for (int c = c0; c < c1; c++) {
+        if (mi) act_consts(xs, ch0 + c, kc);
         for (int pr = 0; pr < s; pr++) {
             float *base = xph + (size_t)(c * s + pr) * s * g->plane; /* plane (pr, 0) */
             for (int i = 0; i < g->hq; i++) {
@@ -406,6 +451,10 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
                 for (int j = 0; j < g->nb; j++) {
                     for (int pc = 0; pc < s; pc++) dp[pc] = base + pc * g->plane + (size_t)i * W + (size_t)j * wq;
                     const float *xr = iy < 0 || iy >= h ? NULL : x + j * img_stride + ((size_t)c * h + iy) * w;
+                    if (xr && mi) {
+                        made_row(row, xr, w, mi);
+                        xr = row;
+                    }
                     phase_row(dp, xr, s, pad, w, wq);
                 }
             }
@@ -414,7 +463,9 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
                 for (int q = 0; q < W; q++) slack[q] = 0.0f;
             }
         }
+    }
     if (dp != dst) free(dp);
+    free(row);
 }
 
 /* The adjoint of phase_row: xr[col] += padded column col + pad of the s phase rows src[pc]
@@ -629,6 +680,219 @@ static void adjoint_weights(float *wadj, const float *w, const ConvDims *d) {
             }
 }
 
+/* ------------------------------------------------------------------ strided dx by phases */
+/* With stride s > 1, dx splits into s x s phases: input row r = t*s + p receives kernel row kh
+ * exactly when p + pad - kh*dil is a multiple of s, and then from output row t + off, off =
+ * (p + pad - kh*dil) / s (columns alike). So each phase of dx is a small stride-1 correlation of
+ * dy: dx_phase (cin_g, hp*wp) = sum over its taps of W_tap^T (cin_g, cout_g) times dy shifted
+ * by (offh, offw): one gemm with K = cout_g * taps, reading dy through a row table from a grid
+ * with zero margins. Each dx value is written once, with no col2im fold. Kernels and strides up
+ * to PHASE_MAX (all real ones) take this path; larger ones the folded one. */
+#define PHASE_MAX 16
+
+static int has_phases(const ConvDims *d) { return d->stride > 1 && d->k <= PHASE_MAX && d->stride <= PHASE_MAX; }
+
+/* The kernel rows (or columns) kh[] that reach input phase p, and the output offsets off[]. */
+static int phase_taps(const ConvDims *d, int p, int *kh, int *off) {
+    int n = 0;
+    for (int k = 0; k < d->k; k++) {
+        int v = p + d->pad - k * d->dil;
+        if (v % d->stride == 0) {
+            kh[n] = k;
+            off[n++] = v / d->stride;
+        }
+    }
+    return n;
+}
+
+/* Input rows (or columns) of phase p among n. */
+static int phase_len(int n, int s, int p) { return p < n ? (n - p + s - 1) / s : 0; }
+
+/* dy of nb images on a zero-margined grid: image j's dy pixel (oy, ox) of channel co is at
+ * co*cs + (mt + oy)*W + j*wd + ml + ox; everything else is zero. */
+typedef struct {
+    int mt, ml; /* zero rows above, zero columns left of each image's dy */
+    int R, wd;  /* rows per channel, columns per image */
+    int nb, W;  /* images side by side; W = nb * wd */
+    size_t cs;  /* floats per channel: R * W */
+} DyGrid;
+
+/* The grid every phase can read without leaving it, at least wd_min columns per image. */
+static DyGrid dy_grid_of(const ConvDims *d, int nb, int wd_min) {
+    int lo = 0, hi = 0, kh[PHASE_MAX], off[PHASE_MAX];
+    for (int p = 0; p < d->stride; p++)
+        for (int i = 0, n = phase_taps(d, p, kh, off); i < n; i++) {
+            lo = NASC_MIN(lo, off[i]);
+            hi = NASC_MAX(hi, off[i]);
+        }
+    DyGrid g;
+    g.mt = g.ml = -lo;
+    g.R = g.mt + NASC_MAX(d->oh, phase_len(d->h, d->stride, 0) + hi);
+    g.wd = NASC_MAX(wd_min, g.ml + NASC_MAX(d->ow, phase_len(d->w, d->stride, 0) + hi));
+    g.nb = nb;
+    g.W = nb * g.wd;
+    g.cs = (size_t)g.R * g.W;
+    return g;
+}
+
+/* Floats of a DyGrid of c channels, with slack for the row table's last reads. */
+static size_t dy_grid_floats(const DyGrid *g, int c) { return round16((size_t)c * g->cs + g->W + 16); }
+
+/* Fills the grid from dy (images img_stride apart, at the group's first channel). */
+static void dy_grid_fill(float *dyg, const float *dy, size_t img_stride, int cout_g, const ConvDims *d,
+                         const DyGrid *g) {
+    const int ow = d->ow, P = d->oh * ow, below = g->R - g->mt - d->oh;
+    for (int co = 0; co < cout_g; co++) {
+        float *gc = dyg + (size_t)co * g->cs;
+        memset(gc, 0, (size_t)g->mt * g->W * sizeof(float));
+        for (int j = 0; j < g->nb; j++) {
+            float *dst = gc + (size_t)g->mt * g->W + (size_t)j * g->wd;
+            if (g->ml)
+                for (int oy = 0; oy < d->oh; oy++) memset(dst + (size_t)oy * g->W, 0, g->ml * sizeof(float));
+            move(dst + g->ml, (size_t)g->W, dy + j * img_stride + (size_t)co * P, (size_t)ow, d->oh, ow, 0.0f, 0,
+                 g->wd - g->ml - ow);
+        }
+        memset(gc + (size_t)(g->mt + d->oh) * g->W, 0, (size_t)below * g->W * sizeof(float));
+    }
+    memset(dyg + (size_t)cout_g * g->cs, 0, (dy_grid_floats(g, cout_g) - (size_t)cout_g * g->cs) * sizeof(float));
+}
+
+/* wph: per group, per phase (ph, pw) in order, that phase's gemm A (cin_g, cout_g * taps):
+ * wph[ci][(co * nh + a) * nw + b] = w[co][ci][kh[a]][kw[b]]. Every tap lands in one phase, so
+ * wph has as many values as w. */
+static void phase_weights(float *wph, const float *w, const ConvDims *d) {
+    const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G, k = d->k, s = d->stride;
+    int kh[PHASE_MAX], kw[PHASE_MAX], off[PHASE_MAX];
+    float *dst = wph;
+    for (int g = 0; g < G; g++)
+        for (int ph = 0; ph < s; ph++) {
+            int nh = phase_taps(d, ph, kh, off);
+            for (int pw = 0; pw < s; pw++) {
+                int nw = phase_taps(d, pw, kw, off);
+                for (int ci = 0; ci < cin_g; ci++)
+                    for (int co = 0; co < cout_g; co++) {
+                        const float *src = w + ((size_t)(g * cout_g + co) * cin_g + ci) * k * k;
+                        for (int a = 0; a < nh; a++)
+                            for (int b = 0; b < nw; b++) *dst++ = src[kh[a] * k + kw[b]];
+                    }
+            }
+        }
+}
+
+/* One input row from its s column phases: dst[u*s + pw] = (or +=) src[pw][u] for u < the
+ * phase's length (a NULL phase is zero). */
+static void interleave_row(float *dst, const float *const *src, int s, int w, int acc) {
+    for (int pw = 0; pw < s; pw++) {
+        const float *sp = src[pw];
+        int n = phase_len(w, s, pw);
+        if (acc) {
+            if (sp)
+                for (int u = 0; u < n; u++) dst[(size_t)u * s + pw] += sp[u];
+        } else {
+            for (int u = 0; u < n; u++) dst[(size_t)u * s + pw] = sp ? sp[u] : 0.0f;
+        }
+    }
+}
+
+#if CONV_X86
+__attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst, const float *const *src, int w,
+                                                                      int acc) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const int n0 = (w + 1) / 2, n1 = w / 2;
+    for (int q = 0; q < w; q += 32) {
+        int u = q / 2;
+        __m512 a = src[0] ? _mm512_maskz_loadu_ps(lane_range(u, 0, n0), src[0] + u) : _mm512_setzero_ps();
+        __m512 b = src[1] ? _mm512_maskz_loadu_ps(lane_range(u, 0, n1), src[1] + u) : _mm512_setzero_ps();
+        __m512 x0 = _mm512_permutex2var_ps(a, lo, b), x1 = _mm512_permutex2var_ps(a, hi, b);
+        __mmask16 m0 = lane_range(q, 0, w), m1 = lane_range(q + 16, 0, w);
+        if (acc) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, dst + q));
+            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, dst + q + 16));
+        }
+        _mm512_mask_storeu_ps(dst + q, m0, x0);
+        if (m1) _mm512_mask_storeu_ps(dst + q + 16, m1, x1);
+    }
+}
+#endif
+
+/* dx (images [i0, i1)) = or += the input gradient, by phases; dy starts at image i0. wph: see
+ * phase_weights. dyg_in: NULL, or dy of these images already on the grid *gin (G == 1). */
+static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDims *d, int i0, int i1, int acc,
+                      const float *dyg_in, const DyGrid *gin) {
+    const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G, s = d->stride;
+    const int P = d->oh * d->ow, HW = d->h * d->w;
+    const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
+    int kh[PHASE_MAX][PHASE_MAX], offs[PHASE_MAX][PHASE_MAX], nt[PHASE_MAX], maxt = 0;
+    for (int p = 0; p < s; p++) {
+        nt[p] = phase_taps(d, p, kh[p], offs[p]);
+        maxt = NASC_MAX(maxt, nt[p]);
+    }
+    /* images side by side: as many as give the first phase's gemm COLS_TARGET columns */
+    DyGrid g1 = dy_grid_of(d, 1, 0);
+    const int nb = dyg_in ? i1 - i0
+                          : NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / NASC_MAX(1, phase_len(d->h, s, 0) * g1.wd)));
+    const DyGrid gmax = dyg_in ? *gin : dy_grid_of(d, nb, 0);
+    const int hpmax = phase_len(d->h, s, 0);
+    const size_t tsz = round16((size_t)cin_g * hpmax * gmax.W);
+    float *tmp = scratch_get(0, (size_t)s * tsz * sizeof(float) + (size_t)cout_g * maxt * maxt * sizeof(float *));
+    const float **rows = (const float **)(void *)(tmp + (size_t)s * tsz);
+    float *dyg = dyg_in ? NULL : scratch_get(1, dy_grid_floats(&gmax, cout_g) * sizeof(float));
+    const float *res[PHASE_MAX];
+    for (int i = i0; i < i1; i += nb) {
+        const int m = NASC_MIN(nb, i1 - i);
+        const DyGrid gr = dyg_in ? *gin : dy_grid_of(d, m, 0);
+        const float *wg = wph;
+        for (int g = 0; g < G; g++) {
+            const float *grid = dyg_in;
+            if (!grid) {
+                dy_grid_fill(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
+                grid = dyg;
+            }
+            float *dxg = dx + i * xstride + (size_t)g * cin_g * HW;
+            for (int ph = 0; ph < s; ph++) {
+                const int hp = phase_len(d->h, s, ph), N = hp * gr.W;
+                for (int pw = 0; pw < s; pw++) {
+                    const int K = cout_g * nt[ph] * nt[pw];
+                    res[pw] = NULL;
+                    if (hp > 0 && phase_len(d->w, s, pw) > 0 && K > 0) {
+                        for (int co = 0; co < cout_g; co++)
+                            for (int a = 0; a < nt[ph]; a++)
+                                for (int b = 0; b < nt[pw]; b++)
+                                    rows[(co * nt[ph] + a) * nt[pw] + b] =
+                                        grid + (size_t)co * gr.cs + (size_t)(offs[ph][a] + gr.mt) * gr.W +
+                                        offs[pw][b] + gr.ml;
+                        float *t = tmp + (size_t)pw * tsz;
+                        GemmMat A = {wg, K, 0, NULL}, B = {NULL, 0, 0, rows};
+                        gemm_ex(cin_g, N, K, 1.0f, &A, &B, 0.0f, t, N, 0);
+                        res[pw] = t;
+                    }
+                    wg += (size_t)cin_g * K;
+                }
+                int any = 0;
+                for (int pw = 0; pw < s; pw++) any |= res[pw] != NULL;
+                if (acc && !any) continue; /* no tap reaches these rows: dx += 0 */
+                const float *src[PHASE_MAX];
+                for (int j = 0; j < m; j++)
+                    for (int ci = 0; ci < cin_g; ci++)
+                        for (int t = 0; t < hp; t++) {
+                            for (int pw = 0; pw < s; pw++)
+                                src[pw] = res[pw] ? res[pw] + (size_t)ci * N + (size_t)t * gr.W + (size_t)j * gr.wd
+                                                  : NULL;
+                            float *dr = dxg + j * xstride + (size_t)ci * HW + (size_t)(t * s + ph) * d->w;
+#if CONV_X86
+                            if (s == 2 && use_avx512()) {
+                                interleave_row2_avx512(dr, src, d->w, acc);
+                                continue;
+                            }
+#endif
+                            interleave_row(dr, src, s, d->w, acc);
+                        }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ forward */
 static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
@@ -639,15 +903,17 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
 
 /* y = conv(x) for the `images` images that x and y start at, on the calling thread, or with
  * accumulate: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is the
- * (cout, Kc) weight matrix. */
+ * (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
+ * implicit lowering only: the phase planes are filled with the made values). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
-                           int accumulate) {
+                           int accumulate, const ActSrc *xs) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     const Plan pl = plan_of(d, images);
     const Grid gmax = grid_of(d, pl.nb);
     const int in_place = pl.how == LOWER_EXPLICIT && pl.nb == 1; /* gemm writes y itself */
+    NASC_ASSERT(!xs || pl.how == LOWER_IMPLICIT);
     /* an output much larger than the caches is written around them */
     const int stream = !accumulate && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
     float *buf = NULL, *tmp = NULL;
@@ -669,7 +935,7 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
             float *yg = y + i * ystride + (size_t)g * cout_g * P;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
-                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr);
+                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 grid_rows(rows, buf, cin_g, d, &gr);
                 GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
                 gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
@@ -730,7 +996,7 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
     m0 *= 8;
     m1 = NASC_MIN(m1 * 8, cout_g);
     for (int g = 0; g < G; g++) {
-        grid_fill(shared_x, x + (size_t)g * cin_g * HW, 0, c0, c1, d, &gr);
+        grid_fill(shared_x, x + (size_t)g * cin_g * HW, 0, c0, c1, d, &gr, NULL, 0);
         if (t == 0) grid_rows(rows, shared_x, cin_g, d, &gr);
 #pragma omp barrier
         if (m0 < m1) {
@@ -765,15 +1031,21 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
             if (!xs->saved && !row_stats) {
-                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0);
+                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL);
             } else { /* a chunk of images at a time, as forward_images takes them: the input made
-                      * on demand, the output's row statistics taken while it is in cache */
-                const int step = plan_of(d, NASC_MAX(hi - lo, 1)).nb;
-                float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float)) : NULL;
+                      * on demand (by the copy into the phase planes, or first into a buffer), the
+                      * output's row statistics taken while it is in cache */
+                const Plan pl = plan_of(d, NASC_MAX(hi - lo, 1));
+                const int step = pl.nb, in_fill = pl.how == LOWER_IMPLICIT;
+                float *xbuf = xs->saved && !in_fill ? scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float))
+                                                    : NULL;
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
-                    const float *xc = act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin);
-                    forward_images(y + i * ystride, xc, w, b, d, m, 0);
+                    if (in_fill)
+                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs);
+                    else
+                        forward_images(y + i * ystride, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w,
+                                       b, d, m, 0, NULL);
                     if (row_stats)
                         bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
@@ -809,10 +1081,10 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
 
 /* ------------------------------------------------------------------ backward */
 /* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy and x start at
- * image i0. dyg_in: NULL, or dy already on the implicit lowering's grid (grid_dy) when the
- * images are one block of it and G == 1 (see conv2d_backward_src). */
+ * image i0. dyg_in: NULL, or dy already on the implicit lowering's output grid, channels
+ * dyg_ld apart, when the images are one block of it and G == 1 (see conv2d_backward_src). */
 static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1,
-                      const float *dyg_in) {
+                      const float *dyg_in, int dyg_ld, const ActSrc *xs) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -838,9 +1110,9 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
                 if (!dyg_in) grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
-                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr);
+                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 grid_rows(rows, buf, cin_g, d, &gr);
-                GemmMat A = {NULL, 0, 0, rows}, B = {dyg_in ? dyg_in : dyg, gr.Q, 1, NULL};
+                GemmMat A = {NULL, 0, 0, rows}, B = {dyg_in ? dyg_in : dyg, dyg_in ? dyg_ld : gr.Q, 1, NULL};
                 gemm_ex(Kc, cout_g, gr.Q, 1.0f, &A, &B, 1.0f, dwg, cout_g, 0);
             } else if (m == 1) {
                 const float *col = xg;
@@ -859,16 +1131,21 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
     }
 }
 
-/* dx (images [i0, i1)) += the input gradient, on the calling thread; dy starts at image i0.
- * wadj: the adjoint kernel (see adjoint_weights) when has_adjoint(d). dyg_in: as dw_images'. */
-static void dx_images(float *dx, const float *dy, const float *w, const float *wadj, const ConvDims *d, int i0,
-                      int i1, int acc, const float *dyg_in) {
+/* dx (images [i0, i1)) = or += the input gradient, on the calling thread; dy starts at image
+ * i0. wk: the adjoint kernel (adjoint_weights) when has_adjoint(d), the phase kernels
+ * (phase_weights) when has_phases(d). dyg_in, gin: as dx_phases'. */
+static void dx_images(float *dx, const float *dy, const float *w, const float *wk, const ConvDims *d, int i0,
+                      int i1, int acc, const float *dyg_in, const DyGrid *gin) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx + i0 * xstride, dy, wadj, NULL, &t, i1 - i0, acc);
+        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL);
+        return;
+    }
+    if (has_phases(d)) {
+        dx_phases(dx, dy, wk, d, i0, i1, acc, dyg_in, gin);
         return;
     }
     if (is_pointwise(d)) { /* dx is its own dcol */
@@ -893,8 +1170,8 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         grid_rows((const float **)rows, planes, cin_g, d, &gr);
         for (int g = 0; g < G; g++) {
             const float *wg = w + (size_t)g * cout_g * Kc;
-            if (!dyg_in) grid_dy(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
-            gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg_in ? dyg_in : dyg, gr.Q, 0.0f, dcol, gr.Q);
+            grid_dy(dyg, dy + (i - i0) * ystride + (size_t)g * cout_g * P, ystride, cout_g, d, &gr);
+            gemm(1, 0, Kc, gr.Q, cout_g, 1.0f, wg, Kc, dyg, gr.Q, 0.0f, dcol, gr.Q);
             memset(planes, 0, grid_floats(&gr, cin_g) * sizeof(float));
             rows_add(rows, dcol, Kc, gr.Q);
             grid_fold_add(dx + i * xstride + (size_t)g * cin_g * HW, xstride, planes, cin_g, d, &gr, acc);
@@ -925,7 +1202,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
     const size_t wsize = (size_t)d->cout * Kc;
-    const int adj = dx && has_adjoint(d);
+    const int adj = dx && has_adjoint(d), phased = dx && !adj && has_phases(d);
     double flops = 2.0 * ((dx != NULL) + (dw != NULL)) * d->n * d->cout * P * Kc;
     int nt = NASC_MIN(threads_for(flops, d->n), 256);
     float *parts[256] = {0};
@@ -934,23 +1211,31 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         const int t = thread_id(), T = thread_count();
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
-        /* this thread's dW^T (G, Kc, cout_g), db (cout) and the adjoint kernel (wsize) */
+        /* this thread's dW^T (G, Kc, cout_g), db (cout) and the adjoint or phase kernel (wsize) */
         float *part = scratch_get(2, (2 * wsize + d->cout) * sizeof(float));
-        float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wadj = part + wsize + d->cout;
+        float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wk = part + wsize + d->cout;
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
-        if (adj) adjoint_weights(wadj, w, d);
+        if (adj) adjoint_weights(wk, w, d);
+        if (phased) phase_weights(wk, w, d);
         /* a few images at a time through db, dW and dx, so dy is still in cache for the latter
          * (and, made on demand, never stored) */
         const Plan pl = plan_of(d, NASC_MAX(hi - lo, 1));
         const int step = pl.nb;
-        /* dW (implicit lowering) and dx (folded) both want dy on the same grid, a chunk of
-         * grid_images images in one block: made once */
-        const int share = dwt && dx && G == 1 && pl.how == LOWER_IMPLICIT && !adj && !is_pointwise(d);
-        float *dyg = share ? scratch_get(DYGRID_SLOT, (size_t)cout_g * grid_of(d, step).Q * sizeof(float)) : NULL;
+        /* dW (implicit lowering) and dx (by phases) both read dy from a grid: one made for both
+         * when the output grid's columns also hold the phases' margins (a stride-2 3x3 pad-1
+         * conv's do) */
+        const int wq = grid_of(d, 1).wq;
+        DyGrid dgs = dy_grid_of(d, step, wq);
+        const int share = dwt && phased && G == 1 && pl.how == LOWER_IMPLICIT && dgs.mt == 0 && dgs.ml == 0 &&
+                          dgs.wd == wq;
+        float *dyg = share ? scratch_get(DYGRID_SLOT, dy_grid_floats(&dgs, cout_g) * sizeof(float)) : NULL;
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
-        float *xbuf = dwt && xs->saved ? scratch_get(INPUT_SLOT, (size_t)step * d->cin * d->h * d->w * sizeof(float))
-                                       : NULL;
+        /* an input made on demand: by the copy into the phase planes, or first into a buffer */
+        const int in_fill = pl.how == LOWER_IMPLICIT;
+        const size_t xstride = (size_t)d->cin * d->h * d->w;
+        float *xbuf = dwt && xs->saved && !in_fill ? scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float))
+                                                   : NULL;
         for (int i = lo; i < hi; i += step) {
             int e = NASC_MIN(hi, i + step);
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)(e - i) * d->cout);
@@ -963,13 +1248,16 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                         dbp[co] += s;
                     }
             if (share) {
-                Grid gr = grid_of(d, e - i);
-                grid_dy(dyg, dy, (size_t)d->cout * P, cout_g, d, &gr);
+                dgs = dy_grid_of(d, e - i, wq);
+                dy_grid_fill(dyg, dy, (size_t)d->cout * P, cout_g, d, &dgs);
             }
-            if (dwt)
-                dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyg);
+            if (dwt && in_fill)
+                dw_images(dwt, dy, xs->x + i * xstride, d, i, e, dyg, (int)dgs.cs, xs);
+            else if (dwt)
+                dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyg,
+                          (int)dgs.cs, NULL);
             if (dx) {
-                dx_images(dx, dy, w, wadj, d, i, e, dx_acc, dyg);
+                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }

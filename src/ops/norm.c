@@ -558,6 +558,12 @@ const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {
     return buf;
 }
 
+void act_consts(const ActSrc *s, int ch, float k[4]) {
+    const size_t c = (size_t)s->c;
+    k[0] = s->saved[ch], k[1] = s->saved[2 * c + ch], k[2] = s->saved[3 * c + ch];
+    k[3] = s->beta ? s->beta[ch] : 0.0f;
+}
+
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
                          const float *running_mean, const float *running_var, int n, int c, int hw, float eps) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
