@@ -200,7 +200,7 @@ typedef enum { LOWER_EXPLICIT, LOWER_IMPLICIT } Lowering;
 typedef struct {
     int s, hq, wq; /* phase planes: hq rows (+ one zero slack row) of wq columns per image */
     int nb, W;     /* images side by side; W = nb * wq columns per row */
-    size_t plane;  /* floats per phase plane: (hq + 1) * W */
+    size_t plane;  /* floats per phase plane: (hq + 1) * W, rounded up to a cache line */
     int Q;         /* columns of the output grid: oh * W */
 } Grid;
 
@@ -211,7 +211,7 @@ static Grid grid_of(const ConvDims *d, int nb) {
     g.wq = (d->w + 2 * d->pad + g.s - 1) / g.s;
     g.nb = nb;
     g.W = nb * g.wq;
-    g.plane = (size_t)(g.hq + 1) * g.W;
+    g.plane = round16((size_t)(g.hq + 1) * g.W); /* planes start on cache lines */
     g.Q = d->oh * g.W;
     return g;
 }
@@ -255,7 +255,7 @@ static Plan plan_of(const ConvDims *d, int images) {
     /* Per image, in values moved; a value moved costs about as much as 64 flops of gemm, and
      * each short row segment of im2col about 8 values more. */
     double explicit_cost = (double)Kc * P + 8.0 * Kc * d->oh + (double)cout_g * P;
-    double implicit_cost = (double)cin_g * g.s * g.s * g.plane + (double)cout_g * (Qi + P) +
+    double implicit_cost = (double)cin_g * g.s * g.s * (g.hq + 1) * g.W + (double)cout_g * (Qi + P) +
                            2.0 * cout_g * Kc * (Qi - P) / 64.0;
     Plan pl;
     pl.how = is_pointwise(d) || explicit_cost <= implicit_cost ? LOWER_EXPLICIT : LOWER_IMPLICIT;
@@ -904,9 +904,10 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
 /* y = conv(x) for the `images` images that x and y start at, on the calling thread, or with
  * accumulate: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is the
  * (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
- * implicit lowering only: the phase planes are filled with the made values). */
+ * implicit lowering only: the phase planes are filled with the made values). xph: NULL, or
+ * the phase planes of all the images, already filled (implicit lowering, one block, G == 1). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
-                           int accumulate, const ActSrc *xs) {
+                           int accumulate, const ActSrc *xs, const float *xph) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -914,6 +915,7 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
     const Grid gmax = grid_of(d, pl.nb);
     const int in_place = pl.how == LOWER_EXPLICIT && pl.nb == 1; /* gemm writes y itself */
     NASC_ASSERT(!xs || pl.how == LOWER_IMPLICIT);
+    NASC_ASSERT(!xph || (pl.how == LOWER_IMPLICIT && pl.nb >= images && G == 1));
     /* an output much larger than the caches is written around them */
     const int stream = !accumulate && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
     float *buf = NULL, *tmp = NULL;
@@ -935,8 +937,8 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
             float *yg = y + i * ystride + (size_t)g * cout_g * P;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
-                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
-                grid_rows(rows, buf, cin_g, d, &gr);
+                if (!xph) grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
+                grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
                 GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
                 gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
                 scatter_out(yg, ystride, tmp, gr.Q, 0, cout_g, bg, accumulate, m, gr.W, gr.wq, d->oh, d->ow);
@@ -1031,7 +1033,7 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
             if (!xs->saved && !row_stats) {
-                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL);
+                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL);
             } else { /* a chunk of images at a time, as forward_images takes them: the input made
                       * on demand (by the copy into the phase planes, or first into a buffer), the
                       * output's row statistics taken while it is in cache */
@@ -1042,10 +1044,10 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
                     if (in_fill)
-                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs);
+                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL);
                     else
                         forward_images(y + i * ystride, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w,
-                                       b, d, m, 0, NULL);
+                                       b, d, m, 0, NULL, NULL);
                     if (row_stats)
                         bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
@@ -1133,15 +1135,16 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
 
 /* dx (images [i0, i1)) = or += the input gradient, on the calling thread; dy starts at image
  * i0. wk: the adjoint kernel (adjoint_weights) when has_adjoint(d), the phase kernels
- * (phase_weights) when has_phases(d). dyg_in, gin: as dx_phases'. */
+ * (phase_weights) when has_phases(d). dyg_in, gin: as dx_phases'. dyph: NULL, or the
+ * adjoint conv's phase planes of dy, filled (see conv2d_backward_src). */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wk, const ConvDims *d, int i0,
-                      int i1, int acc, const float *dyg_in, const DyGrid *gin) {
+                      int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL);
+        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph);
         return;
     }
     if (has_phases(d)) {
@@ -1230,6 +1233,17 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         const int share = dwt && phased && G == 1 && pl.how == LOWER_IMPLICIT && dgs.mt == 0 && dgs.ml == 0 &&
                           dgs.wd == wq;
         float *dyg = share ? scratch_get(DYGRID_SLOT, dy_grid_floats(&dgs, cout_g) * sizeof(float)) : NULL;
+        /* A stride-1 conv with "same" padding: the adjoint conv's (dx's) zero-padded plane of dy,
+         * pad rows down and pad columns in, is dy on dW's output grid, junk columns zero: one
+         * copy of dy serves both */
+        const ConvDims tadj = adj ? adjoint_dims(d) : *d;
+        const int same = dwt && adj && G == 1 && 2 * d->pad == (d->k - 1) * d->dil && pl.how == LOWER_IMPLICIT &&
+                         plan_of(&tadj, step).how == LOWER_IMPLICIT;
+        float *dyph_buf = NULL, *dyph = NULL;
+        if (same) {
+            Grid ga = grid_of(&tadj, step);
+            dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16) * sizeof(float));
+        }
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         /* an input made on demand: by the copy into the phase planes, or first into a buffer */
         const int in_fill = pl.how == LOWER_IMPLICIT;
@@ -1247,17 +1261,28 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                         for (int p = 0; p < P; p++) s += g[p];
                         dbp[co] += s;
                     }
+            const float *dyw = dyg; /* dy on dW's output grid, channels dyw_ld apart */
+            int dyw_ld = 0;
             if (share) {
                 dgs = dy_grid_of(d, e - i, wq);
                 dy_grid_fill(dyg, dy, (size_t)d->cout * P, cout_g, d, &dgs);
+                dyw_ld = (int)dgs.cs;
+            }
+            if (same) {
+                /* placed so that dW's rows start on cache lines (planes are whole lines) */
+                Grid ga = grid_of(&tadj, e - i);
+                dyph = dyph_buf + (16 - ((size_t)tadj.pad * ga.W + tadj.pad) % 16) % 16;
+                grid_fill(dyph, dy, (size_t)d->cout * P, 0, cout_g, &tadj, &ga, NULL, 0);
+                dyw = dyph + (size_t)tadj.pad * ga.W + tadj.pad;
+                dyw_ld = (int)ga.plane;
             }
             if (dwt && in_fill)
-                dw_images(dwt, dy, xs->x + i * xstride, d, i, e, dyg, (int)dgs.cs, xs);
+                dw_images(dwt, dy, xs->x + i * xstride, d, i, e, dyw, dyw_ld, xs);
             else if (dwt)
-                dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyg,
-                          (int)dgs.cs, NULL);
+                dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyw,
+                          dyw_ld, NULL);
             if (dx) {
-                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs);
+                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }
