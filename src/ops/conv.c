@@ -893,6 +893,203 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
     }
 }
 
+/* ------------------------------------------------------------------ Winograd F(2x2, 3x3) */
+/* A 3x3 stride-1 conv on the implicit lowering's output grid (the same values, junk columns
+ * included, that gemm makes from the phase planes), in 2x2 output tiles (Lavin and Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2016): a tile's 4x4 input patch d
+ * becomes B^T d B; each of its 16 positions is multiplied over channels by the transformed
+ * kernel U = G g G^T (one gemm per position: (cout, cin) x (cin, tiles)); the 4x4 result m
+ * gives the 2x2 outputs A^T m A. 16 multiplications per tile and channel pair instead of 36.
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1]
+ * The transforms only add and subtract (U's halves are exact), so results differ from the
+ * direct product by a few roundings. An output that depends on a junk input column or row
+ * is itself junk: tiles never mix valid outputs with inputs they do not read.
+ * The AVX-512 build only (the transforms are written with its shuffles); elsewhere, and with
+ * NASC_CONV=direct, the gemm lowering runs. */
+/* Zero floats kept after phase planes that winograd_input reads: its last row's loads run
+ * up to 47 floats past a plane. */
+#define WINO_SLACK 64
+
+static int winograd_off(void) {
+    static int off = -1;
+    int o = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    if (o < 0) {
+        const char *e = getenv("NASC_CONV");
+        o = e && strcmp(e, "direct") == 0;
+        __atomic_store_n(&off, o, __ATOMIC_RELAXED);
+    }
+    return o;
+}
+
+static int use_winograd(const ConvDims *d) {
+#if CONV_X86
+    /* with fewer channels the transforms cost more than the products save (measured: 16 -> 16
+     * on 28x28 planes 6% slower, 32 -> 32 on 14x14 ~20% faster) */
+    return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 32 && d->cout / d->groups >= 32 &&
+           d->groups < d->cin && use_avx512() && !winograd_off() && forced_lowering() != LOWER_EXPLICIT;
+#else
+    return 0;
+#endif
+}
+
+/* U (G, 16, cout_g, cin_g) = G g G^T of every kernel g = wt[co][ci] (wt: (cout, cin_g*9)). */
+static void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
+    for (int g = 0; g < G; g++)
+        for (int co = 0; co < cout_g; co++)
+            for (int ci = 0; ci < cin_g; ci++) {
+                const float *k = wt + ((size_t)(g * cout_g + co) * cin_g + ci) * 9;
+                float t[4][3], u[4][4];
+                for (int c = 0; c < 3; c++) {
+                    t[0][c] = k[c];
+                    t[1][c] = 0.5f * (k[c] + k[3 + c] + k[6 + c]);
+                    t[2][c] = 0.5f * (k[c] - k[3 + c] + k[6 + c]);
+                    t[3][c] = k[6 + c];
+                }
+                for (int r = 0; r < 4; r++) {
+                    u[r][0] = t[r][0];
+                    u[r][1] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                    u[r][2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                    u[r][3] = t[r][2];
+                }
+                for (int x = 0; x < 16; x++)
+                    U[(((size_t)g * 16 + x) * cout_g + co) * cin_g + ci] = u[x / 4][x % 4];
+            }
+}
+
+#if CONV_X86
+/* A block of whole tile rows [ty0, ty0 + nr) of tw tiles each; transformed values of tile
+ * (ty, tx) at column (ty - ty0) * tw + tx of rows ld floats apart. */
+typedef struct {
+    int ty0, nr, tw;
+    size_t ld;
+} TileBlock;
+
+/* V[x][c][t] = (B^T d B)[x] of the 4x4 patch of each tile t of the block, for channels [0, c)
+ * of the planes (W columns per row). Sixteen tiles of a tile row at a time: a row's 34
+ * columns split into even and odd ones, the patch columns 2tx + {0, 1, 2, 3} being E, O and
+ * both shifted by one. Going down the block, a tile row's last two patch rows are the next
+ * one's first two: their row transforms are kept. */
+/* The row transform of one patch row: t[j] = (d B)[j] for sixteen tiles, p at the first's
+ * column. */
+__attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[4]) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);
+    __m512i nx = _mm512_castps_si512(_mm512_loadu_ps(p + 32));
+    __m512 e = _mm512_permutex2var_ps(lo, even, hi), o = _mm512_permutex2var_ps(lo, odd, hi);
+    __m512 e1 = _mm512_castsi512_ps(_mm512_alignr_epi32(nx, _mm512_castps_si512(e), 1));
+    __m512 o1 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(nx, nx, 1), _mm512_castps_si512(o), 1));
+    t[0] = _mm512_sub_ps(e, e1);
+    t[1] = _mm512_add_ps(o, e1);
+    t[2] = _mm512_sub_ps(e1, o);
+    t[3] = _mm512_sub_ps(o, o1);
+}
+
+/* V[x][c][t] = (B^T d B)[x] of the 4x4 patch of each tile t of the block, for channels [0, c)
+ * of the planes (W columns per row). Sixteen tiles of a tile row at a time: a row's 34
+ * columns split into even and odd ones, the patch columns 2tx + {0, 1, 2, 3} being E, O and
+ * both shifted by one. Going down the block, a tile row's last two patch rows are the next
+ * one's first two: their row transforms are kept. */
+__attribute__((target("avx512f"))) static void winograd_input(float *V, const float *planes, size_t plane, int c,
+                                                               int W, const TileBlock *b) {
+    const size_t xs = (size_t)c * b->ld; /* between positions x */
+    for (int ch = 0; ch < c; ch++) {
+        const float *pc = planes + (size_t)ch * plane;
+        float *vc = V + (size_t)ch * b->ld;
+        for (int tx = 0; tx < b->tw; tx += 16) {
+            const __mmask16 m = lane_range(tx, 0, b->tw);
+            const float *p = pc + (size_t)2 * b->ty0 * W + 2 * tx;
+            __m512 r0[4], r1[4], r2[4], r3[4]; /* the patch rows' row transforms */
+            winograd_row(p, r0);
+            winograd_row(p + W, r1);
+            float *dst = vc + tx;
+            for (int r = 0; r < b->nr; r++, dst += b->tw) {
+                p += 2 * (size_t)W;
+                winograd_row(p, r2);
+                winograd_row(p + W, r3);
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    _mm512_mask_storeu_ps(dst + (0 + j) * xs, m, _mm512_sub_ps(r0[j], r2[j]));
+                    _mm512_mask_storeu_ps(dst + (4 + j) * xs, m, _mm512_add_ps(r1[j], r2[j]));
+                    _mm512_mask_storeu_ps(dst + (8 + j) * xs, m, _mm512_sub_ps(r2[j], r1[j]));
+                    _mm512_mask_storeu_ps(dst + (12 + j) * xs, m, _mm512_sub_ps(r1[j], r3[j]));
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) r0[j] = r2[j], r1[j] = r3[j];
+            }
+        }
+    }
+}
+
+/* The block's output rows of out (c rows of oh * W: the output grid) = A^T m A of each tile,
+ * m[x] = M[x][ch][t]. */
+__attribute__((target("avx512f"))) static void winograd_output(float *out, const float *M, int c, int oh, int W,
+                                                                const TileBlock *b) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const size_t xs = (size_t)c * b->ld;
+    for (int ch = 0; ch < c; ch++) {
+        const float *mc = M + (size_t)ch * b->ld;
+        float *oc = out + (size_t)ch * oh * W;
+        for (int r = 0; r < b->nr; r++)
+            for (int tx = 0; tx < b->tw; tx += 16) {
+                const float *src = mc + (size_t)r * b->tw + tx;
+                __m512 a[4][2];
+                for (int i = 0; i < 4; i++) {
+                    __m512 m0 = _mm512_loadu_ps(src + (i * 4 + 0) * xs), m1 = _mm512_loadu_ps(src + (i * 4 + 1) * xs);
+                    __m512 m2 = _mm512_loadu_ps(src + (i * 4 + 2) * xs), m3 = _mm512_loadu_ps(src + (i * 4 + 3) * xs);
+                    a[i][0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    a[i][1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                }
+                const int q = 2 * tx;
+                const __mmask16 s0 = lane_range(q, 0, W), s1 = lane_range(q + 16, 0, W);
+                for (int k = 0; k < 2; k++) {
+                    int oy = 2 * (b->ty0 + r) + k;
+                    if (oy >= oh) break;
+                    __m512 y0 = k == 0 ? _mm512_add_ps(_mm512_add_ps(a[0][0], a[1][0]), a[2][0])
+                                       : _mm512_sub_ps(_mm512_sub_ps(a[1][0], a[2][0]), a[3][0]);
+                    __m512 y1 = k == 0 ? _mm512_add_ps(_mm512_add_ps(a[0][1], a[1][1]), a[2][1])
+                                       : _mm512_sub_ps(_mm512_sub_ps(a[1][1], a[2][1]), a[3][1]);
+                    float *dst = oc + (size_t)oy * W + q;
+                    _mm512_mask_storeu_ps(dst, s0, _mm512_permutex2var_ps(y0, lo, y1));
+                    if (s1) _mm512_mask_storeu_ps(dst + 16, s1, _mm512_permutex2var_ps(y0, hi, y1));
+                }
+            }
+    }
+}
+#endif
+
+/* Tiles a block aims at: its transformed input and products, 16 (cin + cout) floats a tile,
+ * should stay in L2 (at least one tile row a block). */
+#define WINO_BLOCK_FLOATS (512 * 1024)
+
+/* out (cout_g, oh * W) = the conv on the output grid of planes (cin_g phase planes of the
+ * implicit lowering, grid g), U: this group's (16, cout_g, cin_g). A block of tile rows at a
+ * time: input transform, 16 gemms, output transform. */
+static void winograd_conv(float *out, const float *planes, const float *U, int cin_g, int cout_g, int oh,
+                          const Grid *g) {
+#if CONV_X86
+    const int tw = (g->W + 1) / 2, th = (oh + 1) / 2;
+    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (16 * (cin_g + cout_g)) / tw);
+    const size_t ld = round16((size_t)NASC_MIN(rb, th) * tw);
+    float *V = scratch_get(WINO_SLOT, (16 * ld * (size_t)(cin_g + cout_g) + 16) * sizeof(float));
+    float *M = V + 16 * ld * cin_g;
+    for (int ty0 = 0; ty0 < th; ty0 += rb) {
+        TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
+        winograd_input(V, planes, g->plane, cin_g, g->W, &b);
+        for (int x = 0; x < 16; x++) {
+            GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL}, B = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL};
+            gemm_ex(cout_g, b.nr * tw, cin_g, 1.0f, &A, &B, 0.0f, M + (size_t)x * cout_g * ld, (int)ld, 0);
+        }
+        winograd_output(out, M, cout_g, oh, g->W, &b);
+    }
+#else
+    (void)out, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
+    NASC_ASSERT(0);
+#endif
+}
+
 /* ------------------------------------------------------------------ forward */
 static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
@@ -905,9 +1102,11 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
  * accumulate: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is the
  * (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
  * implicit lowering only: the phase planes are filled with the made values). xph: NULL, or
- * the phase planes of all the images, already filled (implicit lowering, one block, G == 1). */
+ * the phase planes of all the images, already filled (implicit lowering, one block, G == 1),
+ * with WINO_SLACK zero floats after them. wino: NULL, or the Winograd kernels of wt
+ * (winograd_weights; implicit lowering). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
-                           int accumulate, const ActSrc *xs, const float *xph) {
+                           int accumulate, const ActSrc *xs, const float *xph, const float *wino) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -916,13 +1115,15 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
     const int in_place = pl.how == LOWER_EXPLICIT && pl.nb == 1; /* gemm writes y itself */
     NASC_ASSERT(!xs || pl.how == LOWER_IMPLICIT);
     NASC_ASSERT(!xph || (pl.how == LOWER_IMPLICIT && pl.nb >= images && G == 1));
+    NASC_ASSERT(!wino || pl.how == LOWER_IMPLICIT);
     /* an output much larger than the caches is written around them */
     const int stream = !accumulate && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
     float *buf = NULL, *tmp = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
-        size_t xsz = grid_floats(&gmax, cin_g);
+        size_t xsz = grid_floats(&gmax, cin_g) + WINO_SLACK;
         buf = scratch_get(0, xsz * sizeof(float) + (size_t)Kc * sizeof(float *));
+        memset(buf + xsz - WINO_SLACK, 0, WINO_SLACK * sizeof(float));
         rows = (const float **)(void *)(buf + xsz);
         tmp = scratch_get(1, (size_t)cout_g * gmax.Q * sizeof(float));
     } else {
@@ -938,9 +1139,14 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
                 if (!xph) grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
-                grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
-                GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
-                gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
+                if (wino) {
+                    winograd_conv(tmp, xph ? xph : buf, wino + (size_t)g * 16 * cout_g * cin_g, cin_g, cout_g, d->oh,
+                                  &gr);
+                } else {
+                    grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
+                    GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
+                    gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
+                }
                 scatter_out(yg, ystride, tmp, gr.Q, 0, cout_g, bg, accumulate, m, gr.W, gr.wq, d->oh, d->ow);
             } else if (in_place) {
                 const float *B = xg;
@@ -1027,13 +1233,18 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
     double flops = 2.0 * d->n * d->cout * P * cin_g * d->k * d->k;
     int nt = threads_for(flops, NASC_MAX(d->n, P / 32));
     if (d->n >= nt) {
+        float *wino = NULL;
+        if (use_winograd(d) && plan_of(d, 1).how == LOWER_IMPLICIT) {
+            wino = xmalloc((size_t)16 * d->cout * cin_g * sizeof(float));
+            winograd_weights(wino, w, d->groups, cout_g, cin_g);
+        }
 #pragma omp parallel num_threads(nt)
         {
             int lo, hi;
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
             if (!xs->saved && !row_stats) {
-                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL);
+                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL, wino);
             } else { /* a chunk of images at a time, as forward_images takes them: the input made
                       * on demand (by the copy into the phase planes, or first into a buffer), the
                       * output's row statistics taken while it is in cache */
@@ -1044,15 +1255,16 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
                     if (in_fill)
-                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL);
+                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL, wino);
                     else
                         forward_images(y + i * ystride, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w,
-                                       b, d, m, 0, NULL, NULL);
+                                       b, d, m, 0, NULL, NULL, wino);
                     if (row_stats)
                         bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
             }
         }
+        free(wino);
         return;
     }
     /* Fewer images than threads (inference): an input made on demand is made whole first. */
@@ -1135,26 +1347,27 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
 
 /* dx (images [i0, i1)) = or += the input gradient, on the calling thread; dy starts at image
  * i0. wk: the adjoint kernel (adjoint_weights) when has_adjoint(d), the phase kernels
- * (phase_weights) when has_phases(d). dyg_in, gin: as dx_phases'. dyph: NULL, or the
- * adjoint conv's phase planes of dy, filled (see conv2d_backward_src). */
+ * (phase_weights) when has_phases(d), W^T (cin_g, cout_g) per group for a 1x1 conv. dyg_in, gin: as dx_phases'. dyph: NULL, or the
+ * adjoint conv's phase planes of dy, filled (see conv2d_backward_src). wino: NULL, or the
+ * adjoint's Winograd kernel. */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wk, const ConvDims *d, int i0,
-                      int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph) {
+                      int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph, const float *wino) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph);
+        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino);
         return;
     }
     if (has_phases(d)) {
         dx_phases(dx, dy, wk, d, i0, i1, acc, dyg_in, gin);
         return;
     }
-    if (is_pointwise(d)) { /* dx is its own dcol */
+    if (is_pointwise(d)) { /* dx is its own dcol; wk: W^T */
         for (int i = i0; i < i1; i++)
             for (int g = 0; g < G; g++)
-                gemm(1, 0, cin_g, P, cout_g, 1.0f, w + (size_t)g * cout_g * cin_g, cin_g,
+                gemm(0, 0, cin_g, P, cout_g, 1.0f, wk + (size_t)g * cout_g * cin_g, cout_g,
                      dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, acc ? 1.0f : 0.0f,
                      dx + i * xstride + (size_t)g * cin_g * HW, HW);
         return;
@@ -1214,12 +1427,25 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         const int t = thread_id(), T = thread_count();
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
-        /* this thread's dW^T (G, Kc, cout_g), db (cout) and the adjoint or phase kernel (wsize) */
-        float *part = scratch_get(2, (2 * wsize + d->cout) * sizeof(float));
+        const ConvDims tadj = adj ? adjoint_dims(d) : *d;
+        /* this thread's dW^T (G, Kc, cout_g), db (cout), the adjoint or phase kernel (wsize)
+         * and the adjoint's Winograd kernel (16 / 9 wsize) */
+        float *part = scratch_get(2, (3 * wsize + wsize / 9 * 7 + d->cout) * sizeof(float));
         float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wk = part + wsize + d->cout;
+        float *wino = NULL;
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wk, w, d);
+        if (dx && is_pointwise(d)) /* W^T: gemm reads A rows along k, and can then finish ragged
+                                    * column panels with dot products */
+            for (int g = 0; g < G; g++)
+                for (int co = 0; co < cout_g; co++)
+                    for (int ci = 0; ci < d->cin / G; ci++)
+                        wk[((size_t)g * (d->cin / G) + ci) * cout_g + co] = w[((size_t)g * cout_g + co) * (d->cin / G) + ci];
+        if (adj && use_winograd(&tadj) && plan_of(&tadj, 1).how == LOWER_IMPLICIT) {
+            wino = wk + wsize;
+            winograd_weights(wino, wk, G, d->cin / G, cout_g);
+        }
         if (phased) phase_weights(wk, w, d);
         /* a few images at a time through db, dW and dx, so dy is still in cache for the latter
          * (and, made on demand, never stored) */
@@ -1236,13 +1462,12 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         /* A stride-1 conv with "same" padding: the adjoint conv's (dx's) zero-padded plane of dy,
          * pad rows down and pad columns in, is dy on dW's output grid, junk columns zero: one
          * copy of dy serves both */
-        const ConvDims tadj = adj ? adjoint_dims(d) : *d;
         const int same = dwt && adj && G == 1 && 2 * d->pad == (d->k - 1) * d->dil && pl.how == LOWER_IMPLICIT &&
                          plan_of(&tadj, step).how == LOWER_IMPLICIT;
         float *dyph_buf = NULL, *dyph = NULL;
         if (same) {
             Grid ga = grid_of(&tadj, step);
-            dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16) * sizeof(float));
+            dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16 + WINO_SLACK) * sizeof(float));
         }
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         /* an input made on demand: by the copy into the phase planes, or first into a buffer */
@@ -1273,6 +1498,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 Grid ga = grid_of(&tadj, e - i);
                 dyph = dyph_buf + (16 - ((size_t)tadj.pad * ga.W + tadj.pad) % 16) % 16;
                 grid_fill(dyph, dy, (size_t)d->cout * P, 0, cout_g, &tadj, &ga, NULL, 0);
+                memset(dyph + grid_floats(&ga, cout_g), 0, WINO_SLACK * sizeof(float));
                 dyw = dyph + (size_t)tadj.pad * ga.W + tadj.pad;
                 dyw_ld = (int)ga.plane;
             }
@@ -1282,7 +1508,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyw,
                           dyw_ld, NULL);
             if (dx) {
-                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph);
+                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph, wino);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }

@@ -418,6 +418,10 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
 
 static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
+/* Ragged columns done by the NT kernel: at most this many, with K at least NT_RAGGED_K. */
+#define NT_RAGGED 8
+#define NT_RAGGED_K 32
+
 /* A B^T with the NT kernel: k blocks of up to NT_KC, row tiles outer, column tiles inner. */
 #define NT_KC 1024
 static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B,
@@ -456,6 +460,21 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
     if (p->nt && !A->trans && B->trans && K >= 64 && (N < 48 || M < 48)) {
         gemm_nt(p, M, N, K, alpha, A, B, beta, C, ldc);
         return;
+    }
+    /* A few columns past the last full panel (a 7x7 plane's 49 = 48 + 1, a 14x14 plane's 196 =
+     * 4 * 48 + 4) would take a whole masked panel with most lanes idle: they are gathered into
+     * rows and done as dot products with the NT kernel (every lane useful). */
+    const int rag = N % p->nr;
+    if (p->nt && !A->trans && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K) {
+        float *bt = scratch_get(GEMM_SCRATCH_SLOT, (size_t)rag * K * sizeof(float));
+        for (int k = 0; k < K; k++) {
+            const float *src = B->trans ? NULL : b_row(B, k, N - rag);
+            for (int j = 0; j < rag; j++)
+                bt[(size_t)j * K + k] = src ? src[j] : B->p[(size_t)(N - rag + j) * B->ld + k];
+        }
+        GemmMat Bt = {bt, K, 1, NULL};
+        gemm_nt(p, M, rag, K, alpha, A, &Bt, beta, C + (N - rag), ldc);
+        N -= rag;
     }
     const int mr = p->mr, nr = p->nr, ng = p->ng;
     const int stream = (flags & GEMM_STREAM_C) && beta == 0.0f && K <= p->kc; /* C written once */
