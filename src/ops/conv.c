@@ -922,8 +922,13 @@ static int winograd_off(void) {
     return o;
 }
 
+/* Images a call needs for the kernel transform (per call: weights change between calls) to
+ * pay; batch-1 inference takes the direct path. */
+#define WINO_MIN_IMAGES 8
+
 static int use_winograd(const ConvDims *d) {
 #if CONV_X86
+    if (d->n < WINO_MIN_IMAGES) return 0;
     /* with fewer channels the transforms cost more than the products save (measured: 16 -> 16
      * on 28x28 planes 6% slower, 32 -> 32 on 14x14 ~20% faster) */
     return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 32 && d->cout / d->groups >= 32 &&
