@@ -205,15 +205,14 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(2, 6, 13, 12, 12, 5, 3, 3, 2, 6), 2, "multiplier");
     conv_case(r, dims(3, 10, 15, 13, 10, 7, 3, 3, 2, 10), 2, "dw.k7.s3");
     conv_case(r, dims(2, 7, 9, 9, 7, 5, 2, 0, 1, 7), 1, "dw.k5.s2.p0");
-    /* Winograd F(2x2, 3x3) (3x3 stride-1 convs with >= 32 channels a group): odd and even
-     * planes, other paddings (its tiles cover the output grid whatever the padding), groups,
-     * tiny planes; batches of at least WINO_MIN_IMAGES (8) */
+    /* Winograd F(2x2, 3x3) (3x3 stride-1 convs with >= 32 channels a group, planes of 12 and
+     * more, batches of at least 8): even and odd planes, other paddings (its tiles cover the
+     * output grid whatever the padding), groups */
     conv_case(r, dims(8, 32, 14, 14, 32, 3, 1, 1, 1, 1), 2, "winograd.14x14");
-    conv_case(r, dims(9, 40, 7, 9, 48, 3, 1, 1, 1, 1), 2, "winograd.7x9");
-    conv_case(r, dims(8, 32, 11, 6, 33, 3, 1, 0, 1, 1), 2, "winograd.pad0");
-    conv_case(r, dims(8, 36, 5, 13, 32, 3, 1, 2, 1, 1), 1, "winograd.pad2");
-    conv_case(r, dims(8, 64, 6, 6, 64, 3, 1, 1, 1, 2), 2, "winograd.grouped");
-    conv_case(r, dims(8, 32, 3, 3, 32, 3, 1, 1, 1, 1), 1, "winograd.3x3");
+    conv_case(r, dims(9, 40, 13, 15, 48, 3, 1, 1, 1, 1), 2, "winograd.13x15");
+    conv_case(r, dims(8, 32, 14, 15, 33, 3, 1, 0, 1, 1), 2, "winograd.pad0");
+    conv_case(r, dims(8, 36, 12, 13, 32, 3, 1, 2, 1, 1), 1, "winograd.pad2");
+    conv_case(r, dims(8, 64, 12, 12, 64, 3, 1, 1, 1, 2), 2, "winograd.grouped");
     /* a 1x1 conv's ragged last column panel done as dot products (7x7 and 14x14 planes) */
     conv_case(r, dims(3, 48, 7, 7, 40, 1, 1, 0, 1, 1), 2, "1x1.ragged49");
     conv_case(r, dims(2, 40, 14, 14, 36, 1, 1, 0, 1, 1), 2, "1x1.ragged196");

@@ -929,9 +929,11 @@ static int winograd_off(void) {
 static int use_winograd(const ConvDims *d) {
 #if CONV_X86
     if (d->n < WINO_MIN_IMAGES) return 0;
-    /* with fewer channels the transforms cost more than the products save (measured: 16 -> 16
-     * on 28x28 planes 6% slower, 32 -> 32 on 14x14 ~20% faster) */
+    /* With fewer channels the transforms cost more than the products save, and on small planes
+     * the tiles' padding and ragged vectors do (in resnet8's training step: 32 -> 32 on 14x14
+     * ~10% faster, 64 -> 64 on 7x7 slower; 16 -> 16 on 28x28 6% slower alone) */
     return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 32 && d->cout / d->groups >= 32 &&
+           d->oh >= 12 && d->ow >= 12 &&
            d->groups < d->cin && use_avx512() && !winograd_off() && forced_lowering() != LOWER_EXPLICIT;
 #else
     return 0;
@@ -1067,7 +1069,7 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
 
 /* Tiles a block aims at: its transformed input and products, 16 (cin + cout) floats a tile,
  * should stay in L2 (at least one tile row a block). */
-#define WINO_BLOCK_FLOATS (512 * 1024)
+#define WINO_BLOCK_FLOATS (128 * 1024)
 
 /* out (cout_g, oh * W) = the conv on the output grid of planes (cin_g phase planes of the
  * implicit lowering, grid g), U: this group's (16, cout_g, cin_g). A block of tile rows at a
