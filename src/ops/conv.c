@@ -7,14 +7,20 @@
  * The fast float kernels lower everything but depthwise convolution to gemm (per group;
  * P = oh*ow output pixels, Kc = cin_g*k*k, "col" = the im2col matrix of the input):
  *   forward  y (cout_g, P)       = W (cout_g, Kc) col (Kc, P)
- *   dW       dW^T (Kc, cout_g)  += col (Kc, P) dy^T (P, cout_g)    (gemm's NT kernel: no packing)
+ *   dW       dW^T (Kc, cout_g)  += col (Kc, P) dy^T (P, cout_g)    (dy^T written out for gemm's
+ *            main kernel, or gemm's NT kernel: dot products, no packing)
  *   dx       stride 1: a stride-1 conv of dy with the flipped, transposed kernel (padding
- *            (k-1)*dil - pad), lowered like the forward; otherwise dcol (Kc, P) = W^T dy,
- *            scattered back (the adjoint of the lowering).
+ *            (k-1)*dil - pad), lowered like the forward; stride s > 1: by phases, each of the
+ *            s*s phases of dx a stride-1 correlation of dy with the taps that reach it (one
+ *            gemm each); otherwise dcol (Kc, P) = W^T dy, scattered back (the adjoint of the
+ *            lowering).
  * col is built one of two ways (see "lowering to gemm"): written out by im2col, or read in
  * place by gemm from a zero-padded, phase-split copy of the input through a table of row
  * pointers. Small images are batched: nb images side by side give gemm enough columns. A 1x1
- * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol.
+ * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol. An input made
+ * on demand (BN + activation, act_rows) is made by the copy into the phase planes.
+ * 3x3 stride-1 convs with 32 and more channels a group on planes of 12 and more run the
+ * forward (and so dx) as Winograd F(2x2, 3x3) on the same phase planes.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -24,7 +30,9 @@
  * at the end. With fewer images than threads the forward splits one image's columns (or output
  * channels) instead.
  * Scratch slots (per thread): 0 col or phase planes (+ row table), 1 gemm output or dy copies,
- * 2 partial dW/db and the adjoint kernel. Slot 3 belongs to gemm.
+ * 2 partial dW/db and the adjoint, phase or Winograd kernel, 7 (WINO_SLOT) Winograd's
+ * transforms or dy^T. Slot 3 belongs to gemm; 4-6 hold a made input or gradient and dy's
+ * shared grid (conv_internal.h).
  */
 #include "conv_internal.h"
 #include "gemm_ex.h"
@@ -328,10 +336,10 @@ static void made_row(float *dst, const float *src, int w, const MadeInput *mi) {
 /* made_row on the lanes m of x; the other lanes are zero. */
 __attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __mmask16 m, const MadeInput *mi) {
     const float *k = mi->k;
-    __m512 v = _mm512_add_ps(
-        _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(x, _mm512_set1_ps(k[0])), _mm512_set1_ps(k[1])), _mm512_set1_ps(k[2])),
-        _mm512_set1_ps(k[3]));
-    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) v = _mm512_max_ps(v, _mm512_setzero_ps()); /* max(NaN, 0) = 0, as v > 0 ? v : 0 */
+    __m512 c = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_set1_ps(k[0])), _mm512_set1_ps(k[1]));
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(c, _mm512_set1_ps(k[2])), _mm512_set1_ps(k[3]));
+    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) /* max(NaN, 0) = 0, as v > 0 ? v : 0 */
+        v = _mm512_max_ps(v, _mm512_setzero_ps());
     if (mi->act == ACT_RELU6) v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
     return _mm512_maskz_mov_ps(m, v);
 }
@@ -1086,7 +1094,8 @@ static void winograd_conv(float *out, const float *planes, const float *U, int c
         TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
         for (int x = 0; x < 16; x++) {
-            GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL}, B = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL};
+            GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL};
+            GemmMat B = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL};
             gemm_ex(cout_g, b.nr * tw, cin_g, 1.0f, &A, &B, 0.0f, M + (size_t)x * cout_g * ld, (int)ld, 0);
         }
         winograd_output(out, M, cout_g, oh, g->W, &b);
@@ -1383,7 +1392,8 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
          * vector or the rows of col are too few to pay for the transpose (dW, 2 threads: 24 ->
          * 144 on 14x14 20% faster, 64 -> 384 on 7x7 14%; 16 -> 96 on 28x28 8% slower) */
 #if CONV_X86
-        if (use_avx512() && cout_g > 16 && Kc > 16) dyt = scratch_get(WINO_SLOT, (size_t)cout_g * pl.nb * P * sizeof(float));
+        if (use_avx512() && cout_g > 16 && Kc > 16)
+            dyt = scratch_get(WINO_SLOT, (size_t)cout_g * pl.nb * P * sizeof(float));
 #endif
         if (!dyt && pl.nb > 1) dyg = scratch_get(1, (size_t)cout_g * pl.nb * P * sizeof(float));
     }
@@ -1436,9 +1446,9 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
 
 /* dx (images [i0, i1)) = or += the input gradient, on the calling thread; dy starts at image
  * i0. wk: the adjoint kernel (adjoint_weights) when has_adjoint(d), the phase kernels
- * (phase_weights) when has_phases(d), W^T (cin_g, cout_g) per group for a 1x1 conv. dyg_in, gin: as dx_phases'. dyph: NULL, or the
- * adjoint conv's phase planes of dy, filled (see conv2d_backward_src). wino: NULL, or the
- * adjoint's Winograd kernel. */
+ * (phase_weights) when has_phases(d), W^T (cin_g, cout_g) per group for a 1x1 conv. dyg_in,
+ * gin: as dx_phases'. dyph: NULL, or the adjoint conv's phase planes of dy, filled (see
+ * conv2d_backward_src). wino: NULL, or the adjoint's Winograd kernel. */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wk, const ConvDims *d, int i0,
                       int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph, const float *wino) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
@@ -1525,12 +1535,14 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wk, w, d);
-        if (dx && is_pointwise(d)) /* W^T: gemm reads A rows along k, and can then finish ragged
-                                    * column panels with dot products */
+        if (dx && is_pointwise(d)) { /* W^T: gemm reads A rows along k, and can then finish
+                                      * ragged column panels with dot products */
+            const int cin_g = d->cin / G;
             for (int g = 0; g < G; g++)
                 for (int co = 0; co < cout_g; co++)
-                    for (int ci = 0; ci < d->cin / G; ci++)
-                        wk[((size_t)g * (d->cin / G) + ci) * cout_g + co] = w[((size_t)g * cout_g + co) * (d->cin / G) + ci];
+                    for (int ci = 0; ci < cin_g; ci++)
+                        wk[((size_t)g * cin_g + ci) * cout_g + co] = w[((size_t)g * cout_g + co) * cin_g + ci];
+        }
         if (adj && use_winograd(&tadj) && plan_of(&tadj, 1).how == LOWER_IMPLICIT) {
             wino = wk + wsize;
             winograd_weights(wino, wk, G, d->cin / G, cout_g);

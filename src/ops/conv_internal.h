@@ -78,7 +78,7 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
 #define INPUT_SLOT 5
 /* conv backward: the output gradient on the output grid, shared by dW and dx */
 #define DYGRID_SLOT 6
-/* conv: the Winograd transforms of a chunk's input and products */
+/* conv: Winograd's transformed input and products, or dy^T for dW */
 #define WINO_SLOT 7
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
