@@ -212,6 +212,16 @@ static void bn_fwd(Net *net, int i) {
         bn_forward_eval(net->out[i], in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w, BN_EPS);
 }
 
+/* bn_fwd in training from the row sums the conv before took (FUSE_STATS). */
+static void bn_fwd_rows(Net *net, int i, const double *row_stats) {
+    Node *nd = &net->spec.nodes[i];
+    const float *g = net->params + nd->param_off, *b = g + nd->c;
+    float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
+    NASC_ASSERT(net->training);
+    bn_forward_rows(ACT_COUNT, net->out[i], net->saved[i], row_stats, in_out(net, nd, 0), g, b, rm, rv, net->batch,
+                    nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+}
+
 static void bn_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     NASC_ASSERT(net->training);
@@ -233,9 +243,9 @@ static void bn_act_fwd(Net *net, int i, int lazy, const double *row_stats) {
     const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
     float *st = net->saved[i], *y = lazy ? NULL : net->out[i + 1];
-    if (net->training && lazy)
-        bn_act_forward_stats(act, st, row_stats, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
-                             BN_MOMENTUM, BN_EPS);
+    if (net->training && row_stats)
+        bn_forward_rows(act, y, st, row_stats, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
+                        BN_MOMENTUM, BN_EPS);
     else if (net->training)
         bn_act_forward_train(act, y, st, in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w,
                              BN_MOMENTUM, BN_EPS);
@@ -774,9 +784,9 @@ static int fusion_on(void) {
  * fuse[i] & FUSE_SUMS (with FUSE_LAZY, conv node i - 1 FUSE_GRAD, the consumer conv is node
  * i + 2): that conv's backward also makes the BN backward's row sums (bn_row_sums) from the
  * gradient it writes while it is in cache, so BN node i never reads it. fuse[i] & FUSE_STATS
- * (conv node i FUSE_GRAD, BN node i + 1 FUSE_LAZY): the conv's forward also sums the rows of its
- * output for that BN's statistics (bn_row_stats) while they are in cache, so the BN's forward
- * reads nothing.
+ * (conv node i FUSE_GRAD, training): the conv's forward also sums the rows of its output for
+ * BN node i + 1's statistics (bn_row_stats) while they are in cache, so the BN's forward reads
+ * its input once to write its output, or not at all when the output is made on demand.
  * Returns NULL when nothing fuses; the caller frees. */
 enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16 };
 
@@ -822,7 +832,7 @@ static unsigned char *fusion_plan(const Net *net) {
         }
     }
     for (int i = 0; fuse && i + 1 < n; i++)
-        if ((fuse[i] & FUSE_GRAD) && (fuse[i + 1] & FUSE_LAZY)) fuse[i] |= FUSE_STATS;
+        if ((fuse[i] & FUSE_GRAD) && net->training) fuse[i] |= FUSE_STATS;
     free(uses);
     return fuse;
 }
@@ -894,6 +904,8 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
         if (fuse && nd->op == OP_CONV) {
             ActSrc x = conv_input(net, nd, fuse);
             conv_fwd_src(net, i, &x, (fuse[i] & FUSE_STATS) ? net->row_stats : NULL);
+        } else if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_STATS)) {
+            bn_fwd_rows(net, i, net->row_stats);
         } else {
             op_info[nd->op].forward(net, i);
         }

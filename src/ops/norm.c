@@ -18,7 +18,7 @@
  *
  * Parts of both can run inside the neighbouring convs, while the rows are in cache (net.c
  * decides): the forward's row sums (bn_row_stats) and statistics without y
- * (bn_act_forward_stats; the consumer makes y, act_rows), the backward's first pass
+ * (bn_forward_rows; the consumer makes y, act_rows), the backward's first pass
  * (bn_row_sums) and its dx, made chunk by chunk by the conv that consumes it (bn_grad_prepare,
  * grad_rows). Each gives bit for bit what the whole-tensor kernels give.
  *
@@ -243,7 +243,7 @@ static inline void bn_add_row(double *S1, double *S2, double s1, double s2, doub
 
 /* y == NULL: statistics only (the output is made on demand, act_rows). row_stats: NULL, or
  * every row's sums as bn_row_stats made them (the conv that wrote x did, while in cache): the
- * statistics then read nothing. */
+ * statistics then read nothing, and y takes one pass. */
 static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, float *aux, const float *x,
                           const float *gamma, const float *beta, float *running_mean, float *running_var, int n, int c,
                           int hw, float momentum, float eps, const double *row_stats) {
@@ -251,7 +251,8 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
     NASC_ASSERT(count > 0 && fusable(act));
     int par = count * (size_t)c >= BN_PAR_MIN && c > 1;
     const BnStats st = {mean, invstd, aux, gamma, beta, running_mean, running_var, c, count, momentum, eps};
-    if (row_stats && !y) {
+    if (row_stats) {
+        float *k = y ? xmalloc(4 * (size_t)c * sizeof(float)) : NULL; /* mhi, mlo, scale, b */
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
         for (int ch = 0; ch < c; ch++) {
             const double shift = row_stats[3 * (size_t)ch + 2]; /* image 0's row */
@@ -262,7 +263,18 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
             }
             float mhi, mlo, scale, b;
             bn_channel(&st, ch, S1, S2, shift, &mhi, &mlo, &scale, &b);
+            if (k) k[ch] = mhi, k[c + ch] = mlo, k[2 * c + ch] = scale, k[3 * c + ch] = b;
         }
+        if (y) { /* rows in memory order, split over the threads */
+            const long rows = (long)n * c;
+#pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
+            for (long r = 0; r < rows; r++) {
+                const int ch = (int)(r % c);
+                bn_apply(act, y + (size_t)r * hw, x + (size_t)r * hw, hw, k[ch], k[c + ch], k[2 * c + ch],
+                         k[3 * c + ch]);
+            }
+        }
+        free(k);
         return;
     }
     /* One pass for sum and sum of squares, shifted by the channel's first value so the variance
@@ -538,12 +550,12 @@ void bn_act_forward_train(ActKind act, float *y, float *saved, const float *x, c
                   momentum, eps, NULL);
 }
 
-void bn_act_forward_stats(ActKind act, float *saved, const double *row_stats, const float *x, const float *gamma,
-                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                          float momentum, float eps) {
-    NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
-    bn_train_core(act, NULL, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c,
-                  hw, momentum, eps, row_stats);
+void bn_forward_rows(ActKind act, float *y, float *saved, const double *row_stats, const float *x, const float *gamma,
+                     const float *beta, float *running_mean, float *running_var, int n, int c, int hw, float momentum,
+                     float eps) {
+    NASC_ASSERT(fusable(act) && row_stats);
+    bn_train_core(act, y, saved, saved + c, saved + 2 * (size_t)c, x, gamma, beta, running_mean, running_var, n, c, hw,
+                  momentum, eps, row_stats);
 }
 
 const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {

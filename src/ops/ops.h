@@ -132,16 +132,18 @@ const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr);
 /* What act_rows applies to channel ch of a made input: act(((x - k[0]) - k[1]) * k[2] + k[3]),
  * in that order of float operations (for kernels that make the input while copying it). */
 void act_consts(const ActSrc *s, int ch, float k[4]);
-/* The training forward's statistics from rows already summed: bn_row_stats sums rows [r0, r0
- * + nr) of x (x points at row r0) into rs (3 doubles per row), as the conv that writes x does
- * chunk by chunk while the rows are in cache; bn_act_forward_stats is then
- * bn_act_forward_train with y == NULL that reads nothing but rs (row_stats: every row's, or
- * NULL to sum them itself). Each row is summed about its own first value and the rows are
- * combined in image order, the same way in both, so the results are bitwise equal. */
+/* The training forward from rows already summed: bn_row_stats sums rows [r0, r0 + nr) of x (x
+ * points at row r0) into rs (3 doubles per row), as the conv that writes x does chunk by chunk
+ * while the rows are in cache; bn_forward_rows is then bn_act_forward_train (act ACT_COUNT:
+ * bn_forward_train, with saved = mean, invstd, then the constants) whose statistics read
+ * nothing but row_stats (every row's), in one pass over x when y is wanted; y == NULL:
+ * statistics and constants only (the consumer makes y, act_rows). Each row is summed about its
+ * own first value and the rows are combined in image order, the same way in both, so the
+ * results are bitwise equal. */
 void bn_row_stats(double *rs, const float *x, size_t r0, size_t nr, int hw);
-void bn_act_forward_stats(ActKind act, float *saved, const double *row_stats, const float *x, const float *gamma,
-                          const float *beta, float *running_mean, float *running_var, int n, int c, int hw,
-                          float momentum, float eps);
+void bn_forward_rows(ActKind act, float *y, float *saved, const double *row_stats, const float *x, const float *gamma,
+                     const float *beta, float *running_mean, float *running_var, int n, int c, int hw, float momentum,
+                     float eps);
 void bn_act_backward(ActKind act, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                      const float *gamma, const float *beta, const float *saved, int n, int c, int hw, int accumulate);
 
