@@ -1311,33 +1311,6 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
 
 /* ------------------------------------------------------------------ backward */
 #if CONV_X86
-/* The 16 x 16 block in r, transposed in registers. */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int k = 0; k < 8; k++) {
-        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-    }
-    for (int k = 0; k < 4; k++) {
-        __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
-        __m512d c = _mm512_castps_pd(t[4 * k + 2]), e = _mm512_castps_pd(t[4 * k + 3]);
-        r[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
-        r[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
-    }
-    for (int k = 0; k < 4; k++) {
-        t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0x88);
-        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0xdd);
-        t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0x88);
-        t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0xdd);
-    }
-    for (int k = 0; k < 8; k++) {
-        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
-    }
-}
-
 __attribute__((target("avx512f"))) static void transpose_avx512(float *dst, const float *src, int rows, int cols,
                                                                  size_t lds) {
     for (int r0 = 0; r0 < rows; r0 += 16) {
@@ -1348,7 +1321,7 @@ __attribute__((target("avx512f"))) static void transpose_avx512(float *dst, cons
             __m512 v[16];
             for (int i = 0; i < 16; i++)
                 v[i] = i < nr ? _mm512_maskz_loadu_ps(mq, src + (size_t)(r0 + i) * lds + q0) : _mm512_setzero_ps();
-            transpose16(v);
+            tr16(v);
             for (int j = 0; j < NASC_MIN(16, cols - q0); j++)
                 _mm512_mask_storeu_ps(dst + (size_t)(q0 + j) * rows + r0, mr, v[j]);
         }
