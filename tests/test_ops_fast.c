@@ -246,6 +246,14 @@ static void test_pool(void) {
     big = (PoolDims){.n = 3, .c = 20, .h = 17, .w = 19, .k = 2, .stride = 2, .pad = 1};
     pool_dims_init(&big, &e);
     test_pool_dims(big, 0);
+    /* 2x2, stride 2, no padding (a kernel of its own): odd sizes, rows of several vectors */
+    big = (PoolDims){.n = 2, .c = 5, .h = 17, .w = 71, .k = 2, .stride = 2, .pad = 0};
+    pool_dims_init(&big, &e);
+    test_pool_dims(big, 0);
+    test_pool_dims(big, 1);
+    big = (PoolDims){.n = 3, .c = 4, .h = 28, .w = 28, .k = 2, .stride = 2, .pad = 0, .count_include_pad = 1};
+    pool_dims_init(&big, &e);
+    test_pool_dims(big, 0);
 
     static const int gs[][3] = {{1, 1, 1}, {2, 3, 49}, {3, 5, 1}, {8, 64, 64}, {2, 7, 1023}};
     for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) {

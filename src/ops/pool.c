@@ -10,8 +10,11 @@
  *   - Global average pool: y (N, C) = mean of x (N, C, hw) over hw.
  *
  * Every plane is independent, so the fast kernels split the N*C planes over threads and
- * walk each window over its clipped row/column ranges.
+ * walk each window over its clipped row/column ranges; average pooling with stride 1 is
+ * separable box sums, and 2x2 windows with stride 2 and no padding (NAS-Bench-201's
+ * reduction shortcut) are summed a row pair and 16 outputs at a time (AVX-512).
  */
+#include "conv_internal.h" /* use_avx512, lane_range */
 #include "ops.h"
 
 #include <math.h>
@@ -296,6 +299,61 @@ static void avgpool_s1(float *out, const float *in, const PoolDims *d, int backw
     }
 }
 
+#if CONV_X86
+/* 2x2 windows, stride 2, no padding: a row pair's columns 32 at a time, split into even and
+ * odd ones with permutes: y = ((x00 + x10) + (x01 + x11)) / 4. */
+__attribute__((target("avx512f"))) static void avgpool22_forward_plane(float *yp, const float *xp, const PoolDims *d) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 q = _mm512_set1_ps(0.25f);
+    const int ow = d->ow, w = d->w;
+    for (int oy = 0; oy < d->oh; oy++) {
+        const float *r0 = xp + (size_t)2 * oy * w, *r1 = r0 + w;
+        float *yr = yp + (size_t)oy * ow;
+        for (int ox = 0; ox < ow; ox += 16) {
+            const int c = 2 * ox;
+            const __mmask16 ma = lane_range(c, 0, 2 * ow), mb = lane_range(c + 16, 0, 2 * ow);
+            __m512 a = _mm512_add_ps(_mm512_maskz_loadu_ps(ma, r0 + c), _mm512_maskz_loadu_ps(ma, r1 + c));
+            __m512 b = _mm512_add_ps(_mm512_maskz_loadu_ps(mb, r0 + c + 16), _mm512_maskz_loadu_ps(mb, r1 + c + 16));
+            __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+            _mm512_mask_storeu_ps(yr + ox, lane_range(ox, 0, ow), _mm512_mul_ps(sum, q));
+        }
+    }
+}
+
+/* Its backward: each dy / 4 added to the 2x2 cells of its window (every dx cell has at most
+ * one window). */
+__attribute__((target("avx512f"))) static void avgpool22_backward_plane(float *dxp, const float *dyp,
+                                                                        const PoolDims *d) {
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __m512 q = _mm512_set1_ps(0.25f); /* dy / 4 exactly */
+    const int ow = d->ow, w = d->w;
+    for (int oy = 0; oy < d->oh; oy++)
+        for (int ox = 0; ox < ow; ox += 16) {
+            const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_range(ox, 0, ow), dyp + (size_t)oy * ow + ox), q);
+            const __m512 g0 = _mm512_permutexvar_ps(lo, g), g1 = _mm512_permutexvar_ps(hi, g);
+            const int c = 2 * ox;
+            const __mmask16 ma = lane_range(c, 0, 2 * ow), mb = lane_range(c + 16, 0, 2 * ow);
+            for (int r = 0; r < 2; r++) {
+                float *row = dxp + (size_t)(2 * oy + r) * w + c;
+                _mm512_mask_storeu_ps(row, ma, _mm512_add_ps(_mm512_maskz_loadu_ps(ma, row), g0));
+                if (mb) _mm512_mask_storeu_ps(row + 16, mb, _mm512_add_ps(_mm512_maskz_loadu_ps(mb, row + 16), g1));
+            }
+        }
+}
+#endif
+
+/* 2x2 windows, stride 2, no padding, on the AVX-512 path. */
+static int is_pool22(const PoolDims *d) {
+#if CONV_X86
+    return d->k == 2 && d->stride == 2 && d->pad == 0 && use_avx512();
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
 void avgpool_forward(float *y, const float *x, const PoolDims *d) {
     if (d->stride == 1) {
         avgpool_s1(y, x, d, 0);
@@ -307,6 +365,12 @@ void avgpool_forward(float *y, const float *x, const PoolDims *d) {
     for (long p = 0; p < planes; p++) {
         const float *xp = x + (size_t)p * d->h * d->w;
         float *yp = y + (size_t)p * d->oh * d->ow;
+#if CONV_X86
+        if (is_pool22(d)) {
+            avgpool22_forward_plane(yp, xp, d);
+            continue;
+        }
+#endif
         for (int oy = 0; oy < d->oh; oy++)
             for (int ox = 0; ox < d->ow; ox++) {
                 int h0, h1, w0, w1;
@@ -331,6 +395,12 @@ void avgpool_backward(float *dx, const float *dy, const PoolDims *d) {
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + (size_t)p * d->h * d->w;
         const float *dyp = dy + (size_t)p * d->oh * d->ow;
+#if CONV_X86
+        if (is_pool22(d)) {
+            avgpool22_backward_plane(dxp, dyp, d);
+            continue;
+        }
+#endif
         for (int oy = 0; oy < d->oh; oy++)
             for (int ox = 0; ox < d->ow; ox++) {
                 int h0, h1, w0, w1;
