@@ -360,5 +360,9 @@ int main(void) {
     test_net("unconsumed", "a=conv(c=4,k=1);conv(input,c=8,k=3);bn;relu;gap;linear", 4);
     test_net("identities", "conv(c=8,k=3);bn;x=relu;y=id(x);conv(c=8,k=3);bn;i=id;relu6;add(_,y,y);gap;linear", 3);
     test_net("add twice", "conv(c=8,k=3);bn;x=relu;add(x,x);bn;relu;gap;linear", 4);
+    /* lone ReLUs made by the conv after them (NAS-Bench-201's ReLU-conv-BN edges, two of them
+     * from one node), and a ReLU6 before a 1x1 conv */
+    test_net("nb201 cell", "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 4);
+    test_net("relu6 then 1x1", "conv(c=8,k=3);relu6;conv(c=8,k=1);bn;gap;linear", 3);
     return check_summary("test_fused");
 }

@@ -293,6 +293,19 @@ static void act_fwd(Net *net, int i) {
     act_forward(act_kind(nd->op), net->out[i], in_out(net, nd, 0), node_size(nd) * net->batch);
 }
 
+/* ReLU/ReLU6 keep room for the constants of an identity BN (mean 0, scale 1), with which the
+ * conv after a lone activation makes its input on demand (FUSE_MADE in net.c's walk). */
+static size_t act_saved(const Net *net, int i, int batch) {
+    return BN_ACT_SAVED * (size_t)net->spec.nodes[i].c * sizeof(float);
+}
+
+/* Those constants in the layout bn_act_forward_train saves (mean, invstd, mlo, scale). */
+static void act_identity(Net *net, int i) {
+    const int c = net->spec.nodes[i].c;
+    float *st = net->saved[i];
+    for (int ch = 0; ch < c; ch++) st[ch] = 0.0f, st[c + ch] = 1.0f, st[2 * c + ch] = 0.0f, st[3 * c + ch] = 1.0f;
+}
+
 static void act_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     int acc;
@@ -578,8 +591,8 @@ static void resize_bwd(Net *net, int i) {
 static const OpInfo op_info[OP_COUNT] = {
     [OP_CONV] = {conv_infer, conv_fwd, conv_bwd, no_saved},
     [OP_BN] = {bn_infer, bn_fwd, bn_bwd, bn_saved},
-    [OP_RELU] = {same_infer, act_fwd, act_bwd, no_saved},
-    [OP_RELU6] = {same_infer, act_fwd, act_bwd, no_saved},
+    [OP_RELU] = {same_infer, act_fwd, act_bwd, act_saved},
+    [OP_RELU6] = {same_infer, act_fwd, act_bwd, act_saved},
     [OP_HSWISH] = {same_infer, act_fwd, act_bwd, no_saved},
     [OP_SIGMOID] = {same_infer, act_fwd, act_bwd, no_saved},
     [OP_HSIGMOID] = {same_infer, act_fwd, act_bwd, no_saved},
@@ -787,14 +800,24 @@ static int fusion_on(void) {
  * (conv node i FUSE_GRAD, training): the conv's forward also sums the rows of its output for
  * BN node i + 1's statistics (bn_row_stats) while they are in cache, so the BN's forward reads
  * its input once to write its output, or not at all when the output is made on demand.
+ * fuse[i] & FUSE_MADE (training, !store_outputs): ReLU/ReLU6 node i, not part of a pair, has
+ * one consumer, a conv, which makes the activation on demand from node i's input (as from a
+ * BN with mean 0 and scale 1: NAS-Bench-201's ReLU-conv-BN edges); node i's output is never
+ * stored, and its backward (which reads its input) runs as usual.
  * Returns NULL when nothing fuses; the caller frees. */
-enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16 };
+enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16, FUSE_MADE = 32 };
 
 /* Conv node nd's input: stored, or made on demand from the BN + act pair before it. */
 static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
     ActSrc s = stored_input(net, nd);
     int k = nd->in[0];
-    if (fuse && k >= 1 && (fuse[k - 1] & FUSE_LAZY)) {
+    if (fuse && k >= 0 && (fuse[k] & FUSE_MADE)) { /* a lone ReLU/ReLU6: an identity BN's */
+        const Node *act = &net->spec.nodes[k];
+        s.x = in_out(net, act, 0);
+        s.saved = net->saved[k];
+        s.beta = NULL;
+        s.act = act_kind(act->op);
+    } else if (fuse && k >= 1 && (fuse[k - 1] & FUSE_LAZY)) {
         const Node *bn = &net->spec.nodes[k - 1];
         s.x = in_out(net, bn, 0);
         s.saved = net->saved[k - 1];
@@ -833,6 +856,16 @@ static unsigned char *fusion_plan(const Net *net) {
     }
     for (int i = 0; fuse && i + 1 < n; i++)
         if ((fuse[i] & FUSE_GRAD) && net->training) fuse[i] |= FUSE_STATS;
+    for (int i = 0; i + 1 < n && net->training && !net->store_outputs; i++) {
+        const Node *a = &net->spec.nodes[i];
+        if ((a->op != OP_RELU && a->op != OP_RELU6) || a->nin != 1 || uses[i] != 1) continue;
+        if (i > 0 && fuse && (fuse[i - 1] & FUSE_ACT)) continue; /* the act of a pair */
+        for (int j = i + 1; j < n; j++)
+            if (net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == i && net->spec.nodes[j].op == OP_CONV) {
+                if (!fuse) fuse = xcalloc((size_t)n, 1);
+                fuse[i] |= FUSE_MADE;
+            }
+    }
     free(uses);
     return fuse;
 }
@@ -891,6 +924,11 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             continue;
         }
         double t0 = prof_start();
+        if (fuse && (fuse[i] & FUSE_MADE)) { /* the conv after it makes it */
+            act_identity(net, i);
+            prof_stop(net, i, 0, t0);
+            continue;
+        }
         if (fuse && (fuse[i] & FUSE_ACT)) {
             if (nd->op == OP_BN)
                 bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0,
