@@ -19,6 +19,7 @@
 #include "driver.h"
 
 #include <math.h>
+#include <signal.h>
 
 #include "../cost/cost.h"
 #include "../cost/predict.h"
@@ -237,6 +238,15 @@ static void train_trial(Search *S, Net *net, const Trial *t, uint64_t seed, Tria
     free(idx);
 }
 
+/* Test hook (tests/cli_search.sh): with NASC_TEST_KILL_TRIAL=K the process kills itself with
+ * SIGKILL when it starts training its K-th trial, its row already running in the database:
+ * a kill -9 that lands during a trial, at a moment that does not depend on timing. */
+static void test_kill(void) {
+    static long trained;
+    const char *k = getenv("NASC_TEST_KILL_TRIAL");
+    if (k && ++trained == atol(k)) raise(SIGKILL);
+}
+
 /* Evaluates a trial that has a row already (status running). */
 static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, uint64_t seed, TrialResult *r, char *err,
                        size_t nerr) {
@@ -262,6 +272,7 @@ static void eval_trial(Search *S, const Trial *t, const char *spec, long seq, ui
         snprintf(err, nerr, "%s", e.msg);
         return;
     }
+    test_kill();
     train_trial(S, &net, t, seed, r, err, nerr);
     net_free(&net);
 }
