@@ -807,7 +807,8 @@ static int fusion_on(void) {
  * Returns NULL when nothing fuses; the caller frees. */
 enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16, FUSE_MADE = 32 };
 
-/* Conv node nd's input: stored, or made on demand from the BN + act pair before it. */
+/* Conv node nd's input: stored, or made on demand from the BN + act pair (FUSE_LAZY) or the
+ * lone activation (FUSE_MADE) before it. */
 static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
     ActSrc s = stored_input(net, nd);
     int k = nd->in[0];
@@ -827,6 +828,15 @@ static ActSrc conv_input(Net *net, const Node *nd, const unsigned char *fuse) {
     return s;
 }
 
+/* The index of the conv that takes node k as its (first) input, or 0 when none does (a
+ * consumer comes after k, so it is never node 0). */
+static int conv_consumes(const Net *net, int k) {
+    for (int j = k + 1; j < net->spec.n; j++)
+        if (net->spec.nodes[j].op == OP_CONV && net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == k)
+            return j;
+    return 0;
+}
+
 static unsigned char *fusion_plan(const Net *net) {
     int n = net->spec.n;
     if (!fusion_on() || n < 2 || net->hook_fwd || net->hook_bwd) return NULL;
@@ -842,13 +852,13 @@ static unsigned char *fusion_plan(const Net *net) {
             b->in[0] == i && uses[i] == 1)
             f = FUSE_ACT;
         if (a->op == OP_CONV && b->op == OP_BN && b->in[0] == i && uses[i] == 1) f = FUSE_GRAD;
-        if (f == FUSE_ACT && a->op == OP_BN && net->training && !net->store_outputs && uses[i + 1] == 1)
-            for (int j = i + 2; j < n; j++)
-                if (net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == i + 1 &&
-                    net->spec.nodes[j].op == OP_CONV) {
-                    f |= FUSE_LAZY;
-                    if (j == i + 2 && i > 0 && fuse && (fuse[i - 1] & FUSE_GRAD)) f |= FUSE_SUMS;
-                }
+        int j = f == FUSE_ACT && a->op == OP_BN && net->training && !net->store_outputs && uses[i + 1] == 1
+                    ? conv_consumes(net, i + 1)
+                    : 0;
+        if (j) {
+            f |= FUSE_LAZY;
+            if (j == i + 2 && i > 0 && fuse && (fuse[i - 1] & FUSE_GRAD)) f |= FUSE_SUMS;
+        }
         if (f) {
             if (!fuse) fuse = xcalloc((size_t)n, 1);
             fuse[i] = (unsigned char)f;
@@ -860,11 +870,9 @@ static unsigned char *fusion_plan(const Net *net) {
         const Node *a = &net->spec.nodes[i];
         if ((a->op != OP_RELU && a->op != OP_RELU6) || a->nin != 1 || uses[i] != 1) continue;
         if (i > 0 && fuse && (fuse[i - 1] & FUSE_ACT)) continue; /* the act of a pair */
-        for (int j = i + 1; j < n; j++)
-            if (net->spec.nodes[j].nin > 0 && net->spec.nodes[j].in[0] == i && net->spec.nodes[j].op == OP_CONV) {
-                if (!fuse) fuse = xcalloc((size_t)n, 1);
-                fuse[i] |= FUSE_MADE;
-            }
+        if (!conv_consumes(net, i)) continue;
+        if (!fuse) fuse = xcalloc((size_t)n, 1);
+        fuse[i] |= FUSE_MADE;
     }
     free(uses);
     return fuse;

@@ -237,24 +237,37 @@ typedef struct {
 /* Outputs larger than this are written with non-temporal stores (they leave the caches anyway). */
 #define STREAM_BYTES (16.0 * 1024 * 1024)
 
-static int forced_lowering(void) {
-    static int forced = -2;
-    int f = __atomic_load_n(&forced, __ATOMIC_RELAXED);
+/* NASC_CONV: -1 (unset: automatic), LOWER_EXPLICIT, LOWER_IMPLICIT, or CONV_DIRECT (the
+ * automatic lowering without Winograd). */
+#define CONV_DIRECT 2
+static int conv_env(void) {
+    static int mode = -2;
+    int f = __atomic_load_n(&mode, __ATOMIC_RELAXED);
     if (f == -2) {
         const char *e = getenv("NASC_CONV");
-        f = !e ? -1 : strcmp(e, "explicit") == 0 ? LOWER_EXPLICIT : strcmp(e, "implicit") == 0 ? LOWER_IMPLICIT : -1;
-        __atomic_store_n(&forced, f, __ATOMIC_RELAXED);
+        f = !e                             ? -1
+            : strcmp(e, "explicit") == 0   ? LOWER_EXPLICIT
+            : strcmp(e, "implicit") == 0   ? LOWER_IMPLICIT
+            : strcmp(e, "direct") == 0     ? CONV_DIRECT
+                                           : -1;
+        __atomic_store_n(&mode, f, __ATOMIC_RELAXED);
     }
     return f;
 }
 
-/* The lowering and images per gemm for a thread that handles `images` images. */
+/* The lowering NASC_CONV forces, or -1. */
+static int forced_lowering(void) {
+    int f = conv_env();
+    return f == LOWER_EXPLICIT || f == LOWER_IMPLICIT ? f : -1;
+}
+
 /* Images side by side on the output grid (implicit lowering, and the folded dx): as many as
  * fill COLS_TARGET columns, at least one, at most `images`. */
 static int grid_images(const ConvDims *d, int images) {
     return NASC_MAX(1, NASC_MIN(images, COLS_TARGET / (d->oh * grid_of(d, 1).wq)));
 }
 
+/* The lowering and images per gemm for a thread that handles `images` images. */
 static Plan plan_of(const ConvDims *d, int images) {
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, Kc = cin_g * d->k * d->k;
     const int P = d->oh * d->ow;
@@ -322,19 +335,8 @@ typedef struct {
     ActKind act;
 } MadeInput;
 
-/* One row of a made input, as act_rows makes it (norm.c's bn_row). */
-static void made_row(float *dst, const float *src, int w, const MadeInput *mi) {
-    const float *k = mi->k;
-    for (int j = 0; j < w; j++) {
-        float v = ((src[j] - k[0]) - k[1]) * k[2] + k[3];
-        if (mi->act == ACT_RELU) v = v > 0 ? v : 0.0f;
-        if (mi->act == ACT_RELU6) v = v > 0 ? (v < 6 ? v : 6.0f) : 0.0f;
-        dst[j] = v;
-    }
-}
-
 #if CONV_X86
-/* made_row on the lanes m of x; the other lanes are zero. */
+/* act_row (norm.c) on the lanes m of x, the same float operations; the other lanes are zero. */
 __attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __mmask16 m, const MadeInput *mi) {
     const float *k = mi->k;
     __m512 c = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_set1_ps(k[0])), _mm512_set1_ps(k[1]));
@@ -461,7 +463,7 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
                     for (int pc = 0; pc < s; pc++) dp[pc] = base + pc * g->plane + (size_t)i * W + (size_t)j * wq;
                     const float *xr = iy < 0 || iy >= h ? NULL : x + j * img_stride + ((size_t)c * h + iy) * w;
                     if (xr && mi) {
-                        made_row(row, xr, w, mi);
+                        act_row(mi->act, mi->k, row, xr, w);
                         xr = row;
                     }
                     phase_row(dp, xr, s, pad, w, wq);
@@ -804,16 +806,22 @@ static void interleave_row(float *dst, const float *const *src, int s, int w, in
 }
 
 #if CONV_X86
-__attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst, const float *const *src, int w,
-                                                                      int acc) {
+/* a and b interleaved: *x0 = a0 b0 a1 b1 ... a7 b7, *x1 = a8 b8 ... a15 b15. */
+__attribute__((target("avx512f"))) static inline void zip16(__m512 a, __m512 b, __m512 *x0, __m512 *x1) {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    *x0 = _mm512_permutex2var_ps(a, lo, b), *x1 = _mm512_permutex2var_ps(a, hi, b);
+}
+
+__attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst, const float *const *src, int w,
+                                                                      int acc) {
     const int n0 = (w + 1) / 2, n1 = w / 2;
     for (int q = 0; q < w; q += 32) {
         int u = q / 2;
         __m512 a = src[0] ? _mm512_maskz_loadu_ps(lane_range(u, 0, n0), src[0] + u) : _mm512_setzero_ps();
         __m512 b = src[1] ? _mm512_maskz_loadu_ps(lane_range(u, 0, n1), src[1] + u) : _mm512_setzero_ps();
-        __m512 x0 = _mm512_permutex2var_ps(a, lo, b), x1 = _mm512_permutex2var_ps(a, hi, b);
+        __m512 x0, x1;
+        zip16(a, b, &x0, &x1);
         __mmask16 m0 = lane_range(q, 0, w), m1 = lane_range(q + 16, 0, w);
         if (acc) {
             x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, dst + q));
@@ -837,12 +845,11 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
         nt[p] = phase_taps(d, p, kh[p], offs[p]);
         maxt = NASC_MAX(maxt, nt[p]);
     }
-    /* images side by side: as many as give the first phase's gemm COLS_TARGET columns */
-    DyGrid g1 = dy_grid_of(d, 1, 0);
-    const int nb = dyg_in ? i1 - i0
-                          : NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / NASC_MAX(1, phase_len(d->h, s, 0) * g1.wd)));
-    const DyGrid gmax = dyg_in ? *gin : dy_grid_of(d, nb, 0);
+    /* images side by side: as many as give the first (tallest) phase's gemm COLS_TARGET columns */
     const int hpmax = phase_len(d->h, s, 0);
+    const int nb = dyg_in ? i1 - i0
+                          : NASC_MAX(1, NASC_MIN(i1 - i0, COLS_TARGET / NASC_MAX(1, hpmax * dy_grid_of(d, 1, 0).wd)));
+    const DyGrid gmax = dyg_in ? *gin : dy_grid_of(d, nb, 0);
     const size_t tsz = round16((size_t)cin_g * hpmax * gmax.W);
     float *tmp = scratch_get(0, (size_t)s * tsz * sizeof(float) + (size_t)cout_g * maxt * maxt * sizeof(float *));
     const float **rows = (const float **)(void *)(tmp + (size_t)s * tsz);
@@ -920,17 +927,6 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
  * up to 47 floats past a plane. */
 #define WINO_SLACK 64
 
-static int winograd_off(void) {
-    static int off = -1;
-    int o = __atomic_load_n(&off, __ATOMIC_RELAXED);
-    if (o < 0) {
-        const char *e = getenv("NASC_CONV");
-        o = e && strcmp(e, "direct") == 0;
-        __atomic_store_n(&off, o, __ATOMIC_RELAXED);
-    }
-    return o;
-}
-
 /* Images a call needs for the kernel transform (per call: weights change between calls) to
  * pay; batch-1 inference takes the direct path. */
 #define WINO_MIN_IMAGES 8
@@ -943,7 +939,7 @@ static int use_winograd(const ConvDims *d) {
      * ~10% faster, 64 -> 64 on 7x7 slower; 16 -> 16 on 28x28 6% slower alone) */
     return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 32 && d->cout / d->groups >= 32 &&
            d->oh >= 12 && d->ow >= 12 &&
-           d->groups < d->cin && use_avx512() && !winograd_off() && forced_lowering() != LOWER_EXPLICIT;
+           d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT && forced_lowering() != LOWER_EXPLICIT;
 #else
     return 0;
 #endif
@@ -981,11 +977,6 @@ typedef struct {
     size_t ld;
 } TileBlock;
 
-/* V[x][c][t] = (B^T d B)[x] of the 4x4 patch of each tile t of the block, for channels [0, c)
- * of the planes (W columns per row). Sixteen tiles of a tile row at a time: a row's 34
- * columns split into even and odd ones, the patch columns 2tx + {0, 1, 2, 3} being E, O and
- * both shifted by one. Going down the block, a tile row's last two patch rows are the next
- * one's first two: their row transforms are kept. */
 /* The row transform of one patch row: t[j] = (d B)[j] for sixteen tiles, p at the first's
  * column. */
 __attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[4]) {
@@ -1042,8 +1033,6 @@ __attribute__((target("avx512f"))) static void winograd_input(float *V, const fl
  * m[x] = M[x][ch][t]. */
 __attribute__((target("avx512f"))) static void winograd_output(float *out, const float *M, int c, int oh, int W,
                                                                 const TileBlock *b) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     const size_t xs = (size_t)c * b->ld;
     for (int ch = 0; ch < c; ch++) {
         const float *mc = M + (size_t)ch * b->ld;
@@ -1068,8 +1057,10 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
                     __m512 y1 = k == 0 ? _mm512_add_ps(_mm512_add_ps(a[0][1], a[1][1]), a[2][1])
                                        : _mm512_sub_ps(_mm512_sub_ps(a[1][1], a[2][1]), a[3][1]);
                     float *dst = oc + (size_t)oy * W + q;
-                    _mm512_mask_storeu_ps(dst, s0, _mm512_permutex2var_ps(y0, lo, y1));
-                    if (s1) _mm512_mask_storeu_ps(dst + 16, s1, _mm512_permutex2var_ps(y0, hi, y1));
+                    __m512 z0, z1;
+                    zip16(y0, y1, &z0, &z1);
+                    _mm512_mask_storeu_ps(dst, s0, z0);
+                    if (s1) _mm512_mask_storeu_ps(dst + 16, s1, z1);
                 }
             }
     }
@@ -1509,14 +1500,10 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wk, w, d);
-        if (dx && is_pointwise(d)) { /* W^T: gemm reads A rows along k, and can then finish
-                                      * ragged column panels with dot products */
-            const int cin_g = d->cin / G;
+        if (dx && is_pointwise(d)) /* W^T: gemm reads A rows along k, and can then finish ragged
+                                    * column panels with dot products */
             for (int g = 0; g < G; g++)
-                for (int co = 0; co < cout_g; co++)
-                    for (int ci = 0; ci < cin_g; ci++)
-                        wk[((size_t)g * cin_g + ci) * cout_g + co] = w[((size_t)g * cout_g + co) * cin_g + ci];
-        }
+                transpose(wk + (size_t)g * cout_g * Kc, w + (size_t)g * cout_g * Kc, cout_g, Kc, (size_t)Kc);
         if (adj && use_winograd(&tadj) && plan_of(&tadj, 1).how == LOWER_IMPLICIT) {
             wino = wk + wsize;
             winograd_weights(wino, wk, G, d->cin / G, cout_g);

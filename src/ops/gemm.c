@@ -466,13 +466,18 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
      * rows and done as dot products with the NT kernel (every lane useful). */
     const int rag = N % p->nr;
     if (p->nt && !A->trans && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K) {
-        float *bt = scratch_get(GEMM_SCRATCH_SLOT, (size_t)rag * K * sizeof(float));
-        for (int k = 0; k < K; k++) {
-            const float *src = B->trans ? NULL : b_row(B, k, N - rag);
-            for (int j = 0; j < rag; j++)
-                bt[(size_t)j * K + k] = src ? src[j] : B->p[(size_t)(N - rag + j) * B->ld + k];
+        /* the columns as rows along k: a transposed B has them; else gathered */
+        GemmMat Bt = {NULL, K, 1, NULL};
+        if (B->trans) {
+            Bt.p = B->p + (size_t)(N - rag) * B->ld, Bt.ld = B->ld;
+        } else {
+            float *bt = scratch_get(GEMM_SCRATCH_SLOT, (size_t)rag * K * sizeof(float));
+            for (int k = 0; k < K; k++) {
+                const float *src = b_row(B, k, N - rag);
+                for (int j = 0; j < rag; j++) bt[(size_t)j * K + k] = src[j];
+            }
+            Bt.p = bt;
         }
-        GemmMat Bt = {bt, K, 1, NULL};
         gemm_nt(p, M, rag, K, alpha, A, &Bt, beta, C + (N - rag), ldc);
         N -= rag;
     }

@@ -558,22 +558,25 @@ void bn_forward_rows(ActKind act, float *y, float *saved, const double *row_stat
                   momentum, eps, row_stats);
 }
 
-const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {
-    if (!s->saved) return s->x + r0 * s->hw;
-    const size_t hw = (size_t)s->hw, c = (size_t)s->c;
-    const float *mean = s->saved, *mlo = s->saved + 2 * c, *scale = s->saved + 3 * c;
-    for (size_t r = 0; r < nr; r++) {
-        size_t ch = (r0 + r) % c;
-        bn_apply(s->act, buf + r * hw, s->x + (r0 + r) * hw, s->hw, mean[ch], mlo[ch], scale[ch],
-                 s->beta ? s->beta[ch] : 0.0f);
-    }
-    return buf;
-}
-
 void act_consts(const ActSrc *s, int ch, float k[4]) {
     const size_t c = (size_t)s->c;
     k[0] = s->saved[ch], k[1] = s->saved[2 * c + ch], k[2] = s->saved[3 * c + ch];
     k[3] = s->beta ? s->beta[ch] : 0.0f;
+}
+
+void act_row(ActKind act, const float k[4], float *y, const float *x, int n) {
+    bn_apply(act, y, x, n, k[0], k[1], k[2], k[3]);
+}
+
+const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {
+    if (!s->saved) return s->x + r0 * s->hw;
+    const size_t hw = (size_t)s->hw;
+    float k[4];
+    for (size_t r = 0; r < nr; r++) {
+        act_consts(s, (int)((r0 + r) % (size_t)s->c), k);
+        act_row(s->act, k, buf + r * hw, s->x + (r0 + r) * hw, s->hw);
+    }
+    return buf;
 }
 
 void bn_act_forward_eval(ActKind act, float *y, const float *x, const float *gamma, const float *beta,

@@ -130,8 +130,10 @@ typedef struct {
 /* Rows [r0, r0 + nr): a pointer into s->x when it is stored, else made into buf (nr * hw floats). */
 const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr);
 /* What act_rows applies to channel ch of a made input: act(((x - k[0]) - k[1]) * k[2] + k[3]),
- * in that order of float operations (for kernels that make the input while copying it). */
+ * in that order of float operations (for kernels that make the input while copying it), and
+ * act_row that to n values (y and x must not overlap). */
 void act_consts(const ActSrc *s, int ch, float k[4]);
+void act_row(ActKind act, const float k[4], float *y, const float *x, int n);
 /* The training forward from rows already summed: bn_row_stats sums rows [r0, r0 + nr) of x (x
  * points at row r0) into rs (3 doubles per row), as the conv that writes x does chunk by chunk
  * while the rows are in cache; bn_forward_rows is then bn_act_forward_train (act ACT_COUNT:
