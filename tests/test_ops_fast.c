@@ -76,7 +76,12 @@ static void test_bn_shape(int n, int c, int hw, float lo, float hi) {
     bn_forward_train(y2, m2, is2, x, gamma, beta, rm2, rv2, n, c, hw, 0.1f, 1e-5f);
     snprintf(what, sizeof what, "bn train (%d,%d,%d) x in [%g,%g]", n, c, hw, lo, hi);
     check_arrays(y2, y1, len, 2e-6, 4e-7, what);
-    check_arrays(m2, m1, c, 2e-7, 0, "bn train mean");
+    /* the mean is a sum (rows in float lanes on the AVX-512 path): its error scales with the
+     * terms' magnitude, the mean of |x| */
+    float *cm = xcalloc(c, 4);
+    for (size_t o = 0; o < len; o++) cm[o / hw % c] += fabsf(x[o]) / (float)((size_t)n * hw);
+    check_sums(m2, m1, cm, c, 1e-6, "bn train mean");
+    free(cm);
     check_arrays(is2, is1, c, 1e-6, 0, "bn train invstd");
     check_arrays(rm2, rm1, c, 2e-7, 1e-7, "bn running mean");
     check_arrays(rv2, rv1, c, 1e-6, 0, "bn running var");
