@@ -216,6 +216,10 @@ static void test_conv_fixed(Rng *r) {
     /* a 1x1 conv's ragged last column panel done as dot products (7x7 and 14x14 planes) */
     conv_case(r, dims(3, 48, 7, 7, 40, 1, 1, 0, 1, 1), 2, "1x1.ragged49");
     conv_case(r, dims(2, 40, 14, 14, 36, 1, 1, 0, 1, 1), 2, "1x1.ragged196");
+    /* dW of 16 output channels a group, 3x3 stride 1 (three channels' taps at a time): one and
+     * two channels left over, groups, another padding */
+    conv_case(r, dims(3, 8, 12, 12, 16, 3, 1, 1, 1, 1), 2, "dw16.taps3.rem2");
+    conv_case(r, dims(2, 10, 10, 9, 32, 3, 1, 2, 1, 2), 2, "dw16.taps3.grouped");
     /* an output over 16 MB: written with streaming stores */
     conv_case(r, dims(2, 1, 512, 512, 9, 1, 1, 0, 1, 1), 2, "streamed");
 }

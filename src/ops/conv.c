@@ -1333,6 +1333,70 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
         for (int q = 0; q < cols; q++) dst[(size_t)q * rows + r] = src[(size_t)r * lds + q];
 }
 
+/* dW^T for 16 output channels a group and a 3x3 stride-1 kernel (dilation 1) on the implicit
+ * lowering's planes, where gemm's 8 x 16 tile has 8 accumulators for 9 loads a step (its
+ * register tile is wide, not tall): dwt (Kc, 16) += col (Kc, Q) dyt (Q, 16), col row (c, kh, kw)
+ * = planes[c] + kh W + kw. Three channels' 27 rows at a time are 27 accumulators, addressed from
+ * three plane pointers and the row offsets 0, W, 2W (+ 0, 1, 2). Same sums as gemm's kernel
+ * (column by column in order, one fused multiply-add each). */
+#if CONV_X86
+#define TAPS3_MAX 3
+__attribute__((target("avx512f"), always_inline)) static inline void taps3_channels(
+    const int nc, float *dwt, const float *const *pc, int W, const float *dyt, int Q) {
+    __m512 acc[TAPS3_MAX][9];
+    for (int j = 0; j < nc; j++)
+        for (int t = 0; t < 9; t++) acc[j][t] = _mm512_loadu_ps(dwt + ((size_t)j * 9 + t) * 16);
+    const ptrdiff_t W1 = W, W2 = 2 * (ptrdiff_t)W;
+    for (int q = 0; q < Q; q++) {
+        const __m512 b = _mm512_loadu_ps(dyt + (size_t)q * 16);
+        for (int j = 0; j < nc; j++) {
+            const float *r = pc[j] + q;
+            /* (hides that r[1] now is r[0] next time: GCC's predictive commoning otherwise
+             * carries broadcasts across iterations in spilled registers) */
+            __asm__("" : "+r"(r));
+            acc[j][0] = _mm512_fmadd_ps(_mm512_set1_ps(r[0]), b, acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(_mm512_set1_ps(r[1]), b, acc[j][1]);
+            acc[j][2] = _mm512_fmadd_ps(_mm512_set1_ps(r[2]), b, acc[j][2]);
+            acc[j][3] = _mm512_fmadd_ps(_mm512_set1_ps(r[W1]), b, acc[j][3]);
+            acc[j][4] = _mm512_fmadd_ps(_mm512_set1_ps(r[W1 + 1]), b, acc[j][4]);
+            acc[j][5] = _mm512_fmadd_ps(_mm512_set1_ps(r[W1 + 2]), b, acc[j][5]);
+            acc[j][6] = _mm512_fmadd_ps(_mm512_set1_ps(r[W2]), b, acc[j][6]);
+            acc[j][7] = _mm512_fmadd_ps(_mm512_set1_ps(r[W2 + 1]), b, acc[j][7]);
+            acc[j][8] = _mm512_fmadd_ps(_mm512_set1_ps(r[W2 + 2]), b, acc[j][8]);
+        }
+    }
+    for (int j = 0; j < nc; j++)
+        for (int t = 0; t < 9; t++) _mm512_storeu_ps(dwt + ((size_t)j * 9 + t) * 16, acc[j][t]);
+}
+
+__attribute__((target("avx512f"))) static void dw_taps3_avx512(float *dwt, const float *const *rows, int cin_g, int W,
+                                                               const float *dyt, int Q) {
+    int c = 0;
+    for (; c + 3 <= cin_g; c += 3) {
+        const float *pc[3] = {rows[9 * c], rows[9 * (c + 1)], rows[9 * (c + 2)]};
+        taps3_channels(3, dwt + (size_t)c * 9 * 16, pc, W, dyt, Q);
+    }
+    if (cin_g - c == 2) {
+        const float *pc[2] = {rows[9 * c], rows[9 * (c + 1)]};
+        taps3_channels(2, dwt + (size_t)c * 9 * 16, pc, W, dyt, Q);
+    } else if (cin_g - c == 1) {
+        const float *pc[1] = {rows[9 * c]};
+        taps3_channels(1, dwt + (size_t)c * 9 * 16, pc, W, dyt, Q);
+    }
+}
+#endif
+
+/* dW of this shape by dw_taps3_avx512 (rather than gemm). */
+static int dw_by_taps3(const ConvDims *d, Lowering how) {
+#if CONV_X86
+    return use_avx512() && how == LOWER_IMPLICIT && d->cout / d->groups == 16 && d->k == 3 && d->stride == 1 &&
+           d->dil == 1;
+#else
+    (void)d, (void)how;
+    return 0;
+#endif
+}
+
 /* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy and x start at
  * image i0. dyg_in: NULL, or dy already on the implicit lowering's output grid, channels
  * dyg_ld apart, when the images are one block of it and G == 1 (see conv2d_backward_src). */
@@ -1379,6 +1443,12 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                  * in the planes: 16->16 on 28x28 144 against 109 GFLOP/s, 32->32 on 14x14 187
                  * against 105) */
                 transpose(dyt, dyg_in ? dyg_in : dyg, cout_g, gr.Q, dyg_in ? (size_t)dyg_ld : (size_t)gr.Q);
+#if CONV_X86
+                if (dw_by_taps3(d, pl.how)) {
+                    dw_taps3_avx512(dwg, rows, cin_g, gr.W, dyt, gr.Q);
+                    continue;
+                }
+#endif
                 GemmMat A = {NULL, 0, 0, rows}, B = {dyt, cout_g, 0, NULL};
                 gemm_ex(Kc, cout_g, gr.Q, 1.0f, &A, &B, 1.0f, dwg, cout_g, 0);
             } else if (m == 1) {
