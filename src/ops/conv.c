@@ -1099,6 +1099,11 @@ static void winograd_conv(float *out, const float *planes, const float *U, int c
 }
 
 /* ------------------------------------------------------------------ forward */
+/* Whether gemm stores the output grid's kept cells straight into y (gemm_map: AVX-512, Kc
+ * within one k block, grids of at least 5 columns an image) rather than the grid being written
+ * and scattered (scatter_out). */
+static int map_out(const Grid *g, int Kc) { return gemm_map_supported(Kc) && g->wq >= 5; }
+
 static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
         float *yr = y + (size_t)r * ld, v = b[r];
@@ -1153,6 +1158,11 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                 } else {
                     grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
                     GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
+                    if (map_out(&gr, Kc)) { /* the kernel stores the kept cells into y itself */
+                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate};
+                        gemm_map(cout_g, gr.Q, Kc, &A, &B, &mp);
+                        continue;
+                    }
                     gemm_ex(cout_g, gr.Q, Kc, 1.0f, &A, &B, 0.0f, tmp, gr.Q, 0);
                 }
                 scatter_out(yg, ystride, tmp, gr.Q, 0, cout_g, bg, accumulate, m, gr.W, gr.wq, d->oh, d->ow);

@@ -62,11 +62,19 @@ void gemm_ref(int transa, int transb, int M, int N, int K, float alpha, const fl
 }
 
 /* ------------------------------------------------------------------ micro-kernels */
+/* A tile's place in a GemmMap (gemm_map): its first row and column of C. Kernels other than
+ * the AVX-512 one are never given one. */
+typedef struct {
+    const GemmMap *map;
+    int row0, col0;
+} GemmMapAt;
+
 /* One MR x NR tile: c (the m x n valid part, row stride ldc) = alpha * A B + beta * c, where
  * A (i, k) = ap[i][k * a_cs] and B (k, j) = bk[k][boff + j] for j < the panel width (n rounded
  * up to the path's granule; the driver guarantees those reads are in bounds). */
 typedef void (*GemmKernel)(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
-                           ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream);
+                           ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream,
+                           const GemmMapAt *map);
 
 /* NT tile: c (m x n of NT_MR x NT_NR) = alpha * A B^T + beta * c, A (i, k) = ar[i][k],
  * B^T (k, j) = br[j][k]. */
@@ -98,7 +106,8 @@ static inline void store_row(float *c, const float *r, int n, float alpha, float
 #define GEN_NR 8
 typedef float v4f __attribute__((vector_size(16)));
 static void kernel_generic(int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk, ptrdiff_t boff,
-                           float *c, int ldc, int m, int n, float alpha, float beta, int stream) {
+                           float *c, int ldc, int m, int n, float alpha, float beta, int stream,
+                           const GemmMapAt *map) {
     v4f acc[GEN_MR][2];
     memset(acc, 0, sizeof acc);
     for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
@@ -127,7 +136,7 @@ static void kernel_generic(int kc, const float *const *ap, ptrdiff_t a_cs, const
 __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *const *ap, ptrdiff_t a_cs,
                                                              const float *const *bk, ptrdiff_t boff, float *c,
                                                              int ldc, int m, int n, float alpha, float beta,
-                                                             int stream) {
+                                                             int stream, const GemmMapAt *map) {
     const float *a[AVX2_MR];
     __m256 acc[AVX2_MR][2];
 #pragma GCC unroll 6
@@ -164,6 +173,34 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
     }
 }
 
+/* A run of a vector's lanes kept by a GemmMap: lane l goes to row + off + l. */
+#define MAP_RUNS 4
+typedef struct {
+    ptrdiff_t off;
+    __mmask16 lanes;
+} MapRun;
+
+/* The runs of the n lanes of the vector whose lane 0 is column q0: at most MAP_RUNS (a run
+ * per image met; a vector meets at most 3 images with wq >= 8, and at most 4 with wq >= 5:
+ * narrower grids are not mapped, gemm_map). */
+static int map_runs(const GemmMap *g, int q0, int n, MapRun *run) {
+    int oy = q0 / g->W, r = q0 - oy * g->W, j = r / g->wq, ox = r - j * g->wq, nr = 0;
+    for (int l = 0; l < n;) {
+        if (ox >= g->ow) { /* padding cells: on to the next image's first cell */
+            l += g->wq - ox, ox = 0;
+            if (++j * g->wq >= g->W) j = 0, oy++;
+            continue;
+        }
+        int cnt = NASC_MIN(g->ow - ox, n - l);
+        NASC_ASSERT(nr < MAP_RUNS);
+        run[nr].off = (ptrdiff_t)(j * g->img_stride) + (ptrdiff_t)oy * g->ow + ox - l;
+        run[nr].lanes = (__mmask16)(((1u << cnt) - 1) << l);
+        nr++;
+        l += cnt, ox += cnt;
+    }
+    return nr;
+}
+
 /* AVX-512F: 8 rows x 16 * NV columns, NV = 1..3 vectors (8 x 48 = 24 accumulators in the main
  * case). A ragged last panel uses fewer vectors and masked loads and stores, so B is read in
  * place even there (masked-off lanes are never touched). */
@@ -171,7 +208,8 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
 #define AVX512_NR 48
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
-                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream) {
+                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream,
+                 const GemmMapAt *map) {
     const float *a[AVX512_MR];
     __m512 acc[AVX512_MR][3];
     __mmask16 mask[3];
@@ -197,6 +235,30 @@ kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, p
 #pragma GCC unroll 3
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
+    }
+    if (map) { /* through the map: each vector's runs of kept cells, one masked store each */
+        const GemmMap *g = map->map;
+        MapRun run[3][MAP_RUNS];
+        int nrun[3];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) nrun[v] = map_runs(g, map->col0 + 16 * v, NASC_MIN(16, n - 16 * v), run[v]);
+        const int acc_y = g->accumulate || beta != 0.0f;
+#pragma GCC unroll 8
+        for (int i = 0; i < AVX512_MR; i++) {
+            if (i >= m) break;
+            float *yr = g->y + (size_t)(map->row0 + i) * g->row_stride;
+            const __m512 bv = g->bias && beta == 0.0f ? _mm512_set1_ps(g->bias[map->row0 + i]) : _mm512_setzero_ps();
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) {
+                const __m512 r = _mm512_add_ps(acc[i][v], bv);
+                for (int u = 0; u < nrun[v]; u++) {
+                    float *dst = yr + run[v][u].off; /* lane l's cell is dst[l] */
+                    const __mmask16 mk = run[v][u].lanes;
+                    _mm512_mask_storeu_ps(dst, mk, acc_y ? _mm512_add_ps(r, _mm512_maskz_loadu_ps(mk, dst)) : r);
+                }
+            }
+        }
+        return;
     }
     /* The common cases (C = AB, C += AB, cached stores) without per-vector tests: with a short
      * k loop (small channel counts) the tile's stores are a large share of the kernel. */
@@ -245,15 +307,15 @@ kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, p
 __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const float *const *ap, ptrdiff_t a_cs,
                                                                  const float *const *bk, ptrdiff_t boff, float *c,
                                                                  int ldc, int m, int n, float alpha, float beta,
-                                                                 int stream) {
+                                                                 int stream, const GemmMapAt *map) {
     if (n >= 48) /* a full panel: no masks */
-        kernel_avx512_nv(3, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(3, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else if (n > 32)
-        kernel_avx512_nv(3, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(3, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else if (n > 16)
-        kernel_avx512_nv(2, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(2, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else
-        kernel_avx512_nv(1, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream);
+        kernel_avx512_nv(1, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
 }
 
 /* AVX-512F "NT" kernel for C = A B^T with both A (m x K) and B (n x K) read along rows:
@@ -447,17 +509,20 @@ static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const G
     }
 }
 
-void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc,
-             int flags) {
+/* gemm_ex, or with map (then C is unused and the columns go through the map; alpha 1, beta
+ * 0, A not transposed, B not transposed: gemm_map). */
+static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C,
+                     int ldc, int flags, const GemmMap *map) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
-        if (beta != 1.0f) scale_c(M, N, beta, C, ldc);
+        NASC_ASSERT(!map);
+        if (beta != 1.0f && C) scale_c(M, N, beta, C, ldc);
         return;
     }
     NASC_ASSERT(!(A->rows && A->trans) && !(B->rows && B->trans));
     const GemmPath *p = path_get();
     /* NT beats the transposing pack when one side is thin (measured on conv's dW shapes) */
-    if (p->nt && !A->trans && B->trans && K >= 64 && (N < 48 || M < 48)) {
+    if (!map && p->nt && !A->trans && B->trans && K >= 64 && (N < 48 || M < 48)) {
         gemm_nt(p, M, N, K, alpha, A, B, beta, C, ldc);
         return;
     }
@@ -465,7 +530,7 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
      * 4 * 48 + 4) would take a whole masked panel with most lanes idle: they are gathered into
      * rows and done as dot products with the NT kernel (every lane useful). */
     const int rag = N % p->nr;
-    if (p->nt && !A->trans && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K) {
+    if (!map && p->nt && !A->trans && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K) {
         /* the columns as rows along k: a transposed B has them; else gathered */
         GemmMat Bt = {NULL, K, 1, NULL};
         if (B->trans) {
@@ -545,8 +610,9 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
                             else
                                 ap[i] = A->p + (size_t)row * A->ld + pc;
                         }
-                        p->kernel(kc, ap, a_cs, tab, boff, C + (size_t)(ic + ir) * ldc + jc + jr, ldc, m, n, alpha,
-                                  beta_k, stream);
+                        const GemmMapAt at = {map, ic + ir, jc + jr};
+                        float *c = map ? NULL : C + (size_t)(ic + ir) * ldc + jc + jr;
+                        p->kernel(kc, ap, a_cs, tab, boff, c, ldc, m, n, alpha, beta_k, stream, map ? &at : NULL);
                     }
                 }
             }
@@ -555,6 +621,27 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
 #if GEMM_X86
     if (stream) _mm_sfence(); /* order the streaming stores before whatever the caller does next */
 #endif
+}
+
+void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc,
+             int flags) {
+    gemm_run(M, N, K, alpha, A, B, beta, C, ldc, flags, NULL);
+}
+
+int gemm_map_supported(int K) {
+#if GEMM_X86
+    const GemmPath *p = path_get();
+    return p->kernel == kernel_avx512 && K <= p->kc;
+#else
+    (void)K;
+    return 0;
+#endif
+}
+
+void gemm_map(int M, int N, int K, const GemmMat *A, const GemmMat *B, const GemmMap *map) {
+    NASC_ASSERT(gemm_map_supported(K) && !A->trans && !B->trans && map->wq >= 5 && map->ow <= map->wq &&
+                map->W % map->wq == 0);
+    gemm_run(M, N, K, 1.0f, A, B, 0.0f, NULL, 0, 0, map);
 }
 
 void gemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,

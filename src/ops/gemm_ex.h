@@ -7,6 +7,8 @@
 #ifndef NASC_GEMM_EX_H
 #define NASC_GEMM_EX_H
 
+#include <stddef.h>
+
 typedef struct {
     const float *p;           /* the matrix, row-major with row stride ld (unused with rows) */
     int ld;
@@ -21,5 +23,23 @@ typedef struct {
 /* C (M, N) = alpha * op(A) op(B) + beta * C; same contract as gemm() in ops.h. */
 void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C, int ldc,
              int flags);
+
+/* Where gemm_map puts C: C's columns are the cells of conv's output grid, oy * W + j * wq + ox
+ * (W = images * wq), and cell (oy, j, ox) of row r is element oy * ow + ox of y + j * img_stride
+ * + r * row_stride; the cells with ox >= ow (the grid's padding columns) are dropped. The
+ * kernel stores each register row through masked stores, so the grid is never written out. */
+typedef struct {
+    float *y;
+    size_t img_stride, row_stride;
+    int W, wq, ow;
+    const float *bias; /* NULL, or one value per row, added */
+    int accumulate;    /* y += instead of y = */
+} GemmMap;
+
+/* Whether gemm_map runs for this K (the AVX-512 path, and K within one k block: with more,
+ * each block's partial sums would go through the map, measured slower than writing the grid). */
+int gemm_map_supported(int K);
+/* The product op(A) op(B) (alpha 1, A not transposed) stored through map. */
+void gemm_map(int M, int N, int K, const GemmMat *A, const GemmMat *B, const GemmMap *map);
 
 #endif
