@@ -82,6 +82,11 @@ typedef void (*GemmKernel)(int kc, const float *const *ap, ptrdiff_t a_cs, const
 #define NT_NR 4
 typedef void (*GemmNtKernel)(int kc, const float *const *ar, const float *const *br, float *c, int ldc, int m,
                              int n, float alpha, float beta);
+/* NT column: c (m x 1 of NT_COL_MR, column stride ldc) = alpha * A b + beta * c, A (i, k) =
+ * ar[i][k], b (k) = b[k]: for the one or two columns an NT tile would otherwise waste. */
+#define NT_COL_MR 24
+typedef void (*GemmNtColKernel)(int kc, const float *const *ar, const float *b, float *c, int ldc, int m,
+                                float alpha, float beta);
 
 typedef struct {
     const char *name;
@@ -91,6 +96,7 @@ typedef struct {
     GemmKernel kernel;
     int masked;     /* the kernel reads a ragged panel with masked loads (no packing needed) */
     GemmNtKernel nt; /* optional kernel for A B^T read along rows (NULL: pack B instead) */
+    GemmNtColKernel nt_col; /* with nt: one column of it */
 } GemmPath;
 
 /* Stores one row of results: c[0, n) = alpha * r + beta * c. */
@@ -373,6 +379,29 @@ kernel_nt_avx512(int kc, const float *const *ar, const float *const *br, float *
 }
 #endif
 
+#if GEMM_X86
+__attribute__((target("avx512f,fma"))) static void kernel_nt_col_avx512(int kc, const float *const *ar, const float *b,
+                                                                        float *c, int ldc, int m, float alpha,
+                                                                        float beta) {
+    __m512 acc[NT_COL_MR];
+#pragma GCC unroll 24
+    for (int i = 0; i < NT_COL_MR; i++) acc[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k += 16) {
+        const __mmask16 mk = kc - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (kc - k)) - 1);
+        const __m512 bv = _mm512_maskz_loadu_ps(mk, b + k);
+#pragma GCC unroll 24
+        for (int i = 0; i < NT_COL_MR; i++) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, ar[i] + k), bv, acc[i]);
+    }
+    float r[NT_COL_MR];
+#pragma GCC unroll 6
+    for (int i = 0; i < NT_COL_MR; i += 4) _mm_storeu_ps(r + i, hsum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
+    for (int i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        *ci = alpha * r[i] + (beta == 0.0f ? 0.0f : beta * *ci);
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ paths */
 enum { PATH_GENERIC, PATH_AVX2, PATH_AVX512, PATH_COUNT };
 
@@ -380,7 +409,8 @@ static const GemmPath gemm_paths[PATH_COUNT] = {
     [PATH_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_NR, 256, 128, 2048, kernel_generic, 0, NULL},
 #if GEMM_X86
     [PATH_AVX2] = {"avx2", AVX2_MR, AVX2_NR, AVX2_NR, 256, 144, 2048, kernel_avx2, 0, NULL},
-    [PATH_AVX512] = {"avx512", AVX512_MR, AVX512_NR, 16, 192, 512, 2064, kernel_avx512, 1, kernel_nt_avx512},
+    [PATH_AVX512] = {"avx512", AVX512_MR, AVX512_NR, 16, 192, 512, 2064, kernel_avx512, 1, kernel_nt_avx512,
+                     kernel_nt_col_avx512},
 #endif
 };
 
@@ -488,24 +518,37 @@ static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 #define NT_KC 1024
 static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B,
                     float beta, float *C, int ldc) {
+    /* one or two columns past the last whole tile: by the column kernel (a tile would compute
+     * four, mbv2's 7x7 planes' 49th column) */
+    const int ncol = p->nt_col && N % NT_NR <= 2 ? N % NT_NR : 0, Nt = N - ncol;
     int nkb = (K + NT_KC - 1) / NT_KC, kcb = (K + nkb - 1) / nkb;
     for (int pc = 0; pc < K; pc += kcb) {
         int kc = NASC_MIN(kcb, K - pc);
         float beta_k = pc == 0 ? beta : 1.0f;
-        for (int i0 = 0; i0 < M; i0 += NT_MR) {
+        for (int i0 = 0; i0 < M && Nt > 0; i0 += NT_MR) {
             int m = NASC_MIN(NT_MR, M - i0);
             const float *ar[NT_MR];
             for (int i = 0; i < NT_MR; i++) {
                 int row = i0 + NASC_MIN(i, m - 1);
                 ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
             }
-            for (int j0 = 0; j0 < N; j0 += NT_NR) {
-                int n = NASC_MIN(NT_NR, N - j0);
+            for (int j0 = 0; j0 < Nt; j0 += NT_NR) {
+                int n = NASC_MIN(NT_NR, Nt - j0);
                 const float *br[NT_NR];
                 for (int j = 0; j < NT_NR; j++) br[j] = B->p + (size_t)(j0 + NASC_MIN(j, n - 1)) * B->ld + pc;
                 p->nt(kc, ar, br, C + (size_t)i0 * ldc + j0, ldc, m, n, alpha, beta_k);
             }
         }
+        for (int j = Nt; j < N; j++)
+            for (int i0 = 0; i0 < M; i0 += NT_COL_MR) {
+                int m = NASC_MIN(NT_COL_MR, M - i0);
+                const float *ar[NT_COL_MR];
+                for (int i = 0; i < NT_COL_MR; i++) {
+                    int row = i0 + NASC_MIN(i, m - 1);
+                    ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
+                }
+                p->nt_col(kc, ar, B->p + (size_t)j * B->ld + pc, C + (size_t)i0 * ldc + j, ldc, m, alpha, beta_k);
+            }
     }
 }
 
