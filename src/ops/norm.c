@@ -656,7 +656,6 @@ static inline __mmask16 lanes_from(int a) { return (__mmask16)~first_lanes(a); }
 AVX512 __attribute__((always_inline)) static inline void apply_stream(const ActKind act, float *y, const float *x,
                                                                        size_t nr, int hw, int ch0, int c,
                                                                        const float *const k[4]) {
-    const ptrdiff_t total = (ptrdiff_t)(nr * (size_t)hw);
     ptrdiff_t q = 0;
     int ch = ch0;
     __m512 cur[4], nxt[4], kv[4];
@@ -665,13 +664,19 @@ AVX512 __attribute__((always_inline)) static inline void apply_stream(const ActK
         const ptrdiff_t e = (ptrdiff_t)((r + 1) * (size_t)hw);
         for (; q + 16 <= e; q += 16)
             _mm512_storeu_ps(y + q, act_vec(act, bn_affine(_mm512_loadu_ps(x + q), cur[0], cur[1], cur[2], cur[3])));
+        if (r + 1 == nr) { /* the run's last vector: its row only */
+            if (q < e) {
+                const __mmask16 m = first_lanes((int)(e - q));
+                __m512 v = bn_affine(_mm512_maskz_loadu_ps(m, x + q), cur[0], cur[1], cur[2], cur[3]);
+                _mm512_mask_storeu_ps(y + q, m, act_vec(act, v));
+            }
+            break;
+        }
         ch = ch + 1 == c ? 0 : ch + 1;
         fwd_consts(nxt, k, ch);
         if (q < e) { /* lanes [e - q, 16) are the next row's */
-            const __mmask16 m = first_lanes((int)NASC_MIN(16, total - q));
             for (int i = 0; i < 4; i++) kv[i] = _mm512_mask_blend_ps(lanes_from((int)(e - q)), cur[i], nxt[i]);
-            __m512 v = bn_affine(_mm512_maskz_loadu_ps(m, x + q), kv[0], kv[1], kv[2], kv[3]);
-            _mm512_mask_storeu_ps(y + q, m, act_vec(act, v));
+            _mm512_storeu_ps(y + q, act_vec(act, bn_affine(_mm512_loadu_ps(x + q), kv[0], kv[1], kv[2], kv[3])));
             q += 16;
         }
         for (int i = 0; i < 4; i++) cur[i] = nxt[i];
@@ -681,7 +686,6 @@ AVX512 __attribute__((always_inline)) static inline void apply_stream(const ActK
 AVX512 __attribute__((always_inline)) static inline void bwd_dx_stream(const ActKind act, float *dx, const float *dy,
                                                                         const float *x, size_t nr, int hw, int ch0,
                                                                         int c, const BnBwdK *k, int acc) {
-    const ptrdiff_t total = (ptrdiff_t)(nr * (size_t)hw);
     ptrdiff_t q = 0;
     int ch = ch0;
     __m512 cur[7], nxt[7], kv[7];
@@ -689,12 +693,15 @@ AVX512 __attribute__((always_inline)) static inline void bwd_dx_stream(const Act
     for (size_t r = 0; r < nr; r++) {
         const ptrdiff_t e = (ptrdiff_t)((r + 1) * (size_t)hw);
         for (; q + 16 <= e; q += 16) bwd_dx_vec(act, dx + q, dy + q, x + q, (__mmask16)0xFFFF, acc, cur);
+        if (r + 1 == nr) { /* the run's last vector: its row only */
+            if (q < e) bwd_dx_vec(act, dx + q, dy + q, x + q, first_lanes((int)(e - q)), acc, cur);
+            break;
+        }
         ch = ch + 1 == c ? 0 : ch + 1;
         bwd_consts(nxt, &k[ch]);
         if (q < e) {
-            const __mmask16 m = first_lanes((int)NASC_MIN(16, total - q));
             for (int i = 0; i < 7; i++) kv[i] = _mm512_mask_blend_ps(lanes_from((int)(e - q)), cur[i], nxt[i]);
-            bwd_dx_vec(act, dx + q, dy + q, x + q, m, acc, kv);
+            bwd_dx_vec(act, dx + q, dy + q, x + q, (__mmask16)0xFFFF, acc, kv);
             q += 16;
         }
         for (int i = 0; i < 7; i++) cur[i] = nxt[i];
@@ -741,7 +748,7 @@ AVX512 __attribute__((always_inline)) static inline void bwd_sums_stream(const A
                                                                           const float *dy, const float *x, size_t r0,
                                                                           size_t nr, int hw, int c,
                                                                           const BnBwdK *k) {
-    const ptrdiff_t total = (ptrdiff_t)(nr * (size_t)hw), lead = (ptrdiff_t)(r0 * (size_t)hw % 16);
+    const ptrdiff_t lead = (ptrdiff_t)(r0 * (size_t)hw % 16);
     ptrdiff_t q = -lead;
     int ch = (int)(r0 % (size_t)c);
     __m512 cur[7], nxt[7];
@@ -761,16 +768,18 @@ AVX512 __attribute__((always_inline)) static inline void bwd_sums_stream(const A
             __m512 g = _mm512_maskz_loadu_ps(act_mask(act, xv, cur[0], cur[1], cur[2], cur[3]), dy + q);
             s1 = _mm512_add_ps(s1, g), s2 = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, cur[0]), s2);
         }
-        ch = ch + 1 == c ? 0 : ch + 1;
-        bwd_consts(nxt, &k[ch]);
+        const int last = r + 1 == nr; /* (then the vector's lanes past e are past the run) */
+        if (!last) ch = ch + 1 == c ? 0 : ch + 1, bwd_consts(nxt, &k[ch]);
         n1 = n2 = _mm512_setzero_ps();
         if (q < e) {
-            const __mmask16 m = first_lanes((int)NASC_MIN(16, total - q)), hi = lanes_from((int)(e - q)) & m;
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + q);
-            __m512 g = _mm512_maskz_loadu_ps(m & ~hi & act_mask(act, xv, cur[0], cur[1], cur[2], cur[3]), dy + q);
-            __m512 h = _mm512_maskz_loadu_ps(hi & act_mask(act, xv, nxt[0], nxt[1], nxt[2], nxt[3]), dy + q);
+            const __mmask16 lo = first_lanes((int)(e - q)), hi = last ? 0 : (__mmask16)~lo;
+            __m512 xv = _mm512_maskz_loadu_ps(lo | hi, x + q);
+            __m512 g = _mm512_maskz_loadu_ps(lo & act_mask(act, xv, cur[0], cur[1], cur[2], cur[3]), dy + q);
             s1 = _mm512_add_ps(s1, g), s2 = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, cur[0]), s2);
-            n1 = h, n2 = _mm512_mul_ps(h, _mm512_maskz_sub_ps(hi, xv, nxt[0]));
+            if (!last) {
+                __m512 h = _mm512_maskz_loadu_ps(hi & act_mask(act, xv, nxt[0], nxt[1], nxt[2], nxt[3]), dy + q);
+                n1 = h, n2 = _mm512_mul_ps(h, _mm512_maskz_sub_ps(hi, xv, nxt[0]));
+            }
             q += 16;
         }
         rs[2 * r] = _mm512_reduce_add_ps(s1), rs[2 * r + 1] = _mm512_reduce_add_ps(s2);
