@@ -175,12 +175,21 @@ MULTIVERSION static void bn_sums_c(double *s1o, double *s2o, const float *xp, in
  * plane is 49 values, three vectors and one lane), so what the compiler made of the loops
  * above cost more around the vectors than in them: a scalar epilogue for the ragged lanes and,
  * for the sums, a chain of 16 dependent scalar adds per row. Here a row's last vector is
- * masked and the sums are reduced in a few shuffles. Results: bn_apply and bn_bwd_dx bit for
- * bit the portable ones (the same float operations, element by element); the sums differ in
- * rounding only (another summation order, fused multiply-adds). Each kernel is the one place
- * its rows are computed, so the fused and unfused paths still agree bit for bit. */
+ * masked and the sums are reduced in a few shuffles. Results: bn_apply and bn_bwd_dx as the
+ * portable ones (the same float operations, element by element; a gradient the activation
+ * masks off is a zero, not dy times zero, so an infinite dy there gives 0, not NaN, as in
+ * PyTorch); the sums differ in rounding only (another summation order, fused multiply-adds).
+ * Each kernel is the one place its rows are computed, so the fused and unfused paths still
+ * agree bit for bit. */
 #if CONV_X86
 #define AVX512 __attribute__((target("avx512f")))
+
+/* fn(ACT_RELU, ...), fn(ACT_RELU6, ...) or fn(ACT_COUNT, ...) as act says: each call a copy of
+ * the always-inline kernel fn with its activation a constant (no test per vector). */
+#define BY_ACT(act, fn, ...)                                                                                       \
+    ((act) == ACT_RELU    ? fn(ACT_RELU, __VA_ARGS__)                                                                 \
+     : (act) == ACT_RELU6 ? fn(ACT_RELU6, __VA_ARGS__)                                                                \
+                          : fn(ACT_COUNT, __VA_ARGS__))
 
 /* Lanes [0, n) of a vector, n <= 16. */
 static inline __mmask16 first_lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
@@ -215,12 +224,7 @@ AVX512 __attribute__((always_inline)) static inline void apply_avx512(const ActK
 
 AVX512 static void bn_apply_avx512(ActKind act, float *y, const float *x, int hw, float mhi, float mlo, float scale,
                                    float b) {
-    if (act == ACT_RELU)
-        apply_avx512(ACT_RELU, y, x, hw, mhi, mlo, scale, b);
-    else if (act == ACT_RELU6)
-        apply_avx512(ACT_RELU6, y, x, hw, mhi, mlo, scale, b);
-    else
-        apply_avx512(ACT_COUNT, y, x, hw, mhi, mlo, scale, b);
+    BY_ACT(act, apply_avx512, y, x, hw, mhi, mlo, scale, b);
 }
 
 /* The float lanes of a into a double accumulator. */
@@ -561,12 +565,7 @@ AVX512 __attribute__((always_inline)) static inline void bwd_sums_avx512(const A
 
 AVX512 static void bn_bwd_sums_avx512(double *sdyo, double *sdyxco, ActKind act, const float *dyp, const float *xp,
                                       int hw, const BnBwdK *k) {
-    if (act == ACT_RELU)
-        bwd_sums_avx512(ACT_RELU, sdyo, sdyxco, dyp, xp, hw, k);
-    else if (act == ACT_RELU6)
-        bwd_sums_avx512(ACT_RELU6, sdyo, sdyxco, dyp, xp, hw, k);
-    else
-        bwd_sums_avx512(ACT_COUNT, sdyo, sdyxco, dyp, xp, hw, k);
+    BY_ACT(act, bwd_sums_avx512, sdyo, sdyxco, dyp, xp, hw, k);
 }
 
 /* dx (+)= (a g + bb (x - mhi)) + c0 on the lanes m of one vector, as bn_bwd_dx_c. */
@@ -594,12 +593,7 @@ AVX512 __attribute__((always_inline)) static inline void bwd_dx_avx512(const Act
 
 AVX512 static void bn_bwd_dx_avx512(ActKind act, float *dxp, const float *dyp, const float *xp, int hw,
                                     const BnBwdK *k, int acc) {
-    if (act == ACT_RELU)
-        bwd_dx_avx512(ACT_RELU, dxp, dyp, xp, hw, k, acc);
-    else if (act == ACT_RELU6)
-        bwd_dx_avx512(ACT_RELU6, dxp, dyp, xp, hw, k, acc);
-    else
-        bwd_dx_avx512(ACT_COUNT, dxp, dyp, xp, hw, k, acc);
+    BY_ACT(act, bwd_dx_avx512, dxp, dyp, xp, hw, k, acc);
 }
 #endif
 
@@ -790,32 +784,17 @@ AVX512 __attribute__((always_inline)) static inline void bwd_sums_stream(const A
 
 AVX512 static void apply_stream_avx512(ActKind act, float *y, const float *x, size_t nr, int hw, int ch0, int c,
                                        const float *const k[4]) {
-    if (act == ACT_RELU)
-        apply_stream(ACT_RELU, y, x, nr, hw, ch0, c, k);
-    else if (act == ACT_RELU6)
-        apply_stream(ACT_RELU6, y, x, nr, hw, ch0, c, k);
-    else
-        apply_stream(ACT_COUNT, y, x, nr, hw, ch0, c, k);
+    BY_ACT(act, apply_stream, y, x, nr, hw, ch0, c, k);
 }
 
 AVX512 static void bwd_dx_stream_avx512(ActKind act, float *dx, const float *dy, const float *x, size_t nr, int hw,
                                         int ch0, int c, const BnBwdK *k, int acc) {
-    if (act == ACT_RELU)
-        bwd_dx_stream(ACT_RELU, dx, dy, x, nr, hw, ch0, c, k, acc);
-    else if (act == ACT_RELU6)
-        bwd_dx_stream(ACT_RELU6, dx, dy, x, nr, hw, ch0, c, k, acc);
-    else
-        bwd_dx_stream(ACT_COUNT, dx, dy, x, nr, hw, ch0, c, k, acc);
+    BY_ACT(act, bwd_dx_stream, dx, dy, x, nr, hw, ch0, c, k, acc);
 }
 
 AVX512 static void bwd_sums_stream_avx512(ActKind act, double *rs, const float *dy, const float *x, size_t r0,
                                           size_t nr, int hw, int c, const BnBwdK *k) {
-    if (act == ACT_RELU)
-        bwd_sums_stream(ACT_RELU, rs, dy, x, r0, nr, hw, c, k);
-    else if (act == ACT_RELU6)
-        bwd_sums_stream(ACT_RELU6, rs, dy, x, r0, nr, hw, c, k);
-    else
-        bwd_sums_stream(ACT_COUNT, rs, dy, x, r0, nr, hw, c, k);
+    BY_ACT(act, bwd_sums_stream, rs, dy, x, r0, nr, hw, c, k);
 }
 #endif
 
