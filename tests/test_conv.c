@@ -96,6 +96,9 @@ static void test_gemm(Rng *r) {
             gemm_case(r, ta, tb, 600, 20, 3, 0.5f, 0.5f, 0);
             gemm_case(r, ta, tb, 40, 56, 200, 1, 1, 256 - 200);
             gemm_case(r, ta, tb, 21, 256, 256, 1, 0, 0);
+            /* exactly 64 columns (the 6 x 64 tile): rows past the last whole tile, k blocks */
+            gemm_case(r, ta, tb, 577, 64, 300, 1, 1, 0);
+            gemm_case(r, ta, tb, 13, 64, 9, -1.5f, 0.25f, 3);
             /* K = 0 scales C by beta; alpha = 0 too */
             gemm_case(r, ta, tb, 5, 6, 0, 1, 0.5f, 0);
             gemm_case(r, ta, tb, 5, 6, 0, 1, 0, 1);
