@@ -207,54 +207,55 @@ static int map_runs(const GemmMap *g, int q0, int n, MapRun *run) {
     return nr;
 }
 
-/* AVX-512F: 8 rows x 16 * NV columns, NV = 1..3 vectors (8 x 48 = 24 accumulators in the main
- * case). A ragged last panel uses fewer vectors and masked loads and stores, so B is read in
- * place even there (masked-off lanes are never touched). */
+/* AVX-512F: MR rows x 16 * NV columns, MR <= 8, NV <= 4 vectors: 8 x 48 (24 accumulators) in
+ * the main case, 6 x 64 for C of 64 columns (below). A ragged last panel uses fewer vectors
+ * and masked loads and stores, so B is read in place even there (masked-off lanes are never
+ * touched). */
 #define AVX512_MR 8
 #define AVX512_NR 48
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
-kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, ptrdiff_t a_cs, const float *const *bk,
-                 ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta, int stream,
-                 const GemmMapAt *map) {
+kernel_avx512_nv(const int MR, const int NV, const int FULL, int kc, const float *const *ap, ptrdiff_t a_cs,
+                 const float *const *bk, ptrdiff_t boff, float *c, int ldc, int m, int n, float alpha, float beta,
+                 int stream, const GemmMapAt *map) {
     const float *a[AVX512_MR];
-    __m512 acc[AVX512_MR][3];
-    __mmask16 mask[3];
-#pragma GCC unroll 3
+    __m512 acc[AVX512_MR][4];
+    __mmask16 mask[4];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; v++) {
         int left = n - 16 * v;
         mask[v] = FULL || left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < AVX512_MR; i++) {
+    for (int i = 0; i < MR; i++) {
         a[i] = ap[i];
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     }
     for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
         const float *b = bk[k] + boff;
-        __m512 bv[3];
-#pragma GCC unroll 3
+        __m512 bv[4];
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], b + 16 * v);
 #pragma GCC unroll 8
-        for (int i = 0; i < AVX512_MR; i++) {
+        for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[i][ka]);
-#pragma GCC unroll 3
+#pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
     }
     if (map) { /* through the map: each vector's runs of kept cells, one masked store each */
         const GemmMap *g = map->map;
-        MapRun run[3][MAP_RUNS];
-        int nrun[3];
-#pragma GCC unroll 3
+        MapRun run[4][MAP_RUNS];
+        int nrun[4];
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++) nrun[v] = map_runs(g, map->col0 + 16 * v, NASC_MIN(16, n - 16 * v), run[v]);
         const int acc_y = g->accumulate || beta != 0.0f;
 #pragma GCC unroll 8
-        for (int i = 0; i < AVX512_MR; i++) {
+        for (int i = 0; i < MR; i++) {
             if (i >= m) break;
             float *yr = g->y + (size_t)(map->row0 + i) * g->row_stride;
             const __m512 bv = g->bias && beta == 0.0f ? _mm512_set1_ps(g->bias[map->row0 + i]) : _mm512_setzero_ps();
-#pragma GCC unroll 3
+#pragma GCC unroll 4
             for (int v = 0; v < NV; v++) {
                 const __m512 r = _mm512_add_ps(acc[i][v], bv);
                 for (int u = 0; u < nrun[v]; u++) {
@@ -271,17 +272,17 @@ kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, p
     if (alpha == 1.0f && !stream && (beta == 0.0f || beta == 1.0f)) {
         if (beta == 0.0f) {
 #pragma GCC unroll 8
-            for (int i = 0; i < AVX512_MR; i++) {
+            for (int i = 0; i < MR; i++) {
                 if (i >= m) break;
-#pragma GCC unroll 3
+#pragma GCC unroll 4
                 for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16 * v, mask[v], acc[i][v]);
             }
         } else {
 #pragma GCC unroll 8
-            for (int i = 0; i < AVX512_MR; i++) {
+            for (int i = 0; i < MR; i++) {
                 if (i >= m) break;
                 float *ci = c + (size_t)i * ldc;
-#pragma GCC unroll 3
+#pragma GCC unroll 4
                 for (int v = 0; v < NV; v++)
                     _mm512_mask_storeu_ps(ci + 16 * v, mask[v],
                                           _mm512_add_ps(acc[i][v], _mm512_maskz_loadu_ps(mask[v], ci + 16 * v)));
@@ -291,10 +292,10 @@ kernel_avx512_nv(const int NV, const int FULL, int kc, const float *const *ap, p
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
-    for (int i = 0; i < AVX512_MR; i++) {
+    for (int i = 0; i < MR; i++) {
         if (i >= m) break;
         float *ci = c + (size_t)i * ldc;
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             __m512 r = acc[i][v];
             if (alpha != 1.0f) r = _mm512_mul_ps(va, r);
@@ -315,59 +316,25 @@ __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kc, const f
                                                                  int ldc, int m, int n, float alpha, float beta,
                                                                  int stream, const GemmMapAt *map) {
     if (n >= 48) /* a full panel: no masks */
-        kernel_avx512_nv(3, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
+        kernel_avx512_nv(AVX512_MR, 3, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else if (n > 32)
-        kernel_avx512_nv(3, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
+        kernel_avx512_nv(AVX512_MR, 3, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else if (n > 16)
-        kernel_avx512_nv(2, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
+        kernel_avx512_nv(AVX512_MR, 2, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
     else
-        kernel_avx512_nv(1, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
+        kernel_avx512_nv(AVX512_MR, 1, 0, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
 }
 
-/* AVX-512F, 6 rows x 64 columns (24 accumulators; 10 loads a step for 24 multiply-adds): for
- * C with exactly 64 columns, which the 8 x 48 tile covers as 48 + 16, the second panel with 8
- * accumulators for 9 loads (conv's dW with 64 output channels: 576 x 64 x 504 186 -> GFLOP/s,
- * one thread). */
+/* AVX-512F, 6 rows x 64 columns (24 accumulators; 10 loads a step for 24 multiply-adds), the
+ * kernel above with 6 rows and 4 vectors: for C of exactly 64 columns, which the 8 x 48 tile
+ * covers as 48 + 16, the second panel with 8 accumulators for 9 loads (conv's dW with 64
+ * output channels, 576 x 64 x 504 on one thread: 173 / 177 -> 191 / 192 GFLOP/s). */
 #define W64_MR 6
 __attribute__((target("avx512f,fma"))) static void kernel_avx512_w64(int kc, const float *const *ap, ptrdiff_t a_cs,
                                                                      const float *const *bk, ptrdiff_t boff, float *c,
                                                                      int ldc, int m, int n, float alpha, float beta,
                                                                      int stream, const GemmMapAt *map) {
-    const float *a[W64_MR];
-    __m512 acc[W64_MR][4];
-#pragma GCC unroll 6
-    for (int i = 0; i < W64_MR; i++) {
-        a[i] = ap[i];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
-    }
-    for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
-        const float *b = bk[k] + boff;
-        __m512 bv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 6
-        for (int i = 0; i < W64_MR; i++) {
-            __m512 ai = _mm512_set1_ps(a[i][ka]);
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-        }
-    }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 6
-    for (int i = 0; i < W64_MR; i++) {
-        if (i >= m) break;
-        float *ci = c + (size_t)i * ldc;
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
-            __m512 r = alpha == 1.0f ? acc[i][v] : _mm512_mul_ps(va, acc[i][v]);
-            if (beta == 1.0f)
-                r = _mm512_add_ps(r, _mm512_loadu_ps(ci + 16 * v));
-            else if (beta != 0.0f)
-                r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16 * v), r);
-            _mm512_storeu_ps(ci + 16 * v, r);
-        }
-    }
+    kernel_avx512_nv(W64_MR, 4, 1, kc, ap, a_cs, bk, boff, c, ldc, m, n, alpha, beta, stream, map);
 }
 
 /* AVX-512F "NT" kernel for C = A B^T with both A (m x K) and B (n x K) read along rows:
