@@ -536,6 +536,15 @@ static size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* A B^T with the NT kernel: k blocks of up to NT_KC, row tiles outer, column tiles inner. */
 #define NT_KC 1024
+
+/* ar[0, cnt) = rows i0.. of A (m of them; the rest repeat the last) from column pc on. */
+static void nt_rows(const float **ar, const GemmMat *A, int i0, int m, int cnt, int pc) {
+    for (int i = 0; i < cnt; i++) {
+        int row = i0 + NASC_MIN(i, m - 1);
+        ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
+    }
+}
+
 static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B,
                     float beta, float *C, int ldc) {
     /* one or two columns past the last whole tile: by the column kernel (a tile would compute
@@ -548,10 +557,7 @@ static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const G
         for (int i0 = 0; i0 < M && Nt > 0; i0 += NT_MR) {
             int m = NASC_MIN(NT_MR, M - i0);
             const float *ar[NT_MR];
-            for (int i = 0; i < NT_MR; i++) {
-                int row = i0 + NASC_MIN(i, m - 1);
-                ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
-            }
+            nt_rows(ar, A, i0, m, NT_MR, pc);
             for (int j0 = 0; j0 < Nt; j0 += NT_NR) {
                 int n = NASC_MIN(NT_NR, Nt - j0);
                 const float *br[NT_NR];
@@ -563,10 +569,7 @@ static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const G
             for (int i0 = 0; i0 < M; i0 += NT_COL_MR) {
                 int m = NASC_MIN(NT_COL_MR, M - i0);
                 const float *ar[NT_COL_MR];
-                for (int i = 0; i < NT_COL_MR; i++) {
-                    int row = i0 + NASC_MIN(i, m - 1);
-                    ar[i] = (A->rows ? A->rows[row] : A->p + (size_t)row * A->ld) + pc;
-                }
+                nt_rows(ar, A, i0, m, NT_COL_MR, pc);
                 p->nt_col(kc, ar, B->p + (size_t)j * B->ld + pc, C + (size_t)i0 * ldc + j, ldc, m, alpha, beta_k);
             }
     }

@@ -1014,10 +1014,18 @@ void bn_forward_rows(ActKind act, float *y, float *saved, const double *row_stat
                   momentum, eps, row_stats);
 }
 
-void act_consts(const ActSrc *s, int ch, float k[4]) {
+/* A made input's per-channel constants, as arrays (apply_rows' k): mhi = the saved mean, mlo
+ * and scale (saved after invstd), b = beta (NULL: 0). */
+static void act_arrays(const ActSrc *s, const float *k[4]) {
     const size_t c = (size_t)s->c;
-    k[0] = s->saved[ch], k[1] = s->saved[2 * c + ch], k[2] = s->saved[3 * c + ch];
-    k[3] = s->beta ? s->beta[ch] : 0.0f;
+    k[0] = s->saved, k[1] = s->saved + 2 * c, k[2] = s->saved + 3 * c, k[3] = s->beta;
+}
+
+void act_consts(const ActSrc *s, int ch, float k[4]) {
+    const float *ks[4];
+    act_arrays(s, ks);
+    for (int i = 0; i < 3; i++) k[i] = ks[i][ch];
+    k[3] = ks[3] ? ks[3][ch] : 0.0f;
 }
 
 void act_row(ActKind act, const float k[4], float *y, const float *x, int n) {
@@ -1026,9 +1034,9 @@ void act_row(ActKind act, const float k[4], float *y, const float *x, int n) {
 
 const float *act_rows(const ActSrc *s, float *buf, size_t r0, size_t nr) {
     if (!s->saved) return s->x + r0 * s->hw;
-    const size_t c = (size_t)s->c;
-    const float *const ks[4] = {s->saved, s->saved + 2 * c, s->saved + 3 * c, s->beta};
-    apply_rows(s->act, buf, s->x + r0 * s->hw, nr, s->hw, (int)(r0 % c), s->c, ks);
+    const float *ks[4];
+    act_arrays(s, ks);
+    apply_rows(s->act, buf, s->x + r0 * s->hw, nr, s->hw, (int)(r0 % (size_t)s->c), s->c, ks);
     return buf;
 }
 
