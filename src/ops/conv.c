@@ -19,8 +19,8 @@
  * pointers. Small images are batched: nb images side by side give gemm enough columns. A 1x1
  * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol. An input made
  * on demand (BN + activation, act_rows) is made by the copy into the phase planes.
- * 3x3 stride-1 convs with 32 and more channels a group on planes of 12 and more run the
- * forward (and so dx) as Winograd F(2x2, 3x3) on the same phase planes.
+ * 3x3 stride-1 convs with 16 and more channels a group on planes of 12 and more run the
+ * forward (and so dx) as Winograd F(4x4, 3x3) on the same phase planes.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -263,8 +263,23 @@ static int forced_lowering(void) {
 
 /* Images side by side on the output grid (implicit lowering, and the folded dx): as many as
  * fill COLS_TARGET columns, at least one, at most `images`. */
+static int use_winograd(const ConvDims *d);
+
 static int grid_images(const ConvDims *d, int images) {
-    return NASC_MAX(1, NASC_MIN(images, COLS_TARGET / (d->oh * grid_of(d, 1).wq)));
+    const int wq = grid_of(d, 1).wq;
+    if (use_winograd(d)) {
+        /* the Winograd transforms take sixteen tiles of a tile row a vector: as many images as
+         * fill the vectors best (a 28x28 image's row is 8 tiles, a 14x14's 4, a 7x7's 3) */
+        int best = 1;
+        double fill = 0;
+        for (int n = 1; n <= NASC_MIN(images, 16); n++) {
+            int tw = (n * wq + 3) / 4;
+            double f = tw / (16.0 * ((tw + 15) / 16));
+            if (f > fill + 1e-9) best = n, fill = f;
+        }
+        return best;
+    }
+    return NASC_MAX(1, NASC_MIN(images, COLS_TARGET / (d->oh * wq)));
 }
 
 /* The lowering and images per gemm for a thread that handles `images` images. */
@@ -424,8 +439,8 @@ __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, 
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
  * img_stride apart) into the phase planes xph. xs: NULL, or the input made on demand (x is
  * then BN's input, and ch0 the group's first channel). */
-MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1,
-                                   const ConvDims *d, const Grid *g, const ActSrc *xs, int ch0) {
+MULTIVERSION static void grid_fill_planes(float *xph, const float *x, size_t img_stride, int c0, int c1,
+                                          const ConvDims *d, const Grid *g, const ActSrc *xs, int ch0) {
     const int s = g->s, pad = d->pad, h = d->h, w = d->w, wq = g->wq, W = g->W;
     float kc[4];
     MadeInput made = {kc, xs ? xs->act : ACT_COUNT}, *mi = xs && xs->saved ? &made : NULL;
@@ -477,6 +492,17 @@ MULTIVERSION static void grid_fill(float *xph, const float *x, size_t img_stride
     }
     if (dp != dst) free(dp);
     free(row);
+}
+
+/* The phase planes of channels [c0, c1) (see grid_fill_planes), each plane's tail past its
+ * slack row zeroed: the Winograd transforms read a little past a plane. */
+static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1, const ConvDims *d,
+                      const Grid *g, const ActSrc *xs, int ch0) {
+    grid_fill_planes(xph, x, img_stride, c0, c1, d, g, xs, ch0);
+    const size_t used = (size_t)(g->hq + 1) * g->W, ss = (size_t)g->s * g->s;
+    if (used < g->plane)
+        for (size_t k = (size_t)c0 * ss; k < (size_t)c1 * ss; k++)
+            memset(xph + k * g->plane + used, 0, (g->plane - used) * sizeof(float));
 }
 
 /* The adjoint of phase_row: xr[col] += padded column col + pad of the s phase rows src[pc]
@@ -909,23 +935,34 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
     }
 }
 
-/* ------------------------------------------------------------------ Winograd F(2x2, 3x3) */
+/* ------------------------------------------------------------------ Winograd F(4x4, 3x3) */
 /* A 3x3 stride-1 conv on the implicit lowering's output grid (the same values, junk columns
- * included, that gemm makes from the phase planes), in 2x2 output tiles (Lavin and Gray,
- * "Fast Algorithms for Convolutional Neural Networks", 2016): a tile's 4x4 input patch d
- * becomes B^T d B; each of its 16 positions is multiplied over channels by the transformed
- * kernel U = G g G^T (one gemm per position: (cout, cin) x (cin, tiles)); the 4x4 result m
- * gives the 2x2 outputs A^T m A. 16 multiplications per tile and channel pair instead of 36.
- *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
- *   A^T = [1 1 1 0; 0 1 -1 -1]
- * The transforms only add and subtract (U's halves are exact), so results differ from the
- * direct product by a few roundings. An output that depends on a junk input column or row
- * is itself junk: tiles never mix valid outputs with inputs they do not read.
+ * included, that gemm makes from the phase planes), in 4x4 output tiles (Lavin and Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2016): a tile's 6x6 input patch d
+ * becomes B^T d B; each of its 36 positions is multiplied over channels by the transformed
+ * kernel U = G g G^T (one gemm per position: (cout, cin) x (cin, tiles)); the 6x6 result m
+ * gives the 4x4 outputs A^T m A. 36 multiplications per tile and channel pair instead of 144
+ * (F(2x2)'s 16 per 2x2 tile, which this replaced, make 64: 16 -> 16 channels on 28x28, forward,
+ * 1.72 ms direct 1.60, F(4x4) 1.19; 32 -> 32 on 14x14 1.22, direct 1.53, F(4x4) 0.98). Points
+ * 0, +-1, +-2:
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * The results differ from the direct product by roundings of the transforms' larger
+ * coefficients (relative errors ~1e-6; test_conv's tolerance scales with the terms). An output
+ * that depends on a junk input column or row is itself junk; a valid output's tile may also
+ * read junk (rows and columns past the image): finite values, as the transforms cancel them
+ * only up to rounding, so the planes' tails and the slack after them are zeros.
  * The AVX-512 build only (the transforms are written with its shuffles); elsewhere, and with
  * NASC_CONV=direct, the gemm lowering runs. */
-/* Zero floats kept after phase planes that winograd_input reads: its last row's loads run
- * up to 47 floats past a plane. */
-#define WINO_SLACK 64
+/* Zero floats kept after the last phase plane of grid g for the Winograd transforms: F(4x4)'s
+ * bottom tile row reads up to two rows past a plane (oh + 4 rows from oh + 3, the plane's
+ * slack row included), and its last row's loads 81 floats past the row's first tile. Planes
+ * whose round16 tail is zeroed (grid_fill) then read only zeros or a next plane's values. */
+static size_t wino_slack(const Grid *g) { return round16(2 * (size_t)g->W + 96); }
+
+/* Transformed positions of a tile. */
+#define WINO_POINTS 36
 
 /* Images a call needs for the kernel transform (per call: weights change between calls) to
  * pay; batch-1 inference takes the direct path. */
@@ -934,38 +971,45 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
 static int use_winograd(const ConvDims *d) {
 #if CONV_X86
     if (d->n < WINO_MIN_IMAGES) return 0;
-    /* With fewer channels the transforms cost more than the products save, and on small planes
-     * the tiles' padding and ragged vectors do (in resnet8's training step: 32 -> 32 on 14x14
-     * ~10% faster, 64 -> 64 on 7x7 slower; 16 -> 16 on 28x28 6% slower alone) */
-    return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 32 && d->cout / d->groups >= 32 &&
-           d->oh >= 12 && d->ow >= 12 &&
-           d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT && forced_lowering() != LOWER_EXPLICIT;
+    /* With few channels the transforms cost more than the products save (the retired F(2x2)
+     * was no faster than direct at 16); on 7x7 planes the tiles' padding does (F(4x4) 64 -> 64
+     * 10% faster alone, no faster in resnet8's training step) */
+    return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 16 && d->cout / d->groups >= 16 &&
+           d->oh >= 12 && d->ow >= 12 && d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT &&
+           forced_lowering() != LOWER_EXPLICIT;
 #else
     return 0;
 #endif
 }
 
-/* U (G, 16, cout_g, cin_g) = G g G^T of every kernel g = wt[co][ci] (wt: (cout, cin_g*9)). */
+/* U (G, 36, cout_g, cin_g) = G g G^T of every kernel g = wt[co][ci] (wt: (cout, cin_g*9)); in
+ * double, then rounded (the sixths and twenty-fourths are not exact in float). */
 static void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
     for (int g = 0; g < G; g++)
         for (int co = 0; co < cout_g; co++)
             for (int ci = 0; ci < cin_g; ci++) {
                 const float *k = wt + ((size_t)(g * cout_g + co) * cin_g + ci) * 9;
-                float t[4][3], u[4][4];
+                double t[6][3], u[6][6];
                 for (int c = 0; c < 3; c++) {
-                    t[0][c] = k[c];
-                    t[1][c] = 0.5f * (k[c] + k[3 + c] + k[6 + c]);
-                    t[2][c] = 0.5f * (k[c] - k[3 + c] + k[6 + c]);
-                    t[3][c] = k[6 + c];
+                    double g0 = k[c], g1 = k[3 + c], g2 = k[6 + c];
+                    t[0][c] = g0 / 4;
+                    t[1][c] = -(g0 + g1 + g2) / 6;
+                    t[2][c] = -(g0 - g1 + g2) / 6;
+                    t[3][c] = g0 / 24 + g1 / 12 + g2 / 6;
+                    t[4][c] = g0 / 24 - g1 / 12 + g2 / 6;
+                    t[5][c] = g2;
                 }
-                for (int r = 0; r < 4; r++) {
-                    u[r][0] = t[r][0];
-                    u[r][1] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                    u[r][2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                    u[r][3] = t[r][2];
+                for (int r = 0; r < 6; r++) {
+                    double g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
+                    u[r][0] = g0 / 4;
+                    u[r][1] = -(g0 + g1 + g2) / 6;
+                    u[r][2] = -(g0 - g1 + g2) / 6;
+                    u[r][3] = g0 / 24 + g1 / 12 + g2 / 6;
+                    u[r][4] = g0 / 24 - g1 / 12 + g2 / 6;
+                    u[r][5] = g2;
                 }
-                for (int x = 0; x < 16; x++)
-                    U[(((size_t)g * 16 + x) * cout_g + co) * cin_g + ci] = u[x / 4][x % 4];
+                for (int x = 0; x < 36; x++)
+                    U[(((size_t)g * 36 + x) * cout_g + co) * cin_g + ci] = (float)u[x / 6][x % 6];
             }
 }
 
@@ -977,93 +1021,137 @@ typedef struct {
     size_t ld;
 } TileBlock;
 
-/* The row transform of one patch row: t[j] = (d B)[j] for sixteen tiles, p at the first's
- * column. */
-__attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[4]) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    __m512 lo = _mm512_loadu_ps(p), hi = _mm512_loadu_ps(p + 16);
-    __m512i nx = _mm512_castps_si512(_mm512_loadu_ps(p + 32));
-    __m512 e = _mm512_permutex2var_ps(lo, even, hi), o = _mm512_permutex2var_ps(lo, odd, hi);
-    __m512 e1 = _mm512_castsi512_ps(_mm512_alignr_epi32(nx, _mm512_castps_si512(e), 1));
-    __m512 o1 = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_alignr_epi32(nx, nx, 1), _mm512_castps_si512(o), 1));
-    t[0] = _mm512_sub_ps(e, e1);
-    t[1] = _mm512_add_ps(o, e1);
-    t[2] = _mm512_sub_ps(e1, o);
-    t[3] = _mm512_sub_ps(o, o1);
+/* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4, t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1),
+ * t5 = 4d1 - 5d3 + d5. */
+__attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m512 t[6]) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    t[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+    t[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+    const __m512 c = _mm512_sub_ps(d[4], d[2]), e = _mm512_sub_ps(d[3], d[1]);
+    t[3] = _mm512_fmadd_ps(two, e, c);
+    t[4] = _mm512_fnmadd_ps(two, e, c);
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
-/* V[x][c][t] = (B^T d B)[x] of the 4x4 patch of each tile t of the block, for channels [0, c)
- * of the planes (W columns per row). Sixteen tiles of a tile row at a time: a row's 34
- * columns split into even and odd ones, the patch columns 2tx + {0, 1, 2, 3} being E, O and
- * both shifted by one. Going down the block, a tile row's last two patch rows are the next
- * one's first two: their row transforms are kept. */
+/* The row transform of one patch row for sixteen tiles, p at the first's column: the row's
+ * columns 4tx + {0..3} de-interleaved in two rounds of even/odd permutes, 4tx + 4 and + 5 the
+ * first two shifted by one tile. */
+__attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[6]) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+    __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
+    __m512 e0 = _mm512_permutex2var_ps(v0, even, v1), o0 = _mm512_permutex2var_ps(v0, odd, v1);
+    __m512 e1 = _mm512_permutex2var_ps(v2, even, v3), o1 = _mm512_permutex2var_ps(v2, odd, v3);
+    __m512 d[6];
+    d[0] = _mm512_permutex2var_ps(e0, even, e1);
+    d[1] = _mm512_permutex2var_ps(o0, even, o1);
+    d[2] = _mm512_permutex2var_ps(e0, odd, e1);
+    d[3] = _mm512_permutex2var_ps(o0, odd, o1);
+    d[4] = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_loadu_ps(p + 64)), _mm512_castps_si512(d[0]), 1));
+    d[5] = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(_mm512_loadu_ps(p + 65)), _mm512_castps_si512(d[1]), 1));
+    bt6(d, t);
+}
+
+/* V[x][c][t] = (B^T d B)[x] of the 6x6 patch of each tile t of the block, for channels [0, c)
+ * of the planes (W columns per row), sixteen tiles of a tile row at a time. A tile row's last
+ * two patch rows are the next one's first two: their row transforms are kept (rt, in L1). */
 __attribute__((target("avx512f"))) static void winograd_input(float *V, const float *planes, size_t plane, int c,
-                                                               int W, const TileBlock *b) {
-    const size_t xs = (size_t)c * b->ld; /* between positions x */
+                                                                int W, const TileBlock *b) {
+    const size_t xs = (size_t)c * b->ld;
+    __m512 rt[6][6];
     for (int ch = 0; ch < c; ch++) {
         const float *pc = planes + (size_t)ch * plane;
         float *vc = V + (size_t)ch * b->ld;
         for (int tx = 0; tx < b->tw; tx += 16) {
             const __mmask16 m = lane_range(tx, 0, b->tw);
-            const float *p = pc + (size_t)2 * b->ty0 * W + 2 * tx;
-            __m512 r0[4], r1[4], r2[4], r3[4]; /* the patch rows' row transforms */
-            winograd_row(p, r0);
-            winograd_row(p + W, r1);
+            const float *p = pc + (size_t)4 * b->ty0 * W + 4 * tx;
+            winograd_row(p, rt[0]);
+            winograd_row(p + W, rt[1]);
             float *dst = vc + tx;
             for (int r = 0; r < b->nr; r++, dst += b->tw) {
-                p += 2 * (size_t)W;
-                winograd_row(p, r2);
-                winograd_row(p + W, r3);
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) {
-                    _mm512_mask_storeu_ps(dst + (0 + j) * xs, m, _mm512_sub_ps(r0[j], r2[j]));
-                    _mm512_mask_storeu_ps(dst + (4 + j) * xs, m, _mm512_add_ps(r1[j], r2[j]));
-                    _mm512_mask_storeu_ps(dst + (8 + j) * xs, m, _mm512_sub_ps(r2[j], r1[j]));
-                    _mm512_mask_storeu_ps(dst + (12 + j) * xs, m, _mm512_sub_ps(r1[j], r3[j]));
+                for (int i = 2; i < 6; i++) winograd_row(p + (size_t)i * W, rt[i]);
+                p += 4 * (size_t)W;
+                for (int j = 0; j < 6; j++) {
+                    __m512 col[6] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j], rt[4][j], rt[5][j]}, v[6];
+                    bt6(col, v);
+                    for (int i = 0; i < 6; i++) _mm512_mask_storeu_ps(dst + (i * 6 + j) * xs, m, v[i]);
                 }
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) r0[j] = r2[j], r1[j] = r3[j];
+                for (int j = 0; j < 6; j++) rt[0][j] = rt[4][j], rt[1][j] = rt[5][j];
             }
         }
     }
 }
 
+/* at4: y = A^T m of six vectors: y0 = m0 + (m1 + m2) + (m3 + m4), y1,3 = (m1 - m2) + {2, 8}(m3 - m4)
+ * (+ m5 for y3), y2 = (m1 + m2) + 4(m3 + m4). */
+__attribute__((target("avx512f"))) static inline void at4(const __m512 m[6], __m512 y[4]) {
+    const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+    const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
 /* The block's output rows of out (c rows of oh * W: the output grid) = A^T m A of each tile,
- * m[x] = M[x][ch][t]. */
-__attribute__((target("avx512f"))) static void winograd_output(float *out, const float *M, int c, int oh, int W,
-                                                                const TileBlock *b) {
+ * m[x] = M[x][ch][t]; a tile row's four output columns are interleaved back into pixel order
+ * by two rounds of zips. map: NULL, or the rows go straight into y through it (as gemm_map's:
+ * the grid is never written; out unused). */
+__attribute__((target("avx512f"))) static void winograd_output(float *out, const GemmMap *map, const float *M,
+                                                                 int c, int oh, int W, const TileBlock *b) {
     const size_t xs = (size_t)c * b->ld;
-    for (int ch = 0; ch < c; ch++) {
-        const float *mc = M + (size_t)ch * b->ld;
-        float *oc = out + (size_t)ch * oh * W;
-        for (int r = 0; r < b->nr; r++)
-            for (int tx = 0; tx < b->tw; tx += 16) {
-                const float *src = mc + (size_t)r * b->tw + tx;
-                __m512 a[4][2];
-                for (int i = 0; i < 4; i++) {
-                    __m512 m0 = _mm512_loadu_ps(src + (i * 4 + 0) * xs), m1 = _mm512_loadu_ps(src + (i * 4 + 1) * xs);
-                    __m512 m2 = _mm512_loadu_ps(src + (i * 4 + 2) * xs), m3 = _mm512_loadu_ps(src + (i * 4 + 3) * xs);
-                    a[i][0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                    a[i][1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    for (int r = 0; r < b->nr; r++)
+        for (int tx = 0; tx < b->tw; tx += 16) {
+            const int q = 4 * tx, rows = NASC_MIN(4, oh - 4 * (b->ty0 + r));
+            MapRun run[4][4][MAP_RUNS]; /* output row k, vector v */
+            int nrun[4][4] = {{0}};
+            for (int k = 0; k < rows && map; k++)
+                for (int v = 0; v < 4 && q + 16 * v < W; v++)
+                    nrun[k][v] = gemm_map_runs(map, (4 * (b->ty0 + r) + k) * W + q + 16 * v,
+                                               NASC_MIN(16, W - q - 16 * v), run[k][v]);
+            for (int ch = 0; ch < c; ch++) {
+                const float *src = M + (size_t)ch * b->ld + (size_t)r * b->tw + tx;
+                __m512 a[4][6]; /* A^T m: a[k][j] */
+                for (int j = 0; j < 6; j++) {
+                    __m512 col[6], y[4];
+                    for (int i = 0; i < 6; i++) col[i] = _mm512_loadu_ps(src + (i * 6 + j) * xs);
+                    at4(col, y);
+                    for (int k = 0; k < 4; k++) a[k][j] = y[k];
                 }
-                const int q = 2 * tx;
-                const __mmask16 s0 = lane_range(q, 0, W), s1 = lane_range(q + 16, 0, W);
-                for (int k = 0; k < 2; k++) {
-                    int oy = 2 * (b->ty0 + r) + k;
-                    if (oy >= oh) break;
-                    __m512 y0 = k == 0 ? _mm512_add_ps(_mm512_add_ps(a[0][0], a[1][0]), a[2][0])
-                                       : _mm512_sub_ps(_mm512_sub_ps(a[1][0], a[2][0]), a[3][0]);
-                    __m512 y1 = k == 0 ? _mm512_add_ps(_mm512_add_ps(a[0][1], a[1][1]), a[2][1])
-                                       : _mm512_sub_ps(_mm512_sub_ps(a[1][1], a[2][1]), a[3][1]);
-                    float *dst = oc + (size_t)oy * W + q;
-                    __m512 z0, z1;
-                    zip16(y0, y1, &z0, &z1);
-                    _mm512_mask_storeu_ps(dst, s0, z0);
-                    if (s1) _mm512_mask_storeu_ps(dst + 16, s1, z1);
+                for (int k = 0; k < rows; k++) {
+                    __m512 o[4], p0, p1, q0, q1, z[4];
+                    at4(a[k], o);
+                    zip16(o[0], o[2], &p0, &p1);
+                    zip16(o[1], o[3], &q0, &q1);
+                    zip16(p0, q0, &z[0], &z[1]);
+                    zip16(p1, q1, &z[2], &z[3]);
+                    if (!map) {
+                        float *dst = out + (size_t)ch * oh * W + (size_t)(4 * (b->ty0 + r) + k) * W + q;
+                        for (int v = 0; v < 4; v++) {
+                            __mmask16 s = lane_range(q + 16 * v, 0, W);
+                            if (!s) break;
+                            _mm512_mask_storeu_ps(dst + 16 * v, s, z[v]);
+                        }
+                        continue;
+                    }
+                    float *yr = map->y + (size_t)ch * map->row_stride;
+                    const __m512 bv = _mm512_set1_ps(map->bias ? map->bias[ch] : 0.0f);
+                    for (int v = 0; v < 4; v++) {
+                        const __m512 x = _mm512_add_ps(z[v], bv);
+                        for (int u = 0; u < nrun[k][v]; u++) {
+                            float *dst = yr + run[k][v][u].off; /* lane l's cell is dst[l] */
+                            const __mmask16 mk = run[k][v][u].lanes;
+                            _mm512_mask_storeu_ps(dst, mk,
+                                                  map->accumulate ? _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst)) : x);
+                        }
+                    }
                 }
             }
-    }
+        }
 }
 #endif
 
@@ -1072,28 +1160,29 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
 #define WINO_BLOCK_FLOATS (128 * 1024)
 
 /* out (cout_g, oh * W) = the conv on the output grid of planes (cin_g phase planes of the
- * implicit lowering, grid g), U: this group's (16, cout_g, cin_g). A block of tile rows at a
- * time: input transform, 16 gemms, output transform. */
-static void winograd_conv(float *out, const float *planes, const float *U, int cin_g, int cout_g, int oh,
-                          const Grid *g) {
+ * implicit lowering, grid g), or with map (out unused) the output straight into y; U: this
+ * group's (36, cout_g, cin_g). A block of tile rows at a time: input transform, 36 gemms,
+ * output transform. */
+static void winograd_conv(float *out, const GemmMap *map, const float *planes, const float *U, int cin_g,
+                          int cout_g, int oh, const Grid *g) {
 #if CONV_X86
-    const int tw = (g->W + 1) / 2, th = (oh + 1) / 2;
-    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (16 * (cin_g + cout_g)) / tw);
+    const int tw = (g->W + 3) / 4, th = (oh + 3) / 4;
+    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * (cin_g + cout_g)) / tw);
     const size_t ld = round16((size_t)NASC_MIN(rb, th) * tw);
-    float *V = scratch_get(WINO_SLOT, (16 * ld * (size_t)(cin_g + cout_g) + 16) * sizeof(float));
-    float *M = V + 16 * ld * cin_g;
+    float *V = scratch_get(WINO_SLOT, (WINO_POINTS * ld * (size_t)(cin_g + cout_g) + 16) * sizeof(float));
+    float *M = V + WINO_POINTS * ld * cin_g;
     for (int ty0 = 0; ty0 < th; ty0 += rb) {
         TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
-        for (int x = 0; x < 16; x++) {
+        for (int x = 0; x < WINO_POINTS; x++) {
             GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL};
             GemmMat B = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL};
             gemm_ex(cout_g, b.nr * tw, cin_g, 1.0f, &A, &B, 0.0f, M + (size_t)x * cout_g * ld, (int)ld, 0);
         }
-        winograd_output(out, M, cout_g, oh, g->W, &b);
+        winograd_output(out, map, M, cout_g, oh, g->W, &b);
     }
 #else
-    (void)out, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
+    (void)out, (void)map, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
     NASC_ASSERT(0);
 #endif
 }
@@ -1116,7 +1205,7 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
  * (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
  * implicit lowering only: the phase planes are filled with the made values). xph: NULL, or
  * the phase planes of all the images, already filled (implicit lowering, one block, G == 1),
- * with WINO_SLACK zero floats after them. wino: NULL, or the Winograd kernels of wt
+ * with wino_slack zero floats after them. wino: NULL, or the Winograd kernels of wt
  * (winograd_weights; implicit lowering). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
                            int accumulate, const ActSrc *xs, const float *xph, const float *wino) {
@@ -1134,9 +1223,8 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
     float *buf = NULL, *tmp = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
-        size_t xsz = grid_floats(&gmax, cin_g) + WINO_SLACK;
+        size_t xsz = grid_floats(&gmax, cin_g) + wino_slack(&gmax);
         buf = scratch_get(0, xsz * sizeof(float) + (size_t)Kc * sizeof(float *));
-        memset(buf + xsz - WINO_SLACK, 0, WINO_SLACK * sizeof(float));
         rows = (const float **)(void *)(buf + xsz);
         tmp = scratch_get(1, (size_t)cout_g * gmax.Q * sizeof(float));
     } else {
@@ -1153,8 +1241,14 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                 Grid gr = grid_of(d, m);
                 if (!xph) grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 if (wino) {
-                    winograd_conv(tmp, xph ? xph : buf, wino + (size_t)g * 16 * cout_g * cin_g, cin_g, cout_g, d->oh,
-                                  &gr);
+                    if (!xph) memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
+                    const float *U = wino + (size_t)g * WINO_POINTS * cout_g * cin_g;
+                    if (gr.wq >= 5) { /* the output transform stores into y itself */
+                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate};
+                        winograd_conv(NULL, &mp, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
+                        continue;
+                    }
+                    winograd_conv(tmp, NULL, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
                 } else {
                     grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
                     GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
@@ -1253,7 +1347,7 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
     if (d->n >= nt) {
         float *wino = NULL;
         if (use_winograd(d) && plan_of(d, 1).how == LOWER_IMPLICIT) {
-            wino = xmalloc((size_t)16 * d->cout * cin_g * sizeof(float));
+            wino = xmalloc((size_t)WINO_POINTS * d->cout * cin_g * sizeof(float));
             winograd_weights(wino, w, d->groups, cout_g, cin_g);
         }
 #pragma omp parallel num_threads(nt)
@@ -1573,8 +1667,8 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         split_range(d->n, T, t, &lo, &hi);
         const ConvDims tadj = adj ? adjoint_dims(d) : *d;
         /* this thread's dW^T (G, Kc, cout_g), db (cout), the adjoint or phase kernel (wsize)
-         * and the adjoint's Winograd kernel (16 / 9 wsize) */
-        float *part = scratch_get(2, (3 * wsize + wsize / 9 * 7 + d->cout) * sizeof(float));
+         * and the adjoint's Winograd kernel (36 / 9 wsize) */
+        float *part = scratch_get(2, (6 * wsize + d->cout) * sizeof(float));
         float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wk = part + wsize + d->cout;
         float *wino = NULL;
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
@@ -1609,7 +1703,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         float *dyph_buf = NULL, *dyph = NULL;
         if (same) {
             Grid ga = grid_of(&tadj, step);
-            dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16 + WINO_SLACK) * sizeof(float));
+            dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16 + wino_slack(&ga)) * sizeof(float));
         }
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * d->cout * P * sizeof(float)) : NULL;
         /* an input made on demand: by the copy into the phase planes, or first into a buffer */
@@ -1640,7 +1734,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 Grid ga = grid_of(&tadj, e - i);
                 dyph = dyph_buf + (16 - ((size_t)tadj.pad * ga.W + tadj.pad) % 16) % 16;
                 grid_fill(dyph, dy, (size_t)d->cout * P, 0, cout_g, &tadj, &ga, NULL, 0);
-                memset(dyph + grid_floats(&ga, cout_g), 0, WINO_SLACK * sizeof(float));
+                memset(dyph + grid_floats(&ga, cout_g), 0, wino_slack(&ga) * sizeof(float));
                 dyw = dyph + (size_t)tadj.pad * ga.W + tadj.pad;
                 dyw_ld = (int)ga.plane;
             }

@@ -179,34 +179,6 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
     }
 }
 
-/* A run of a vector's lanes kept by a GemmMap: lane l goes to row + off + l. */
-#define MAP_RUNS 4
-typedef struct {
-    ptrdiff_t off;
-    __mmask16 lanes;
-} MapRun;
-
-/* The runs of the n lanes of the vector whose lane 0 is column q0: at most MAP_RUNS (a run
- * per image met; a vector meets at most 3 images with wq >= 8, and at most 4 with wq >= 5:
- * narrower grids are not mapped, gemm_map). */
-static int map_runs(const GemmMap *g, int q0, int n, MapRun *run) {
-    int oy = q0 / g->W, r = q0 - oy * g->W, j = r / g->wq, ox = r - j * g->wq, nr = 0;
-    for (int l = 0; l < n;) {
-        if (ox >= g->ow) { /* padding cells: on to the next image's first cell */
-            l += g->wq - ox, ox = 0;
-            if (++j * g->wq >= g->W) j = 0, oy++;
-            continue;
-        }
-        int cnt = NASC_MIN(g->ow - ox, n - l);
-        NASC_ASSERT(nr < MAP_RUNS);
-        run[nr].off = (ptrdiff_t)(j * g->img_stride) + (ptrdiff_t)oy * g->ow + ox - l;
-        run[nr].lanes = (__mmask16)(((1u << cnt) - 1) << l);
-        nr++;
-        l += cnt, ox += cnt;
-    }
-    return nr;
-}
-
 /* AVX-512F: MR rows x 16 * NV columns, MR <= 8, NV <= 4 vectors: 8 x 48 (24 accumulators) in
  * the main case, 6 x 64 for C of 64 columns (below). A ragged last panel uses fewer vectors
  * and masked loads and stores, so B is read in place even there (masked-off lanes are never
@@ -248,7 +220,7 @@ kernel_avx512_nv(const int MR, const int NV, const int FULL, int kc, const float
         MapRun run[4][MAP_RUNS];
         int nrun[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) nrun[v] = map_runs(g, map->col0 + 16 * v, NASC_MIN(16, n - 16 * v), run[v]);
+        for (int v = 0; v < NV; v++) nrun[v] = gemm_map_runs(g, map->col0 + 16 * v, NASC_MIN(16, n - 16 * v), run[v]);
         const int acc_y = g->accumulate || beta != 0.0f;
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
