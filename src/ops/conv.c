@@ -1153,6 +1153,64 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
             }
         }
 }
+
+/* at4t: s = A r of four vectors (A = (A^T)^T, 6 x 4): s0 = r0, s1,2 = (r0 + r2) +- (r1 + r3),
+ * s3,4 = (r0 + 4 r2) +- (2 r1 + 8 r3), s5 = r3. */
+__attribute__((target("avx512f"))) static inline void at4t(const __m512 r[4], __m512 s[6]) {
+    const __m512 a = _mm512_add_ps(r[0], r[2]), b = _mm512_add_ps(r[1], r[3]);
+    const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r[2], r[0]);
+    const __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), r[3], _mm512_add_ps(r[1], r[1]));
+    s[0] = r[0];
+    s[1] = _mm512_add_ps(a, b);
+    s[2] = _mm512_sub_ps(a, b);
+    s[3] = _mm512_add_ps(c, e);
+    s[4] = _mm512_sub_ps(c, e);
+    s[5] = r[3];
+}
+
+/* E[x][c][t] = (A e A^T)[x] of each tile t's 4x4 block e of dy on the output grid (the
+ * adjoint of winograd_output, for dW): dy rows W columns apart, channels ld apart, junk
+ * columns and the rows past the image zero. Grid columns past W (a ragged last tile) read as
+ * zero. */
+__attribute__((target("avx512f"))) static void winograd_dy(float *E, const float *dy, size_t ld, int c, int W,
+                                                             const TileBlock *b) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i lane4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+    const size_t xs = (size_t)c * b->ld;
+    for (int ch = 0; ch < c; ch++) {
+        const float *dc = dy + (size_t)ch * ld;
+        float *ec = E + (size_t)ch * b->ld;
+        for (int r = 0; r < b->nr; r++)
+            for (int tx = 0; tx < b->tw; tx += 16) {
+                const __mmask16 m = lane_range(tx, 0, b->tw);
+                __mmask16 cm[4]; /* lanes whose column 4 tx' + j is inside the row */
+                for (int j = 0; j < 4; j++)
+                    cm[j] = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane4, _mm512_set1_epi32(4 * tx + j)),
+                                                    _mm512_set1_epi32(W));
+                const float *p = dc + (size_t)4 * (b->ty0 + r) * W + 4 * tx;
+                __m512 rt[4][6];
+                for (int i = 0; i < 4; i++, p += W) {
+                    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+                    __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
+                    __m512 e0 = _mm512_permutex2var_ps(v0, even, v1), o0 = _mm512_permutex2var_ps(v0, odd, v1);
+                    __m512 e1 = _mm512_permutex2var_ps(v2, even, v3), o1 = _mm512_permutex2var_ps(v2, odd, v3);
+                    __m512 q[4];
+                    q[0] = _mm512_maskz_permutex2var_ps(cm[0], e0, even, e1);
+                    q[1] = _mm512_maskz_permutex2var_ps(cm[1], o0, even, o1);
+                    q[2] = _mm512_maskz_permutex2var_ps(cm[2], e0, odd, e1);
+                    q[3] = _mm512_maskz_permutex2var_ps(cm[3], o0, odd, o1);
+                    at4t(q, rt[i]);
+                }
+                float *dst = ec + (size_t)r * b->tw + tx;
+                for (int j = 0; j < 6; j++) {
+                    __m512 col[4] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j]}, s[6];
+                    at4t(col, s);
+                    for (int i = 0; i < 6; i++) _mm512_mask_storeu_ps(dst + (i * 6 + j) * xs, m, s[i]);
+                }
+            }
+    }
+}
 #endif
 
 /* Tiles a block aims at: its transformed input and products, 16 (cin + cout) floats a tile,
@@ -1437,6 +1495,63 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
         for (int q = 0; q < cols; q++) dst[(size_t)q * rows + r] = src[(size_t)r * lds + q];
 }
 
+/* dW by Winograd F(4x4, 3x3), the adjoint of the forward's: with U = G g G^T and a tile's
+ * output A^T (U . V) A, dL/dU = sum over tiles of (A e A^T) . V (e the tile's output gradient)
+ * and dL/dg = G^T (dL/dU) G. du (36, cin_g, cout_g) += sum over the tiles of the grid of
+ * E[x]^T V[x] for each position x, E = A e A^T of dyw (dy on the output grid: rows W apart,
+ * channels dy_ld apart, junk columns and the rows past the image zero), V = B^T d B of the
+ * phase planes (one gemm per position: (cin, tiles) x (tiles, cout), E transposed for gemm's
+ * main kernel). winograd_dw_finish then adds G^T du G to dW^T once per thread. 36 products a
+ * tile and channel pair for the 144 of the direct sums. */
+static void winograd_dw(float *du, const float *planes, const float *dyw, size_t dy_ld, int cin_g, int cout_g,
+                        int oh, const Grid *g) {
+#if CONV_X86
+    const int tw = (g->W + 3) / 4, th = (oh + 3) / 4;
+    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * (cin_g + cout_g)) / tw);
+    const size_t ld = round16((size_t)NASC_MIN(rb, th) * tw);
+    float *V = scratch_get(WINO_SLOT, (WINO_POINTS * ld * (size_t)(cin_g + cout_g) + ld * cout_g) * sizeof(float));
+    float *E = V + WINO_POINTS * ld * cin_g, *Et = E + WINO_POINTS * ld * cout_g;
+    for (int ty0 = 0; ty0 < th; ty0 += rb) {
+        TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
+        const int K = b.nr * tw;
+        winograd_input(V, planes, g->plane, cin_g, g->W, &b);
+        winograd_dy(E, dyw, dy_ld, cout_g, g->W, &b);
+        for (int x = 0; x < WINO_POINTS; x++) {
+            transpose(Et, E + (size_t)x * cout_g * ld, cout_g, K, ld);
+            GemmMat A = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL}, B = {Et, cout_g, 0, NULL};
+            gemm_ex(cin_g, cout_g, K, 1.0f, &A, &B, 1.0f, du + (size_t)x * cin_g * cout_g, cout_g, 0);
+        }
+    }
+#else
+    (void)du, (void)planes, (void)dyw, (void)dy_ld, (void)cin_g, (void)cout_g, (void)oh, (void)g;
+    NASC_ASSERT(0);
+#endif
+}
+
+/* dwt (cin_g * 9, cout_g) += G^T du G of every channel pair (du as winograd_dw's), in double. */
+static void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g) {
+    static const double Gm[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                    {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const size_t pairs = (size_t)cin_g * cout_g;
+    for (int ci = 0; ci < cin_g; ci++)
+        for (int co = 0; co < cout_g; co++) {
+            double t[3][6]; /* G^T m */
+            for (int k = 0; k < 3; k++)
+                for (int j = 0; j < 6; j++) {
+                    double s = 0;
+                    for (int i = 0; i < 6; i++) s += Gm[i][k] * du[(size_t)(i * 6 + j) * pairs + (size_t)ci * cout_g + co];
+                    t[k][j] = s;
+                }
+            for (int k = 0; k < 3; k++)
+                for (int l = 0; l < 3; l++) {
+                    double s = 0;
+                    for (int j = 0; j < 6; j++) s += t[k][j] * Gm[j][l];
+                    dwt[((size_t)ci * 9 + k * 3 + l) * cout_g + co] += (float)s;
+                }
+        }
+}
+
 /* dW^T for 16 output channels a group and a 3x3 stride-1 kernel (dilation 1) on the implicit
  * lowering's planes, where gemm's 8 x 16 tile has 8 accumulators for 9 loads a step (its
  * register tile is wide, not tall): dwt (Kc, 16) += col (Kc, Q) dyt (Q, 16), col row (c, kh, kw)
@@ -1505,7 +1620,7 @@ static int dw_by_taps3(const ConvDims *d, Lowering how) {
  * image i0. dyg_in: NULL, or dy already on the implicit lowering's output grid, channels
  * dyg_ld apart, when the images are one block of it and G == 1 (see conv2d_backward_src). */
 static void dw_images(float *dwt, const float *dy, const float *x, const ConvDims *d, int i0, int i1,
-                      const float *dyg_in, int dyg_ld, const ActSrc *xs) {
+                      const float *dyg_in, int dyg_ld, const ActSrc *xs, float *du) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -1514,7 +1629,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
     float *buf = NULL, *dyg = NULL, *dyt = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
-        size_t xsz = grid_floats(&gmax, cin_g);
+        size_t xsz = grid_floats(&gmax, cin_g) + wino_slack(&gmax);
         buf = scratch_get(0, xsz * sizeof(float) + (size_t)Kc * sizeof(float *));
         rows = (const float **)(void *)(buf + xsz);
         dyg = scratch_get(1, (size_t)cout_g * gmax.Q * sizeof(float));
@@ -1538,6 +1653,12 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
             const float *xg = x + (i - i0) * xstride + (size_t)g * cin_g * HW;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
+                if (du && dyg_in) { /* Winograd (see conv2d_backward_src) */
+                    grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
+                    memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
+                    winograd_dw(du, buf, dyg_in, (size_t)dyg_ld, cin_g, cout_g, d->oh, &gr);
+                    continue;
+                }
                 if (!dyg_in) grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
                 grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 grid_rows(rows, buf, cin_g, d, &gr);
@@ -1666,9 +1787,9 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
         const ConvDims tadj = adj ? adjoint_dims(d) : *d;
-        /* this thread's dW^T (G, Kc, cout_g), db (cout), the adjoint or phase kernel (wsize)
-         * and the adjoint's Winograd kernel (36 / 9 wsize) */
-        float *part = scratch_get(2, (6 * wsize + d->cout) * sizeof(float));
+        /* this thread's dW^T (G, Kc, cout_g), db (cout), the adjoint or phase kernel (wsize),
+         * the adjoint's Winograd kernel and dW's Winograd sums (36 / 9 wsize each) */
+        float *part = scratch_get(2, (10 * wsize + d->cout) * sizeof(float));
         float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wk = part + wsize + d->cout;
         float *wino = NULL;
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
@@ -1701,6 +1822,9 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         const int same = dwt && adj && G == 1 && 2 * d->pad == (d->k - 1) * d->dil && pl.how == LOWER_IMPLICIT &&
                          plan_of(&tadj, step).how == LOWER_IMPLICIT;
         float *dyph_buf = NULL, *dyph = NULL;
+        /* dW by Winograd from the same copy of dy (its rows past the image are zero) */
+        float *du = same && use_winograd(d) ? part + 6 * wsize + d->cout : NULL;
+        if (du) memset(du, 0, 4 * wsize * sizeof(float));
         if (same) {
             Grid ga = grid_of(&tadj, step);
             dyph_buf = scratch_get(DYGRID_SLOT, (grid_floats(&ga, cout_g) + 16 + wino_slack(&ga)) * sizeof(float));
@@ -1739,16 +1863,17 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 dyw_ld = (int)ga.plane;
             }
             if (dwt && in_fill)
-                dw_images(dwt, dy, xs->x + i * xstride, d, i, e, dyw, dyw_ld, xs);
+                dw_images(dwt, dy, xs->x + i * xstride, d, i, e, dyw, dyw_ld, xs, du);
             else if (dwt)
                 dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyw,
-                          dyw_ld, NULL);
+                          dyw_ld, NULL, NULL);
             if (dx) {
                 dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph, wino);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }
         }
+        if (du) winograd_dw_finish(dwt, du, d->cin, cout_g);
         if (dw || db) {
 #pragma omp barrier
             /* reduce: dw (cout, Kc) += sum over threads of dW^T, split over output channels */
