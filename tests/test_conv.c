@@ -208,14 +208,16 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(2, 6, 13, 12, 12, 5, 3, 3, 2, 6), 2, "multiplier");
     conv_case(r, dims(3, 10, 15, 13, 10, 7, 3, 3, 2, 10), 2, "dw.k7.s3");
     conv_case(r, dims(2, 7, 9, 9, 7, 5, 2, 0, 1, 7), 1, "dw.k5.s2.p0");
-    /* Winograd F(4x4, 3x3) (3x3 stride-1 convs with >= 16 channels a group, planes of 12 and
-     * more, batches of at least 8): even and odd planes, other paddings (its tiles cover the
-     * output grid whatever the padding), groups; images side by side (2 of 28x28, 4 of 14x14)
-     * and a batch that leaves a thread fewer; the output stored through the map, with and
-     * without bias and accumulation (random per case: three of the first) */
+    /* Winograd F(4x4, 3x3) (3x3 stride-1 convs with >= 16 channels a group, planes of 7x7 and
+     * more, batches of at least 8; dW too when dx is asked for): even and odd planes, other
+     * paddings (its tiles cover the output grid whatever the padding), groups; images side by
+     * side (2 of 28x28, 4 of 14x14, 7 of 7x7) and a batch that leaves a thread fewer; the
+     * output stored through the map, with and without bias and accumulation (random per case,
+     * as the gradients asked for: hence several of the first and the 7x7) */
     for (int i = 0; i < 3; i++) conv_case(r, dims(8, 16, 28, 28, 16, 3, 1, 1, 1, 1), 2, "winograd.16ch.28x28");
     conv_case(r, dims(11, 16, 15, 13, 24, 3, 1, 1, 1, 1), 2, "winograd.odd.images");
     conv_case(r, dims(8, 20, 12, 12, 16, 3, 1, 1, 1, 1), 1, "winograd.12x12");
+    for (int i = 0; i < 2; i++) conv_case(r, dims(9, 24, 7, 7, 16, 3, 1, 1, 1, 1), 2, "winograd.7x7");
     conv_case(r, dims(8, 32, 14, 14, 32, 3, 1, 1, 1, 1), 2, "winograd.14x14");
     conv_case(r, dims(9, 40, 13, 15, 48, 3, 1, 1, 1, 1), 2, "winograd.13x15");
     conv_case(r, dims(8, 32, 14, 15, 33, 3, 1, 0, 1, 1), 2, "winograd.pad0");

@@ -19,7 +19,7 @@
  * pointers. Small images are batched: nb images side by side give gemm enough columns. A 1x1
  * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol. An input made
  * on demand (BN + activation, act_rows) is made by the copy into the phase planes.
- * 3x3 stride-1 convs with 16 and more channels a group on planes of 12 and more run the
+ * 3x3 stride-1 convs with 16 and more channels a group on planes of 7x7 and more run the
  * forward (and so dx) as Winograd F(4x4, 3x3) on the same phase planes.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
@@ -972,10 +972,11 @@ static int use_winograd(const ConvDims *d) {
 #if CONV_X86
     if (d->n < WINO_MIN_IMAGES) return 0;
     /* With few channels the transforms cost more than the products save (the retired F(2x2)
-     * was no faster than direct at 16); on 7x7 planes the tiles' padding does (F(4x4) 64 -> 64
-     * 10% faster alone, no faster in resnet8's training step) */
+     * was no faster than direct at 16). On 7x7 planes 8x8 of tiles cover 7x7 outputs, and the
+     * grid's junk columns widen each image to 9: still 64 -> 64 forward 1.84 -> 1.54 ms, dx + dW
+     * 3.71 -> 3.04 ms (2 threads, batch 128), resnet8's layer 0.140 -> 0.123 s a profile */
     return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 16 && d->cout / d->groups >= 16 &&
-           d->oh >= 12 && d->ow >= 12 && d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT &&
+           d->oh >= 7 && d->ow >= 7 && d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT &&
            forced_lowering() != LOWER_EXPLICIT;
 #else
     return 0;
