@@ -4,7 +4,7 @@
  *     conv2d_backward_ex with accumulate = 0) against zeroing then accumulating, on a
  *     garbage-filled output (they must write every element);
  *   - whole networks (the zoo's small, resnet8, mbv2 and specs with a BN that has two
- *     consumers, an output nothing consumes, an identity): net_forward/net_backward with
+ *     consumers, an output nothing consumes, an identity, BN outputs made by an add): net_forward/net_backward with
  *     fusion and lazy gradient zeroing against NASC_FUSE=0, where every node runs alone
  *     (the zeroing bookkeeping is the same in both, so it is also checked against the sum of
  *     per-node results through net_node_forward for the forward).
@@ -274,6 +274,16 @@ static Run run_net(const char *spec, int batch, int fuse) {
     net_init_params(&net, 7);
     Rng xr;
     rng_seed(&xr, 11);
+    /* BN's gamma and beta away from their initial 1 and 0, so that a made output that drops or
+     * misplaces either cannot pass */
+    for (int i = 0; i < net.spec.n; i++) {
+        const Node *nd = &net.spec.nodes[i];
+        if (nd->op != OP_BN) continue;
+        for (int ch = 0; ch < nd->c; ch++) {
+            net.params[nd->param_off + ch] = rng_uniformf(&xr, 0.5f, 1.5f);
+            net.params[nd->param_off + nd->c + ch] = rng_uniformf(&xr, -0.5f, 0.5f);
+        }
+    }
     float *x = xmalloc((size_t)batch * 784 * sizeof(float)), *dl = xmalloc((size_t)batch * 10 * sizeof(float));
     for (int i = 0; i < batch * 784; i++) x[i] = (float)rng_normal(&xr);
     for (int i = 0; i < batch * 10; i++) dl[i] = rng_uniformf(&xr, -0.1f, 0.1f);
@@ -364,5 +374,10 @@ int main(void) {
      * from one node), and a ReLU6 before a 1x1 conv */
     test_net("nb201 cell", "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 4);
     test_net("relu6 then 1x1", "conv(c=8,k=3);relu6;conv(c=8,k=1);bn;gap;linear", 3);
+    /* BN outputs made by the add after them (never stored): two into one add with nothing
+     * after it, one behind an identity (not made), one into a three-input add with a ReLU */
+    test_net("bn into add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=1);c=bn;add(b,c);gap;linear", 4);
+    test_net("bn, id, add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;i=id(b);add(i,x);relu;gap;linear", 3);
+    test_net("bn into add3", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=3,s=1);c=bn;add(b,x,c);relu;gap;linear", 5);
     return check_summary("test_fused");
 }

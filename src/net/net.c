@@ -212,14 +212,15 @@ static void bn_fwd(Net *net, int i) {
         bn_forward_eval(net->out[i], in_out(net, nd, 0), g, b, rm, rv, net->batch, nd->c, nd->h * nd->w, BN_EPS);
 }
 
-/* bn_fwd in training from the row sums the conv before took (FUSE_STATS). */
-static void bn_fwd_rows(Net *net, int i, const double *row_stats) {
+/* bn_fwd in training from the row sums the conv before took (FUSE_STATS); lazy: the statistics
+ * and constants only (the add after it makes the output, FUSE_ADDIN). */
+static void bn_fwd_rows(Net *net, int i, const double *row_stats, int lazy) {
     Node *nd = &net->spec.nodes[i];
     const float *g = net->params + nd->param_off, *b = g + nd->c;
     float *rm = net->buffers + nd->buf_off, *rv = rm + nd->c;
     NASC_ASSERT(net->training);
-    bn_forward_rows(ACT_COUNT, net->out[i], net->saved[i], row_stats, in_out(net, nd, 0), g, b, rm, rv, net->batch,
-                    nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+    bn_forward_rows(ACT_COUNT, lazy ? NULL : net->out[i], net->saved[i], row_stats, in_out(net, nd, 0), g, b, rm, rv,
+                    net->batch, nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS);
 }
 
 static void bn_bwd(Net *net, int i) {
@@ -471,15 +472,6 @@ static void add_fwd(Net *net, int i) {
     const float *xs[NODE_MAX_IN];
     for (int j = 0; j < nd->nin; j++) xs[j] = in_out(net, nd, j);
     add_forward(net->out[i], xs, nd->nin, node_size(nd) * net->batch);
-}
-
-/* add node i and the ReLU/ReLU6 node i + 1 as one kernel (a residual join): writes the
- * activation's output; the sum is never stored. */
-static void add_act_fwd(Net *net, int i) {
-    Node *nd = &net->spec.nodes[i];
-    const float *xs[NODE_MAX_IN];
-    for (int j = 0; j < nd->nin; j++) xs[j] = in_out(net, nd, j);
-    add_act_forward(act_kind(net->spec.nodes[i + 1].op), net->out[i + 1], xs, nd->nin, node_size(nd) * net->batch);
 }
 
 /* Its backward, from the activation's output gradient dout[i + 1]. */
@@ -804,8 +796,33 @@ static int fusion_on(void) {
  * one consumer, a conv, which makes the activation on demand from node i's input (as from a
  * BN with mean 0 and scale 1: NAS-Bench-201's ReLU-conv-BN edges); node i's output is never
  * stored, and its backward (which reads its input) runs as usual.
+ * fuse[i] & FUSE_ADDIN (training, !store_outputs): BN node i, its statistics summed by the conv
+ * before (FUSE_STATS), has one consumer, an add (a residual join, an NB201 cell's sum), which
+ * makes the BN's output on demand (add_input); it is never stored. The backward is unchanged
+ * (BN's backward reads its input, not its output).
  * Returns NULL when nothing fuses; the caller frees. */
-enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16, FUSE_MADE = 32 };
+enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16, FUSE_MADE = 32, FUSE_ADDIN = 64 };
+
+/* add node i in the fused walk (fuse: the plan), with FUSE_ACT and the ReLU/ReLU6 node i + 1
+ * as one kernel (a residual join: the sum is never stored); its inputs stored or made on demand
+ * from a BN before it (FUSE_ADDIN). */
+static void add_src_fwd(Net *net, int i, const unsigned char *fuse) {
+    Node *nd = &net->spec.nodes[i];
+    ActSrc xs[NODE_MAX_IN];
+    for (int j = 0; j < nd->nin; j++) {
+        int k = nd->in[j];
+        xs[j] = (ActSrc){.x = in_out(net, nd, j), .act = ACT_COUNT, .c = nd->c, .hw = nd->h * nd->w};
+        if (k >= 0 && (fuse[k] & FUSE_ADDIN)) {
+            const Node *bn = &net->spec.nodes[k];
+            xs[j].x = in_out(net, bn, 0);
+            xs[j].saved = net->saved[k];
+            xs[j].beta = net->params + bn->param_off + bn->c;
+        }
+    }
+    const int act = (fuse[i] & FUSE_ACT) != 0;
+    add_src_forward(act ? act_kind(net->spec.nodes[i + 1].op) : ACT_COUNT, net->out[act ? i + 1 : i], xs, nd->nin,
+                    (size_t)net->batch * nd->c, nd->h * nd->w);
+}
 
 /* Conv node nd's input: stored, or made on demand from the BN + act pair (FUSE_LAZY) or the
  * lone activation (FUSE_MADE) before it. */
@@ -866,6 +883,19 @@ static unsigned char *fusion_plan(const Net *net) {
     }
     for (int i = 0; fuse && i + 1 < n; i++)
         if ((fuse[i] & FUSE_GRAD) && net->training) fuse[i] |= FUSE_STATS;
+    for (int i = 1; fuse && i + 1 < n && net->training && !net->store_outputs; i++) {
+        if (net->spec.nodes[i].op != OP_BN || uses[i] != 1 || !(fuse[i - 1] & FUSE_STATS) || (fuse[i] & FUSE_ACT))
+            continue;
+        for (int j = i + 1; j < n; j++) {
+            const Node *c = &net->spec.nodes[j];
+            int hit = 0;
+            for (int k = 0; k < c->nin; k++) hit |= c->in[k] == i;
+            if (hit) {
+                if (c->op == OP_ADD) fuse[i] |= FUSE_ADDIN;
+                break;
+            }
+        }
+    }
     for (int i = 0; i + 1 < n && net->training && !net->store_outputs; i++) {
         const Node *a = &net->spec.nodes[i];
         if ((a->op != OP_RELU && a->op != OP_RELU6) || a->nin != 1 || uses[i] != 1) continue;
@@ -942,7 +972,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
                 bn_act_fwd(net, i, (fuse[i] & FUSE_LAZY) != 0,
                            i > 0 && (fuse[i - 1] & FUSE_STATS) ? net->row_stats : NULL);
             else
-                add_act_fwd(net, i);
+                add_src_fwd(net, i, fuse);
             prof_stop(net, i, 0, t0);
             i++;
             continue;
@@ -951,7 +981,9 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             ActSrc x = conv_input(net, nd, fuse);
             conv_fwd_src(net, i, &x, (fuse[i] & FUSE_STATS) ? net->row_stats : NULL);
         } else if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_STATS)) {
-            bn_fwd_rows(net, i, net->row_stats);
+            bn_fwd_rows(net, i, net->row_stats, (fuse[i] & FUSE_ADDIN) != 0);
+        } else if (fuse && nd->op == OP_ADD) {
+            add_src_fwd(net, i, fuse);
         } else {
             op_info[nd->op].forward(net, i);
         }

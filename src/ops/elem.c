@@ -103,6 +103,7 @@ void dropout_backward_ref(real *dx, const real *dy, const real *mask, size_t n) 
 
 #define ADD_CHUNK 2048 /* floats per block: a block of the sum stays in L1 */
 #define ADD_PAR_MIN 65536
+#define ADD_SRC_MAX 64 /* inputs of add_src_forward */
 
 /* One block of len <= ADD_CHUNK values: y = act(sum of the inputs) (act = ACT_COUNT: no
  * activation, else ReLU or ReLU6), through a local buffer (y may alias any input). The sum is
@@ -149,6 +150,31 @@ void add_forward(float *y, const float *const *xs, int nin, size_t n) { add_forw
 void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n) {
     NASC_ASSERT(act == ACT_RELU || act == ACT_RELU6);
     add_forward_core(act, y, xs, nin, n);
+}
+
+void add_src_forward(ActKind act, float *y, const ActSrc *xs, int nin, size_t rows, int hw) {
+    NASC_ASSERT(nin >= 1 && nin <= ADD_SRC_MAX && hw >= 1);
+    int made = 0;
+    for (int j = 0; j < nin; j++) made += xs[j].saved != NULL;
+    /* blocks of whole rows, at most ADD_CHUNK values (or one row) */
+    const size_t per = hw >= ADD_CHUNK ? 1 : ADD_CHUNK / (size_t)hw;
+    const long nblocks = (long)((rows + per - 1) / per);
+    const int par = rows * (size_t)hw >= ADD_PAR_MIN;
+#pragma omp parallel num_threads(threads_get()) if (par)
+    {
+        float *buf = made ? xmalloc((size_t)made * per * hw * sizeof(float)) : NULL;
+#pragma omp for schedule(static)
+        for (long b = 0; b < nblocks; b++) {
+            const size_t r0 = (size_t)b * per, nr = NASC_MIN(per, rows - r0), len = nr * hw;
+            const float *in[ADD_SRC_MAX];
+            for (int j = 0, m = 0; j < nin; j++)
+                in[j] = act_rows(&xs[j], xs[j].saved ? buf + (size_t)m++ * per * hw : NULL, r0, nr);
+            float *yb = y + r0 * hw;
+            for (size_t lo = 0; lo < len; lo += ADD_CHUNK)
+                add_block(act, yb, in, nin, lo, NASC_MIN((size_t)ADD_CHUNK, len - lo));
+        }
+        free(buf);
+    }
 }
 
 void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }

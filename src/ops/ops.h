@@ -253,6 +253,10 @@ void add_backward_ex(float *const *dxs, const float *dy, int nin, size_t n, cons
 void add_act_forward(ActKind act, float *y, const float *const *xs, int nin, size_t n);
 void add_act_backward(ActKind act, float *const *dxs, const float *dy, const float *y, int nin, size_t n,
                       const int *accumulate);
+/* add_forward (act ACT_COUNT) or add_act_forward over `rows` rows of hw values, input j stored
+ * or made on demand from a BN before it (act_rows; a residual join whose BN output is never
+ * stored): bitwise the same sums. */
+void add_src_forward(ActKind act, float *y, const ActSrc *xs, int nin, size_t rows, int hw);
 #endif
 
 /* ---------------------------------------------------------------- resize (resize.c) */
