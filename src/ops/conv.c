@@ -20,7 +20,7 @@
  * stride-1 unpadded conv needs neither: x is its own col and dx its own dcol. An input made
  * on demand (BN + activation, act_rows) is made by the copy into the phase planes.
  * 3x3 stride-1 convs with 16 and more channels a group on planes of 7x7 and more run the
- * forward (and so dx) as Winograd F(4x4, 3x3) on the same phase planes.
+ * forward, dx (the adjoint conv) and dW as Winograd F(4x4, 3x3) on the same phase planes.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -261,10 +261,10 @@ static int forced_lowering(void) {
     return f == LOWER_EXPLICIT || f == LOWER_IMPLICIT ? f : -1;
 }
 
-/* Images side by side on the output grid (implicit lowering, and the folded dx): as many as
- * fill COLS_TARGET columns, at least one, at most `images`. */
 static int use_winograd(const ConvDims *d);
 
+/* Images side by side on the output grid (implicit lowering, and the folded dx): as many as
+ * fill COLS_TARGET columns (Winograd: its vectors of tiles), at least one, at most `images`. */
 static int grid_images(const ConvDims *d, int images) {
     const int wq = grid_of(d, 1).wq;
     if (use_winograd(d)) {
