@@ -260,6 +260,17 @@ static void test_pool(void) {
     pool_dims_init(&big, &e);
     test_pool_dims(big, 0);
 
+    /* 3x3, stride 1, padding 1 (a kernel of its own: a plane as one stream of vectors): planes of
+     * one row or column, 7x7, 28x28, wider than a vector, both divisor rules */
+    static const int box[][4] = {{2, 3, 28, 28}, {3, 5, 7, 7}, {2, 4, 1, 9}, {2, 2, 13, 1}, {1, 3, 19, 40}, {2, 2, 2, 2}};
+    for (size_t i = 0; i < sizeof box / sizeof box[0]; i++)
+        for (int cip = 0; cip < 2; cip++) {
+            big = (PoolDims){.n = box[i][0], .c = box[i][1], .h = box[i][2], .w = box[i][3], .k = 3, .stride = 1,
+                             .pad = 1, .count_include_pad = cip};
+            pool_dims_init(&big, &e);
+            test_pool_dims(big, (int)i % 2);
+        }
+
     static const int gs[][3] = {{1, 1, 1}, {2, 3, 49}, {3, 5, 1}, {8, 64, 64}, {2, 7, 1023}};
     for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) {
         int n = gs[i][0], c = gs[i][1], hw = gs[i][2];

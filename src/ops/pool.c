@@ -11,7 +11,8 @@
  *
  * Every plane is independent, so the fast kernels split the N*C planes over threads and
  * walk each window over its clipped row/column ranges; average pooling with stride 1 is
- * separable box sums, and 2x2 windows with stride 2 and no padding (NAS-Bench-201's
+ * separable box sums (3x3 with padding 1, NAS-Bench-201's avg_pool_3x3, a plane at a time as
+ * one stream of vectors, AVX-512), and 2x2 windows with stride 2 and no padding (NAS-Bench-201's
  * reduction shortcut) are summed a row pair and 16 outputs at a time (AVX-512).
  */
 #include "conv_internal.h" /* use_avx512, lane_range */
@@ -282,11 +283,116 @@ static void avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, fl
     avgpool_divisors(d, *rdiv, *cdiv);
 }
 
+#if CONV_X86
+/* 3x3 windows, stride 1, padding 1 (NAS-Bench-201's avg_pool_3x3), AVX-512: a plane is one
+ * stream of vectors whatever its width (a 7x7 plane is four vectors, not seven short rows),
+ * each cell's neighbours in the plane taken by masked loads at +-1 and +-w. The same sums in
+ * the same order as the separable path (row sums with zero padding, then rows r0..r1; the
+ * backward adds them to dx one row at a time) and the same divisors, so the results are those
+ * of avgpool_s1_*_plane (bitwise, but for the sign of a zero: a missing row adds +0). */
+typedef struct {
+    int hw, w, nv;
+    __mmask16 *all, *left, *right, *up, *down; /* per vector: cells in the plane, with a
+                                                * neighbour to the left, right, above, below */
+    float *div;                                 /* rdiv(row) * cdiv(col) per cell */
+} Box3;
+
+static int is_box3(const PoolDims *d) {
+    return d->k == 3 && d->stride == 1 && d->pad == 1 && use_avx512() && (size_t)d->h * d->w <= (1u << 20);
+}
+
+/* The masks and divisors of d's planes in s (5 nv masks, then hw floats: box3_floats). */
+static size_t box3_bytes(const PoolDims *d) {
+    size_t hw = (size_t)d->h * d->w, nv = (hw + 15) / 16;
+    return 5 * nv * sizeof(__mmask16) + 64 + hw * sizeof(float);
+}
+
+static void box3_init(Box3 *b, void *s, const PoolDims *d, const float *rdiv, const float *cdiv) {
+    b->hw = d->h * d->w, b->w = d->w, b->nv = (b->hw + 15) / 16;
+    __mmask16 *m = s;
+    b->all = m, b->left = m + b->nv, b->right = m + 2 * b->nv, b->up = m + 3 * b->nv, b->down = m + 4 * b->nv;
+    b->div = (float *)(void *)((char *)s + ((5 * (size_t)b->nv * sizeof(__mmask16) + 63) / 64) * 64);
+    for (int v = 0; v < b->nv; v++) {
+        unsigned a = 0, l = 0, r = 0, u = 0, dn = 0;
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * v + i;
+            if (p >= b->hw) break;
+            int row = p / d->w, col = p % d->w;
+            a |= 1u << i;
+            l |= (unsigned)(col > 0) << i, r |= (unsigned)(col < d->w - 1) << i;
+            u |= (unsigned)(row > 0) << i, dn |= (unsigned)(row < d->h - 1) << i;
+        }
+        b->all[v] = (__mmask16)a, b->left[v] = (__mmask16)l, b->right[v] = (__mmask16)r;
+        b->up[v] = (__mmask16)u, b->down[v] = (__mmask16)dn;
+    }
+    for (int p = 0; p < b->hw; p++) b->div[p] = rdiv[p / d->w] * cdiv[p % d->w];
+}
+
+/* hs = the row sums (left + centre) + right of x's plane. */
+__attribute__((target("avx512f"))) static void box3_rows(float *hs, const float *x, const Box3 *b) {
+    for (int v = 0; v < b->nv; v++) {
+        const float *p = x + 16 * v;
+        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->left[v], p - 1), _mm512_maskz_loadu_ps(b->all[v], p));
+        _mm512_mask_storeu_ps(hs + 16 * v, b->all[v], _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->right[v], p + 1)));
+    }
+}
+
+/* Forward of one plane: y = ((hs above + hs) + hs below) / div. */
+__attribute__((target("avx512f"))) static void box3_forward_plane(float *y, const float *x, float *hs,
+                                                                  const Box3 *b) {
+    box3_rows(hs, x, b);
+    for (int v = 0; v < b->nv; v++) {
+        const float *p = hs + 16 * v;
+        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->up[v], p - b->w), _mm512_maskz_loadu_ps(b->all[v], p));
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->down[v], p + b->w));
+        _mm512_mask_storeu_ps(y + 16 * v, b->all[v], _mm512_div_ps(s, _mm512_maskz_loadu_ps(b->all[v], b->div + 16 * v)));
+    }
+}
+
+/* Backward of one plane: g = dy / div, its row sums, then dx += the row above, the row, the
+ * row below, in that order. */
+__attribute__((target("avx512f"))) static void box3_backward_plane(float *dx, const float *dy, float *g, float *hs,
+                                                                   const Box3 *b) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int v = 0; v < b->nv; v++)
+        _mm512_mask_storeu_ps(g + 16 * v, b->all[v],
+                              _mm512_div_ps(_mm512_maskz_loadu_ps(b->all[v], dy + 16 * v),
+                                            _mm512_mask_loadu_ps(one, b->all[v], b->div + 16 * v)));
+    box3_rows(hs, g, b);
+    for (int v = 0; v < b->nv; v++) {
+        const float *p = hs + 16 * v;
+        __m512 s = _mm512_maskz_loadu_ps(b->all[v], dx + 16 * v);
+        s = _mm512_mask_add_ps(s, b->up[v], s, _mm512_maskz_loadu_ps(b->up[v], p - b->w));
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->all[v], p));
+        s = _mm512_mask_add_ps(s, b->down[v], s, _mm512_maskz_loadu_ps(b->down[v], p + b->w));
+        _mm512_mask_storeu_ps(dx + 16 * v, b->all[v], s);
+    }
+}
+#endif
+
 /* Stride 1, all planes: the forward (out = y, in = x) or the backward (out = dx, in = dy). */
 static void avgpool_s1(float *out, const float *in, const PoolDims *d, int backward) {
     long planes = (long)d->n * d->c;
     int par = planes > 1 && (size_t)planes * d->h * d->w >= POOL_PAR_MIN;
     size_t xs = (size_t)d->h * d->w, ys = (size_t)d->oh * d->ow;
+#if CONV_X86
+    if (is_box3(d)) {
+#pragma omp parallel num_threads(threads_get()) if (par)
+        {
+            float *rdiv, *cdiv, *rows, *g, *buf;
+            avgpool_s1_scratch(d, &rdiv, &cdiv, &rows, &g, &buf); /* rows, g: hs and g here */
+            void *bs = scratch_get(GRAD_SLOT, box3_bytes(d));
+            Box3 b;
+            box3_init(&b, bs, d, rdiv, cdiv);
+#pragma omp for schedule(static)
+            for (long p = 0; p < planes; p++) {
+                if (backward) box3_backward_plane(out + p * xs, in + p * ys, g, rows, &b);
+                else box3_forward_plane(out + p * ys, in + p * xs, rows, &b);
+            }
+        }
+        return;
+    }
+#endif
 #pragma omp parallel num_threads(threads_get()) if (par)
     {
         float *rdiv, *cdiv, *rows, *g, *buf;
