@@ -999,7 +999,7 @@ static int use_winograd(const ConvDims *d) {
  * float. Sixteen kernels at a time, their taps first gathered so that the arithmetic runs
  * across kernels (vectorized): per call and per backward thread, it had cost 2% of resnet8's
  * step one kernel at a time in double. */
-static void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
+MULTIVERSION static void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
     const size_t np = (size_t)cout_g * cin_g;
     for (int g = 0; g < G; g++)
         for (size_t p0 = 0; p0 < np; p0 += 16) {
@@ -1534,27 +1534,35 @@ static void winograd_dw(float *du, const float *planes, const float *dyw, size_t
 #endif
 }
 
-/* dwt (cin_g * 9, cout_g) += G^T du G of every channel pair (du as winograd_dw's), in double. */
-static void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g) {
+/* dwt (cin_g * 9, cout_g) += G^T du G of every channel pair (du as winograd_dw's), in double,
+ * eight output channels at a time (the arithmetic runs across them: vectorized). */
+MULTIVERSION static void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g) {
     static const double Gm[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                     {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
     const size_t pairs = (size_t)cin_g * cout_g;
     for (int ci = 0; ci < cin_g; ci++)
-        for (int co = 0; co < cout_g; co++) {
-            double t[3][6]; /* G^T m */
-            for (int k = 0; k < 3; k++)
-                for (int j = 0; j < 6; j++) {
-                    double s = 0;
-                    for (int i = 0; i < 6; i++) s += Gm[i][k] * du[(size_t)(i * 6 + j) * pairs + (size_t)ci * cout_g + co];
-                    t[k][j] = s;
-                }
-            for (int k = 0; k < 3; k++)
-                for (int l = 0; l < 3; l++) {
-                    double s = 0;
-                    for (int j = 0; j < 6; j++) s += t[k][j] * Gm[j][l];
-                    dwt[((size_t)ci * 9 + k * 3 + l) * cout_g + co] += (float)s;
-                }
+        for (int c0 = 0; c0 < cout_g; c0 += 8) {
+            const int n = NASC_MIN(8, cout_g - c0);
+            double m[36][8] = {{0}}, t[3][6][8], o[9][8];
+            for (int x = 0; x < 36; x++)
+                for (int l = 0; l < n; l++) m[x][l] = du[(size_t)x * pairs + (size_t)ci * cout_g + c0 + l];
+            for (int k = 0; k < 3; k++) /* t = G^T m */
+                for (int j = 0; j < 6; j++)
+                    for (int l = 0; l < 8; l++) {
+                        double s = 0;
+                        for (int i = 0; i < 6; i++) s += Gm[i][k] * m[i * 6 + j][l];
+                        t[k][j][l] = s;
+                    }
+            for (int k = 0; k < 3; k++) /* o = t G */
+                for (int q = 0; q < 3; q++)
+                    for (int l = 0; l < 8; l++) {
+                        double s = 0;
+                        for (int j = 0; j < 6; j++) s += t[k][j][l] * Gm[j][q];
+                        o[k * 3 + q][l] = s;
+                    }
+            for (int tap = 0; tap < 9; tap++)
+                for (int l = 0; l < n; l++) dwt[((size_t)ci * 9 + tap) * cout_g + c0 + l] += (float)o[tap][l];
         }
 }
 
