@@ -23,7 +23,9 @@
  *     an overwrite flavour: conv, BN, activations, add) or zeroes it just before accumulating
  *     (the others), when it is about to be hot in cache anyway;
  *   - gradients that are never live together share a buffer (grad_layout), so the backward
- *     writes memory that is still in cache.
+ *     writes memory that is still in cache;
+ *   - an add's input whose only consumer is the add uses a buffer that already holds the add's
+ *     output gradient instead of receiving a copy (grad_aliases).
  */
 #include "net.h"
 
@@ -69,14 +71,22 @@ static float *in_grad(Net *net, const Node *nd, int j) {
 static size_t node_size(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; }
 
 /* ---- gradient bookkeeping of one net_backward call (see the file comment). bw_written[k]:
- * node k's gradient buffer holds a value in this pass. NULL outside net_backward. */
+ * node k's gradient buffer holds a value in this pass. bw_alias[k] >= 0: node k's gradient is
+ * node bw_alias[k]'s buffer (grad_aliases). Both NULL outside net_backward. */
 static _Thread_local unsigned char *bw_written;
+static _Thread_local const int *bw_alias;
 
-/* The node whose buffers input j of nd really uses (identities alias their input); -1 for the
- * network input. */
+/* The node whose buffers input j of nd really uses (identities alias their input, and in a
+ * backward an add's input may alias a gradient, grad_aliases); -1 for the network input. */
 static int grad_owner(const Net *net, int k) {
-    while (k >= 0 && net->spec.nodes[k].op == OP_ID) k = net->spec.nodes[k].in[0];
-    return k;
+    for (;;) {
+        if (k >= 0 && net->spec.nodes[k].op == OP_ID)
+            k = net->spec.nodes[k].in[0];
+        else if (k >= 0 && bw_alias && bw_alias[k] >= 0)
+            k = bw_alias[k];
+        else
+            return k;
+    }
 }
 
 /* Gradient k, zeroed now if nothing has written it yet in this pass. */
@@ -107,6 +117,18 @@ static float *in_grad_w(Net *net, const Node *nd, int j, int *acc) {
 }
 
 static size_t no_saved(const Net *net, int i, int batch) { return 0; }
+
+/* in_grad_w for add node nd's input j, or NULL when that input's gradient is an alias of a
+ * buffer that holds (or the add writes) the add's output gradient (grad_aliases). */
+static float *add_in_grad(Net *net, const Node *nd, int j, int *acc) {
+    int k = nd->in[j];
+    while (k >= 0 && net->spec.nodes[k].op == OP_ID) k = net->spec.nodes[k].in[0];
+    if (k >= 0 && bw_alias && bw_alias[k] >= 0) {
+        *acc = 1;
+        return NULL;
+    }
+    return in_grad_w(net, nd, j, acc);
+}
 
 /* ---- conv */
 static ConvDims conv_dims(const Net *net, const Node *nd) {
@@ -479,7 +501,7 @@ static void add_act_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     float *dxs[NODE_MAX_IN];
     int acc[NODE_MAX_IN];
-    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad_w(net, nd, j, &acc[j]);
+    for (int j = 0; j < nd->nin; j++) dxs[j] = add_in_grad(net, nd, j, &acc[j]);
     add_act_backward(act_kind(net->spec.nodes[i + 1].op), dxs, net->dout[i + 1], net->out[i + 1], nd->nin,
                      node_size(nd) * net->batch, acc);
 }
@@ -488,7 +510,7 @@ static void add_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     float *dxs[NODE_MAX_IN];
     int acc[NODE_MAX_IN];
-    for (int j = 0; j < nd->nin; j++) dxs[j] = in_grad_w(net, nd, j, &acc[j]);
+    for (int j = 0; j < nd->nin; j++) dxs[j] = add_in_grad(net, nd, j, &acc[j]);
     add_backward_ex(dxs, net->dout[i], nd->nin, node_size(nd) * net->batch, acc);
 }
 
@@ -1016,7 +1038,12 @@ static char *grad_layout(Net *net, int share, size_t extra) {
     int *hi = xmalloc((size_t)n * sizeof *hi), *bufof = xmalloc((size_t)n * sizeof *bufof);
     int *last_lo = xmalloc((size_t)n * sizeof *last_lo), nbuf = 0;
     size_t *cap = xcalloc((size_t)n + 1, sizeof *cap);
-    for (int k = 0; k < n; k++) hi[k] = net->spec.nodes[k].op == OP_ID ? -1 : k;
+    int *lo_of = xmalloc((size_t)n * sizeof *lo_of); /* the lowest node using owner k's buffer */
+    for (int k = 0; k < n; k++) hi[k] = grad_owner(net, k) == k ? k : -1, lo_of[k] = k;
+    for (int k = 0; k < n; k++) {
+        int o = grad_owner(net, k);
+        if (o >= 0 && net->spec.nodes[k].op != OP_ID) lo_of[o] = NASC_MIN(lo_of[o], k);
+    }
     for (int i = 0; i < n; i++)
         for (int j = 0; j < net->spec.nodes[i].nin; j++) {
             int k = grad_owner(net, net->spec.nodes[i].in[j]);
@@ -1034,7 +1061,7 @@ static char *grad_layout(Net *net, int share, size_t extra) {
         for (int u = 0; share && u < nbuf; u++)
             if (last_lo[u] > hi[k] && (b < 0 || last_lo[u] < last_lo[b])) b = u;
         if (b < 0) b = nbuf++;
-        bufof[k] = b, last_lo[b] = k - 2;
+        bufof[k] = b, last_lo[b] = lo_of[k] - 2;
         cap[b] = NASC_MAX(cap[b], round64(node_size(&net->spec.nodes[k]) * sizeof(float) * (size_t)net->batch));
         hi[k] = -1 - k; /* done; bufof[k] valid */
     }
@@ -1060,8 +1087,62 @@ static char *grad_layout(Net *net, int share, size_t extra) {
         int owner = grad_owner(net, k);
         if (owner != k) net->dout[k] = owner < 0 ? NULL : net->dout[owner];
     }
-    free(hi), free(bufof), free(last_lo), free(cap);
+    free(hi), free(bufof), free(last_lo), free(cap), free(lo_of);
     return (char *)net->grad_arena + extra_off;
+}
+
+/* Add inputs whose gradient need not be written (fusion on): an add passes its output gradient
+ * g unchanged to every input, so an input k whose only consumer is the add (an NB201 cell's
+ * edge, a residual branch's BN) can use, rather than receive a copy of, a buffer that holds
+ * g: the add's own gradient (a plain add: it is final once the add is visited), or with the
+ * add fused with an activation (g then exists only as written), another input m the add
+ * writes first (its last consumer) and nothing else writes before k's readers are done (m's
+ * other consumers come before k - 2: k's gradient is read down to the visit of k - 2, as in
+ * grad_layout). alias[k] = that node, or -1. Only spec-level owners (identities resolved)
+ * alias, each at most once, and an input the add takes twice never. */
+static int *grad_aliases(const Net *net, const unsigned char *fuse) {
+    const int n = net->spec.n;
+    int *alias = xmalloc((size_t)n * sizeof *alias), *uses = xcalloc((size_t)n, sizeof *uses);
+    int *last = xmalloc((size_t)n * sizeof *last); /* each owner's last consumer */
+    for (int k = 0; k < n; k++) alias[k] = -1, last[k] = -1;
+    for (int i = 0; i < n; i++) {
+        if (net->spec.nodes[i].op == OP_ID) continue;
+        for (int j = 0; j < net->spec.nodes[i].nin; j++) {
+            int k = grad_owner(net, net->spec.nodes[i].in[j]);
+            if (k >= 0) uses[k]++, last[k] = NASC_MAX(last[k], i);
+        }
+    }
+    for (int a = 0; a < n; a++) {
+        const Node *nd = &net->spec.nodes[a];
+        if (nd->op != OP_ADD) continue;
+        int own[NODE_MAX_IN], target = -1;
+        for (int j = 0; j < nd->nin; j++) own[j] = grad_owner(net, nd->in[j]);
+        int cand[NODE_MAX_IN]; /* inputs the add writes first, taken once */
+        for (int j = 0; j < nd->nin; j++) {
+            int k = own[j], twice = 0;
+            for (int q = 0; q < nd->nin; q++) twice |= q != j && own[q] == k;
+            cand[j] = k >= 0 && !twice && alias[k] < 0 && last[k] == a;
+        }
+        if (!(fuse[a] & FUSE_ACT))
+            target = a;
+        else /* with an activation: an input the add writes first, one that cannot alias if any */
+            for (int pass = 0; pass < 2 && target < 0; pass++)
+                for (int j = 0; j < nd->nin && target < 0; j++)
+                    if (cand[j] && (pass || uses[own[j]] > 1)) target = own[j];
+        for (int j = 0; j < nd->nin; j++) {
+            int k = own[j];
+            if (!cand[j] || uses[k] != 1 || k == target) continue;
+            /* the target's other consumers must write it only after k's readers */
+            int ok = 1;
+            for (int i = k - 2; ok && i < a; i++) {
+                if (i < 0 || net->spec.nodes[i].op == OP_ID) continue;
+                for (int q = 0; q < net->spec.nodes[i].nin; q++) ok &= grad_owner(net, net->spec.nodes[i].in[q]) != target;
+            }
+            if (ok) alias[k] = target;
+        }
+    }
+    free(uses), free(last);
+    return alias;
 }
 
 void net_backward(Net *net, const float *dlogits) {
@@ -1082,6 +1163,9 @@ void net_backward(Net *net, const float *dlogits) {
         if (fuse[i] & FUSE_SUMS) rsn = NASC_MAX(rsn, (size_t)net->batch * nd->c * 2);
     }
     const size_t kbytes = (nk * sizeof(BnBwdK) + 63) & ~(size_t)63;
+    int *alias = fuse && net->training ? grad_aliases(net, fuse) : NULL;
+    const int *outer_alias = bw_alias;
+    bw_alias = alias;
     char *extra = grad_layout(net, !net->hook_bwd, kbytes + rsn * sizeof(double));
     BnBwdK *kc = (BnBwdK *)(void *)extra;
     double *rs = (double *)(void *)(extra + kbytes);
@@ -1129,6 +1213,8 @@ void net_backward(Net *net, const float *dlogits) {
         prof_stop(net, i, 1, t0);
     }
     bw_written = outer;
+    bw_alias = outer_alias;
+    free(alias);
     free(written);
     free(koff);
     free(fuse);
