@@ -1222,7 +1222,7 @@ __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float
 /* Tiles a block aims at: its transformed input and products, 36 (cin + cout) floats a tile,
  * should stay in L2 (at least one tile row a block). Smaller blocks make short gemms: 64 -> 64
  * channels on 7x7 planes got one tile row (16 tiles) a block with 128K floats; resnet8's step
- * 32.9 / 33.4 / 33.1 -> 31.8 / 31.9 / 31.1 ms, an NB201 cell's 76.3 / 74.9 -> 72.6 / 73.3 ms. */
+ * 32.0 / 33.4 / 33.1 -> 31.8 / 31.9 / 31.1 ms, an NB201 cell's 76.3 / 74.9 -> 72.6 / 73.3 ms. */
 #define WINO_BLOCK_FLOATS (512 * 1024)
 
 /* out (cout_g, oh * W) = the conv on the output grid of planes (cin_g phase planes of the
