@@ -218,6 +218,10 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(11, 16, 15, 13, 24, 3, 1, 1, 1, 1), 2, "winograd.odd.images");
     conv_case(r, dims(8, 20, 12, 12, 16, 3, 1, 1, 1, 1), 1, "winograd.12x12");
     for (int i = 0; i < 2; i++) conv_case(r, dims(9, 24, 7, 7, 16, 3, 1, 1, 1, 1), 2, "winograd.7x7");
+    /* 11x11: fourteen images side by side fill the vectors best, so a thread's 15 leave a
+     * chunk of one, and 13 images (one thread) a grid of 13 */
+    conv_case(r, dims(30, 16, 11, 11, 16, 3, 1, 1, 1, 1), 2, "winograd.11x11.rest");
+    conv_case(r, dims(13, 16, 11, 11, 24, 3, 1, 1, 1, 1), 1, "winograd.11x11.fewer");
     conv_case(r, dims(8, 32, 14, 14, 32, 3, 1, 1, 1, 1), 2, "winograd.14x14");
     conv_case(r, dims(9, 40, 13, 15, 48, 3, 1, 1, 1, 1), 2, "winograd.13x15");
     conv_case(r, dims(8, 32, 14, 15, 33, 3, 1, 0, 1, 1), 2, "winograd.pad0");
