@@ -498,15 +498,14 @@ MULTIVERSION static void grid_fill_planes(float *xph, const float *x, size_t img
     free(row);
 }
 
-/* The phase planes of channels [c0, c1) (see grid_fill_planes), each plane's tail past its
- * slack row zeroed: the Winograd transforms read a little past a plane. */
+/* The phase planes of channels [c0, c1) (see grid_fill_planes); stride 1: each plane's tail
+ * past its slack row zeroed (the Winograd transforms read a little past a plane). */
 static void grid_fill(float *xph, const float *x, size_t img_stride, int c0, int c1, const ConvDims *d,
                       const Grid *g, const ActSrc *xs, int ch0) {
     grid_fill_planes(xph, x, img_stride, c0, c1, d, g, xs, ch0);
-    const size_t used = (size_t)(g->hq + 1) * g->W, ss = (size_t)g->s * g->s;
-    if (used < g->plane)
-        for (size_t k = (size_t)c0 * ss; k < (size_t)c1 * ss; k++)
-            memset(xph + k * g->plane + used, 0, (g->plane - used) * sizeof(float));
+    const size_t used = (size_t)(g->hq + 1) * g->W;
+    if (g->s == 1 && used < g->plane)
+        for (int c = c0; c < c1; c++) memset(xph + (size_t)c * g->plane + used, 0, (g->plane - used) * sizeof(float));
 }
 
 /* The adjoint of phase_row: xr[col] += padded column col + pad of the s phase rows src[pc]
