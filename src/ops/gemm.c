@@ -179,6 +179,26 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
     }
 }
 
+#if GEMM_X86
+int gemm_map_runs(const GemmMap *g, int q0, int n, MapRun *run) {
+    int oy = q0 / g->W, r = q0 - oy * g->W, j = r / g->wq, ox = r - j * g->wq, nr = 0;
+    for (int l = 0; l < n;) {
+        if (ox >= g->ow) { /* padding cells: on to the next image's first cell */
+            l += g->wq - ox, ox = 0;
+            if (++j * g->wq >= g->W) j = 0, oy++;
+            continue;
+        }
+        int cnt = NASC_MIN(g->ow - ox, n - l);
+        NASC_ASSERT(nr < MAP_RUNS);
+        run[nr].off = (ptrdiff_t)(j * g->img_stride) + (ptrdiff_t)oy * g->ow + ox - l;
+        run[nr].lanes = (__mmask16)(((1u << cnt) - 1) << l);
+        nr++;
+        l += cnt, ox += cnt;
+    }
+    return nr;
+}
+#endif
+
 /* AVX-512F: MR rows x 16 * NV columns, MR <= 8, NV <= 4 vectors: 8 x 48 (24 accumulators) in
  * the main case, 6 x 64 for C of 64 columns (below). A ragged last panel uses fewer vectors
  * and masked loads and stores, so B is read in place even there (masked-off lanes are never

@@ -57,23 +57,7 @@ typedef struct {
 /* The runs of the n lanes of the vector whose lane 0 is column q0: at most MAP_RUNS (a run
  * per image met; a vector meets at most 3 images with wq >= 8, and at most 4 with wq >= 5:
  * narrower grids are not mapped, gemm_map). */
-static inline int gemm_map_runs(const GemmMap *g, int q0, int n, MapRun *run) {
-    int oy = q0 / g->W, r = q0 - oy * g->W, j = r / g->wq, ox = r - j * g->wq, nr = 0;
-    for (int l = 0; l < n;) {
-        if (ox >= g->ow) { /* padding cells: on to the next image's first cell */
-            l += g->wq - ox, ox = 0;
-            if (++j * g->wq >= g->W) j = 0, oy++;
-            continue;
-        }
-        int cnt = NASC_MIN(g->ow - ox, n - l);
-        NASC_ASSERT(nr < MAP_RUNS);
-        run[nr].off = (ptrdiff_t)(j * g->img_stride) + (ptrdiff_t)oy * g->ow + ox - l;
-        run[nr].lanes = (__mmask16)(((1u << cnt) - 1) << l);
-        nr++;
-        l += cnt, ox += cnt;
-    }
-    return nr;
-}
+int gemm_map_runs(const GemmMap *g, int q0, int n, MapRun *run);
 #endif
 
 #endif
