@@ -820,7 +820,7 @@ static int fusion_on(void) {
  * stored, and its backward (which reads its input) runs as usual.
  * fuse[i] & FUSE_ADDIN (training, !store_outputs): BN node i, its statistics summed by the conv
  * before (FUSE_STATS), has one consumer, an add (a residual join, an NB201 cell's sum), which
- * makes the BN's output on demand (add_input); it is never stored. The backward is unchanged
+ * makes the BN's output on demand (add_src_fwd); it is never stored. The backward is unchanged
  * (BN's backward reads its input, not its output).
  * Returns NULL when nothing fuses; the caller frees. */
 enum { FUSE_ACT = 1, FUSE_GRAD = 2, FUSE_LAZY = 4, FUSE_SUMS = 8, FUSE_STATS = 16, FUSE_MADE = 32, FUSE_ADDIN = 64 };
