@@ -190,7 +190,7 @@ static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, i
     BnBwdK *k0 = xmalloc((size_t)cin * sizeof *k0), *k0b = xmalloc((size_t)cin * sizeof *k0b);
     BnRowSums sums;
     bn_row_sums_init(&sums, rs, k0, act0, z, b0, st0, cin, h * h);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, &xsrc, w, &d, 0, &sums);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &src, &xsrc, w, &d, 0, &sums, NULL);
     CHECK(memcmp(dg1, dg2, 2 * cout * 4) == 0 && memcmp(dx1, dx2, xs * 4) == 0 &&
               memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "gradient made on demand, n=%d %d->%d %dx%d k=%d s=%d p=%d g=%d act %d: not bitwise equal", n, cin, cout, h,
@@ -206,7 +206,7 @@ static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, i
     GradSrc plain = {.dy = dy, .c = cout, .hw = hw};
     ActSrc xplain = {.x = x, .c = cin, .hw = h * h};
     memset(dw2, 0, (ws + cout) * 4);
-    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, &xplain, w, &d, 0, NULL);
+    conv2d_backward_src(dx2, dw2, dw2 + ws, &plain, &xplain, w, &d, 0, NULL, NULL);
     CHECK(memcmp(dx1, dx2, xs * 4) == 0 && memcmp(dw1, dw2, (ws + cout) * 4) == 0,
           "stored gradient through GradSrc, %d->%d k=%d g=%d: differs", cin, cout, k, g);
     free(z), free(g0), free(b0), free(x), free(st0), free(st0b), free(y2);
@@ -374,6 +374,12 @@ int main(void) {
      * from one node), and a ReLU6 before a 1x1 conv */
     test_net("nb201 cell", "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 4);
     test_net("relu6 then 1x1", "conv(c=8,k=3);relu6;conv(c=8,k=1);bn;gap;linear", 3);
+    /* the lone activation's backward made by the conv's dx (Winograd: 16 channels and more,
+     * batches of 8 and more): an NB201 cell, and a ReLU6 whose input has another consumer (its
+     * gradient accumulates) */
+    test_net("nb201 cell, batch 9",
+             "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 9);
+    test_net("lone relu6", "conv(c=16,k=3);x=bn;relu6;conv(c=16,k=3);bn;add(_,x);relu;gap;linear", 8);
     /* BN outputs made by the add after them (never stored): two into one add with nothing
      * after it, one behind an identity (not made), one into a three-input add with a ReLU */
     test_net("bn into add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=1);c=bn;add(b,c);gap;linear", 4);

@@ -174,7 +174,12 @@ static void conv_fwd(Net *net, int i) {
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
  * on demand by the BN after it: bn_grad_bwd) and its input from x. */
-static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums) {
+static ActKind act_kind(OpKind op);
+
+/* through: NULL, or the lone ReLU/ReLU6 node before the conv (FUSE_MADE) whose backward the
+ * conv's dx then makes (conv2d_dx_maskable): dx goes to that node's input gradient. */
+static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums,
+                         const Node *through) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
@@ -182,8 +187,14 @@ static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, c
     float *dw = net->grads + nd->param_off;
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
     int acc;
+    if (through) {
+        DxMask m = {in_out(net, through, 0), act_kind(through->op)};
+        float *dx = in_grad_w(net, through, 0, &acc);
+        conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums, dx ? &m : NULL);
+        return;
+    }
     float *dx = in_grad_w(net, nd, 0, &acc);
-    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums);
+    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums, NULL);
 }
 
 /* Node i's output gradient as stored. */
@@ -195,7 +206,7 @@ static GradSrc stored_grad(const Net *net, int i) {
 static void conv_bwd(Net *net, int i) {
     GradSrc src = stored_grad(net, i);
     ActSrc x = stored_input(net, &net->spec.nodes[i]);
-    conv_bwd_src(net, i, &src, &x, NULL);
+    conv_bwd_src(net, i, &src, &x, NULL, NULL);
 }
 
 static ActKind act_kind(OpKind op) {
@@ -1176,9 +1187,10 @@ void net_backward(Net *net, const float *dlogits) {
     unsigned char *outer = bw_written;
     bw_written = written;
     written[lo] = 1;
+    unsigned char *folded = xcalloc((size_t)n, 1); /* lone activations done by the conv after them */
     for (int i = n - 1; i >= 0; i--) {
         const Node *nd = &net->spec.nodes[i];
-        if (nd->op == OP_ID) continue;
+        if (nd->op == OP_ID || folded[i]) continue;
         grad_ready(net, i); /* an output nothing consumed: its gradient is zero */
         if (net->hook_bwd) net->hook_bwd(net->hook_ctx, net, i);
         double t0 = prof_start();
@@ -1205,8 +1217,16 @@ void net_backward(Net *net, const float *dlogits) {
                 const Node *bn = &net->spec.nodes[q];
                 bn_row_sums_init(&sums, rs, kc + koff[q], x.act, x.x, x.beta, x.saved, bn->c, bn->h * bn->w);
             }
+            /* a lone ReLU/ReLU6 before it: its backward made by the conv's dx (its visit skipped) */
+            const Node *through = NULL;
+            const int k = nd->in[0];
+            if (k >= 0 && (fuse[k] & FUSE_MADE)) {
+                ConvDims cd = conv_dims(net, nd);
+                conv_dims_init(&cd, NULL);
+                if (conv2d_dx_maskable(&cd)) through = &net->spec.nodes[k], folded[k] = 1;
+            }
             conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x,
-                         q >= 0 && (fuse[q] & FUSE_SUMS) ? &sums : NULL);
+                         q >= 0 && (fuse[q] & FUSE_SUMS) ? &sums : NULL, through);
         } else {
             op_info[nd->op].backward(net, i);
         }
@@ -1214,6 +1234,7 @@ void net_backward(Net *net, const float *dlogits) {
     }
     bw_written = outer;
     bw_alias = outer_alias;
+    free(folded);
     free(alias);
     free(written);
     free(koff);

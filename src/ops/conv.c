@@ -1148,14 +1148,24 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
                         continue;
                     }
                     float *yr = map->y + (size_t)ch * map->row_stride;
+                    const float *xr = map->mask ? map->mask + (size_t)ch * map->row_stride : NULL;
                     const __m512 bv = _mm512_set1_ps(map->bias ? map->bias[ch] : 0.0f);
                     for (int v = 0; v < 4; v++) {
                         const __m512 x = _mm512_add_ps(z[v], bv);
                         for (int u = 0; u < nrun[k][v]; u++) {
                             float *dst = yr + run[k][v][u].off; /* lane l's cell is dst[l] */
                             const __mmask16 mk = run[k][v][u].lanes;
-                            _mm512_mask_storeu_ps(dst, mk,
-                                                  map->accumulate ? _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst)) : x);
+                            __m512 s = x;
+                            if (xr) { /* 0 + (f'(a) ? x : 0), a the activation's input */
+                                const __m512 a = _mm512_maskz_loadu_ps(mk, xr + run[k][v][u].off);
+                                __mmask16 on = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
+                                if (map->mask_relu6) on &= _mm512_cmp_ps_mask(a, _mm512_set1_ps(6.0f), _CMP_LT_OQ);
+                                s = _mm512_add_ps(map->accumulate ? _mm512_maskz_loadu_ps(mk, dst) : _mm512_setzero_ps(),
+                                                  _mm512_maskz_mov_ps(on, x));
+                            } else if (map->accumulate) {
+                                s = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst));
+                            }
+                            _mm512_mask_storeu_ps(dst, mk, s);
                         }
                     }
                 }
@@ -1277,7 +1287,7 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
  * with wino_slack zero floats after them. wino: NULL, or the Winograd kernels of wt
  * (winograd_weights; implicit lowering). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
-                           int accumulate, const ActSrc *xs, const float *xph, const float *wino) {
+                           int accumulate, const ActSrc *xs, const float *xph, const float *wino, const DxMask *ym) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -1313,16 +1323,21 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                     if (!xph) memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
                     const float *U = wino + (size_t)g * WINO_POINTS * cout_g * cin_g;
                     if (gr.wq >= 5) { /* the output transform stores into y itself */
-                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate};
+                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate, NULL, 0};
+                        if (ym) {
+                            mp.mask = ym->x + i * ystride + (size_t)g * cout_g * P;
+                            mp.mask_relu6 = ym->act == ACT_RELU6;
+                        }
                         winograd_conv(NULL, &mp, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
                         continue;
                     }
+                    NASC_ASSERT(!ym);
                     winograd_conv(tmp, NULL, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
                 } else {
                     grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
                     GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
                     if (map_out(&gr, Kc)) { /* the kernel stores the kept cells into y itself */
-                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate};
+                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate, NULL, 0};
                         gemm_map(cout_g, gr.Q, Kc, &A, &B, &mp);
                         continue;
                     }
@@ -1425,7 +1440,7 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
             if (!xs->saved && !row_stats) {
-                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL, wino);
+                forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL, wino, NULL);
             } else { /* a chunk of images at a time, as forward_images takes them: the input made
                       * on demand (by the copy into the phase planes, or first into a buffer), the
                       * output's row statistics taken while it is in cache */
@@ -1436,10 +1451,10 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
                     if (in_fill)
-                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL, wino);
+                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL, wino, NULL);
                     else
                         forward_images(y + i * ystride, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w,
-                                       b, d, m, 0, NULL, NULL, wino);
+                                       b, d, m, 0, NULL, NULL, wino, NULL);
                     if (row_stats)
                         bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
                 }
@@ -1729,13 +1744,16 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
  * gin: as dx_phases'. dyph: NULL, or the adjoint conv's phase planes of dy, filled (see
  * conv2d_backward_src). wino: NULL, or the adjoint's Winograd kernel. */
 static void dx_images(float *dx, const float *dy, const float *w, const float *wk, const ConvDims *d, int i0,
-                      int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph, const float *wino) {
+                      int i1, int acc, const float *dyg_in, const DyGrid *gin, const float *dyph, const float *wino,
+                      const DxMask *mask) {
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     if (has_adjoint(d)) { /* dx += conv(dy) with the adjoint kernel */
         ConvDims t = adjoint_dims(d);
-        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino);
+        DxMask m = mask ? (DxMask){mask->x + i0 * xstride, mask->act} : (DxMask){0};
+        NASC_ASSERT(!mask || wino);
+        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino, mask ? &m : NULL);
         return;
     }
     if (has_phases(d)) {
@@ -1782,12 +1800,19 @@ void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const 
                         const ConvDims *d, int dx_acc) {
     GradSrc src = {.dy = dy, .c = d->cout, .hw = d->oh * d->ow};
     ActSrc xsrc = {.x = x, .c = d->cin, .hw = d->h * d->w};
-    conv2d_backward_src(dx, dw, db, &src, &xsrc, w, d, dx_acc, NULL);
+    conv2d_backward_src(dx, dw, db, &src, &xsrc, w, d, dx_acc, NULL, NULL);
+}
+
+int conv2d_dx_maskable(const ConvDims *d) {
+    if (!has_adjoint(d) || (d->groups == d->cin && d->cin == d->cout)) return 0;
+    const ConvDims t = adjoint_dims(d);
+    return use_winograd(&t) && plan_of(&t, 1).how == LOWER_IMPLICIT && grid_of(&t, 1).wq >= 5;
 }
 
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
-                         const ConvDims *d, int dx_acc, const BnRowSums *sums) {
+                         const ConvDims *d, int dx_acc, const BnRowSums *sums, const DxMask *mask) {
     if (!dx && !dw && !db) return;
+    NASC_ASSERT(!mask || (conv2d_dx_maskable(d) && !sums));
     dx_acc = dx_acc != 0;
     NASC_ASSERT(dys->c == d->cout && dys->hw == d->oh * d->ow && xs->c == d->cin && xs->hw == d->h * d->w);
     if (d->groups == d->cin && d->cin == d->cout) {
@@ -1887,7 +1912,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 dw_images(dwt, dy, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)(e - i) * d->cin), d, i, e, dyw,
                           dyw_ld, NULL, NULL);
             if (dx) {
-                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph, wino);
+                dx_images(dx, dy, w, wk, d, i, e, dx_acc, dyg, &dgs, dyph, wino, mask);
                 if (sums) bn_row_sums(sums, dx + (size_t)i * d->cin * d->h * d->w, (size_t)i * d->cin,
                                       (size_t)(e - i) * d->cin);
             }

@@ -237,6 +237,7 @@ kernel_avx512_nv(const int MR, const int NV, const int FULL, int kc, const float
     }
     if (map) { /* through the map: each vector's runs of kept cells, one masked store each */
         const GemmMap *g = map->map;
+        NASC_ASSERT(!g->mask);
         MapRun run[4][MAP_RUNS];
         int nrun[4];
 #pragma GCC unroll 4

@@ -36,6 +36,11 @@ typedef struct {
     int W, wq, ow;
     const float *bias; /* NULL, or one value per row, added */
     int accumulate;    /* y += instead of y = */
+    /* NULL, or values laid out as y: each value v is stored as 0 + v f'(mask) (f = ReLU, or
+     * ReLU6 with mask_relu6), as an activation's backward would make it from v. Winograd's
+     * output transform only (conv.c), never gemm's kernel. */
+    const float *mask;
+    int mask_relu6;
 } GemmMap;
 
 /* Whether gemm_map runs for this K (the AVX-512 path, and K within one k block: with more,

@@ -196,8 +196,18 @@ void bn_row_sums(const BnRowSums *s, const float *dy, size_t r0, size_t nr);
  * not NULL, bn_row_sums(sums, ...) on each chunk of dx. */
 void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
                         double *row_stats);
+/* The gradient of a conv's input taken through the ReLU/ReLU6 before it (a lone activation
+ * whose output the conv makes on demand: NAS-Bench-201's ReLU-conv-BN edges): with mask,
+ * conv2d_backward_src's dx is the activation's input gradient, dx (+)= 0 + act'(x) * (the
+ * conv's dx), as act_backward_ex would make it from the conv's dx had that been stored. Only
+ * where conv2d_dx_maskable(d) (dx by Winograd, whose output transform applies it). */
+typedef struct {
+    const float *x; /* the activation's input, laid out as dx */
+    ActKind act;    /* ACT_RELU or ACT_RELU6 */
+} DxMask;
+int conv2d_dx_maskable(const ConvDims *d);
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
-                         const ConvDims *d, int dx_accumulate, const BnRowSums *sums);
+                         const ConvDims *d, int dx_accumulate, const BnRowSums *sums, const DxMask *mask);
 #endif
 
 /* ---------------------------------------------------------------- pooling (pool.c) */
