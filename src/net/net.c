@@ -172,12 +172,12 @@ static void conv_fwd(Net *net, int i) {
     conv_fwd_src(net, i, &x, NULL);
 }
 
-/* The backward of conv node i with its output gradient from src (the stored one, or one made
- * on demand by the BN after it: bn_grad_bwd) and its input from x. */
 static ActKind act_kind(OpKind op);
 
-/* through: NULL, or the lone ReLU/ReLU6 node before the conv (FUSE_MADE) whose backward the
- * conv's dx then makes (conv2d_dx_maskable): dx goes to that node's input gradient. */
+/* The backward of conv node i with its output gradient from src (the stored one, or one made
+ * on demand by the BN after it: bn_grad_bwd) and its input from x. through: NULL, or the lone
+ * ReLU/ReLU6 node before the conv (FUSE_MADE) whose backward the conv's dx then makes
+ * (conv2d_dx_maskable): dx goes to that node's input gradient. */
 static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums,
                          const Node *through) {
     Node *nd = &net->spec.nodes[i];
