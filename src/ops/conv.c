@@ -1831,9 +1831,11 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
         const ConvDims tadj = adj ? adjoint_dims(d) : *d;
+        const int wino_dx = adj && use_winograd(&tadj) && plan_of(&tadj, 1).how == LOWER_IMPLICIT;
+        const int wino_dw = dw && use_winograd(d); /* room for dW's Winograd sums (used if `same`) */
         /* this thread's dW^T (G, Kc, cout_g), db (cout), the adjoint or phase kernel (wsize),
-         * the adjoint's Winograd kernel and dW's Winograd sums (36 / 9 wsize each) */
-        float *part = scratch_get(2, (10 * wsize + d->cout) * sizeof(float));
+         * the adjoint's Winograd kernel and dW's Winograd sums (36 / 9 wsize each, when used) */
+        float *part = scratch_get(2, ((2 + 4 * (size_t)(wino_dx + wino_dw)) * wsize + d->cout) * sizeof(float));
         float *dwt = dw ? part : NULL, *dbp = db ? part + wsize : NULL, *wk = part + wsize + d->cout;
         float *wino = NULL;
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
@@ -1843,7 +1845,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                                     * column panels with dot products */
             for (int g = 0; g < G; g++)
                 transpose(wk + (size_t)g * cout_g * Kc, w + (size_t)g * cout_g * Kc, cout_g, Kc, (size_t)Kc);
-        if (adj && use_winograd(&tadj) && plan_of(&tadj, 1).how == LOWER_IMPLICIT) {
+        if (wino_dx) {
             wino = wk + wsize;
             winograd_weights(wino, wk, G, d->cin / G, cout_g);
         }
@@ -1867,7 +1869,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                          plan_of(&tadj, step).how == LOWER_IMPLICIT;
         float *dyph_buf = NULL, *dyph = NULL;
         /* dW by Winograd from the same copy of dy (its rows past the image are zero) */
-        float *du = same && use_winograd(d) ? part + 6 * wsize + d->cout : NULL;
+        float *du = same && wino_dw ? wk + (1 + 4 * (size_t)wino_dx) * wsize : NULL;
         if (du) memset(du, 0, 4 * wsize * sizeof(float));
         if (same) {
             Grid ga = grid_of(&tadj, step);
