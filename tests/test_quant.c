@@ -153,14 +153,17 @@ static void test_qlut(void) {
 
 static void test_qpool(void) {
     double worst_avg = 0;
-    for (int t = 0; t < 40; t++) {
+    /* 3x3, stride 1, padding 1 (a kernel of its own): 7x7, 28x28, one row, one column, 19x40 */
+    static const int box[][2] = {{7, 7}, {28, 28}, {1, 9}, {13, 1}, {19, 40}, {2, 2}};
+    for (int t = 0; t < 52; t++) {
         PoolDims d = {.n = rnd(1, 3), .c = rnd(1, 6), .h = rnd(2, 13), .w = rnd(2, 13), .k = rnd(1, 4)};
         if (t == 0) d.n = 4, d.c = 32, d.h = d.w = 32, d.k = 3; /* large enough for the threaded paths */
         d.stride = t == 0 ? 1 : rnd(1, 3);
         d.pad = rnd(0, d.k / 2);
-        if (t >= 36) d.k = 2, d.stride = 2, d.pad = 0; /* the 2x2 / stride 2 path, odd sizes too */
+        if (t >= 36 && t < 40) d.k = 2, d.stride = 2, d.pad = 0; /* the 2x2 / stride 2 path, odd sizes too */
         if (t == 36) d.n = 2, d.c = 16, d.h = d.w = 28;
-        d.count_include_pad = rnd(0, 1);
+        if (t >= 40) d.h = box[(t - 40) / 2][0], d.w = box[(t - 40) / 2][1], d.k = 3, d.stride = 1, d.pad = 1;
+        d.count_include_pad = t >= 40 ? t % 2 : rnd(0, 1);
         if (pool_dims_init(&d, NULL) != NASC_OK) continue;
         size_t nx = (size_t)d.n * d.c * d.h * d.w, ny = (size_t)d.n * d.c * d.oh * d.ow;
         int8_t *x = xmalloc(nx), *y1 = xmalloc(ny), *y2 = xmalloc(ny);
