@@ -230,6 +230,11 @@ void gap_backward_ref(real *dx, const real *dy, int n, int c, int hw);
 #ifndef NASC_REF_ONLY
 void maxpool_forward(float *y, int32_t *argmax, const float *x, const PoolDims *d);
 void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, const PoolDims *d);
+/* The lane masks of an h x w plane walked as vectors of 16 cells, for 3x3 windows with padding
+ * 1: m[v] = the cells of vector v in the plane, then, nv = (h w + 15) / 16 entries apart each,
+ * those with a neighbour to the left, to the right, above and below (5 nv entries). pool.c's
+ * and qelem.c's 3x3 average pools. */
+void pool_box3_masks(uint16_t *m, int h, int w);
 void avgpool_forward(float *y, const float *x, const PoolDims *d);
 void avgpool_backward(float *dx, const float *dy, const PoolDims *d);
 void gap_forward(float *y, const float *x, int n, int c, int hw);

@@ -283,6 +283,23 @@ static void avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, fl
     avgpool_divisors(d, *rdiv, *cdiv);
 }
 
+void pool_box3_masks(uint16_t *m, int h, int w) {
+    const int hw = h * w, nv = (hw + 15) / 16;
+    for (int v = 0; v < nv; v++) {
+        unsigned a = 0, l = 0, r = 0, u = 0, dn = 0;
+        for (int i = 0; i < 16; i++) {
+            int p = 16 * v + i;
+            if (p >= hw) break;
+            int row = p / w, col = p % w;
+            a |= 1u << i;
+            l |= (unsigned)(col > 0) << i, r |= (unsigned)(col < w - 1) << i;
+            u |= (unsigned)(row > 0) << i, dn |= (unsigned)(row < h - 1) << i;
+        }
+        m[v] = (uint16_t)a, m[nv + v] = (uint16_t)l, m[2 * nv + v] = (uint16_t)r;
+        m[3 * nv + v] = (uint16_t)u, m[4 * nv + v] = (uint16_t)dn;
+    }
+}
+
 #if CONV_X86
 /* 3x3 windows, stride 1, padding 1 (NAS-Bench-201's avg_pool_3x3), AVX-512: a plane is one
  * stream of vectors whatever its width (a 7x7 plane is four vectors, not seven short rows),
@@ -312,19 +329,7 @@ static void box3_init(Box3 *b, void *s, const PoolDims *d, const float *rdiv, co
     __mmask16 *m = s;
     b->all = m, b->left = m + b->nv, b->right = m + 2 * b->nv, b->up = m + 3 * b->nv, b->down = m + 4 * b->nv;
     b->div = (float *)(void *)((char *)s + ((5 * (size_t)b->nv * sizeof(__mmask16) + 63) / 64) * 64);
-    for (int v = 0; v < b->nv; v++) {
-        unsigned a = 0, l = 0, r = 0, u = 0, dn = 0;
-        for (int i = 0; i < 16; i++) {
-            int p = 16 * v + i;
-            if (p >= b->hw) break;
-            int row = p / d->w, col = p % d->w;
-            a |= 1u << i;
-            l |= (unsigned)(col > 0) << i, r |= (unsigned)(col < d->w - 1) << i;
-            u |= (unsigned)(row > 0) << i, dn |= (unsigned)(row < d->h - 1) << i;
-        }
-        b->all[v] = (__mmask16)a, b->left[v] = (__mmask16)l, b->right[v] = (__mmask16)r;
-        b->up[v] = (__mmask16)u, b->down[v] = (__mmask16)dn;
-    }
+    pool_box3_masks(m, d->h, d->w);
     for (int p = 0; p < b->hw; p++) b->div[p] = rdiv[p / d->w] * cdiv[p % d->w];
 }
 

@@ -283,19 +283,7 @@ static void qbox3_init(QBox3 *b, void *mem, const PoolDims *d, int32_t x_zp, con
     b->all = m, b->left = m + b->nv, b->right = m + 2 * b->nv, b->up = m + 3 * b->nv, b->down = m + 4 * b->nv;
     b->off = (int32_t *)(void *)((char *)mem + ((5 * (size_t)b->nv * sizeof(__mmask16) + 63) / 64) * 64);
     b->mult = b->off + 16 * (size_t)b->nv, b->shift = b->mult + 16 * (size_t)b->nv;
-    for (int v = 0; v < b->nv; v++) {
-        unsigned a = 0, l = 0, r = 0, u = 0, dn = 0;
-        for (int i = 0; i < 16; i++) {
-            int p = 16 * v + i;
-            if (p >= b->hw) break;
-            int row = p / d->w, col = p % d->w;
-            a |= 1u << i;
-            l |= (unsigned)(col > 0) << i, r |= (unsigned)(col < d->w - 1) << i;
-            u |= (unsigned)(row > 0) << i, dn |= (unsigned)(row < d->h - 1) << i;
-        }
-        b->all[v] = (__mmask16)a, b->left[v] = (__mmask16)l, b->right[v] = (__mmask16)r;
-        b->up[v] = (__mmask16)u, b->down[v] = (__mmask16)dn;
-    }
+    pool_box3_masks(m, d->h, d->w);
     for (int p = 0; p < 16 * b->nv; p++) {
         int row = p / d->w, col = p % d->w, cnt = 1, div = 1;
         if (p < b->hw) {
