@@ -1030,8 +1030,8 @@ typedef struct {
     size_t ld;
 } TileBlock;
 
-/* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4, t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1),
- * t5 = 4d1 - 5d3 + d5. */
+/* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4,
+ * t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1), t5 = 4d1 - 5d3 + d5. */
 __attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m512 t[6]) {
     const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
     t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
@@ -1043,21 +1043,27 @@ __attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m
     t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
-/* The row transform of one patch row for sixteen tiles, p at the first's column: the row's
- * columns 4tx + {0..3} de-interleaved in two rounds of even/odd permutes, 4tx + 4 and + 5 the
- * first two shifted by one tile. */
-__attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[6]) {
+/* d[j] (lanes t) = p[4 t + j], j < 4, the 64 floats from p de-interleaved in two rounds of
+ * even/odd permutes; lanes off in m[j] are zero. */
+__attribute__((target("avx512f"))) static inline void cols_by4(const float *p, const __mmask16 m[4], __m512 d[4]) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
     __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
     __m512 e0 = _mm512_permutex2var_ps(v0, even, v1), o0 = _mm512_permutex2var_ps(v0, odd, v1);
     __m512 e1 = _mm512_permutex2var_ps(v2, even, v3), o1 = _mm512_permutex2var_ps(v2, odd, v3);
+    d[0] = _mm512_maskz_permutex2var_ps(m[0], e0, even, e1);
+    d[1] = _mm512_maskz_permutex2var_ps(m[1], o0, even, o1);
+    d[2] = _mm512_maskz_permutex2var_ps(m[2], e0, odd, e1);
+    d[3] = _mm512_maskz_permutex2var_ps(m[3], o0, odd, o1);
+}
+
+/* The row transform of one patch row for sixteen tiles, p at the first's column: the row's
+ * columns 4tx + {0..3} (cols_by4), 4tx + 4 and + 5 the first two shifted by one tile. */
+__attribute__((target("avx512f"))) static inline void winograd_row(const float *p, __m512 t[6]) {
+    static const __mmask16 all[4] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
     __m512 d[6];
-    d[0] = _mm512_permutex2var_ps(e0, even, e1);
-    d[1] = _mm512_permutex2var_ps(o0, even, o1);
-    d[2] = _mm512_permutex2var_ps(e0, odd, e1);
-    d[3] = _mm512_permutex2var_ps(o0, odd, o1);
+    cols_by4(p, all, d);
     d[4] = _mm512_castsi512_ps(
         _mm512_alignr_epi32(_mm512_castps_si512(_mm512_loadu_ps(p + 64)), _mm512_castps_si512(d[0]), 1));
     d[5] = _mm512_castsi512_ps(
@@ -1106,19 +1112,19 @@ __attribute__((target("avx512f"))) static inline void at4(const __m512 m[6], __m
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
 }
 
-/* The block's output rows of out (c rows of oh * W: the output grid) = A^T m A of each tile,
- * m[x] = M[x][ch][t]; a tile row's four output columns are interleaved back into pixel order
- * by two rounds of zips. map: NULL, or the rows go straight into y through it (as gemm_map's:
- * the grid is never written; out unused). */
-__attribute__((target("avx512f"))) static void winograd_output(float *out, const GemmMap *map, const float *M,
-                                                                 int c, int oh, int W, const TileBlock *b) {
+/* The block's output rows of the output grid (oh rows of W cells) = A^T m A of each tile,
+ * m[x] = M[x][ch][t], stored straight into y through map (as gemm_map's: the grid is never
+ * written); a tile row's four output columns are interleaved back into pixel order by two
+ * rounds of zips. */
+__attribute__((target("avx512f"))) static void winograd_output(const GemmMap *map, const float *M, int c, int oh,
+                                                                 int W, const TileBlock *b) {
     const size_t xs = (size_t)c * b->ld;
     for (int r = 0; r < b->nr; r++)
         for (int tx = 0; tx < b->tw; tx += 16) {
             const int q = 4 * tx, rows = NASC_MIN(4, oh - 4 * (b->ty0 + r));
             MapRun run[4][4][MAP_RUNS]; /* output row k, vector v */
             int nrun[4][4] = {{0}};
-            for (int k = 0; k < rows && map; k++)
+            for (int k = 0; k < rows; k++)
                 for (int v = 0; v < 4 && q + 16 * v < W; v++)
                     nrun[k][v] = gemm_map_runs(map, (4 * (b->ty0 + r) + k) * W + q + 16 * v,
                                                NASC_MIN(16, W - q - 16 * v), run[k][v]);
@@ -1138,15 +1144,6 @@ __attribute__((target("avx512f"))) static void winograd_output(float *out, const
                     zip16(o[1], o[3], &q0, &q1);
                     zip16(p0, q0, &z[0], &z[1]);
                     zip16(p1, q1, &z[2], &z[3]);
-                    if (!map) {
-                        float *dst = out + (size_t)ch * oh * W + (size_t)(4 * (b->ty0 + r) + k) * W + q;
-                        for (int v = 0; v < 4; v++) {
-                            __mmask16 s = lane_range(q + 16 * v, 0, W);
-                            if (!s) break;
-                            _mm512_mask_storeu_ps(dst + 16 * v, s, z[v]);
-                        }
-                        continue;
-                    }
                     float *yr = map->y + (size_t)ch * map->row_stride;
                     const float *xr = map->mask ? map->mask + (size_t)ch * map->row_stride : NULL;
                     const __m512 bv = _mm512_set1_ps(map->bias ? map->bias[ch] : 0.0f);
@@ -1193,8 +1190,6 @@ __attribute__((target("avx512f"))) static inline void at4t(const __m512 r[4], __
  * zero. */
 __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float *dy, size_t ld, int c, int W,
                                                              const TileBlock *b) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const __m512i lane4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
     const size_t xs = (size_t)c * b->ld;
     for (int ch = 0; ch < c; ch++) {
@@ -1210,15 +1205,8 @@ __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float
                 const float *p = dc + (size_t)4 * (b->ty0 + r) * W + 4 * tx;
                 __m512 rt[4][6];
                 for (int i = 0; i < 4; i++, p += W) {
-                    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-                    __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
-                    __m512 e0 = _mm512_permutex2var_ps(v0, even, v1), o0 = _mm512_permutex2var_ps(v0, odd, v1);
-                    __m512 e1 = _mm512_permutex2var_ps(v2, even, v3), o1 = _mm512_permutex2var_ps(v2, odd, v3);
                     __m512 q[4];
-                    q[0] = _mm512_maskz_permutex2var_ps(cm[0], e0, even, e1);
-                    q[1] = _mm512_maskz_permutex2var_ps(cm[1], o0, even, o1);
-                    q[2] = _mm512_maskz_permutex2var_ps(cm[2], e0, odd, e1);
-                    q[3] = _mm512_maskz_permutex2var_ps(cm[3], o0, odd, o1);
+                    cols_by4(p, cm, q);
                     at4t(q, rt[i]);
                 }
                 float *dst = ec + (size_t)r * b->tw + tx;
@@ -1238,12 +1226,11 @@ __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float
  * 32.0 / 33.4 / 33.1 -> 31.8 / 31.9 / 31.1 ms, an NB201 cell's 76.3 / 74.9 -> 72.6 / 73.3 ms. */
 #define WINO_BLOCK_FLOATS (512 * 1024)
 
-/* out (cout_g, oh * W) = the conv on the output grid of planes (cin_g phase planes of the
- * implicit lowering, grid g), or with map (out unused) the output straight into y; U: this
- * group's (36, cout_g, cin_g). A block of tile rows at a time: input transform, 36 gemms,
- * output transform. */
-static void winograd_conv(float *out, const GemmMap *map, const float *planes, const float *U, int cin_g,
-                          int cout_g, int oh, const Grid *g) {
+/* The conv on the output grid of planes (cin_g phase planes of the implicit lowering, grid
+ * g), stored into y through map; U: this group's (36, cout_g, cin_g). A block of tile rows at
+ * a time: input transform, 36 gemms, output transform. */
+static void winograd_conv(const GemmMap *map, const float *planes, const float *U, int cin_g, int cout_g, int oh,
+                          const Grid *g) {
 #if CONV_X86
     const int tw = (g->W + 3) / 4, th = (oh + 3) / 4;
     const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * (cin_g + cout_g)) / tw);
@@ -1258,10 +1245,10 @@ static void winograd_conv(float *out, const GemmMap *map, const float *planes, c
             GemmMat B = {V + (size_t)x * cin_g * ld, (int)ld, 0, NULL};
             gemm_ex(cout_g, b.nr * tw, cin_g, 1.0f, &A, &B, 0.0f, M + (size_t)x * cout_g * ld, (int)ld, 0);
         }
-        winograd_output(out, map, M, cout_g, oh, g->W, &b);
+        winograd_output(map, M, cout_g, oh, g->W, &b);
     }
 #else
-    (void)out, (void)map, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
+    (void)map, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
     NASC_ASSERT(0);
 #endif
 }
@@ -1321,18 +1308,17 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                 if (!xph) grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 if (wino) {
                     if (!xph) memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
-                    const float *U = wino + (size_t)g * WINO_POINTS * cout_g * cin_g;
-                    if (gr.wq >= 5) { /* the output transform stores into y itself */
-                        GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate, NULL, 0};
-                        if (ym) {
-                            mp.mask = ym->x + i * ystride + (size_t)g * cout_g * P;
-                            mp.mask_relu6 = ym->act == ACT_RELU6;
-                        }
-                        winograd_conv(NULL, &mp, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
-                        continue;
+                    /* the output transform stores into y itself (use_winograd's planes have
+                     * wq >= 9, which the map takes) */
+                    NASC_ASSERT(gr.wq >= 5);
+                    GemmMap mp = {yg, ystride, (size_t)P, gr.W, gr.wq, d->ow, bg, accumulate, NULL, 0};
+                    if (ym) {
+                        mp.mask = ym->x + i * ystride + (size_t)g * cout_g * P;
+                        mp.mask_relu6 = ym->act == ACT_RELU6;
                     }
-                    NASC_ASSERT(!ym);
-                    winograd_conv(tmp, NULL, xph ? xph : buf, U, cin_g, cout_g, d->oh, &gr);
+                    winograd_conv(&mp, xph ? xph : buf, wino + (size_t)g * WINO_POINTS * cout_g * cin_g, cin_g, cout_g,
+                                  d->oh, &gr);
+                    continue;
                 } else {
                     grid_rows(rows, xph ? xph : buf, cin_g, d, &gr);
                     GemmMat A = {wg, Kc, 0, NULL}, B = {NULL, 0, 0, rows};
@@ -1806,7 +1792,7 @@ void conv2d_backward_ex(float *dx, float *dw, float *db, const float *dy, const 
 int conv2d_dx_maskable(const ConvDims *d) {
     if (!has_adjoint(d) || (d->groups == d->cin && d->cin == d->cout)) return 0;
     const ConvDims t = adjoint_dims(d);
-    return use_winograd(&t) && plan_of(&t, 1).how == LOWER_IMPLICIT && grid_of(&t, 1).wq >= 5;
+    return use_winograd(&t) && plan_of(&t, 1).how == LOWER_IMPLICIT;
 }
 
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,

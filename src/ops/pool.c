@@ -318,7 +318,7 @@ static int is_box3(const PoolDims *d) {
     return d->k == 3 && d->stride == 1 && d->pad == 1 && use_avx512() && (size_t)d->h * d->w <= (1u << 20);
 }
 
-/* The masks and divisors of d's planes in s (5 nv masks, then hw floats: box3_floats). */
+/* Bytes for the masks and divisors of d's planes (5 nv masks, then hw floats: box3_init). */
 static size_t box3_bytes(const PoolDims *d) {
     size_t hw = (size_t)d->h * d->w, nv = (hw + 15) / 16;
     return 5 * nv * sizeof(__mmask16) + 64 + hw * sizeof(float);
