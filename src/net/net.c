@@ -76,17 +76,18 @@ static size_t node_size(const Node *nd) { return (size_t)nd->c * nd->h * nd->w; 
 static _Thread_local unsigned char *bw_written;
 static _Thread_local const int *bw_alias;
 
-/* The node whose buffers input j of nd really uses (identities alias their input, and in a
- * backward an add's input may alias a gradient, grad_aliases); -1 for the network input. */
+/* Node k with identities resolved (an identity's buffers are its input's); -1 for the network
+ * input. */
+static int id_owner(const Net *net, int k) {
+    while (k >= 0 && net->spec.nodes[k].op == OP_ID) k = net->spec.nodes[k].in[0];
+    return k;
+}
+
+/* The node whose buffers input j of nd really uses: id_owner, and in a backward an add's input
+ * may alias a gradient (grad_aliases). */
 static int grad_owner(const Net *net, int k) {
-    for (;;) {
-        if (k >= 0 && net->spec.nodes[k].op == OP_ID)
-            k = net->spec.nodes[k].in[0];
-        else if (k >= 0 && bw_alias && bw_alias[k] >= 0)
-            k = bw_alias[k];
-        else
-            return k;
-    }
+    for (k = id_owner(net, k); k >= 0 && bw_alias && bw_alias[k] >= 0;) k = id_owner(net, bw_alias[k]);
+    return k;
 }
 
 /* Gradient k, zeroed now if nothing has written it yet in this pass. */
@@ -121,8 +122,7 @@ static size_t no_saved(const Net *net, int i, int batch) { return 0; }
 /* in_grad_w for add node nd's input j, or NULL when that input's gradient is an alias of a
  * buffer that holds (or the add writes) the add's output gradient (grad_aliases). */
 static float *add_in_grad(Net *net, const Node *nd, int j, int *acc) {
-    int k = nd->in[j];
-    while (k >= 0 && net->spec.nodes[k].op == OP_ID) k = net->spec.nodes[k].in[0];
+    const int k = id_owner(net, nd->in[j]);
     if (k >= 0 && bw_alias && bw_alias[k] >= 0) {
         *acc = 1;
         return NULL;
@@ -175,26 +175,23 @@ static void conv_fwd(Net *net, int i) {
 static ActKind act_kind(OpKind op);
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
- * on demand by the BN after it: bn_grad_bwd) and its input from x. through: NULL, or the lone
- * ReLU/ReLU6 node before the conv (FUSE_MADE) whose backward the conv's dx then makes
- * (conv2d_dx_maskable): dx goes to that node's input gradient. */
-static void conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums,
-                         const Node *through) {
+ * on demand by the BN after it: bn_grad_bwd) and its input from x. made: NULL, or the lone
+ * ReLU/ReLU6 node before the conv (FUSE_MADE), whose backward the conv's dx then makes where
+ * it can (conv2d_dx_maskable): dx goes to that node's input gradient. Returns whether it did. */
+static int conv_bwd_src(Net *net, int i, const GradSrc *src, const ActSrc *x, const BnRowSums *sums,
+                        const Node *made) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
     const float *w = net->params + nd->param_off;
     float *dw = net->grads + nd->param_off;
     float *db = nd->a.bias ? dw + (nd->nparam - (size_t)d.cout) : NULL;
+    const Node *through = made && conv2d_dx_maskable(&d) ? made : NULL;
     int acc;
-    if (through) {
-        DxMask m = {in_out(net, through, 0), act_kind(through->op)};
-        float *dx = in_grad_w(net, through, 0, &acc);
-        conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums, dx ? &m : NULL);
-        return;
-    }
-    float *dx = in_grad_w(net, nd, 0, &acc);
-    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums, NULL);
+    float *dx = in_grad_w(net, through ? through : nd, 0, &acc);
+    DxMask m = {through ? in_out(net, through, 0) : NULL, through ? act_kind(through->op) : ACT_COUNT};
+    conv2d_backward_src(dx, dw, db, src, x, w, &d, acc, sums, through && dx ? &m : NULL);
+    return through != NULL;
 }
 
 /* Node i's output gradient as stored. */
@@ -1119,7 +1116,7 @@ static int *grad_aliases(const Net *net, const unsigned char *fuse) {
     for (int i = 0; i < n; i++) {
         if (net->spec.nodes[i].op == OP_ID) continue;
         for (int j = 0; j < net->spec.nodes[i].nin; j++) {
-            int k = grad_owner(net, net->spec.nodes[i].in[j]);
+            int k = id_owner(net, net->spec.nodes[i].in[j]);
             if (k >= 0) uses[k]++, last[k] = NASC_MAX(last[k], i);
         }
     }
@@ -1127,7 +1124,7 @@ static int *grad_aliases(const Net *net, const unsigned char *fuse) {
         const Node *nd = &net->spec.nodes[a];
         if (nd->op != OP_ADD) continue;
         int own[NODE_MAX_IN], target = -1;
-        for (int j = 0; j < nd->nin; j++) own[j] = grad_owner(net, nd->in[j]);
+        for (int j = 0; j < nd->nin; j++) own[j] = id_owner(net, nd->in[j]);
         int cand[NODE_MAX_IN]; /* inputs the add writes first, taken once */
         for (int j = 0; j < nd->nin; j++) {
             int k = own[j], twice = 0;
@@ -1147,7 +1144,7 @@ static int *grad_aliases(const Net *net, const unsigned char *fuse) {
             int ok = 1;
             for (int i = k - 2; ok && i < a; i++) {
                 if (i < 0 || net->spec.nodes[i].op == OP_ID) continue;
-                for (int q = 0; q < net->spec.nodes[i].nin; q++) ok &= grad_owner(net, net->spec.nodes[i].in[q]) != target;
+                for (int q = 0; q < net->spec.nodes[i].nin; q++) ok &= id_owner(net, net->spec.nodes[i].in[q]) != target;
             }
             if (ok) alias[k] = target;
         }
@@ -1217,16 +1214,12 @@ void net_backward(Net *net, const float *dlogits) {
                 const Node *bn = &net->spec.nodes[q];
                 bn_row_sums_init(&sums, rs, kc + koff[q], x.act, x.x, x.beta, x.saved, bn->c, bn->h * bn->w);
             }
-            /* a lone ReLU/ReLU6 before it: its backward made by the conv's dx (its visit skipped) */
-            const Node *through = NULL;
-            const int k = nd->in[0];
-            if (k >= 0 && (fuse[k] & FUSE_MADE)) {
-                ConvDims cd = conv_dims(net, nd);
-                conv_dims_init(&cd, NULL);
-                if (conv2d_dx_maskable(&cd)) through = &net->spec.nodes[k], folded[k] = 1;
-            }
-            conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x,
-                         q >= 0 && (fuse[q] & FUSE_SUMS) ? &sums : NULL, through);
+            /* a lone ReLU/ReLU6 before it: its backward made by the conv's dx if it can (its
+             * visit then skipped) */
+            const int k = nd->in[0], lone = k >= 0 && (fuse[k] & FUSE_MADE);
+            if (conv_bwd_src(net, i, (fuse[i] & FUSE_GRAD) ? &gsrc : &plain, &x,
+                             q >= 0 && (fuse[q] & FUSE_SUMS) ? &sums : NULL, lone ? &net->spec.nodes[k] : NULL))
+                folded[k] = 1;
         } else {
             op_info[nd->op].backward(net, i);
         }
