@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
            have_data ? "fashion-mnist" : "random");
     for (int ni = 0; ni < nnets; ni++) {
         const char *text = zoo_lookup(nets[ni]);
-        if (!text && strchr(nets[ni], ':')) text = nets[ni]; /* a spec, e.g. nb201:|...| (C=16, N=1) */
+        if (!text && strpbrk(nets[ni], ":(;")) text = nets[ni]; /* a spec: nb201:|...| (C=16, N=1), conv(...);... */
         if (!text) {
             fprintf(stderr, "unknown net %s\n", nets[ni]);
             return 2;
