@@ -1226,19 +1226,37 @@ __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float
  * 32.0 / 33.4 / 33.1 -> 31.8 / 31.9 / 31.1 ms, an NB201 cell's 76.3 / 74.9 -> 72.6 / 73.3 ms. */
 #define WINO_BLOCK_FLOATS (512 * 1024)
 
+#if CONV_X86
+/* The blocks of an output grid of W columns and oh rows for transforms of c channels a tile
+ * (cin + cout): tw tiles a row, th tile rows, rb of them a block, ld the transforms' row
+ * stride (a block's tiles, rounded up to whole lines). */
+typedef struct {
+    int tw, th, rb;
+    size_t ld;
+} TilePlan;
+
+static TilePlan tile_plan(int W, int oh, int c) {
+    TilePlan t;
+    t.tw = (W + 3) / 4, t.th = (oh + 3) / 4;
+    t.rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * c) / t.tw);
+    t.ld = round16((size_t)NASC_MIN(t.rb, t.th) * t.tw);
+    return t;
+}
+#endif
+
 /* The conv on the output grid of planes (cin_g phase planes of the implicit lowering, grid
  * g), stored into y through map; U: this group's (36, cout_g, cin_g). A block of tile rows at
  * a time: input transform, 36 gemms, output transform. */
 static void winograd_conv(const GemmMap *map, const float *planes, const float *U, int cin_g, int cout_g, int oh,
                           const Grid *g) {
 #if CONV_X86
-    const int tw = (g->W + 3) / 4, th = (oh + 3) / 4;
-    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * (cin_g + cout_g)) / tw);
-    const size_t ld = round16((size_t)NASC_MIN(rb, th) * tw);
+    const TilePlan tp = tile_plan(g->W, oh, cin_g + cout_g);
+    const int tw = tp.tw;
+    const size_t ld = tp.ld;
     float *V = scratch_get(WINO_SLOT, (WINO_POINTS * ld * (size_t)(cin_g + cout_g) + 16) * sizeof(float));
     float *M = V + WINO_POINTS * ld * cin_g;
-    for (int ty0 = 0; ty0 < th; ty0 += rb) {
-        TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
+    for (int ty0 = 0; ty0 < tp.th; ty0 += tp.rb) {
+        TileBlock b = {ty0, NASC_MIN(tp.rb, tp.th - ty0), tw, ld};
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
         for (int x = 0; x < WINO_POINTS; x++) {
             GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL};
@@ -1518,13 +1536,13 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
 static void winograd_dw(float *du, const float *planes, const float *dyw, size_t dy_ld, int cin_g, int cout_g,
                         int oh, const Grid *g) {
 #if CONV_X86
-    const int tw = (g->W + 3) / 4, th = (oh + 3) / 4;
-    const int rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * (cin_g + cout_g)) / tw);
-    const size_t ld = round16((size_t)NASC_MIN(rb, th) * tw);
+    const TilePlan tp = tile_plan(g->W, oh, cin_g + cout_g);
+    const int tw = tp.tw;
+    const size_t ld = tp.ld;
     float *V = scratch_get(WINO_SLOT, (WINO_POINTS * ld * (size_t)(cin_g + cout_g) + ld * cout_g) * sizeof(float));
     float *E = V + WINO_POINTS * ld * cin_g, *Et = E + WINO_POINTS * ld * cout_g;
-    for (int ty0 = 0; ty0 < th; ty0 += rb) {
-        TileBlock b = {ty0, NASC_MIN(rb, th - ty0), tw, ld};
+    for (int ty0 = 0; ty0 < tp.th; ty0 += tp.rb) {
+        TileBlock b = {ty0, NASC_MIN(tp.rb, tp.th - ty0), tw, ld};
         const int K = b.nr * tw;
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
         winograd_dy(E, dyw, dy_ld, cout_g, g->W, &b);
@@ -1890,7 +1908,8 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 Grid ga = grid_of(&tadj, e - i);
                 dyph = dyph_buf + (16 - ((size_t)tadj.pad * ga.W + tadj.pad) % 16) % 16;
                 grid_fill(dyph, dy, (size_t)d->cout * P, 0, cout_g, &tadj, &ga, NULL, 0);
-                memset(dyph + grid_floats(&ga, cout_g), 0, wino_slack(&ga) * sizeof(float));
+                if (wino || du) /* the Winograd transforms read past the planes */
+                    memset(dyph + grid_floats(&ga, cout_g), 0, wino_slack(&ga) * sizeof(float));
                 dyw = dyph + (size_t)tadj.pad * ga.W + tadj.pad;
                 dyw_ld = (int)ga.plane;
             }
