@@ -231,10 +231,16 @@ void gap_backward_ref(real *dx, const real *dy, int n, int c, int hw);
 void maxpool_forward(float *y, int32_t *argmax, const float *x, const PoolDims *d);
 void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, const PoolDims *d);
 /* The lane masks of an h x w plane walked as vectors of 16 cells, for 3x3 windows with padding
- * 1: m[v] = the cells of vector v in the plane, then, nv = (h w + 15) / 16 entries apart each,
- * those with a neighbour to the left, to the right, above and below (5 nv entries). pool.c's
- * and qelem.c's 3x3 average pools. */
-void pool_box3_masks(uint16_t *m, int h, int w);
+ * 1 (pool.c's and qelem.c's 3x3 average pools): all[v] = the cells of vector v in the plane,
+ * and those of them with a neighbour to the left, to the right, above and below (nv = (h w +
+ * 15) / 16 entries each). box3_masks_init lays them out at mem (box3_masks_bytes(h, w) bytes,
+ * whole 64-byte lines), fills them and returns the first byte past them. */
+typedef struct {
+    int hw, w, nv;
+    uint16_t *all, *left, *right, *up, *down;
+} Box3Masks;
+size_t box3_masks_bytes(int h, int w);
+void *box3_masks_init(Box3Masks *m, void *mem, int h, int w);
 void avgpool_forward(float *y, const float *x, const PoolDims *d);
 void avgpool_backward(float *dx, const float *dy, const PoolDims *d);
 void gap_forward(float *y, const float *x, int n, int c, int hw);

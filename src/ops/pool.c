@@ -283,21 +283,30 @@ static void avgpool_s1_scratch(const PoolDims *d, float **rdiv, float **cdiv, fl
     avgpool_divisors(d, *rdiv, *cdiv);
 }
 
-void pool_box3_masks(uint16_t *m, int h, int w) {
+size_t box3_masks_bytes(int h, int w) {
+    const size_t nv = ((size_t)h * w + 15) / 16;
+    return (5 * nv * sizeof(uint16_t) + 63) / 64 * 64;
+}
+
+void *box3_masks_init(Box3Masks *m, void *mem, int h, int w) {
     const int hw = h * w, nv = (hw + 15) / 16;
+    uint16_t *a = mem;
+    m->hw = hw, m->w = w, m->nv = nv;
+    m->all = a, m->left = a + nv, m->right = a + 2 * nv, m->up = a + 3 * nv, m->down = a + 4 * nv;
     for (int v = 0; v < nv; v++) {
-        unsigned a = 0, l = 0, r = 0, u = 0, dn = 0;
+        unsigned all = 0, l = 0, r = 0, u = 0, dn = 0;
         for (int i = 0; i < 16; i++) {
             int p = 16 * v + i;
             if (p >= hw) break;
             int row = p / w, col = p % w;
-            a |= 1u << i;
+            all |= 1u << i;
             l |= (unsigned)(col > 0) << i, r |= (unsigned)(col < w - 1) << i;
             u |= (unsigned)(row > 0) << i, dn |= (unsigned)(row < h - 1) << i;
         }
-        m[v] = (uint16_t)a, m[nv + v] = (uint16_t)l, m[2 * nv + v] = (uint16_t)r;
-        m[3 * nv + v] = (uint16_t)u, m[4 * nv + v] = (uint16_t)dn;
+        m->all[v] = (uint16_t)all, m->left[v] = (uint16_t)l, m->right[v] = (uint16_t)r;
+        m->up[v] = (uint16_t)u, m->down[v] = (uint16_t)dn;
     }
+    return (char *)mem + box3_masks_bytes(h, w);
 }
 
 #if CONV_X86
@@ -308,37 +317,28 @@ void pool_box3_masks(uint16_t *m, int h, int w) {
  * backward adds them to dx one row at a time) and the same divisors, so the results are those
  * of avgpool_s1_*_plane (bitwise, but for the sign of a zero: a missing row adds +0). */
 typedef struct {
-    int hw, w, nv;
-    __mmask16 *all, *left, *right, *up, *down; /* per vector: cells in the plane, with a
-                                                * neighbour to the left, right, above, below */
-    float *div;                                 /* rdiv(row) * cdiv(col) per cell */
+    Box3Masks m;
+    float *div; /* rdiv(row) * cdiv(col) per cell */
 } Box3;
 
 static int is_box3(const PoolDims *d) {
     return d->k == 3 && d->stride == 1 && d->pad == 1 && use_avx512() && (size_t)d->h * d->w <= (1u << 20);
 }
 
-/* Bytes for the masks and divisors of d's planes (5 nv masks, then hw floats: box3_init). */
-static size_t box3_bytes(const PoolDims *d) {
-    size_t hw = (size_t)d->h * d->w, nv = (hw + 15) / 16;
-    return 5 * nv * sizeof(__mmask16) + 64 + hw * sizeof(float);
-}
+/* Bytes for the masks and divisors of d's planes (the masks, then hw floats: box3_init). */
+static size_t box3_bytes(const PoolDims *d) { return box3_masks_bytes(d->h, d->w) + (size_t)d->h * d->w * sizeof(float); }
 
 static void box3_init(Box3 *b, void *s, const PoolDims *d, const float *rdiv, const float *cdiv) {
-    b->hw = d->h * d->w, b->w = d->w, b->nv = (b->hw + 15) / 16;
-    __mmask16 *m = s;
-    b->all = m, b->left = m + b->nv, b->right = m + 2 * b->nv, b->up = m + 3 * b->nv, b->down = m + 4 * b->nv;
-    b->div = (float *)(void *)((char *)s + ((5 * (size_t)b->nv * sizeof(__mmask16) + 63) / 64) * 64);
-    pool_box3_masks(m, d->h, d->w);
-    for (int p = 0; p < b->hw; p++) b->div[p] = rdiv[p / d->w] * cdiv[p % d->w];
+    b->div = box3_masks_init(&b->m, s, d->h, d->w);
+    for (int p = 0; p < b->m.hw; p++) b->div[p] = rdiv[p / d->w] * cdiv[p % d->w];
 }
 
 /* hs = the row sums (left + centre) + right of x's plane. */
 __attribute__((target("avx512f"))) static void box3_rows(float *hs, const float *x, const Box3 *b) {
-    for (int v = 0; v < b->nv; v++) {
+    for (int v = 0; v < b->m.nv; v++) {
         const float *p = x + 16 * v;
-        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->left[v], p - 1), _mm512_maskz_loadu_ps(b->all[v], p));
-        _mm512_mask_storeu_ps(hs + 16 * v, b->all[v], _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->right[v], p + 1)));
+        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->m.left[v], p - 1), _mm512_maskz_loadu_ps(b->m.all[v], p));
+        _mm512_mask_storeu_ps(hs + 16 * v, b->m.all[v], _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->m.right[v], p + 1)));
     }
 }
 
@@ -346,11 +346,11 @@ __attribute__((target("avx512f"))) static void box3_rows(float *hs, const float 
 __attribute__((target("avx512f"))) static void box3_forward_plane(float *y, const float *x, float *hs,
                                                                   const Box3 *b) {
     box3_rows(hs, x, b);
-    for (int v = 0; v < b->nv; v++) {
+    for (int v = 0; v < b->m.nv; v++) {
         const float *p = hs + 16 * v;
-        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->up[v], p - b->w), _mm512_maskz_loadu_ps(b->all[v], p));
-        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->down[v], p + b->w));
-        _mm512_mask_storeu_ps(y + 16 * v, b->all[v], _mm512_div_ps(s, _mm512_maskz_loadu_ps(b->all[v], b->div + 16 * v)));
+        __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->m.up[v], p - b->m.w), _mm512_maskz_loadu_ps(b->m.all[v], p));
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->m.down[v], p + b->m.w));
+        _mm512_mask_storeu_ps(y + 16 * v, b->m.all[v], _mm512_div_ps(s, _mm512_maskz_loadu_ps(b->m.all[v], b->div + 16 * v)));
     }
 }
 
@@ -359,18 +359,18 @@ __attribute__((target("avx512f"))) static void box3_forward_plane(float *y, cons
 __attribute__((target("avx512f"))) static void box3_backward_plane(float *dx, const float *dy, float *g, float *hs,
                                                                    const Box3 *b) {
     const __m512 one = _mm512_set1_ps(1.0f);
-    for (int v = 0; v < b->nv; v++)
-        _mm512_mask_storeu_ps(g + 16 * v, b->all[v],
-                              _mm512_div_ps(_mm512_maskz_loadu_ps(b->all[v], dy + 16 * v),
-                                            _mm512_mask_loadu_ps(one, b->all[v], b->div + 16 * v)));
+    for (int v = 0; v < b->m.nv; v++)
+        _mm512_mask_storeu_ps(g + 16 * v, b->m.all[v],
+                              _mm512_div_ps(_mm512_maskz_loadu_ps(b->m.all[v], dy + 16 * v),
+                                            _mm512_mask_loadu_ps(one, b->m.all[v], b->div + 16 * v)));
     box3_rows(hs, g, b);
-    for (int v = 0; v < b->nv; v++) {
+    for (int v = 0; v < b->m.nv; v++) {
         const float *p = hs + 16 * v;
-        __m512 s = _mm512_maskz_loadu_ps(b->all[v], dx + 16 * v);
-        s = _mm512_mask_add_ps(s, b->up[v], s, _mm512_maskz_loadu_ps(b->up[v], p - b->w));
-        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->all[v], p));
-        s = _mm512_mask_add_ps(s, b->down[v], s, _mm512_maskz_loadu_ps(b->down[v], p + b->w));
-        _mm512_mask_storeu_ps(dx + 16 * v, b->all[v], s);
+        __m512 s = _mm512_maskz_loadu_ps(b->m.all[v], dx + 16 * v);
+        s = _mm512_mask_add_ps(s, b->m.up[v], s, _mm512_maskz_loadu_ps(b->m.up[v], p - b->m.w));
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->m.all[v], p));
+        s = _mm512_mask_add_ps(s, b->m.down[v], s, _mm512_maskz_loadu_ps(b->m.down[v], p + b->m.w));
+        _mm512_mask_storeu_ps(dx + 16 * v, b->m.all[v], s);
     }
 }
 #endif

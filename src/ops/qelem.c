@@ -266,27 +266,23 @@ MULTIVERSION static void qavgpool_2x2(int8_t *restrict y, const int8_t *restrict
  * minus x_zp times its cell count, then q_mulshift with the cell's divisor's (mult, shift) in
  * 64-bit lanes (even and odd cells apart) and a saturating narrow: the reference's integers. */
 typedef struct {
-    int hw, w, nv;
-    __mmask16 *all, *left, *right, *up, *down;
+    Box3Masks m;
     int32_t *off, *mult, *shift; /* per cell: x_zp * count, the divisor's multiplier and shift */
 } QBox3;
 
 static size_t qbox3_bytes(const PoolDims *d) {
-    size_t hw = (size_t)d->h * d->w, nv = (hw + 15) / 16;
-    return 5 * nv * sizeof(__mmask16) + 64 + 3 * (16 * nv) * sizeof(int32_t);
+    size_t nv = ((size_t)d->h * d->w + 15) / 16;
+    return box3_masks_bytes(d->h, d->w) + 3 * (16 * nv) * sizeof(int32_t);
 }
 
 static void qbox3_init(QBox3 *b, void *mem, const PoolDims *d, int32_t x_zp, const int32_t *mult,
                        const int8_t *shift) {
-    b->hw = d->h * d->w, b->w = d->w, b->nv = (b->hw + 15) / 16;
-    __mmask16 *m = mem;
-    b->all = m, b->left = m + b->nv, b->right = m + 2 * b->nv, b->up = m + 3 * b->nv, b->down = m + 4 * b->nv;
-    b->off = (int32_t *)(void *)((char *)mem + ((5 * (size_t)b->nv * sizeof(__mmask16) + 63) / 64) * 64);
-    b->mult = b->off + 16 * (size_t)b->nv, b->shift = b->mult + 16 * (size_t)b->nv;
-    pool_box3_masks(m, d->h, d->w);
-    for (int p = 0; p < 16 * b->nv; p++) {
+    b->off = box3_masks_init(&b->m, mem, d->h, d->w);
+    const int nv = b->m.nv;
+    b->mult = b->off + 16 * (size_t)nv, b->shift = b->mult + 16 * (size_t)nv;
+    for (int p = 0; p < 16 * nv; p++) {
         int row = p / d->w, col = p % d->w, cnt = 1, div = 1;
-        if (p < b->hw) {
+        if (p < b->m.hw) {
             cnt = (NASC_MIN(row + 2, d->h) - NASC_MAX(row - 1, 0)) * (NASC_MIN(col + 2, d->w) - NASC_MAX(col - 1, 0));
             div = d->count_include_pad ? 9 : cnt;
         }
@@ -308,22 +304,22 @@ __attribute__((target("avx512f"))) static inline __m512i qbox3_mulshift(__m512i 
 /* One plane: xc, a copy of it with 16 zero bytes before and after; hs, 16 * nv + 2 w int32. */
 __attribute__((target("avx512f"))) static void qbox3_plane(int8_t *y, const int8_t *xc, int32_t *hs, const QBox3 *b,
                                                            int32_t y_zp) {
-    int32_t *h = hs + b->w; /* row sums, with a row of room either side for the masked loads */
-    for (int v = 0; v < b->nv; v++) {
+    int32_t *h = hs + b->m.w; /* row sums, with a row of room either side for the masked loads */
+    for (int v = 0; v < b->m.nv; v++) {
         const int8_t *p = xc + 16 * v;
-        __m512i c = _mm512_maskz_mov_epi32(b->all[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-        __m512i l = _mm512_maskz_mov_epi32(b->left[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p - 1))));
-        __m512i r = _mm512_maskz_mov_epi32(b->right[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 1))));
+        __m512i c = _mm512_maskz_mov_epi32(b->m.all[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+        __m512i l = _mm512_maskz_mov_epi32(b->m.left[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p - 1))));
+        __m512i r = _mm512_maskz_mov_epi32(b->m.right[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 1))));
         _mm512_storeu_si512(h + 16 * v, _mm512_add_epi32(_mm512_add_epi32(l, c), r));
     }
     const __m512i yz = _mm512_set1_epi32(y_zp);
-    for (int v = 0; v < b->nv; v++) {
+    for (int v = 0; v < b->m.nv; v++) {
         const int32_t *q = h + 16 * v;
-        __m512i s = _mm512_add_epi32(_mm512_maskz_loadu_epi32(b->up[v], q - b->w), _mm512_loadu_si512(q));
-        s = _mm512_add_epi32(s, _mm512_maskz_loadu_epi32(b->down[v], q + b->w));
+        __m512i s = _mm512_add_epi32(_mm512_maskz_loadu_epi32(b->m.up[v], q - b->m.w), _mm512_loadu_si512(q));
+        s = _mm512_add_epi32(s, _mm512_maskz_loadu_epi32(b->m.down[v], q + b->m.w));
         s = _mm512_sub_epi32(s, _mm512_loadu_si512(b->off + 16 * v));
         __m512i r = qbox3_mulshift(s, _mm512_loadu_si512(b->mult + 16 * v), _mm512_loadu_si512(b->shift + 16 * v));
-        _mm512_mask_cvtsepi32_storeu_epi8(y + 16 * v, b->all[v], _mm512_add_epi32(r, yz));
+        _mm512_mask_cvtsepi32_storeu_epi8(y + 16 * v, b->m.all[v], _mm512_add_epi32(r, yz));
     }
 }
 
