@@ -326,7 +326,9 @@ static int is_box3(const PoolDims *d) {
 }
 
 /* Bytes for the masks and divisors of d's planes (the masks, then hw floats: box3_init). */
-static size_t box3_bytes(const PoolDims *d) { return box3_masks_bytes(d->h, d->w) + (size_t)d->h * d->w * sizeof(float); }
+static size_t box3_bytes(const PoolDims *d) {
+    return box3_masks_bytes(d->h, d->w) + (size_t)d->h * d->w * sizeof(float);
+}
 
 static void box3_init(Box3 *b, void *s, const PoolDims *d, const float *rdiv, const float *cdiv) {
     b->div = box3_masks_init(&b->m, s, d->h, d->w);
@@ -350,7 +352,8 @@ __attribute__((target("avx512f"))) static void box3_forward_plane(float *y, cons
         const float *p = hs + 16 * v;
         __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(b->m.up[v], p - b->m.w), _mm512_maskz_loadu_ps(b->m.all[v], p));
         s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(b->m.down[v], p + b->m.w));
-        _mm512_mask_storeu_ps(y + 16 * v, b->m.all[v], _mm512_div_ps(s, _mm512_maskz_loadu_ps(b->m.all[v], b->div + 16 * v)));
+        _mm512_mask_storeu_ps(y + 16 * v, b->m.all[v],
+                              _mm512_div_ps(s, _mm512_maskz_loadu_ps(b->m.all[v], b->div + 16 * v)));
     }
 }
 

@@ -308,8 +308,10 @@ __attribute__((target("avx512f"))) static void qbox3_plane(int8_t *y, const int8
     for (int v = 0; v < b->m.nv; v++) {
         const int8_t *p = xc + 16 * v;
         __m512i c = _mm512_maskz_mov_epi32(b->m.all[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-        __m512i l = _mm512_maskz_mov_epi32(b->m.left[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p - 1))));
-        __m512i r = _mm512_maskz_mov_epi32(b->m.right[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 1))));
+        __m512i l =
+            _mm512_maskz_mov_epi32(b->m.left[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p - 1))));
+        __m512i r =
+            _mm512_maskz_mov_epi32(b->m.right[v], _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 1))));
         _mm512_storeu_si512(h + 16 * v, _mm512_add_epi32(_mm512_add_epi32(l, c), r));
     }
     const __m512i yz = _mm512_set1_epi32(y_zp);
