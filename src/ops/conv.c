@@ -964,6 +964,11 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
  * whose round16 tail is zeroed (grid_fill) then read only zeros or a next plane's values. */
 static size_t wino_slack(const Grid *g) { return round16(2 * (size_t)g->W + 96); }
 
+/* Zeroes the wino_slack floats after the c channels' phase planes of grid g. */
+static void zero_wino_slack(float *planes, const Grid *g, int c) {
+    memset(planes + grid_floats(g, c), 0, wino_slack(g) * sizeof(float));
+}
+
 /* Transformed positions of a tile. */
 #define WINO_POINTS 36
 
@@ -1157,8 +1162,9 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                                 const __m512 a = _mm512_maskz_loadu_ps(mk, xr + run[k][v][u].off);
                                 __mmask16 on = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
                                 if (map->mask_relu6) on &= _mm512_cmp_ps_mask(a, _mm512_set1_ps(6.0f), _CMP_LT_OQ);
-                                s = _mm512_add_ps(map->accumulate ? _mm512_maskz_loadu_ps(mk, dst) : _mm512_setzero_ps(),
-                                                  _mm512_maskz_mov_ps(on, x));
+                                const __m512 old = map->accumulate ? _mm512_maskz_loadu_ps(mk, dst)
+                                                                   : _mm512_setzero_ps();
+                                s = _mm512_add_ps(old, _mm512_maskz_mov_ps(on, x));
                             } else if (map->accumulate) {
                                 s = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst));
                             }
@@ -1325,7 +1331,7 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
                 Grid gr = grid_of(d, m);
                 if (!xph) grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 if (wino) {
-                    if (!xph) memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
+                    if (!xph) zero_wino_slack(buf, &gr, cin_g);
                     /* the output transform stores into y itself (use_winograd's planes have
                      * wq >= 9, which the map takes) */
                     NASC_ASSERT(gr.wq >= 5);
@@ -1691,14 +1697,13 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
             const float *xg = x + (i - i0) * xstride + (size_t)g * cin_g * HW;
             if (pl.how == LOWER_IMPLICIT) {
                 Grid gr = grid_of(d, m);
+                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 if (du && dyg_in) { /* Winograd (see conv2d_backward_src) */
-                    grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
-                    memset(buf + grid_floats(&gr, cin_g), 0, wino_slack(&gr) * sizeof(float));
+                    zero_wino_slack(buf, &gr, cin_g);
                     winograd_dw(du, buf, dyg_in, (size_t)dyg_ld, cin_g, cout_g, d->oh, &gr);
                     continue;
                 }
                 if (!dyg_in) grid_dy(dyg, dyi, ystride, cout_g, d, &gr);
-                grid_fill(buf, xg, xstride, 0, cin_g, d, &gr, xs, g * cin_g);
                 grid_rows(rows, buf, cin_g, d, &gr);
                 /* dW^T (Kc, cout_g) += col (Kc, Q) dy^T (Q, cout_g), with dy^T written out: gemm's
                  * main kernel then runs (broadcasting col, a vector of output channels), faster
@@ -1909,7 +1914,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
                 dyph = dyph_buf + (16 - ((size_t)tadj.pad * ga.W + tadj.pad) % 16) % 16;
                 grid_fill(dyph, dy, (size_t)d->cout * P, 0, cout_g, &tadj, &ga, NULL, 0);
                 if (wino || du) /* the Winograd transforms read past the planes */
-                    memset(dyph + grid_floats(&ga, cout_g), 0, wino_slack(&ga) * sizeof(float));
+                    zero_wino_slack(dyph, &ga, cout_g);
                 dyw = dyph + (size_t)tadj.pad * ga.W + tadj.pad;
                 dyw_ld = (int)ga.plane;
             }
