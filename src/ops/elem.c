@@ -162,7 +162,7 @@ void add_src_forward(ActKind act, float *y, const ActSrc *xs, int nin, size_t ro
     const int par = rows * (size_t)hw >= ADD_PAR_MIN;
 #pragma omp parallel num_threads(threads_get()) if (par)
     {
-        float *buf = made ? xmalloc((size_t)made * per * hw * sizeof(float)) : NULL;
+        float *buf = made ? scratch_get(0, (size_t)made * per * hw * sizeof(float)) : NULL;
 #pragma omp for schedule(static)
         for (long b = 0; b < nblocks; b++) {
             const size_t r0 = (size_t)b * per, nr = NASC_MIN(per, rows - r0), len = nr * hw;
@@ -173,7 +173,6 @@ void add_src_forward(ActKind act, float *y, const ActSrc *xs, int nin, size_t ro
             for (size_t lo = 0; lo < len; lo += ADD_CHUNK)
                 add_block(act, yb, in, nin, lo, NASC_MIN((size_t)ADD_CHUNK, len - lo));
         }
-        free(buf);
     }
 }
 
