@@ -4,10 +4,10 @@
  *     conv2d_backward_ex with accumulate = 0) against zeroing then accumulating, on a
  *     garbage-filled output (they must write every element);
  *   - whole networks (the zoo's small, resnet8, mbv2 and specs with a BN that has two
- *     consumers, an output nothing consumes, an identity, BN outputs made by an add): net_forward/net_backward with
- *     fusion and lazy gradient zeroing against NASC_FUSE=0, where every node runs alone
- *     (the zeroing bookkeeping is the same in both, so it is also checked against the sum of
- *     per-node results through net_node_forward for the forward).
+ *     consumers, an output nothing consumes, an identity, BN outputs made by an add):
+ *     net_forward/net_backward with fusion and lazy gradient zeroing against NASC_FUSE=0,
+ *     where every node runs alone (the zeroing bookkeeping is the same in both, so it is also
+ *     checked against the sum of per-node results through net_node_forward for the forward).
  * Values are compared as floats (so -0 == 0) within a small relative tolerance.
  */
 #include "../src/net/net.h"

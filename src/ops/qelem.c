@@ -351,7 +351,8 @@ void qavgpool(int8_t *y, const int8_t *x, const PoolDims *d, int32_t x_zp, int32
         int par = planes > 1 && (size_t)planes * hw >= QELEM_PAR_MIN / 4;
 #pragma omp parallel num_threads(threads_get()) if (par)
         {
-            char *mem = scratch_get(0, qbox3_bytes(d) + (16 * nv + 32) + (16 * nv + 2 * (size_t)d->w) * sizeof(int32_t) + 64);
+            char *mem =
+                scratch_get(0, qbox3_bytes(d) + (16 * nv + 32) + (16 * nv + 2 * (size_t)d->w) * sizeof(int32_t) + 64);
             QBox3 b;
             qbox3_init(&b, mem, d, x_zp, mult, shift);
             int8_t *xc = (int8_t *)mem + qbox3_bytes(d);
