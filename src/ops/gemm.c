@@ -622,10 +622,12 @@ static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const G
     size_t a_sz = pack_A ? align16((size_t)mcb * kcb) : 0;
     size_t b_sz = pack_B ? align16((size_t)kcb * ldp) : 0;
     size_t e_sz = p->masked ? 0 : align16((size_t)kcb * nr);
-    size_t bytes = (a_sz + b_sz + e_sz) * sizeof(float) + 2 * (size_t)kcb * sizeof(float *);
+    const int mpan = (mcb + mr - 1) / mr * mr; /* A row pointers: one per row of an M block */
+    size_t bytes = (a_sz + b_sz + e_sz) * sizeof(float) + (2 * (size_t)kcb + mpan) * sizeof(float *);
     float *apack = scratch_get(GEMM_SCRATCH_SLOT, bytes);
     float *bpack = apack + a_sz, *epack = bpack + b_sz;
-    const float **bk = (const float **)(void *)(epack + e_sz), **ek = bk + kcb;
+    const float **bk = (const float **)(void *)(epack + e_sz), **ek = bk + kcb, **arows = ek + kcb;
+    const ptrdiff_t a_cs = pack_A ? mr : A->trans ? A->ld : 1; /* A's column step */
 
     for (int jc = 0; jc < N; jc += ncb) {
         int nc = NASC_MIN(ncb, N - jc);
@@ -653,28 +655,33 @@ static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const G
             for (int ic = 0; ic < M; ic += mcb) {
                 int mc = NASC_MIN(mcb, M - ic);
                 if (pack_A) pack_a(mc, kc, A->p + (size_t)ic * A->ld + pc, A->ld, mr, apack);
+                /* the kernel's A row pointers, panel by panel (set once, not once per column
+                 * panel: with few k steps that setup cost as much as a tile) */
+                for (int ir = 0; ir < mc; ir += mr) {
+                    const int m = NASC_MIN(mr, mc - ir);
+                    for (int i = 0; i < mr; i++) {
+                        const int row = ic + ir + NASC_MIN(i, m - 1);
+                        const float **ap = arows + ir + i;
+                        if (pack_A)
+                            *ap = apack + (size_t)ir * kc + i;
+                        else if (A->rows)
+                            *ap = A->rows[row] + pc;
+                        else if (A->trans)
+                            *ap = A->p + (size_t)pc * A->ld + row;
+                        else
+                            *ap = A->p + (size_t)row * A->ld + pc;
+                    }
+                }
                 for (int jr = 0; jr < nc; jr += nr) {
                     int n = NASC_MIN(nr, nc - jr);
                     const float *const *tab = jr < nfull ? bk : ek;
                     ptrdiff_t boff = jr < nfull ? jr : 0;
                     for (int ir = 0; ir < mc; ir += mr) {
                         int m = NASC_MIN(mr, mc - ir);
-                        const float *ap[16];
-                        ptrdiff_t a_cs = 1;
-                        for (int i = 0; i < mr; i++) {
-                            int row = ic + ir + NASC_MIN(i, m - 1);
-                            if (pack_A)
-                                ap[i] = apack + (size_t)ir * kc + i, a_cs = mr;
-                            else if (A->rows)
-                                ap[i] = A->rows[row] + pc;
-                            else if (A->trans)
-                                ap[i] = A->p + (size_t)pc * A->ld + row, a_cs = A->ld;
-                            else
-                                ap[i] = A->p + (size_t)row * A->ld + pc;
-                        }
                         const GemmMapAt at = {map, ic + ir, jc + jr};
                         float *c = map ? NULL : C + (size_t)(ic + ir) * ldc + jc + jr;
-                        p->kernel(kc, ap, a_cs, tab, boff, c, ldc, m, n, alpha, beta_k, stream, map ? &at : NULL);
+                        p->kernel(kc, arows + ir, a_cs, tab, boff, c, ldc, m, n, alpha, beta_k, stream,
+                                  map ? &at : NULL);
                     }
                 }
             }
