@@ -196,6 +196,13 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(5, 32, 14, 14, 64, 3, 2, 1, 1, 1), 2, "resnet8.b3");
     conv_case(r, dims(5, 64, 7, 7, 64, 3, 1, 1, 1, 1), 1, "resnet8.b3b");
     conv_case(r, dims(3, 32, 14, 14, 64, 1, 2, 0, 1, 1), 2, "resnet8.short");
+    /* strided 1x1 (subsampled im2col, dx put back at every s-th pixel): odd sizes, rows of more
+     * than one vector, stride 3, groups */
+    for (int i = 0; i < 6; i++) { /* (each case draws dx overwritten or accumulated) */
+        conv_case(r, dims(3, 16, 7, 9, 8, 1, 2, 0, 1, 1), 2, "short.odd");
+        conv_case(r, dims(2, 4, 9, 70, 8, 1, 2, 0, 1, 1), 1, "short.wide");
+        conv_case(r, dims(2, 8, 10, 11, 4, 1, 3, 0, 1, 2), 2, "short.s3");
+    }
     conv_case(r, dims(2, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
     conv_case(r, dims(5, 64, 7, 7, 96, 1, 1, 0, 1, 1), 2, "mbv2.project");
     conv_case(r, dims(5, 96, 7, 7, 96, 1, 1, 0, 1, 1), 1, "mbv2.1x1.batched");

@@ -147,6 +147,76 @@ static void valid_cols(int ow, int s, int off, int w, int *lo, int *hi) {
 
 static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 && d->pad == 0; }
 
+/* A strided 1x1 conv without padding (ResNet's downsampling shortcut) reads pixel (oy s, ox s)
+ * for output (oy, ox) and nothing else: its im2col subsamples x, and its dx is dcol = W^T dy
+ * put back at those pixels (the others zero, or left as they are when dx accumulates). */
+static int is_strided_pointwise(const ConvDims *d) { return d->k == 1 && d->stride > 1 && d->pad == 0; }
+
+#if CONV_X86
+/* dst[j] = src[2 j], j < n. */
+__attribute__((target("avx512f"))) static void subsample2_avx512(float *dst, const float *src, int n) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int q = 0; q < n; q += 16) {
+        const int m = NASC_MIN(16, n - q), ni = 2 * m - 1; /* outputs, inputs read */
+        const __m512 a = _mm512_maskz_loadu_ps(lane_range(0, 0, ni), src + 2 * q);
+        const __m512 b = _mm512_maskz_loadu_ps(lane_range(16, 0, ni), src + 2 * q + 16);
+        _mm512_mask_storeu_ps(dst + q, lane_range(0, 0, m), _mm512_permutex2var_ps(a, even, b));
+    }
+}
+
+/* dst[2 j] (+)= src[j] for j < n, dst[2 j + 1] = 0 (or kept), over the w columns of dst. */
+__attribute__((target("avx512f"))) static void upsample2_avx512(float *dst, const float *src, int n, int w, int acc) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_setr_epi32(8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0));
+    const __m512 z = _mm512_setzero_ps();
+    for (int q = 0; 2 * q < w; q += 16) {
+        const __m512 v = _mm512_maskz_loadu_ps(lane_range(q, 0, n), src + q);
+        const __mmask16 m0 = lane_range(2 * q, 0, w), m1 = lane_range(2 * q + 16, 0, w);
+        __m512 a = _mm512_permutex2var_ps(v, lo, z), b = _mm512_permutex2var_ps(v, hi, z);
+        if (acc) {
+            a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m0, dst + 2 * q));
+            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(m1, dst + 2 * q + 16));
+        }
+        _mm512_mask_storeu_ps(dst + 2 * q, m0, a);
+        _mm512_mask_storeu_ps(dst + 2 * q + 16, m1, b);
+    }
+}
+#endif
+
+/* dst[j] = src[j s], j < n. */
+static void subsample_row(float *dst, const float *src, int n, int s) {
+#if CONV_X86
+    if (s == 2 && use_avx512()) {
+        subsample2_avx512(dst, src, n);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) dst[j] = src[(size_t)j * s];
+}
+
+/* The adjoint for cin_g channels of one image: dx (h, w) planes (+)= dcol (cin_g, oh * ow) at
+ * pixels (oy s, ox s); with acc == 0 every other pixel of dx is set to zero. */
+static void strided_pointwise_dx(float *dx, const float *dcol, int cin_g, const ConvDims *d, int acc) {
+    const int s = d->stride, h = d->h, w = d->w, oh = d->oh, ow = d->ow;
+    for (int c = 0; c < cin_g; c++)
+        for (int r = 0; r < h; r++) {
+            float *dr = dx + ((size_t)c * h + r) * w;
+            if (r % s || r / s >= oh) {
+                if (!acc) memset(dr, 0, (size_t)w * sizeof(float));
+                continue;
+            }
+            const float *src = dcol + ((size_t)c * oh + r / s) * ow;
+#if CONV_X86
+            if (s == 2 && use_avx512()) {
+                upsample2_avx512(dr, src, ow, w, acc);
+                continue;
+            }
+#endif
+            if (!acc) memset(dr, 0, (size_t)w * sizeof(float));
+            for (int ox = 0; ox < ow; ox++) dr[(size_t)ox * s] += src[ox];
+        }
+}
+
 /* The data-movement loops below are compiled for AVX-512 / AVX2 / baseline and picked at load
  * time (MULTIVERSION, simd.h); a few row shuffles are written with AVX-512 intrinsics and run
  * when use_avx512() (conv_internal.h). */
@@ -161,6 +231,17 @@ MULTIVERSION static void im2col(float *col, int ldcol, const float *x, int cin_g
             const float *src = x + (size_t)c * h * w + p0;
             float *dst = col + (size_t)c * ldcol;
             for (int p = 0; p < p1 - p0; p++) dst[p] = src[p];
+        }
+        return;
+    }
+    if (is_strided_pointwise(d)) { /* every s-th pixel of every s-th row */
+        for (int c = 0; c < cin_g; c++) {
+            const float *xc = x + (size_t)c * h * w;
+            float *dst = col + (size_t)c * ldcol - p0;
+            for (int oy = p0 / ow; oy * ow < p1; oy++) {
+                int a = NASC_MAX(p0 - oy * ow, 0), b = NASC_MIN(p1 - oy * ow, ow);
+                subsample_row(dst + (size_t)oy * ow + a, xc + (size_t)oy * s * w + (size_t)a * s, b - a, s);
+            }
         }
         return;
     }
@@ -1765,6 +1846,16 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino, mask ? &m : NULL);
         return;
     }
+    if (is_strided_pointwise(d)) { /* wk: W^T */
+        float *dcol = scratch_get(0, (size_t)cin_g * P * sizeof(float));
+        for (int i = i0; i < i1; i++)
+            for (int g = 0; g < G; g++) {
+                gemm(0, 0, cin_g, P, cout_g, 1.0f, wk + (size_t)g * cout_g * cin_g, cout_g,
+                     dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, 0.0f, dcol, P);
+                strided_pointwise_dx(dx + i * xstride + (size_t)g * cin_g * HW, dcol, cin_g, d, acc);
+            }
+        return;
+    }
     if (has_phases(d)) {
         dx_phases(dx, dy, wk, d, i0, i1, acc, dyg_in, gin);
         return;
@@ -1830,7 +1921,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
     const size_t wsize = (size_t)d->cout * Kc;
-    const int adj = dx && has_adjoint(d), phased = dx && !adj && has_phases(d);
+    const int adj = dx && has_adjoint(d), phased = dx && !adj && has_phases(d) && !is_strided_pointwise(d);
     double flops = 2.0 * ((dx != NULL) + (dw != NULL)) * d->n * d->cout * P * Kc;
     int nt = NASC_MIN(threads_for(flops, d->n), 256);
     float *parts[256] = {0};
@@ -1850,8 +1941,8 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         if (dw || db) memset(part, 0, (wsize + d->cout) * sizeof(float));
         parts[t] = part;
         if (adj) adjoint_weights(wk, w, d);
-        if (dx && is_pointwise(d)) /* W^T: gemm reads A rows along k, and can then finish ragged
-                                    * column panels with dot products */
+        if (dx && (is_pointwise(d) || is_strided_pointwise(d))) /* W^T: gemm reads A rows along k,
+                                    * and can then finish ragged column panels with dot products */
             for (int g = 0; g < G; g++)
                 transpose(wk + (size_t)g * cout_g * Kc, w + (size_t)g * cout_g * Kc, cout_g, Kc, (size_t)Kc);
         if (wino_dx) {
