@@ -205,6 +205,11 @@ static void test_conv_fixed(Rng *r) {
     }
     conv_case(r, dims(2, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
     conv_case(r, dims(5, 64, 7, 7, 96, 1, 1, 0, 1, 1), 2, "mbv2.project");
+    /* 1x1 convs whose W^T rows are spread to a stride off 1 KiB (wt_ld) for dx, two groups */
+    for (int i = 0; i < 3; i++) {
+        conv_case(r, dims(2, 24, 7, 7, 256, 1, 1, 0, 1, 1), 2, "mbv2.head");
+        conv_case(r, dims(2, 8, 6, 6, 512, 1, 2, 0, 1, 2), 2, "wide.short");
+    }
     conv_case(r, dims(5, 96, 7, 7, 96, 1, 1, 0, 1, 1), 1, "mbv2.1x1.batched");
     conv_case(r, dims(2, 40, 28, 28, 40, 3, 2, 1, 1, 40), 2, "mbv2.dw.s2");
     conv_case(r, dims(2, 144, 14, 14, 144, 3, 1, 1, 1, 144), 3, "mbv2.dw");
