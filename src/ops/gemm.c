@@ -223,6 +223,18 @@ kernel_avx512_nv(const int MR, const int NV, const int FULL, int kc, const float
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     }
+    /* C's lines asked for now, so a C not in cache arrives during the k loop and the stores
+     * after it do not wait for memory (a 1x1 conv 24 -> 144 on 14x14, batch 128, 2 threads:
+     * forward 1.65 -> 1.15 ms; 96 -> 24 backward 2.0 -> 1.65 ms). The map and streamed C write
+     * around the caches (or elsewhere) */
+    if (!map && !stream)
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            if (i >= m) break;
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) __builtin_prefetch(c + (size_t)i * ldc + 16 * v, 1, 3);
+            __builtin_prefetch(c + (size_t)i * ldc + 16 * NV - 1, 1, 3); /* a row's last line */
+        }
     for (ptrdiff_t k = 0, ka = 0; k < kc; k++, ka += a_cs) {
         const float *b = bk[k] + boff;
         __m512 bv[4];
