@@ -1241,6 +1241,13 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                     for (int v = 0; v < 4; v++) {
                         const __m512 x = _mm512_add_ps(z[v], bv);
                         for (int u = 0; u < nrun[k][v]; u++) {
+                            if (ch + 1 < c) { /* the next channel's cells (and mask), one plane on:
+                                               * they arrive while this one is done (resnet8's 16
+                                               * -> 16 on 28x28 forward 2.10 -> 1.97 ms, 2 threads) */
+                                const float *nx = yr + map->row_stride + run[k][v][u].off;
+                                __builtin_prefetch(nx, 1, 3), __builtin_prefetch(nx + 15, 1, 3);
+                                if (xr) __builtin_prefetch(xr + map->row_stride + run[k][v][u].off, 0, 3);
+                            }
                             float *dst = yr + run[k][v][u].off; /* lane l's cell is dst[l] */
                             const __mmask16 mk = run[k][v][u].lanes;
                             __m512 s = x;
