@@ -5,12 +5,67 @@
  * at batch B, and batch-1 latency (median). Prints one "RESULT {json}" line per network.
  * Real Fashion-MNIST images when available, random ones otherwise (speed does not depend on
  * the values). Usage: bench_train [--threads T] [--batch B] [--iters N] [--train-only] [nets...]
- * (--train-only: just the training step, median and minimum, for A/B runs). */
+ * (--train-only: just the training step, median and minimum, for A/B runs). It first prints
+ * "PEAK {json}": the fp32 multiply-add peak of this machine with T threads. */
 #include <math.h>
 
 #include "../src/data/data.h"
 #include "../src/ops/ops.h"
 #include "../src/train/train.h"
+
+/* The machine's fp32 peak: 16 independent chains of vector multiply-adds per thread, the
+ * most any kernel could reach (AVX-512 or AVX2 + FMA, as gemm runs; 0 otherwise). */
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static float fma_chains_avx512(long n, float seed) {
+    __m512 a[16];
+    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
+    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps(seed * (float)i);
+    for (long k = 0; k < n; k++)
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+    float s = 0;
+    for (int i = 0; i < 16; i++) s += _mm512_reduce_add_ps(a[i]);
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float fma_chains_avx2(long n, float seed) {
+    __m256 a[16];
+    const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-4f);
+    for (int i = 0; i < 16; i++) a[i] = _mm256_set1_ps(seed * (float)i);
+    for (long k = 0; k < n; k++)
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
+    float r[8], s = 0;
+    for (int i = 0; i < 16; i++) {
+        _mm256_storeu_ps(r, a[i]);
+        for (int j = 0; j < 8; j++) s += r[j];
+    }
+    return s;
+}
+#endif
+
+static double fp32_peak_gflops(void) {
+#if defined(__x86_64__)
+    const int lanes = !strcmp(gemm_path(), "avx512") ? 16 : !strcmp(gemm_path(), "avx2") ? 8 : 0;
+    if (!lanes) return 0;
+    const long n = 4000000; /* about 0.1 s */
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < 3; r++) {
+        float s = 0;
+        double t0 = now_seconds();
+#pragma omp parallel num_threads(threads_get()) reduction(+ : s)
+        s += lanes == 16 ? fma_chains_avx512(n, 1e-3f) : fma_chains_avx2(n, 1e-3f);
+        double t = now_seconds() - t0, g = 2.0 * 16 * lanes * n * threads_get() / t / 1e9;
+        sink += s;
+        best = g > best ? g : best;
+    }
+    return best;
+#else
+    return 0;
+#endif
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -56,6 +111,8 @@ int main(int argc, char **argv) {
     }
     printf("nasc bench: threads=%d batch=%d gemm=%s data=%s\n", threads_get(), B, gemm_path(),
            have_data ? "fashion-mnist" : "random");
+    if (!train_only) /* the ceiling the GFLOP/s below are set against, measured here and now */
+        printf("PEAK {\"fp32_gflops\": %.1f, \"threads\": %d}\n", fp32_peak_gflops(), threads_get());
     for (int ni = 0; ni < nnets; ni++) {
         const char *text = zoo_lookup(nets[ni]);
         if (!text && strpbrk(nets[ni], ":(;")) text = nets[ni]; /* a spec: nb201:|...| (C=16, N=1), conv(...);... */
