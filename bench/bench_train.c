@@ -14,35 +14,27 @@
 #include "../src/train/train.h"
 
 /* The machine's fp32 peak: 16 independent chains of vector multiply-adds per thread, the
- * most any kernel could reach (AVX-512 or AVX2 + FMA, as gemm runs; 0 otherwise). */
+ * most any kernel could reach (AVX-512 or AVX2 + FMA, as gemm runs; 0 otherwise). FMA_CHAINS
+ * makes one: chains a[i] = a[i] b + c of n steps on vectors V (set1, fmadd, storeu: their
+ * intrinsics) in instruction set T, returning the sum of the lanes so nothing is dropped. */
 #if defined(__x86_64__)
 #include <immintrin.h>
-__attribute__((target("avx512f"))) static float fma_chains_avx512(long n, float seed) {
-    __m512 a[16];
-    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
-    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps(seed * (float)i);
-    for (long k = 0; k < n; k++)
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
-    float s = 0;
-    for (int i = 0; i < 16; i++) s += _mm512_reduce_add_ps(a[i]);
-    return s;
-}
-
-__attribute__((target("avx2,fma"))) static float fma_chains_avx2(long n, float seed) {
-    __m256 a[16];
-    const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-4f);
-    for (int i = 0; i < 16; i++) a[i] = _mm256_set1_ps(seed * (float)i);
-    for (long k = 0; k < n; k++)
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
-    float r[8], s = 0;
-    for (int i = 0; i < 16; i++) {
-        _mm256_storeu_ps(r, a[i]);
-        for (int j = 0; j < 8; j++) s += r[j];
+#define FMA_CHAINS(name, T, V, set1, fmadd, storeu)                                               \
+    __attribute__((target(T))) static float name(long n, float seed) {                           \
+        V a[16];                                                                                  \
+        const V b = set1(0.999f), c = set1(1e-4f);                                                \
+        for (int i = 0; i < 16; i++) a[i] = set1(seed * (float)i);                                \
+        for (long k = 0; k < n; k++)                                                              \
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) a[i] = fmadd(a[i], b, c);       \
+        float r[sizeof(V) / sizeof(float)], s = 0;                                                \
+        for (int i = 0; i < 16; i++) {                                                            \
+            storeu(r, a[i]);                                                                      \
+            for (size_t j = 0; j < sizeof r / sizeof *r; j++) s += r[j];                          \
+        }                                                                                         \
+        return s;                                                                                 \
     }
-    return s;
-}
+FMA_CHAINS(fma_chains_avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps)
+FMA_CHAINS(fma_chains_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps)
 #endif
 
 static double fp32_peak_gflops(void) {
