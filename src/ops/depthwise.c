@@ -46,6 +46,14 @@
 #define DW_CB 16 /* channels per block (blocked path) */
 #define DW_NB 4  /* images per backward work item */
 #define DW_PREFETCH_PLANE 512 /* bytes: planes up to this size are prefetched (backward) */
+#define DW_BLOCK_MAX 16        /* channels per direct backward item, larger planes */
+
+/* Channels per item of the direct backward: one for small planes (7x7; their next item is
+ * prefetched), else a block, walked image by image so the planes are read in memory order,
+ * which the hardware prefetchers follow. */
+static int dw_block(const ConvDims *d) {
+    return d->h * d->w * (int)sizeof(float) <= DW_PREFETCH_PLANE ? 1 : NASC_MIN(DW_BLOCK_MAX, d->cin);
+}
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
@@ -556,29 +564,29 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
     }
 }
 
-/* Backward of items [lo, hi) (item i = channel i % C of the images of group i / C), on the
- * calling thread: dx of each plane; with part, the item's dW taps and dy sum into part
- * (groups, C, 10). */
+/* Backward of items [lo, hi) (item i = the block of dw_block channels i % nblk, of the images
+ * of group i / nblk), on the calling thread: dx of each plane; with part, each channel's dW taps
+ * and dy sum over the group's images into part (groups, C, 10). */
 DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
                                       int hi) {
-    const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
+    const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w, cb = dw_block(d), nblk = (C + cb - 1) / cb;
     const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
     float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
     float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
-    float k180[9];
-    __m512 acc[10];
-    /* Which planes of the next item are prefetched: small ones, where the hardware prefetchers
-     * cannot get ahead; larger ones they fetch well, and prefetching them too asks for more
-     * lines than the core can have in flight, which stalls on the prefetches themselves (fused
-     * backward, batch 128, 2 threads: 96 channels on 28x28, stride 2, 6.2 -> 5.5 ms; 144 on
-     * 14x14 3.7 -> 3.3 ms; 384 on 7x7 2.5 ms with them, 3.0 without) */
+    float k180[DW_BLOCK_MAX][9];
+    __m512 acc[DW_BLOCK_MAX][10];
+    /* Small planes (one channel an item): the next item's small planes are prefetched, as the
+     * hardware prefetchers cannot get ahead on them; larger ones they fetch well, and
+     * prefetching them too asks for more lines than the core can have in flight, which stalls
+     * on the prefetches themselves (fused backward, batch 128, 2 threads: 144 channels on 14x14
+     * 3.7 -> 3.3 ms without them; 384 on 7x7 2.5 ms with them, 3.0 without) */
     const int px = HW * (int)sizeof(float) <= DW_PREFETCH_PLANE, pp = P * (int)sizeof(float) <= DW_PREFETCH_PLANE;
     for (int it = lo; it < hi; it++) {
-        const int c = it % C, n0 = it / C * DW_NB, m = NASC_MIN(d->n, n0 + DW_NB) - n0;
-        const float *wc = w + (size_t)c * 9;
-        if (it + 1 < hi) { /* the next item's planes */
+        const int c0 = it % nblk * cb, cn = NASC_MIN(cb, C - c0);
+        const int n0 = it / nblk * DW_NB, m = NASC_MIN(d->n, n0 + DW_NB) - n0;
+        if (cb == 1 && it + 1 < hi) { /* the next item's planes */
             const int c1 = (it + 1) % C, g1 = (it + 1) / C * DW_NB, m1 = NASC_MIN(d->n, g1 + DW_NB) - g1;
             for (int j = 0; j < m1; j++) {
                 const size_t pl = (size_t)(g1 + j) * C + c1;
@@ -588,27 +596,27 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
                 if (dx && px) prefetch_range(dx + pl * HW, (size_t)HW * sizeof(float), 0);
             }
         }
-        for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
-        if (g->mode == DIRECT_S2) {
-            for (int j = 0; j < m; j++) {
-                const size_t pl = (size_t)(n0 + j) * C + c;
-                const float *dy = grad_rows(dys, gbuf, pl, 1);
-                if (part) s2_dw_plane(acc, dy, act_rows(xs, xbuf, pl, 1), g, &ix);
-                if (dx) s2_dx_plane(dx + pl * HW, dy, wc, g, &ix, dx_acc);
-                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
-            }
-        } else {
-            for (int t = 0; t < 9; t++) k180[t] = wc[8 - t];
-            for (int j = 0; j < m; j++) {
-                const size_t pl = (size_t)(n0 + j) * C + c;
-                const float *dy = grad_rows(dys, gbuf, pl, 1);
-                if (part) s1_dot(acc, dy, act_rows(xs, xbuf, pl, 1), g);
-                if (dx) s1_corr(dx + pl * HW, dy, g, k180, 0.0f, dx_acc);
-                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
-            }
+        for (int q = 0; q < cn; q++) {
+            for (int t = 0; t < 10; t++) acc[q][t] = _mm512_setzero_ps();
+            for (int t = 0; t < 9; t++) k180[q][t] = w[(size_t)(c0 + q) * 9 + 8 - t];
         }
+        for (int j = 0; j < m; j++)
+            for (int q = 0; q < cn; q++) { /* image n0 + j's planes in memory order */
+                const size_t pl = (size_t)(n0 + j) * C + c0 + q;
+                const float *dy = grad_rows(dys, gbuf, pl, 1);
+                if (g->mode == DIRECT_S2) {
+                    if (part) s2_dw_plane(acc[q], dy, act_rows(xs, xbuf, pl, 1), g, &ix);
+                    if (dx) s2_dx_plane(dx + pl * HW, dy, w + (size_t)(c0 + q) * 9, g, &ix, dx_acc);
+                } else {
+                    if (part) s1_dot(acc[q], dy, act_rows(xs, xbuf, pl, 1), g);
+                    if (dx) s1_corr(dx + pl * HW, dy, g, k180[q], 0.0f, dx_acc);
+                }
+                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
+            }
         if (part)
-            for (int t = 0; t < 10; t++) part[((size_t)it) * 10 + t] = _mm512_reduce_add_ps(acc[t]);
+            for (int q = 0; q < cn; q++)
+                for (int t = 0; t < 10; t++)
+                    part[((size_t)(it / nblk) * C + c0 + q) * 10 + t] = _mm512_reduce_add_ps(acc[q][t]);
     }
 }
 #endif
@@ -641,7 +649,7 @@ void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, cons
     DwDirect g;
     /* part (groups, C, kk + 1): each item's dW taps and dy sum per channel */
     float *part = direct_init(&g, d, want_wb ? (size_t)groups * C * (kk + 1) : 0);
-    const int items = groups * (g.mode != DIRECT_NONE ? C : (C + DW_CB - 1) / DW_CB);
+    const int items = groups * (g.mode != DIRECT_NONE ? (C + dw_block(d) - 1) / dw_block(d) : (C + DW_CB - 1) / DW_CB);
     const int nt = threads_for(2.0 * ((dx != NULL) + want_wb) * d->n * C * P * kk, items);
 #pragma omp parallel num_threads(nt)
     {
