@@ -30,10 +30,10 @@
  *   lane rotations); without AVX-512 it beats direct code for every shape.
  *
  * Threads: forward work items are planes (direct) or (channel block, image) pairs (blocked).
- * Backward items are (group of DW_NB images, channel or channel block), group-major, so a thread
- * walks DW_NB runs of consecutive planes; each item sums dW and db over its images in order,
- * into its own slot, and the slots are added in a fixed order at the end: the results do not
- * depend on the thread count.
+ * Backward items are (group of DW_NB images, block of DW_BLOCK (direct) or DW_CB channels),
+ * group-major, so a thread walks runs of consecutive planes; each item sums dW and db over its
+ * images in order, into its own slot, and the slots are added in a fixed order at the end: the
+ * results do not depend on the thread count.
  * Scratch slots: 0 and 1 per thread (blocked path); 2 (calling thread) the direct path's lane
  * masks and the items' sums; GRAD_SLOT and INPUT_SLOT per thread for an output gradient or an
  * input made on demand (grad_rows, act_rows).
@@ -43,17 +43,9 @@
 
 #include <stdint.h>
 
-#define DW_CB 16 /* channels per block (blocked path) */
-#define DW_NB 4  /* images per backward work item */
-#define DW_PREFETCH_PLANE 512 /* bytes: planes up to this size are prefetched (backward) */
-#define DW_BLOCK_MAX 16        /* channels per direct backward item, larger planes */
-
-/* Channels per item of the direct backward: one for small planes (7x7; their next item is
- * prefetched), else a block, walked image by image so the planes are read in memory order,
- * which the hardware prefetchers follow. */
-static int dw_block(const ConvDims *d) {
-    return d->h * d->w * (int)sizeof(float) <= DW_PREFETCH_PLANE ? 1 : NASC_MIN(DW_BLOCK_MAX, d->cin);
-}
+#define DW_CB 16    /* channels per block (blocked path) */
+#define DW_NB 4     /* images per backward work item */
+#define DW_BLOCK 64 /* channels per backward work item (direct path) */
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
@@ -353,10 +345,9 @@ static float *direct_init(DwDirect *g, const ConvDims *d, size_t extra) {
 
 static const int32_t dw_iota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/* (prefetch_range: simd.h. The forward walks the planes in memory order, which the hardware
- * prefetchers follow: prefetching planes ahead as well made it slower (96 channels on 28x28,
- * stride 2, made input, batch 128, 2 threads: 1.55 -> 1.24 ms without; 7x7 planes unchanged).
- * The backward's items jump between planes: see direct_backward_items) */
+/* (Both directions walk the planes in memory order, which the hardware prefetchers follow;
+ * prefetching planes ahead as well made them slower: the forward of 96 channels on 28x28,
+ * stride 2, made input, batch 128, 2 threads, 1.55 -> 1.24 ms without; 7x7 planes unchanged) */
 
 #define ROT(hi, lo, n, m) \
     _mm512_castsi512_ps(_mm512_maskz_alignr_epi32((m), _mm512_castps_si512(hi), _mm512_castps_si512(lo), (n)))
@@ -564,44 +555,31 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
     }
 }
 
-/* Backward of items [lo, hi) (item i = the block of dw_block channels i % nblk, of the images
- * of group i / nblk), on the calling thread: dx of each plane; with part, each channel's dW taps
- * and dy sum over the group's images into part (groups, C, 10). */
+/* Backward of items [lo, hi) (item i = the block of DW_BLOCK channels i % nblk of the images of
+ * group i / nblk), on the calling thread: dx of each plane; with part, each channel's dW taps
+ * and dy sum over the group's images into part (groups, C, 10). An item walks its planes image
+ * by image, in memory order, which the hardware prefetchers follow (one channel across the
+ * group's images at a time, with the next item's planes prefetched, was slower: fused
+ * backward, batch 128, 2 threads: 96 channels on 28x28, stride 2, 5.6 -> 3.4 ms; 144 on 14x14
+ * 3.3 -> 2.5 ms; 384 on 7x7 2.6 -> 2.5 ms). */
 DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
                                       int hi) {
-    const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w, cb = dw_block(d), nblk = (C + cb - 1) / cb;
-    const float *x = xs->x; /* (prefetched; the planes themselves come from act_rows) */
+    const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w, nblk = (C + DW_BLOCK - 1) / DW_BLOCK;
     float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
     float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
-    float k180[DW_BLOCK_MAX][9];
-    __m512 acc[DW_BLOCK_MAX][10];
-    /* Small planes (one channel an item): the next item's small planes are prefetched, as the
-     * hardware prefetchers cannot get ahead on them; larger ones they fetch well, and
-     * prefetching them too asks for more lines than the core can have in flight, which stalls
-     * on the prefetches themselves (fused backward, batch 128, 2 threads: 144 channels on 14x14
-     * 3.7 -> 3.3 ms without them; 384 on 7x7 2.5 ms with them, 3.0 without) */
-    const int px = HW * (int)sizeof(float) <= DW_PREFETCH_PLANE, pp = P * (int)sizeof(float) <= DW_PREFETCH_PLANE;
+    float k180[DW_BLOCK][9];
+    __m512 acc[DW_BLOCK][10];
     for (int it = lo; it < hi; it++) {
-        const int c0 = it % nblk * cb, cn = NASC_MIN(cb, C - c0);
+        const int c0 = it % nblk * DW_BLOCK, cn = NASC_MIN(DW_BLOCK, C - c0);
         const int n0 = it / nblk * DW_NB, m = NASC_MIN(d->n, n0 + DW_NB) - n0;
-        if (cb == 1 && it + 1 < hi) { /* the next item's planes */
-            const int c1 = (it + 1) % C, g1 = (it + 1) / C * DW_NB, m1 = NASC_MIN(d->n, g1 + DW_NB) - g1;
-            for (int j = 0; j < m1; j++) {
-                const size_t pl = (size_t)(g1 + j) * C + c1;
-                if (part && px) prefetch_range(x + pl * HW, (size_t)HW * sizeof(float), 0);
-                if (pp) prefetch_range(dys->dy + pl * P, (size_t)P * sizeof(float), 0);
-                if (dys->k && pp) prefetch_range(dys->x + pl * P, (size_t)P * sizeof(float), 0);
-                if (dx && px) prefetch_range(dx + pl * HW, (size_t)HW * sizeof(float), 0);
-            }
-        }
         for (int q = 0; q < cn; q++) {
             for (int t = 0; t < 10; t++) acc[q][t] = _mm512_setzero_ps();
             for (int t = 0; t < 9; t++) k180[q][t] = w[(size_t)(c0 + q) * 9 + 8 - t];
         }
         for (int j = 0; j < m; j++)
-            for (int q = 0; q < cn; q++) { /* image n0 + j's planes in memory order */
+            for (int q = 0; q < cn; q++) {
                 const size_t pl = (size_t)(n0 + j) * C + c0 + q;
                 const float *dy = grad_rows(dys, gbuf, pl, 1);
                 if (g->mode == DIRECT_S2) {
@@ -649,7 +627,7 @@ void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, cons
     DwDirect g;
     /* part (groups, C, kk + 1): each item's dW taps and dy sum per channel */
     float *part = direct_init(&g, d, want_wb ? (size_t)groups * C * (kk + 1) : 0);
-    const int items = groups * (g.mode != DIRECT_NONE ? (C + dw_block(d) - 1) / dw_block(d) : (C + DW_CB - 1) / DW_CB);
+    const int items = groups * (g.mode != DIRECT_NONE ? (C + DW_BLOCK - 1) / DW_BLOCK : (C + DW_CB - 1) / DW_CB);
     const int nt = threads_for(2.0 * ((dx != NULL) + want_wb) * d->n * C * P * kk, items);
 #pragma omp parallel num_threads(nt)
     {
