@@ -1593,6 +1593,19 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
 }
 
 /* ------------------------------------------------------------------ backward */
+/* The sum of n floats, in 16 interleaved partial sums: a chain of one addition after another
+ * waits out each one's latency (db of a 16 -> 96 conv with bias on 28x28, batch 128, 2 threads:
+ * 5 ms), 16 independent ones vectorize without reordering any of them. */
+static float sum_floats(const float *g, int n) {
+    float a[16] = {0}, s = 0.0f;
+    int p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int l = 0; l < 16; l++) a[l] += g[p + l];
+    for (int l = 0; l < 16; l++) s += a[l];
+    for (; p < n; p++) s += g[p];
+    return s;
+}
+
 #if CONV_X86
 __attribute__((target("avx512f"))) static void transpose_avx512(float *dst, const float *src, int rows, int cols,
                                                                  size_t lds) {
@@ -2005,12 +2018,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)(e - i) * d->cout);
             if (dbp)
                 for (int j = 0; j < e - i; j++)
-                    for (int co = 0; co < d->cout; co++) {
-                        const float *g = dy + ((size_t)j * d->cout + co) * P;
-                        float s = 0.0f;
-                        for (int p = 0; p < P; p++) s += g[p];
-                        dbp[co] += s;
-                    }
+                    for (int co = 0; co < d->cout; co++) dbp[co] += sum_floats(dy + ((size_t)j * d->cout + co) * P, P);
             const float *dyw = dyg; /* dy on dW's output grid, channels dyw_ld apart */
             int dyw_ld = 0;
             if (share) {
