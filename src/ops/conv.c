@@ -1241,9 +1241,10 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                     for (int v = 0; v < 4; v++) {
                         const __m512 x = _mm512_add_ps(z[v], bv);
                         for (int u = 0; u < nrun[k][v]; u++) {
-                            if (ch + 1 < c) { /* the next channel's cells (and mask), one plane on:
-                                               * they arrive while this one is done (resnet8's 16
-                                               * -> 16 on 28x28 forward 2.10 -> 1.97 ms, 2 threads) */
+                            /* the next channel's cells (and mask), one plane on, asked for
+                             * now: they arrive while this one is done (16 -> 16 on 28x28,
+                             * batch 128, 2 threads: forward 2.10 -> 1.97 ms) */
+                            if (ch + 1 < c) {
                                 const float *nx = yr + map->row_stride + run[k][v][u].off;
                                 __builtin_prefetch(nx, 1, 3), __builtin_prefetch(nx + 15, 1, 3);
                                 if (xr) __builtin_prefetch(xr + map->row_stride + run[k][v][u].off, 0, 3);
@@ -1594,8 +1595,8 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
 
 /* ------------------------------------------------------------------ backward */
 /* The sum of n floats, in 16 interleaved partial sums: a chain of one addition after another
- * waits out each one's latency (db of a 16 -> 96 conv with bias on 28x28, batch 128, 2 threads:
- * 5 ms), 16 independent ones vectorize without reordering any of them. */
+ * waits out each one's latency, 16 independent ones vectorize without reordering any of them
+ * (a 16 -> 96 conv with bias on 28x28, batch 128, 2 threads: backward 9.3 -> 5.8 ms). */
 static float sum_floats(const float *g, int n) {
     float a[16] = {0}, s = 0.0f;
     int p = 0;

@@ -560,7 +560,7 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
  * and dy sum over the group's images into part (groups, C, 10). An item walks its planes image
  * by image, in memory order, which the hardware prefetchers follow (one channel across the
  * group's images at a time, with the next item's planes prefetched, was slower: fused
- * backward, batch 128, 2 threads: 96 channels on 28x28, stride 2, 5.6 -> 3.4 ms; 144 on 14x14
+ * backward, batch 128, 2 threads: 96 channels on 28x28, stride 2, 5.6 -> 3.3 ms; 144 on 14x14
  * 3.3 -> 2.5 ms; 384 on 7x7 2.6 -> 2.5 ms). */
 DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
