@@ -147,10 +147,13 @@ static void valid_cols(int ow, int s, int off, int w, int *lo, int *hi) {
 
 static int is_pointwise(const ConvDims *d) { return d->k == 1 && d->stride == 1 && d->pad == 0; }
 
+static int has_phases(const ConvDims *d);
+
 /* A strided 1x1 conv without padding (ResNet's downsampling shortcut) reads pixel (oy s, ox s)
  * for output (oy, ox) and nothing else: its im2col subsamples x, and its dx is dcol = W^T dy
- * put back at those pixels (the others zero, or left as they are when dx accumulates). */
-static int is_strided_pointwise(const ConvDims *d) { return d->k == 1 && d->stride > 1 && d->pad == 0; }
+ * put back at those pixels (the others zero, or left as they are when dx accumulates), the one
+ * phase of dx that any tap reaches (strides up to PHASE_MAX, as has_phases). */
+static int is_strided_pointwise(const ConvDims *d) { return d->k == 1 && d->pad == 0 && has_phases(d); }
 
 /* The row stride of a 1x1 conv's W^T (cin_g rows of cout_g) for its dx: never a multiple of
  * 1 KiB, which gemm would copy away on every call, one per image (mbv2's 96 -> 256 head on
@@ -168,24 +171,6 @@ __attribute__((target("avx512f"))) static void subsample2_avx512(float *dst, con
         _mm512_mask_storeu_ps(dst + q, lane_range(0, 0, m), _mm512_permutex2var_ps(a, even, b));
     }
 }
-
-/* dst[2 j] (+)= src[j] for j < n, dst[2 j + 1] = 0 (or kept), over the w columns of dst. */
-__attribute__((target("avx512f"))) static void upsample2_avx512(float *dst, const float *src, int n, int w, int acc) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_setr_epi32(8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0, 8, 0));
-    const __m512 z = _mm512_setzero_ps();
-    for (int q = 0; 2 * q < w; q += 16) {
-        const __m512 v = _mm512_maskz_loadu_ps(lane_range(q, 0, n), src + q);
-        const __mmask16 m0 = lane_range(2 * q, 0, w), m1 = lane_range(2 * q + 16, 0, w);
-        __m512 a = _mm512_permutex2var_ps(v, lo, z), b = _mm512_permutex2var_ps(v, hi, z);
-        if (acc) {
-            a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m0, dst + 2 * q));
-            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(m1, dst + 2 * q + 16));
-        }
-        _mm512_mask_storeu_ps(dst + 2 * q, m0, a);
-        _mm512_mask_storeu_ps(dst + 2 * q + 16, m1, b);
-    }
-}
 #endif
 
 /* dst[j] = src[j s], j < n. */
@@ -197,29 +182,6 @@ static void subsample_row(float *dst, const float *src, int n, int s) {
     }
 #endif
     for (int j = 0; j < n; j++) dst[j] = src[(size_t)j * s];
-}
-
-/* The adjoint for cin_g channels of one image: dx (h, w) planes (+)= dcol (cin_g, oh * ow) at
- * pixels (oy s, ox s); with acc == 0 every other pixel of dx is set to zero. */
-static void strided_pointwise_dx(float *dx, const float *dcol, int cin_g, const ConvDims *d, int acc) {
-    const int s = d->stride, h = d->h, w = d->w, oh = d->oh, ow = d->ow;
-    for (int c = 0; c < cin_g; c++)
-        for (int r = 0; r < h; r++) {
-            float *dr = dx + ((size_t)c * h + r) * w;
-            if (r % s || r / s >= oh) {
-                if (!acc) memset(dr, 0, (size_t)w * sizeof(float));
-                continue;
-            }
-            const float *src = dcol + ((size_t)c * oh + r / s) * ow;
-#if CONV_X86
-            if (s == 2 && use_avx512()) {
-                upsample2_avx512(dr, src, ow, w, acc);
-                continue;
-            }
-#endif
-            if (!acc) memset(dr, 0, (size_t)w * sizeof(float));
-            for (int ox = 0; ox < ow; ox++) dr[(size_t)ox * s] += src[ox];
-        }
 }
 
 /* The data-movement loops below are compiled for AVX-512 / AVX2 / baseline and picked at load
@@ -947,6 +909,30 @@ __attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst
     }
 }
 #endif
+
+/* A strided 1x1 conv's dx for cin_g channels of one image: each dx row s*t is row t of dcol
+ * (cin_g, oh * ow) interleaved with zero phases (or added to dx at every s-th column with acc),
+ * the other rows zero (or kept): phase (0, 0) of dx_phases, the only one with a tap. */
+static void strided_pointwise_dx(float *dx, const float *dcol, int cin_g, const ConvDims *d, int acc) {
+    const int s = d->stride, h = d->h, w = d->w, oh = d->oh, ow = d->ow;
+    const float *src[PHASE_MAX] = {NULL};
+    for (int c = 0; c < cin_g; c++)
+        for (int r = 0; r < h; r++) {
+            float *dr = dx + ((size_t)c * h + r) * w;
+            if (r % s || r / s >= oh) {
+                if (!acc) memset(dr, 0, (size_t)w * sizeof(float));
+                continue;
+            }
+            src[0] = dcol + ((size_t)c * oh + r / s) * ow;
+#if CONV_X86
+            if (s == 2 && use_avx512()) {
+                interleave_row2_avx512(dr, src, w, acc);
+                continue;
+            }
+#endif
+            interleave_row(dr, src, s, w, acc);
+        }
+}
 
 /* dx (images [i0, i1)) = or += the input gradient, by phases; dy starts at image i0. wph: see
  * phase_weights. dyg_in: NULL, or dy of these images already on the grid *gin (G == 1). */
@@ -1872,26 +1858,21 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino, mask ? &m : NULL);
         return;
     }
-    if (is_strided_pointwise(d)) { /* wk: W^T */
-        float *dcol = scratch_get(0, (size_t)cin_g * P * sizeof(float));
+    if (is_pointwise(d) || is_strided_pointwise(d)) { /* dcol = W^T dy (wk: W^T); stride 1: dx itself */
+        const int strided = !is_pointwise(d);
+        float *dcol = strided ? scratch_get(0, (size_t)cin_g * P * sizeof(float)) : NULL;
         for (int i = i0; i < i1; i++)
             for (int g = 0; g < G; g++) {
+                float *dxg = dx + i * xstride + (size_t)g * cin_g * HW;
                 gemm(0, 0, cin_g, P, cout_g, 1.0f, wk + (size_t)g * cin_g * wt_ld(cout_g), wt_ld(cout_g),
-                     dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, 0.0f, dcol, P);
-                strided_pointwise_dx(dx + i * xstride + (size_t)g * cin_g * HW, dcol, cin_g, d, acc);
+                     dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, acc && !strided ? 1.0f : 0.0f,
+                     strided ? dcol : dxg, strided ? P : HW);
+                if (strided) strided_pointwise_dx(dxg, dcol, cin_g, d, acc);
             }
         return;
     }
     if (has_phases(d)) {
         dx_phases(dx, dy, wk, d, i0, i1, acc, dyg_in, gin);
-        return;
-    }
-    if (is_pointwise(d)) { /* dx is its own dcol; wk: W^T */
-        for (int i = i0; i < i1; i++)
-            for (int g = 0; g < G; g++)
-                gemm(0, 0, cin_g, P, cout_g, 1.0f, wk + (size_t)g * cin_g * wt_ld(cout_g), wt_ld(cout_g),
-                     dy + (i - i0) * ystride + (size_t)g * cout_g * P, P, acc ? 1.0f : 0.0f,
-                     dx + i * xstride + (size_t)g * cin_g * HW, HW);
         return;
     }
     /* dcol = W^T dy on the output grid, added row by row into zeroed phase planes, which are
