@@ -1356,11 +1356,8 @@ static void winograd_conv(const GemmMap *map, const float *planes, const float *
     for (int ty0 = 0; ty0 < tp.th; ty0 += tp.rb) {
         TileBlock b = {ty0, NASC_MIN(tp.rb, tp.th - ty0), tw, ld};
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
-        for (int x = 0; x < WINO_POINTS; x++) {
-            GemmMat A = {U + (size_t)x * cout_g * cin_g, cin_g, 0, NULL};
-            GemmMat B = {V + x * vs, (int)ld, 0, NULL};
-            gemm_ex(cout_g, b.nr * tw, cin_g, 1.0f, &A, &B, 0.0f, M + x * ms, (int)ld, 0);
-        }
+        gemm_batch(WINO_POINTS, cout_g, b.nr * tw, cin_g, U, cin_g, (size_t)cout_g * cin_g, V, (int)ld, vs, 0.0f, M,
+                   (int)ld, ms);
         winograd_output(map, M, cout_g, oh, g->W, &b);
     }
 #else
@@ -1644,6 +1641,9 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
  * phase planes (one gemm per position: (cin, tiles) x (tiles, cout), E transposed for gemm's
  * main kernel). winograd_dw_finish then adds G^T du G to dW^T once per thread. 36 products a
  * tile and channel pair for the 144 of the direct sums. */
+/* Positions whose E^T are made before their products are taken together (gemm_batch). */
+#define WINO_DW_GROUP 4
+
 static void winograd_dw(float *du, const float *planes, const float *dyw, size_t dy_ld, int cin_g, int cout_g,
                         int oh, const Grid *g) {
 #if CONV_X86
@@ -1651,17 +1651,18 @@ static void winograd_dw(float *du, const float *planes, const float *dyw, size_t
     const int tw = tp.tw;
     const size_t ld = tp.ld;
     const size_t vs = wino_ps(cin_g, ld), es = wino_ps(cout_g, ld);
-    float *V = scratch_get(WINO_SLOT, (WINO_POINTS * (vs + es) + ld * cout_g) * sizeof(float));
+    const size_t ts = ld * cout_g; /* floats of one position's E^T */
+    float *V = scratch_get(WINO_SLOT, (WINO_POINTS * (vs + es) + WINO_DW_GROUP * ts) * sizeof(float));
     float *E = V + WINO_POINTS * vs, *Et = E + WINO_POINTS * es;
     for (int ty0 = 0; ty0 < tp.th; ty0 += tp.rb) {
         TileBlock b = {ty0, NASC_MIN(tp.rb, tp.th - ty0), tw, ld};
         const int K = b.nr * tw;
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
         winograd_dy(E, dyw, dy_ld, cout_g, g->W, &b);
-        for (int x = 0; x < WINO_POINTS; x++) {
-            transpose(Et, E + x * es, cout_g, K, ld);
-            GemmMat A = {V + x * vs, (int)ld, 0, NULL}, B = {Et, cout_g, 0, NULL};
-            gemm_ex(cin_g, cout_g, K, 1.0f, &A, &B, 1.0f, du + (size_t)x * cin_g * cout_g, cout_g, 0);
+        for (int x0 = 0; x0 < WINO_POINTS; x0 += WINO_DW_GROUP) {
+            for (int x = x0; x < x0 + WINO_DW_GROUP; x++) transpose(Et + (x - x0) * ts, E + x * es, cout_g, K, ld);
+            gemm_batch(WINO_DW_GROUP, cin_g, cout_g, K, V + x0 * vs, (int)ld, vs, Et, cout_g, ts, 1.0f,
+                       du + (size_t)x0 * cin_g * cout_g, cout_g, (size_t)cin_g * cout_g);
         }
     }
 #else

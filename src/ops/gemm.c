@@ -722,6 +722,39 @@ void gemm_ex(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *
     gemm_run(M, N, K, alpha, A, B, beta, C, ldc, flags, NULL);
 }
 
+void gemm_batch(int count, int M, int N, int K, const float *A, int lda, size_t sa, const float *B, int ldb,
+                size_t sb, float beta, float *C, int ldc, size_t sc) {
+    NASC_ASSERT(beta == 0.0f || beta == 1.0f);
+    const GemmPath *p = path_get();
+    enum { MAX_K = 256, MAX_M = 256 };
+    /* gemm_run's own choices for one product: anything but one block of a masked kernel with
+     * operands in place (each C element a sum along k in order, whichever kernel runs) is left
+     * to it */
+    const int rag = N % p->nr, nt_rag = p->nt && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K;
+    if (!p->masked || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || nt_rag ||
+        (M > p->mr && stride_collides(lda)) || stride_collides(ldb) || M <= 0 || N <= 0 || K <= 0) {
+        for (int i = 0; i < count; i++) {
+            GemmMat a = {A + i * sa, lda, 0, NULL}, b = {B + i * sb, ldb, 0, NULL};
+            gemm_ex(M, N, K, 1.0f, &a, &b, beta, C + i * sc, ldc, 0);
+        }
+        return;
+    }
+    const int mr = p->mr, nr = p->nr, ni = (M + mr - 1) / mr;
+    const float *bk[MAX_K], *arows[MAX_M + 16];
+    for (int k = 0; k < K; k++) bk[k] = B + (size_t)k * ldb; /* product i's: bk[k] + i sb */
+    for (int i = 0; i < count; i++) {
+        const float *Ai = A + i * sa;
+        for (int ir = 0; ir < M; ir += mr) /* rows past M repeat the last (never stored) */
+            for (int r = 0; r < mr; r++) arows[ir + r] = Ai + (size_t)(ir + NASC_MIN(r, M - ir - 1)) * lda;
+        for (int jr = 0; jr < N; jr += nr)
+            for (int u = 0; u < ni; u++) {
+                const int ir = u * mr;
+                p->kernel(K, arows + ir, 1, bk, (ptrdiff_t)(i * sb) + jr, C + i * sc + (size_t)ir * ldc + jr, ldc,
+                          NASC_MIN(mr, M - ir), NASC_MIN(nr, N - jr), 1.0f, beta, 0, NULL);
+            }
+    }
+}
+
 int gemm_map_supported(int K) {
 #if GEMM_X86
     const GemmPath *p = path_get();
