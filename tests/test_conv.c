@@ -2,7 +2,7 @@
  *
  *   - gemm vs gemm_ref: all transpose combinations, odd and edge sizes, padded and
  *     cache-colliding strides, several alpha/beta (beta = 0 with NaN in C must not read C),
- *     K = 0; then everything again under every gemm path this CPU has and under each conv
+ *     K = 0; gemm_batch bitwise equal to gemm_ex product by product; then everything again under every gemm path this CPU has and under each conv
  *     lowering (the test re-runs itself with NASC_GEMM=<path> or NASC_CONV=explicit|implicit,
  *     since both are chosen once per process);
  *   - conv2d forward/backward vs the reference on random shapes (kernel 1..5 and 7, stride 1..3,
@@ -16,6 +16,7 @@
  * Tolerances: |got - want| <= 1e-5 sqrt(terms) + 1e-4 |want|, terms = length of the sums.
  */
 #include "../src/ops/ops.h"
+#include "../src/ops/gemm_ex.h"
 #include "check.h"
 
 #include <spawn.h>
@@ -110,6 +111,37 @@ static void test_gemm(Rng *r) {
     gemm_case(r, 0, 1, 100, 97, 130, 1, 1, 0); /* B^T packed rather than the NT kernel */
     gemm_case(r, 0, 1, 30, 100, 1000, 1, 0, 3);
     gemm_case(r, 1, 0, 576, 98, 64, 1, 0, 0);
+}
+
+/* gemm_batch: each product bitwise gemm_ex's, whether it takes the one-setup path (Winograd's
+ * shapes: 16 x 105 x 16, 64 x 64 x 32, beta 0 and 1) or falls back to gemm_ex (K past a k
+ * block, a stride of 256, ragged columns for the NT kernel, M past its table), and the other
+ * products' C untouched by each. */
+static void gemm_batch_case(Rng *r, int count, int M, int N, int K, int lda, int ldb, int ldc, float beta) {
+    const size_t sa = (size_t)M * lda + 16, sb = (size_t)K * ldb + 32, sc = (size_t)M * ldc + 16;
+    float *A = xmalloc(count * sa * 4), *B = xmalloc(count * sb * 4), *C = xmalloc(count * sc * 4);
+    float *R = xmalloc(count * sc * 4);
+    fill(A, count * sa, r), fill(B, count * sb, r), fill(C, count * sc, r);
+    memcpy(R, C, count * sc * 4);
+    gemm_batch(count, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc);
+    for (int i = 0; i < count; i++) {
+        GemmMat a = {A + i * sa, lda, 0, NULL}, b = {B + i * sb, ldb, 0, NULL};
+        gemm_ex(M, N, K, 1.0f, &a, &b, beta, R + i * sc, ldc, 0);
+    }
+    CHECK(memcmp(C, R, count * sc * 4) == 0, "gemm_batch[%s] count=%d M=%d N=%d K=%d lda=%d ldb=%d beta=%g: not gemm_ex's",
+          gemm_path(), count, M, N, K, lda, ldb, beta);
+    free(A), free(B), free(C), free(R);
+}
+
+static void test_gemm_batch(Rng *r) {
+    gemm_batch_case(r, 36, 16, 105, 16, 16, 112, 112, 0.0f);
+    gemm_batch_case(r, 36, 32, 64, 32, 32, 64, 64, 0.0f);
+    gemm_batch_case(r, 4, 64, 64, 32, 112, 64, 64, 1.0f);
+    gemm_batch_case(r, 5, 9, 17, 3, 3, 17, 20, 1.0f);
+    gemm_batch_case(r, 3, 20, 50, 300, 300, 50, 50, 0.0f);  /* K past a k block */
+    gemm_batch_case(r, 3, 20, 50, 40, 256, 50, 50, 1.0f);   /* A's stride collides */
+    gemm_batch_case(r, 3, 12, 52, 40, 40, 52, 52, 0.0f);    /* 4 ragged columns for the NT kernel */
+    gemm_batch_case(r, 2, 300, 20, 16, 16, 20, 20, 0.0f);   /* M past the row table */
 }
 
 /* ------------------------------------------------------------------ conv */
@@ -417,6 +449,7 @@ int main(int argc, char **argv) {
         const char *want = getenv("NASC_GEMM"), *conv = getenv("NASC_CONV");
         if (want) CHECK(strcmp(gemm_path(), want) == 0, "NASC_GEMM=%s but gemm_path() = %s", want, gemm_path());
         test_gemm(&r);
+        test_gemm_batch(&r);
         test_conv_random(&r, 40);
         test_conv_fixed(&r);
         test_depthwise(&r);
@@ -428,6 +461,7 @@ int main(int argc, char **argv) {
     printf("default gemm path: %s\n", gemm_path());
     test_dims();
     test_gemm(&r);
+    test_gemm_batch(&r);
     test_conv_random(&r, 120);
     test_conv_fixed(&r);
     test_depthwise(&r);
