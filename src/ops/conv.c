@@ -1204,8 +1204,9 @@ __attribute__((target("avx512f"))) static inline void at4(const __m512 m[6], __m
  * m[x] = M[x][ch][t], stored straight into y through map (as gemm_map's: the grid is never
  * written); a tile row's four output columns are interleaved back into pixel order by two
  * rounds of zips. */
-__attribute__((target("avx512f"))) static void winograd_output(const GemmMap *map, const float *M, int c, int oh,
-                                                                 int W, const TileBlock *b) {
+__attribute__((target("avx512f"), always_inline)) static inline void
+winograd_output_as(const int MASK, const int ACC, const int BIAS, const GemmMap *map, const float *M, int c, int oh,
+                   int W, const TileBlock *b) {
     const size_t xs = wino_ps(c, b->ld);
     for (int r = 0; r < b->nr; r++)
         for (int tx = 0; tx < b->tw; tx += 16) {
@@ -1233,10 +1234,10 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                     zip16(p0, q0, &z[0], &z[1]);
                     zip16(p1, q1, &z[2], &z[3]);
                     float *yr = map->y + (size_t)ch * map->row_stride;
-                    const float *xr = map->mask ? map->mask + (size_t)ch * map->row_stride : NULL;
-                    const __m512 bv = _mm512_set1_ps(map->bias ? map->bias[ch] : 0.0f);
+                    const float *xr = MASK ? map->mask + (size_t)ch * map->row_stride : NULL;
+                    const __m512 bv = _mm512_set1_ps(BIAS ? map->bias[ch] : 0.0f);
                     for (int v = 0; v < 4; v++) {
-                        const __m512 x = _mm512_add_ps(z[v], bv);
+                        const __m512 x = BIAS ? _mm512_add_ps(z[v], bv) : z[v];
                         for (int u = 0; u < nrun[k][v]; u++) {
                             /* the next channel's cells (and mask), one plane on, asked for
                              * now: they arrive while this one is done (16 -> 16 on 28x28,
@@ -1244,19 +1245,19 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                             if (ch + 1 < c) {
                                 const float *nx = yr + map->row_stride + run[k][v][u].off;
                                 __builtin_prefetch(nx, 1, 3), __builtin_prefetch(nx + 15, 1, 3);
-                                if (xr) __builtin_prefetch(xr + map->row_stride + run[k][v][u].off, 0, 3);
+                                if (MASK) __builtin_prefetch(xr + map->row_stride + run[k][v][u].off, 0, 3);
                             }
                             float *dst = yr + run[k][v][u].off; /* lane l's cell is dst[l] */
                             const __mmask16 mk = run[k][v][u].lanes;
                             __m512 s = x;
-                            if (xr) { /* 0 + (f'(a) ? x : 0), a the activation's input */
+                            if (MASK) { /* 0 + (f'(a) ? x : 0), a the activation's input */
                                 const __m512 a = _mm512_maskz_loadu_ps(mk, xr + run[k][v][u].off);
                                 __mmask16 on = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
                                 if (map->mask_relu6) on &= _mm512_cmp_ps_mask(a, _mm512_set1_ps(6.0f), _CMP_LT_OQ);
-                                const __m512 old = map->accumulate ? _mm512_maskz_loadu_ps(mk, dst)
+                                const __m512 old = ACC ? _mm512_maskz_loadu_ps(mk, dst)
                                                                    : _mm512_setzero_ps();
                                 s = _mm512_add_ps(old, _mm512_maskz_mov_ps(on, x));
-                            } else if (map->accumulate) {
+                            } else if (ACC) {
                                 s = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, dst));
                             }
                             _mm512_mask_storeu_ps(dst, mk, s);
@@ -1265,6 +1266,23 @@ __attribute__((target("avx512f"))) static void winograd_output(const GemmMap *ma
                 }
             }
         }
+}
+
+/* winograd_output with the map's mask, accumulate and bias fixed, so the stores' loop carries
+ * no tests (32 -> 32 channels on 14x14, four images a block: 8.6 -> 7.5 us a block). */
+__attribute__((target("avx512f"))) static void winograd_output(const GemmMap *map, const float *M, int c, int oh,
+                                                                 int W, const TileBlock *b) {
+    const int mask = map->mask != NULL, acc = map->accumulate != 0;
+    if (map->bias)
+        winograd_output_as(mask, acc, 1, map, M, c, oh, W, b);
+    else if (!mask && !acc)
+        winograd_output_as(0, 0, 0, map, M, c, oh, W, b);
+    else if (!mask)
+        winograd_output_as(0, 1, 0, map, M, c, oh, W, b);
+    else if (!acc)
+        winograd_output_as(1, 0, 0, map, M, c, oh, W, b);
+    else
+        winograd_output_as(1, 1, 0, map, M, c, oh, W, b);
 }
 
 /* at4t: s = A r of four vectors (A = (A^T)^T, 6 x 4): s0 = r0, s1,2 = (r0 + r2) +- (r1 + r3),
