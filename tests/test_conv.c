@@ -2,9 +2,10 @@
  *
  *   - gemm vs gemm_ref: all transpose combinations, odd and edge sizes, padded and
  *     cache-colliding strides, several alpha/beta (beta = 0 with NaN in C must not read C),
- *     K = 0; gemm_batch bitwise equal to gemm_ex product by product; then everything again under every gemm path this CPU has and under each conv
- *     lowering (the test re-runs itself with NASC_GEMM=<path> or NASC_CONV=explicit|implicit,
- *     since both are chosen once per process);
+ *     K = 0; gemm_batch bitwise equal to gemm_ex product by product; then everything again
+ *     under every gemm path this CPU has and under each conv lowering (the test re-runs itself
+ *     with NASC_GEMM=<path> or NASC_CONV=explicit|implicit, since both are chosen once per
+ *     process);
  *   - conv2d forward/backward vs the reference on random shapes (kernel 1..5 and 7, stride 1..3,
  *     padding 0..3, dilation 1/2, groups 1/2/4/depthwise, batch 1..5, odd sizes), plus the
  *     layer shapes of the reference networks; 1 to 3 threads; NaN-filled outputs (forward
@@ -114,7 +115,7 @@ static void test_gemm(Rng *r) {
 }
 
 /* gemm_batch: each product bitwise gemm_ex's, whether it takes the one-setup path (Winograd's
- * shapes: 16 x 105 x 16, 64 x 64 x 32, beta 0 and 1) or falls back to gemm_ex (K past a k
+ * shapes, M x N x K: 16 x 105 x 16, 32 x 64 x 32, 64 x 64 x 32; beta 0 and 1) or falls back to gemm_ex (K past a k
  * block, a stride of 256, ragged columns for the NT kernel, M past its table), and the other
  * products' C untouched by each. */
 static void gemm_batch_case(Rng *r, int count, int M, int N, int K, int lda, int ldb, int ldc, float beta) {
@@ -128,8 +129,9 @@ static void gemm_batch_case(Rng *r, int count, int M, int N, int K, int lda, int
         GemmMat a = {A + i * sa, lda, 0, NULL}, b = {B + i * sb, ldb, 0, NULL};
         gemm_ex(M, N, K, 1.0f, &a, &b, beta, R + i * sc, ldc, 0);
     }
-    CHECK(memcmp(C, R, count * sc * 4) == 0, "gemm_batch[%s] count=%d M=%d N=%d K=%d lda=%d ldb=%d beta=%g: not gemm_ex's",
-          gemm_path(), count, M, N, K, lda, ldb, beta);
+    CHECK(memcmp(C, R, count * sc * 4) == 0,
+          "gemm_batch[%s] count=%d M=%d N=%d K=%d lda=%d ldb=%d beta=%g: not gemm_ex's", gemm_path(), count, M, N, K,
+          lda, ldb, beta);
     free(A), free(B), free(C), free(R);
 }
 

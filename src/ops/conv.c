@@ -1651,6 +1651,9 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
         for (int q = 0; q < cols; q++) dst[(size_t)q * rows + r] = src[(size_t)r * lds + q];
 }
 
+/* Positions of winograd_dw whose E^T are made before their products are taken together. */
+#define WINO_DW_GROUP 4
+
 /* dW by Winograd F(4x4, 3x3), the adjoint of the forward's: with U = G g G^T and a tile's
  * output A^T (U . V) A, dL/dU = sum over tiles of (A e A^T) . V (e the tile's output gradient)
  * and dL/dg = G^T (dL/dU) G. du (36, cin_g, cout_g) += sum over the tiles of the grid of
@@ -1658,10 +1661,8 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
  * channels dy_ld apart, junk columns and the rows past the image zero), V = B^T d B of the
  * phase planes (one gemm per position: (cin, tiles) x (tiles, cout), E transposed for gemm's
  * main kernel). winograd_dw_finish then adds G^T du G to dW^T once per thread. 36 products a
- * tile and channel pair for the 144 of the direct sums. */
-/* Positions whose E^T are made before their products are taken together (gemm_batch). */
-#define WINO_DW_GROUP 4
-
+ * tile and channel pair for the 144 of the direct sums. The products go WINO_DW_GROUP positions
+ * at a time (gemm_batch), their E^T made first. */
 static void winograd_dw(float *du, const float *planes, const float *dyw, size_t dy_ld, int cin_g, int cout_g,
                         int oh, const Grid *g) {
 #if CONV_X86
