@@ -2,7 +2,8 @@
 # The engine benchmark: nasc and PyTorch (../shared/bench/torch_ref.py, Debian's python3-torch)
 # on the same machine, in the same run, with the same threads, on the same three networks.
 # Prints both sides and the ratios (nasc / PyTorch; for latency PyTorch / nasc, so > 1 means
-# nasc is faster everywhere). Usage: bash bench/run.sh [THREADS] [ROUNDS]
+# nasc is faster everywhere) of each side's best round, and the range of the rounds' training
+# ratios. Usage: bash bench/run.sh [THREADS] [ROUNDS]
 set -eu
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -35,8 +36,13 @@ def best(rs, k, low=False):
     v = [r[k] for r in rs]
     return min(v) if low else max(v)
 print()
-print(f"| network | nasc train img/s | PyTorch train img/s | ratio | nasc infer img/s (b128) | PyTorch | ratio | nasc b1 ms | PyTorch b1 ms | speed-up | nasc train GFLOP/s | {peak_head} |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+# the training ratio of each round (nasc's round r against PyTorch's round r, run back to back):
+# its spread shows how far the machine's load moved the best-of-rounds ratio
+def spread(a, b):
+    r = [x["train_img_s"] / y["train_img_s"] for x, y in zip(a, b)]
+    return f"{min(r):.2f}-{max(r):.2f}x" if len(r) > 1 else "-"
+print(f"| network | nasc train img/s | PyTorch train img/s | ratio | ratio by round | nasc infer img/s (b128) | PyTorch | ratio | nasc b1 ms | PyTorch b1 ms | speed-up | nasc train GFLOP/s | {peak_head} |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for m in ["small", "resnet8", "mbv2"]:
     if m not in n or m not in t: continue
     a, b = n[m], t[m]
@@ -44,6 +50,6 @@ for m in ["small", "resnet8", "mbv2"]:
     inf, tinf = best(a, "infer_img_s"), best(b, "infer_img_s")
     l, tl = best(a, "b1_latency_ms_median", True), best(b, "b1_latency_ms_median", True)
     g = best(a, "train_gflops_eff")
-    print(f"| {m} | {tr:,.0f} | {ttr:,.0f} | {tr/ttr:.2f}x | {inf:,.0f} | {tinf:,.0f} | {inf/tinf:.2f}x | {l:.3f} | {tl:.3f} | {tl/l:.2f}x | {g:.1f} | {share(g)} |")
+    print(f"| {m} | {tr:,.0f} | {ttr:,.0f} | {tr/ttr:.2f}x | {spread(a, b)} | {inf:,.0f} | {tinf:,.0f} | {inf/tinf:.2f}x | {l:.3f} | {tl:.3f} | {tl/l:.2f}x | {g:.1f} | {share(g)} |")
 PY
 rm -rf "$out"
