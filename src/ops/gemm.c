@@ -590,6 +590,33 @@ static void gemm_nt(const GemmPath *p, int M, int N, int K, float alpha, const G
     }
 }
 
+/* Whether gemm_run does the few columns past N's last full panel as dot products (NT kernel). */
+static int ragged_by_nt(const GemmPath *p, int N, int K) {
+    const int rag = N % p->nr;
+    return p->nt && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K;
+}
+
+/* The kernel's A row pointers for rows [ic, ic + mc) of A from column pc, one MR panel after
+ * another (rows past the block repeat its last, never stored): into apack's panels when A is
+ * packed there (kc columns), else in place. */
+static void a_rows(const float **arows, const GemmMat *A, int ic, int mc, int mr, int pc, const float *apack, int kc) {
+    for (int ir = 0; ir < mc; ir += mr) {
+        const int m = NASC_MIN(mr, mc - ir);
+        for (int i = 0; i < mr; i++) {
+            const int row = ic + ir + NASC_MIN(i, m - 1);
+            const float **ap = arows + ir + i;
+            if (apack)
+                *ap = apack + (size_t)ir * kc + i;
+            else if (A->rows)
+                *ap = A->rows[row] + pc;
+            else if (A->trans)
+                *ap = A->p + (size_t)pc * A->ld + row;
+            else
+                *ap = A->p + (size_t)row * A->ld + pc;
+        }
+    }
+}
+
 /* gemm_ex, or with map (then C is unused and the columns go through the map; alpha 1, beta
  * 0, A not transposed, B not transposed: gemm_map). */
 static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const GemmMat *B, float beta, float *C,
@@ -610,8 +637,8 @@ static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const G
     /* A few columns past the last full panel (a 7x7 plane's 49 = 48 + 1, a 14x14 plane's 196 =
      * 4 * 48 + 4) would take a whole masked panel with most lanes idle: they are gathered into
      * rows and done as dot products with the NT kernel (every lane useful). */
-    const int rag = N % p->nr;
-    if (!map && p->nt && !A->trans && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K) {
+    if (!map && !A->trans && ragged_by_nt(p, N, K)) {
+        const int rag = N % p->nr;
         /* the columns as rows along k: a transposed B has them; else gathered */
         GemmMat Bt = {NULL, K, 1, NULL};
         if (B->trans) {
@@ -677,23 +704,9 @@ static void gemm_run(int M, int N, int K, float alpha, const GemmMat *A, const G
             for (int ic = 0; ic < M; ic += mcb) {
                 int mc = NASC_MIN(mcb, M - ic);
                 if (pack_A) pack_a(mc, kc, A->p + (size_t)ic * A->ld + pc, A->ld, mr, apack);
-                /* the kernel's A row pointers, panel by panel (set once, not once per column
-                 * panel: with few k steps that setup cost as much as a tile) */
-                for (int ir = 0; ir < mc; ir += mr) {
-                    const int m = NASC_MIN(mr, mc - ir);
-                    for (int i = 0; i < mr; i++) {
-                        const int row = ic + ir + NASC_MIN(i, m - 1);
-                        const float **ap = arows + ir + i;
-                        if (pack_A)
-                            *ap = apack + (size_t)ir * kc + i;
-                        else if (A->rows)
-                            *ap = A->rows[row] + pc;
-                        else if (A->trans)
-                            *ap = A->p + (size_t)pc * A->ld + row;
-                        else
-                            *ap = A->p + (size_t)row * A->ld + pc;
-                    }
-                }
+                /* the kernel's A row pointers, set once, not once per column panel: with few k
+                 * steps that setup cost as much as a tile */
+                a_rows(arows, A, ic, mc, mr, pc, pack_A ? apack : NULL, kc);
                 /* The tiles column panel by column panel (each B panel reused from L1 by all
                  * the row panels); but a C streamed out after a short k loop row panel by row
                  * panel, so its rows leave in long runs (a 1x1 conv 16 -> 96 on 28x28, batch
@@ -730,8 +743,7 @@ void gemm_batch(int count, int M, int N, int K, const float *A, int lda, size_t 
     /* gemm_run's own choices for one product: anything but one block of a masked kernel with
      * operands in place (each C element a sum along k in order, whichever kernel runs) is left
      * to it */
-    const int rag = N % p->nr, nt_rag = p->nt && N > p->nr && rag && rag <= NT_RAGGED && K >= NT_RAGGED_K;
-    if (!p->masked || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || nt_rag ||
+    if (!p->masked || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || ragged_by_nt(p, N, K) ||
         (M > p->mr && stride_collides(lda)) || stride_collides(ldb) || M <= 0 || N <= 0 || K <= 0) {
         for (int i = 0; i < count; i++) {
             GemmMat a = {A + i * sa, lda, 0, NULL}, b = {B + i * sb, ldb, 0, NULL};
@@ -743,9 +755,8 @@ void gemm_batch(int count, int M, int N, int K, const float *A, int lda, size_t 
     const float *bk[MAX_K], *arows[MAX_M + 16];
     for (int k = 0; k < K; k++) bk[k] = B + (size_t)k * ldb; /* product i's: bk[k] + i sb */
     for (int i = 0; i < count; i++) {
-        const float *Ai = A + i * sa;
-        for (int ir = 0; ir < M; ir += mr) /* rows past M repeat the last (never stored) */
-            for (int r = 0; r < mr; r++) arows[ir + r] = Ai + (size_t)(ir + NASC_MIN(r, M - ir - 1)) * lda;
+        const GemmMat Ai = {A + i * sa, lda, 0, NULL};
+        a_rows(arows, &Ai, 0, M, mr, 0, NULL, K);
         for (int jr = 0; jr < N; jr += nr)
             for (int u = 0; u < ni; u++) {
                 const int ir = u * mr;
