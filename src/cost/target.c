@@ -279,7 +279,7 @@ int target_find(Target *t, const char *name, Err *e) {
     char looked[300] = "", avail[1000] = "";
     for (int d = 0; d < nd; d++) {
         size_t l = strlen(looked);
-        snprintf(looked + l, sizeof looked - l, "%s%s", d ? ", " : "", dirs[d]);
+        snprintf(looked + l, sizeof looked - l, "%s%.250s", d ? ", " : "", dirs[d]);
         list_names(dirs[d], avail, sizeof avail);
     }
     err_set(e, "unknown target '%s': no %s.target in %s (available: %.200s; or give a path to a .target file)", name,

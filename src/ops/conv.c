@@ -1775,16 +1775,13 @@ __attribute__((target("avx512f"))) static void dw_taps3_avx512(float *dwt, const
 }
 #endif
 
+#if CONV_X86
 /* dW of this shape by dw_taps3_avx512 (rather than gemm). */
 static int dw_by_taps3(const ConvDims *d, Lowering how) {
-#if CONV_X86
     return use_avx512() && how == LOWER_IMPLICIT && d->cout / d->groups == 16 && d->k == 3 && d->stride == 1 &&
            d->dil == 1;
-#else
-    (void)d, (void)how;
-    return 0;
-#endif
 }
+#endif
 
 /* dwt (G, Kc, cout_g) += dW^T of images [i0, i1), on the calling thread; dy and x start at
  * image i0. dyg_in: NULL, or dy already on the implicit lowering's output grid, channels

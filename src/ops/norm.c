@@ -798,16 +798,11 @@ AVX512 static void bwd_sums_stream_avx512(ActKind act, double *rs, const float *
 }
 #endif
 
+#if CONV_X86
 /* Rows short enough for the stream walk (and at least a vector long, so a vector meets at
  * most two rows). */
-static int stream_rows(int hw) {
-#if CONV_X86
-    return use_avx512() && hw >= 16 && hw <= BN_SUM_CHUNK;
-#else
-    (void)hw;
-    return 0;
+static int stream_rows(int hw) { return use_avx512() && hw >= 16 && hw <= BN_SUM_CHUNK; }
 #endif
-}
 
 /* y = act(bn(x)) over a run of rows; k: the channels' mhi, mlo, scale and b (NULL: 0). */
 static void apply_rows(ActKind act, float *y, const float *x, size_t nr, int hw, int ch0, int c,

@@ -458,15 +458,10 @@ __attribute__((target("avx512f"))) static void avgpool22_backward_plane(float *d
 }
 #endif
 
-/* 2x2 windows, stride 2, no padding, on the AVX-512 path. */
-static int is_pool22(const PoolDims *d) {
 #if CONV_X86
-    return d->k == 2 && d->stride == 2 && d->pad == 0 && use_avx512();
-#else
-    (void)d;
-    return 0;
+/* 2x2 windows, stride 2, no padding, on the AVX-512 path. */
+static int is_pool22(const PoolDims *d) { return d->k == 2 && d->stride == 2 && d->pad == 0 && use_avx512(); }
 #endif
-}
 
 void avgpool_forward(float *y, const float *x, const PoolDims *d) {
     if (d->stride == 1) {

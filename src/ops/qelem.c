@@ -518,7 +518,9 @@ MULTIVERSION static void qadd_chunk(int8_t *y, const int8_t *const *xs, size_t o
 void qadd(int8_t *y, const int8_t *const *xs, size_t n, const QAddArgs *a) {
     NASC_ASSERT(a->nin >= 1);
     QAdd2 k2 = {0};
+#ifdef QLUT_VBMI
     int avx512 = 0;
+#endif
     if (a->nin == 2) {
         k2 = qadd2_consts(a);
 #ifdef QLUT_VBMI
