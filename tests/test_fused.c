@@ -156,9 +156,27 @@ static void test_made_on_demand(int n, int cin, int h, int cout, int k, int s, i
     float *out = xmalloc(ys * 4), *dout = frand(ys, -1, 1), *dy = frand(ys, 1e3f, 2e3f);
     conv2d_forward(y, x, w, b, &d);
     double *rs3 = xmalloc((size_t)n * cout * 3 * sizeof *rs3);
-    conv2d_forward_src(y2, &xsrc, w, b, &d, rs3);
+    conv2d_forward_src(y2, &xsrc, w, b, &d, rs3, NULL);
     CHECK(memcmp(y, y2, ys * 4) == 0, "conv forward with its input made on demand, n=%d %d->%d k=%d s=%d g=%d: differs",
           n, cin, cout, k, s, g);
+    /* the eval-mode BN (and act) after the conv, applied by the conv to its output (BnEval),
+     * against the BN run on the stored output; the conv's input stored and made on demand */
+    float *rme = frand(cout, -1, 1), *rve = frand(cout, 0.5f, 2), *sce = xmalloc(cout * 4);
+    float *ye = xmalloc(ys * 4), *ye2 = frand(ys, 1e3f, 2e3f);
+    if (act == ACT_COUNT)
+        bn_forward_eval(ye, y, gamma, beta, rme, rve, n, cout, hw, 1e-5f);
+    else
+        bn_act_forward_eval(act, ye, y, gamma, beta, rme, rve, n, cout, hw, 1e-5f);
+    bn_eval_scales(sce, gamma, rve, cout, 1e-5f);
+    BnEval ke = {act, rme, sce, beta};
+    ActSrc xstored = {.x = x, .c = cin, .hw = h * h};
+    for (int made = 0; made < 2; made++) {
+        conv2d_forward_src(ye2, made ? &xsrc : &xstored, w, b, &d, NULL, &ke);
+        CHECK(memcmp(ye, ye2, ys * 4) == 0,
+              "eval BN applied by the conv (input %s), n=%d %d->%d k=%d s=%d g=%d act %d: not bitwise the BN's own",
+              made ? "made" : "stored", n, cin, cout, k, s, g, act);
+    }
+    free(rme), free(rve), free(sce), free(ye), free(ye2);
     float *rm = frand(cout, -1, 1), *rv = frand(cout, 0.5f, 2), *rm2 = fdup(rm, cout), *rv2 = fdup(rv, cout);
     if (act == ACT_COUNT) {
         bn_forward_train(out, st, st + cout, y, gamma, beta, rm, rv, n, cout, hw, 0.1f, 1e-5f);

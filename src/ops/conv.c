@@ -1404,8 +1404,14 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
  * the phase planes of all the images, already filled (implicit lowering, one block, G == 1),
  * with wino_slack zero floats after them. wino: NULL, or the Winograd kernels of wt
  * (winograd_weights; implicit lowering). */
+/* forward_images' flags: y += instead of y =; y is a buffer that stays in cache (a chunk on its
+ * way to an epilogue), never written around the caches. */
+#define FWD_ACCUMULATE 1
+#define FWD_CACHED 2
+
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
-                           int accumulate, const ActSrc *xs, const float *xph, const float *wino, const DxMask *ym) {
+                           int flags, const ActSrc *xs, const float *xph, const float *wino, const DxMask *ym) {
+    const int accumulate = (flags & FWD_ACCUMULATE) != 0;
     const int G = d->groups, cin_g = d->cin / G, cout_g = d->cout / G;
     const int Kc = cin_g * d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
@@ -1416,7 +1422,8 @@ static void forward_images(float *y, const float *x, const float *wt, const floa
     NASC_ASSERT(!xph || (pl.how == LOWER_IMPLICIT && pl.nb >= images && G == 1));
     NASC_ASSERT(!wino || pl.how == LOWER_IMPLICIT);
     /* an output much larger than the caches is written around them */
-    const int stream = !accumulate && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
+    const int stream =
+        !accumulate && !(flags & FWD_CACHED) && (double)d->n * d->cout * P * sizeof(float) > STREAM_BYTES;
     float *buf = NULL, *tmp = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
@@ -1532,14 +1539,14 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
 
 void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
     ActSrc src = {.x = x, .c = d->cin, .hw = d->h * d->w};
-    conv2d_forward_src(y, &src, w, b, d, NULL);
+    conv2d_forward_src(y, &src, w, b, d, NULL, NULL);
 }
 
 void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
-                        double *row_stats) {
-    NASC_ASSERT(xs->c == d->cin && xs->hw == d->h * d->w);
+                        double *row_stats, const BnEval *epi) {
+    NASC_ASSERT(xs->c == d->cin && xs->hw == d->h * d->w && !(row_stats && epi));
     if (d->groups == d->cin && d->cin == d->cout) {
-        depthwise_forward(y, xs, w, b, d, row_stats);
+        depthwise_forward(y, xs, w, b, d, row_stats, epi);
         return;
     }
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, P = d->oh * d->ow;
@@ -1556,31 +1563,46 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
             int lo, hi;
             split_range(d->n, thread_count(), thread_id(), &lo, &hi);
             const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
-            if (!xs->saved && !row_stats) {
+            if (!xs->saved && !row_stats && !epi) {
                 forward_images(y + lo * ystride, xs->x + lo * xstride, w, b, d, hi - lo, 0, NULL, NULL, wino, NULL);
             } else { /* a chunk of images at a time, as forward_images takes them: the input made
                       * on demand (by the copy into the phase planes, or first into a buffer), the
-                      * output's row statistics taken while it is in cache */
+                      * output's row statistics taken, or the epilogue applied, while it is in
+                      * cache (with an epilogue the conv's output goes to a buffer that stays
+                      * there) */
                 const Plan pl = plan_of(d, NASC_MAX(hi - lo, 1));
                 const int step = pl.nb, in_fill = pl.how == LOWER_IMPLICIT;
                 float *xbuf = xs->saved && !in_fill ? scratch_get(INPUT_SLOT, (size_t)step * xstride * sizeof(float))
                                                     : NULL;
+                float *ybuf = epi ? scratch_get(OUTPUT_SLOT, (size_t)step * ystride * sizeof(float)) : NULL;
                 for (int i = lo; i < hi; i += step) {
                     int m = NASC_MIN(step, hi - i);
+                    float *yc = epi ? ybuf : y + i * ystride;
+                    const int fl = epi ? FWD_CACHED : 0;
                     if (in_fill)
-                        forward_images(y + i * ystride, xs->x + i * xstride, w, b, d, m, 0, xs, NULL, wino, NULL);
+                        forward_images(yc, xs->x + i * xstride, w, b, d, m, fl, xs, NULL, wino, NULL);
                     else
-                        forward_images(y + i * ystride, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w,
-                                       b, d, m, 0, NULL, NULL, wino, NULL);
+                        forward_images(yc, act_rows(xs, xbuf, (size_t)i * d->cin, (size_t)m * d->cin), w, b, d, m, fl,
+                                       NULL, NULL, wino, NULL);
                     if (row_stats)
                         bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
+                    if (epi)
+                        bn_eval_rows(epi, y + i * ystride, ybuf, (size_t)i * d->cout, (size_t)m * d->cout, d->cout, P);
                 }
             }
         }
         free(wino);
         return;
     }
-    /* Fewer images than threads (inference): an input made on demand is made whole first. */
+    /* Fewer images than threads (inference): an input made on demand is made whole first; an
+     * epilogue runs on the whole output after the conv (it is in cache). */
+    if (epi) {
+        float *raw = xmalloc((size_t)d->n * d->cout * P * sizeof(float));
+        conv2d_forward_src(raw, xs, w, b, d, NULL, NULL);
+        bn_eval_rows(epi, y, raw, 0, (size_t)d->n * d->cout, d->cout, P);
+        free(raw);
+        return;
+    }
     const float *x = xs->x;
     float *made = NULL;
     if (xs->saved) {
@@ -1885,7 +1907,8 @@ static void dx_images(float *dx, const float *dy, const float *w, const float *w
         ConvDims t = adjoint_dims(d);
         DxMask m = mask ? (DxMask){mask->x + i0 * xstride, mask->act} : (DxMask){0};
         NASC_ASSERT(!mask || wino);
-        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc, NULL, dyph, wino, mask ? &m : NULL);
+        forward_images(dx + i0 * xstride, dy, wk, NULL, &t, i1 - i0, acc ? FWD_ACCUMULATE : 0, NULL, dyph, wino,
+                       mask ? &m : NULL);
         return;
     }
     if (is_pointwise(d) || is_strided_pointwise(d)) { /* dcol = W^T dy (wk: W^T); stride 1: dx itself */

@@ -108,6 +108,8 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
 #define DYGRID_SLOT 6
 /* conv: Winograd's transformed input and products, or dy^T for dW */
 #define WINO_SLOT 7
+/* conv forward: a chunk of the output before its epilogue (BnEval) */
+#define OUTPUT_SLOT 8
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
@@ -115,7 +117,7 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */
 void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
-                       double *row_stats);
+                       double *row_stats, const BnEval *epi);
 void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, const ActSrc *x, const float *w,
                         const ConvDims *d, int dx_acc, const BnRowSums *sums);
 

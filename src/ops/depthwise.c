@@ -240,22 +240,25 @@ static void dw_block_weights(float *w16, float *b16, const float *w, const float
 
 /* Forward of items [lo, hi) (item i = channel block i / n, image i % n), on the calling thread. */
 static void block_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
-                                double *row_stats, int lo, int hi) {
+                                double *row_stats, const BnEval *epi, int lo, int hi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow, HW = d->h * d->w;
     const size_t xbsz = round16((size_t)(d->h + 2 * d->pad) * (d->w + 2 * d->pad) * DW_CB);
     const size_t tsz = round16((size_t)NASC_MAX(P, HW) * DW_CB);
     float *xb = scratch_get(0, (xbsz + tsz + (size_t)(kk + 1) * DW_CB) * sizeof(float));
     float *yb = xb + xbsz, *w16 = yb + tsz, *b16 = w16 + (size_t)kk * DW_CB; /* yb also dw_fill's tmp */
     float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)HW * DW_CB * sizeof(float)) : NULL;
+    float *ybuf = epi ? scratch_get(OUTPUT_SLOT, (size_t)P * DW_CB * sizeof(float)) : NULL;
     memset(xb, 0, xbsz * sizeof(float));
     int blk_have = -1;
     for (int it = lo; it < hi; it++) {
         int blk = it / d->n, n = it % d->n, c0 = blk * DW_CB, cn = NASC_MIN(DW_CB, C - c0);
+        const size_t r0 = (size_t)n * C + c0;
         if (blk != blk_have) dw_block_weights(w16, b16, w, b, c0, cn, kk), blk_have = blk;
-        dw_fill(xb, yb, act_rows(xs, xbuf, (size_t)n * C + c0, (size_t)cn), cn, d);
+        dw_fill(xb, yb, act_rows(xs, xbuf, r0, (size_t)cn), cn, d);
         dw_block_forward(yb, xb, w16, b16, d);
-        dw_out(y + ((size_t)n * C + c0) * P, (size_t)P, yb, P, cn, 0);
-        if (row_stats) bn_row_stats(row_stats, y + ((size_t)n * C + c0) * P, (size_t)n * C + c0, (size_t)cn, P);
+        dw_out(epi ? ybuf : y + r0 * P, (size_t)P, yb, P, cn, 0);
+        if (row_stats) bn_row_stats(row_stats, y + r0 * P, r0, (size_t)cn, P);
+        if (epi) bn_eval_rows(epi, y + r0 * P, ybuf, r0, (size_t)cn, C, P);
     }
 }
 
@@ -536,22 +539,20 @@ DWV static void s2_dx_plane(float *dx, const float *dy, const float *w, const Dw
 
 /* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread. */
 DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
-                                     const DwDirect *g, double *row_stats, int lo, int hi) {
+                                     const DwDirect *g, double *row_stats, const BnEval *epi, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
     float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
-    if (g->mode == DIRECT_S2) {
-        const S2Ix ix = s2_ix(g);
-        for (int it = lo; it < hi; it++) {
-            s2_forward_plane(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), w + (size_t)(it % C) * 9,
-                             b ? b[it % C] : 0.0f, g, &ix);
-            if (row_stats) bn_row_stats(row_stats, y + (size_t)it * P, (size_t)it, 1, P);
-        }
-        return;
-    }
+    float *ybuf = epi ? scratch_get(OUTPUT_SLOT, round16((size_t)P) * sizeof(float)) : NULL;
+    const S2Ix ix = s2_ix(g);
     for (int it = lo; it < hi; it++) {
-        s1_corr(y + (size_t)it * P, act_rows(xs, xbuf, (size_t)it, 1), g, w + (size_t)(it % C) * 9,
-                b ? b[it % C] : 0.0f, 0);
-        if (row_stats) bn_row_stats(row_stats, y + (size_t)it * P, (size_t)it, 1, P);
+        float *yp = epi ? ybuf : y + (size_t)it * P;
+        if (g->mode == DIRECT_S2)
+            s2_forward_plane(yp, act_rows(xs, xbuf, (size_t)it, 1), w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, g,
+                             &ix);
+        else
+            s1_corr(yp, act_rows(xs, xbuf, (size_t)it, 1), g, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, 0);
+        if (row_stats) bn_row_stats(row_stats, yp, (size_t)it, 1, P);
+        if (epi) bn_eval_rows(epi, y + (size_t)it * P, ybuf, (size_t)it, 1, C, P);
     }
 }
 
@@ -601,7 +602,7 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
 
 /* ------------------------------------------------------------------ entry points */
 void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
-                       double *row_stats) {
+                       double *row_stats, const BnEval *epi) {
     const int C = d->cin, kk = d->k * d->k, P = d->oh * d->ow;
     DwDirect g;
     direct_init(&g, d, 0);
@@ -613,10 +614,10 @@ void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b
         split_range(items, thread_count(), thread_id(), &lo, &hi);
 #if CONV_X86
         if (g.mode != DIRECT_NONE)
-            direct_forward_items(y, x, w, b, d, &g, row_stats, lo, hi);
+            direct_forward_items(y, x, w, b, d, &g, row_stats, epi, lo, hi);
         else
 #endif
-            block_forward_items(y, x, w, b, d, row_stats, lo, hi);
+            block_forward_items(y, x, w, b, d, row_stats, epi, lo, hi);
     }
 }
 

@@ -430,14 +430,31 @@ static void bn_train_core(ActKind act, float *y, float *mean, float *invstd, flo
     }
 }
 
+/* Channel ch's eval scale, gamma / sqrt(var + eps), rounded once from double. */
+static float eval_scale(const float *gamma, const float *running_var, int ch, float eps) {
+    double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
+    return (float)((gamma ? (double)gamma[ch] : 1.0) * is);
+}
+
+void bn_eval_scales(float *scale, const float *gamma, const float *running_var, int c, float eps) {
+    for (int ch = 0; ch < c; ch++) scale[ch] = eval_scale(gamma, running_var, ch, eps);
+}
+
+void bn_eval_rows(const BnEval *k, float *y, const float *x, size_t r0, size_t nr, int c, int hw) {
+    NASC_ASSERT(fusable(k->act));
+    for (size_t r = 0; r < nr; r++) {
+        int ch = (int)((r0 + r) % (size_t)c);
+        bn_apply(k->act, y + r * hw, x + r * hw, hw, k->mean[ch], 0.0f, k->scale[ch], k->beta ? k->beta[ch] : 0.0f);
+    }
+}
+
 static void bn_eval_core(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
                          const float *running_mean, const float *running_var, int n, int c, int hw, float eps) {
     NASC_ASSERT(fusable(act));
     size_t stride = (size_t)c * hw;
     int par = (size_t)n * stride >= BN_PAR_MIN && (c > 1 || n > 1);
     if (c == 1 && n > 1) { /* one channel: split the images instead */
-        double is = 1.0 / sqrt((double)running_var[0] + (double)eps);
-        float scale = (float)((gamma ? (double)gamma[0] : 1.0) * is), b = beta ? beta[0] : 0.0f;
+        float scale = eval_scale(gamma, running_var, 0, eps), b = beta ? beta[0] : 0.0f;
 #pragma omp parallel for num_threads(threads_get()) schedule(static) if (par)
         for (int i = 0; i < n; i++) bn_apply(act, y + i * stride, x + i * stride, hw, running_mean[0], 0.0f, scale, b);
         return;
@@ -447,10 +464,7 @@ static void bn_eval_core(ActKind act, float *y, const float *x, const float *gam
     for (int blk = 0; blk < nblk; blk++) {
         int c0 = blk * bs, c1 = NASC_MIN(c, c0 + bs);
         float scale[BN_BLOCK_MAX];
-        for (int ch = c0; ch < c1; ch++) {
-            double is = 1.0 / sqrt((double)running_var[ch] + (double)eps);
-            scale[ch - c0] = (float)((gamma ? (double)gamma[ch] : 1.0) * is);
-        }
+        for (int ch = c0; ch < c1; ch++) scale[ch - c0] = eval_scale(gamma, running_var, ch, eps);
         for (int i = 0; i < n; i++)
             for (int ch = c0; ch < c1; ch++) {
                 size_t o = i * stride + (size_t)ch * hw;

@@ -190,12 +190,25 @@ typedef struct {
 void bn_row_sums_init(BnRowSums *s, double *rs, BnBwdK *kc, ActKind act, const float *x, const float *beta,
                       const float *saved, int c, int hw);
 void bn_row_sums(const BnRowSums *s, const float *dy, size_t r0, size_t nr);
+/* The BN after a conv in eval mode, with the ReLU/ReLU6 after it (act; ACT_COUNT: none), as the
+ * conv applies it to each chunk of its output while the chunk is in cache, so that the conv's
+ * own output is never stored: rows r (channel r % c) of y = act((x - mean) * scale + beta), bit
+ * for bit what bn_forward_eval / bn_act_forward_eval make. bn_eval_scales fills scale (c
+ * floats) as they compute it; bn_eval_rows applies k to rows [r0, r0 + nr) (x and y point at
+ * row r0 and must not overlap). */
+typedef struct {
+    ActKind act;
+    const float *mean, *scale, *beta; /* beta NULL: 0 */
+} BnEval;
+void bn_eval_scales(float *scale, const float *gamma, const float *running_var, int c, float eps);
+void bn_eval_rows(const BnEval *k, float *y, const float *x, size_t r0, size_t nr, int c, int hw);
 /* conv2d_forward and conv2d_backward_ex with the input from an ActSrc and the output gradient
  * from a GradSrc (conv.c; depthwise too). The forward, when row_stats is not NULL, calls
- * bn_row_stats(row_stats, ...) on each chunk of y once it is final; the backward, when sums is
- * not NULL, bn_row_sums(sums, ...) on each chunk of dx. */
+ * bn_row_stats(row_stats, ...) on each chunk of y once it is final; with epi (and no
+ * row_stats), y is epi applied to the conv's output. The backward, when sums is not NULL, calls
+ * bn_row_sums(sums, ...) on each chunk of dx. */
 void conv2d_forward_src(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
-                        double *row_stats);
+                        double *row_stats, const BnEval *epi);
 /* The gradient of a conv's input taken through the ReLU/ReLU6 before it (a lone activation
  * whose output the conv makes on demand: NAS-Bench-201's ReLU-conv-BN edges): with mask,
  * conv2d_backward_src's dx is the activation's input gradient, dx (+)= 0 + act'(x) * (the
