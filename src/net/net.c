@@ -164,13 +164,14 @@ static ActSrc stored_input(Net *net, const Node *nd) {
 
 static ActKind act_kind(OpKind op);
 
-static void conv_fwd_src(Net *net, int i, const ActSrc *x, double *row_stats) {
+/* Conv node i's forward into y (its output, or with epi a later node's: conv_bn_eval_fwd). */
+static void conv_fwd_src(Net *net, int i, const ActSrc *x, double *row_stats, float *y, const BnEval *epi) {
     Node *nd = &net->spec.nodes[i];
     ConvDims d = conv_dims(net, nd);
     conv_dims_init(&d, NULL);
     const float *w = net->params + nd->param_off;
     const float *b = nd->a.bias ? w + (nd->nparam - (size_t)d.cout) : NULL;
-    conv2d_forward_src(net->out[i], x, w, b, &d, row_stats, NULL);
+    conv2d_forward_src(y, x, w, b, &d, row_stats, epi);
 }
 
 /* Conv node i and the eval-mode BN node i + 1 after it (FUSE_EPI), with the activation node i + 2
@@ -178,27 +179,21 @@ static void conv_fwd_src(Net *net, int i, const ActSrc *x, double *row_stats) {
  * chunk (BnEval), writing the last node's output; the conv's and a fused BN's outputs are
  * never stored. Returns the last node's index. */
 static int conv_bn_eval_fwd(Net *net, int i, const ActSrc *x, int act) {
-    Node *nd = &net->spec.nodes[i];
     const Node *bn = &net->spec.nodes[i + 1];
-    ConvDims d = conv_dims(net, nd);
-    conv_dims_init(&d, NULL);
-    const float *w = net->params + nd->param_off;
-    const float *b = nd->a.bias ? w + (nd->nparam - (size_t)d.cout) : NULL;
     const float *g = net->params + bn->param_off, *rm = net->buffers + bn->buf_off;
     float *scale = xmalloc((size_t)bn->c * sizeof(float));
     bn_eval_scales(scale, g, rm + bn->c, bn->c, BN_EPS);
     const int last = act ? i + 2 : i + 1;
     BnEval k = {act ? act_kind(net->spec.nodes[i + 2].op) : ACT_COUNT, rm, scale, g + bn->c};
-    conv2d_forward_src(net->out[last], x, w, b, &d, NULL, &k);
+    conv_fwd_src(net, i, x, NULL, net->out[last], &k);
     free(scale);
     return last;
 }
 
 static void conv_fwd(Net *net, int i) {
     ActSrc x = stored_input(net, &net->spec.nodes[i]);
-    conv_fwd_src(net, i, &x, NULL);
+    conv_fwd_src(net, i, &x, NULL, net->out[i], NULL);
 }
-
 
 /* The backward of conv node i with its output gradient from src (the stored one, or one made
  * on demand by the BN after it: bn_grad_bwd) and its input from x. made: NULL, or the lone
@@ -1057,7 +1052,7 @@ const float *net_forward(Net *net, const float *x, int n, int training) {
             continue;
         } else if (fuse && nd->op == OP_CONV) {
             ActSrc x = conv_input(net, nd, fuse);
-            conv_fwd_src(net, i, &x, (fuse[i] & FUSE_STATS) ? net->row_stats : NULL);
+            conv_fwd_src(net, i, &x, (fuse[i] & FUSE_STATS) ? net->row_stats : NULL, net->out[i], NULL);
         } else if (fuse && nd->op == OP_BN && i > 0 && (fuse[i - 1] & FUSE_STATS)) {
             bn_fwd_rows(net, i, net->row_stats, (fuse[i] & FUSE_ADDIN) != 0);
         } else if (fuse && nd->op == OP_ADD) {

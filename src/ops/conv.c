@@ -1397,18 +1397,18 @@ static void add_bias(float *y, const float *b, int rows, int cols, int ld) {
     }
 }
 
-/* y = conv(x) for the `images` images that x and y start at, on the calling thread, or with
- * accumulate: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is the
- * (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
- * implicit lowering only: the phase planes are filled with the made values). xph: NULL, or
- * the phase planes of all the images, already filled (implicit lowering, one block, G == 1),
- * with wino_slack zero floats after them. wino: NULL, or the Winograd kernels of wt
- * (winograd_weights; implicit lowering). */
 /* forward_images' flags: y += instead of y =; y is a buffer that stays in cache (a chunk on its
  * way to an epilogue), never written around the caches. */
 #define FWD_ACCUMULATE 1
 #define FWD_CACHED 2
 
+/* y = conv(x) for the `images` images that x and y start at, on the calling thread, or with
+ * FWD_ACCUMULATE: y += conv(x) and no bias (the adjoint conv of the backward uses that). wt is
+ * the (cout, Kc) weight matrix. xs: NULL, or x is made on demand from xs (x at BN's input rows;
+ * implicit lowering only: the phase planes are filled with the made values). xph: NULL, or
+ * the phase planes of all the images, already filled (implicit lowering, one block, G == 1),
+ * with wino_slack zero floats after them. wino: NULL, or the Winograd kernels of wt
+ * (winograd_weights; implicit lowering). */
 static void forward_images(float *y, const float *x, const float *wt, const float *b, const ConvDims *d, int images,
                            int flags, const ActSrc *xs, const float *xph, const float *wino, const DxMask *ym) {
     const int accumulate = (flags & FWD_ACCUMULATE) != 0;
