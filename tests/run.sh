@@ -26,7 +26,9 @@ for t in "$B"/tests/test_*; do
     [ -x "$t" ] || continue
     run "$(basename "$t")" "$t"
 done
+# NASC_TESTS=programs: the test programs only, not the CLI scripts (scripts/test-arm64.sh --programs)
 for s in tests/cli_*.sh; do
+    [ "${NASC_TESTS:-}" = programs ] && break
     [ -e "$s" ] || continue
     run "$(basename "$s" .sh)" bash "$s" "$B"
 done
