@@ -82,10 +82,11 @@ $(BUILD)/libnasc.a: $(LIB_OBJ)
 $(BUILD)/nasc: $(CLI_OBJ) $(BUILD)/libnasc.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# GCC 12 for ARM64 (Debian 12's native and cross compiler) stops with an internal compiler error
-# (in vect_transform_reduction) when it vectorizes a double max reduction over float values,
-# fmax(m, fabs(x[i])), which the tests use to scale their tolerances. The tests are built
-# without loop vectorization there; the library, which has no such loop, is unaffected.
+# GCC 12.2 for ARM64 (Debian 12's cross compiler; its native one is the same release) stops with
+# an internal compiler error (in vect_transform_reduction) when it vectorizes a double max
+# reduction over float values, fmax(m, fabs(x[i])), which the tests use to scale their
+# tolerances. The tests are built without loop vectorization there; the library, which has no
+# such loop, is unaffected.
 ifneq ($(findstring aarch64,$(shell $(CC) -dumpmachine 2>/dev/null)),)
 TEST_CFLAGS = -fno-tree-loop-vectorize
 endif
