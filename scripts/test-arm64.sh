@@ -3,7 +3,7 @@
 # it under QEMU's user-mode emulation: the check that the portable paths (no AVX-512; gemm's
 # GNU C vector kernel on NEON) build cleanly and pass, as on an ARM board. Not part of `make
 # test`: emulated, the test programs take about 4 minutes on 2 cores, the CLI scripts (which
-# train networks) much longer. Usage: bash scripts/test-arm64.sh [--programs] [build folder]
+# train networks) most of an hour. Usage: bash scripts/test-arm64.sh [--programs] [build folder]
 # (--programs: the test programs only).
 #
 # On Debian 12 as root (or with sudo) it installs what is missing: the arm64 architecture for
