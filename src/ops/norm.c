@@ -442,10 +442,8 @@ void bn_eval_scales(float *scale, const float *gamma, const float *running_var, 
 
 void bn_eval_rows(const BnEval *k, float *y, const float *x, size_t r0, size_t nr, int c, int hw) {
     NASC_ASSERT(fusable(k->act));
-    for (size_t r = 0; r < nr; r++) {
-        int ch = (int)((r0 + r) % (size_t)c);
-        bn_apply(k->act, y + r * hw, x + r * hw, hw, k->mean[ch], 0.0f, k->scale[ch], k->beta ? k->beta[ch] : 0.0f);
-    }
+    const float *const ks[4] = {k->mean, NULL, k->scale, k->beta};
+    apply_rows(k->act, y, x, nr, hw, (int)(r0 % (size_t)c), c, ks);
 }
 
 static void bn_eval_core(ActKind act, float *y, const float *x, const float *gamma, const float *beta,
@@ -643,8 +641,8 @@ static void bn_bwd_dx(ActKind act, float *dxp, const float *dyp, const float *xp
 #if CONV_X86
 /* The per-row constants of channel ch as vectors: mhi, mlo, scale, b, then a, bb, c0 (bwd). */
 AVX512 __attribute__((always_inline)) static inline void fwd_consts(__m512 v[4], const float *const k[4], int ch) {
-    v[0] = _mm512_set1_ps(k[0][ch]), v[1] = _mm512_set1_ps(k[1][ch]), v[2] = _mm512_set1_ps(k[2][ch]);
-    v[3] = _mm512_set1_ps(k[3] ? k[3][ch] : 0.0f);
+    v[0] = _mm512_set1_ps(k[0][ch]), v[1] = _mm512_set1_ps(k[1] ? k[1][ch] : 0.0f);
+    v[2] = _mm512_set1_ps(k[2][ch]), v[3] = _mm512_set1_ps(k[3] ? k[3][ch] : 0.0f);
 }
 AVX512 __attribute__((always_inline)) static inline void bwd_consts(__m512 v[7], const BnBwdK *k) {
     v[0] = _mm512_set1_ps(k->mhi), v[1] = _mm512_set1_ps(k->mlo), v[2] = _mm512_set1_ps(k->scale);
@@ -818,7 +816,7 @@ AVX512 static void bwd_sums_stream_avx512(ActKind act, double *rs, const float *
 static int stream_rows(int hw) { return use_avx512() && hw >= 16 && hw <= BN_SUM_CHUNK; }
 #endif
 
-/* y = act(bn(x)) over a run of rows; k: the channels' mhi, mlo, scale and b (NULL: 0). */
+/* y = act(bn(x)) over a run of rows; k: the channels' mhi, mlo, scale and b (mlo and b NULL: 0). */
 static void apply_rows(ActKind act, float *y, const float *x, size_t nr, int hw, int ch0, int c,
                        const float *const k[4]) {
 #if CONV_X86
@@ -828,7 +826,7 @@ static void apply_rows(ActKind act, float *y, const float *x, size_t nr, int hw,
     }
 #endif
     for (size_t r = 0, ch = (size_t)ch0; r < nr; r++, ch = ch + 1 == (size_t)c ? 0 : ch + 1)
-        bn_apply(act, y + r * hw, x + r * hw, hw, k[0][ch], k[1][ch], k[2][ch], k[3] ? k[3][ch] : 0.0f);
+        bn_apply(act, y + r * hw, x + r * hw, hw, k[0][ch], k[1] ? k[1][ch] : 0.0f, k[2][ch], k[3] ? k[3][ch] : 0.0f);
 }
 
 /* bn_row_stats over the run of rows r0.. (x and rs at row r0's; rs: 3 per row). */
