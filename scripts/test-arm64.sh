@@ -20,19 +20,11 @@ B=${1:-build-arm64}
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-bash scripts/install-deps.sh # the host's tools: protoc-c and onnx.proto, Node.js for the CLI tests
 dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
-PKGS="gcc-aarch64-linux-gnu qemu-user libc6:arm64 libgomp1:arm64 zlib1g-dev:arm64 libstb-dev:arm64
-      libsqlite3-dev:arm64 libprotobuf-c-dev:arm64"
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "nasc: installing:$missing"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
-fi
+# the host's tools (protoc-c and onnx.proto, Node.js for the CLI tests), then the cross compiler,
+# QEMU and the arm64 libraries nasc links
+bash scripts/install-deps.sh gcc-aarch64-linux-gnu qemu-user libc6:arm64 libgomp1:arm64 zlib1g-dev:arm64 \
+    libstb-dev:arm64 libsqlite3-dev:arm64 libprotobuf-c-dev:arm64
 
 BINFMT=/proc/sys/fs/binfmt_misc
 if [ ! -e "$BINFMT/qemu-aarch64" ]; then
