@@ -362,12 +362,13 @@ int main(void) {
         const int *c = convs[i];
         test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     }
-    /* the same shapes plus depthwise 3x3 s1/s2 (direct) and 5x5 (blocked) and one image (all
-     * threads on it), each with ReLU, ReLU6 and no activation after the BN, at 1 and 2 threads */
+    /* the same shapes plus depthwise 3x3 s1/s2 (direct; on 7x7 planes in runs of 20, the last
+     * one short) and 5x5 (blocked) and one image (all threads on it), each with ReLU, ReLU6 and no activation after the BN, at 1 and 2 threads */
     static const int gconvs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1},  {5, 8, 13, 8, 3, 2, 1, 1},  {2, 16, 7, 24, 1, 1, 0, 1},
                                     {4, 16, 14, 32, 1, 2, 0, 1}, {3, 24, 14, 24, 3, 2, 1, 24}, {2, 32, 9, 32, 3, 1, 1, 32},
                                     {2, 8, 10, 12, 3, 1, 1, 4},  {6, 1, 28, 16, 3, 1, 1, 1}, {3, 20, 11, 20, 5, 1, 2, 20},
-                                    {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1}};
+                                    {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1},
+                                    {3, 36, 7, 36, 3, 1, 1, 36}};
     const int threads0 = threads_get();
     for (int t = 1; t <= 2; t++) {
         threads_set(t);

@@ -46,6 +46,7 @@
 #define DW_CB 16    /* channels per block (blocked path) */
 #define DW_NB 4     /* images per backward work item */
 #define DW_BLOCK 64 /* channels per backward work item (direct path) */
+#define DW_RUN_FLOATS 1024 /* values per forward run of planes (direct path) */
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
@@ -537,22 +538,33 @@ DWV static void s2_dx_plane(float *dx, const float *dy, const float *w, const Dw
     }
 }
 
-/* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread. */
+/* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread, in
+ * runs of planes of about DW_RUN_FLOATS values: a made input, the output's row statistics and
+ * the eval epilogue take one call a run, so their row walks span the run. One call a plane had
+ * cost more than the conv itself on 7x7 planes (made input and statistics, batch 128, 2
+ * threads: 384 channels 1.23 -> 0.77 ms, the plain forward 0.51; 144 on 14x14, stride 2, 0.71
+ * -> 0.54). Longer runs leave L1 (a run of 28x28 planes is one plane). */
 DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
                                      const DwDirect *g, double *row_stats, const BnEval *epi, int lo, int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
-    float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
-    float *ybuf = epi ? scratch_get(OUTPUT_SLOT, round16((size_t)P) * sizeof(float)) : NULL;
+    const int run = NASC_MAX(1, DW_RUN_FLOATS / NASC_MAX(HW, P));
+    float *xbuf = xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)run * HW) * sizeof(float)) : NULL;
+    float *ybuf = epi ? scratch_get(OUTPUT_SLOT, round16((size_t)run * P) * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
-    for (int it = lo; it < hi; it++) {
-        float *yp = epi ? ybuf : y + (size_t)it * P;
-        if (g->mode == DIRECT_S2)
-            s2_forward_plane(yp, act_rows(xs, xbuf, (size_t)it, 1), w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, g,
-                             &ix);
-        else
-            s1_corr(yp, act_rows(xs, xbuf, (size_t)it, 1), g, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, 0);
-        if (row_stats) bn_row_stats(row_stats, yp, (size_t)it, 1, P);
-        if (epi) bn_eval_rows(epi, y + (size_t)it * P, ybuf, (size_t)it, 1, C, P);
+    for (int r0 = lo; r0 < hi; r0 += run) {
+        const int nr = NASC_MIN(run, hi - r0);
+        const float *xr = act_rows(xs, xbuf, (size_t)r0, (size_t)nr);
+        float *yr = epi ? ybuf : y + (size_t)r0 * P;
+        for (int j = 0; j < nr; j++) {
+            const int it = r0 + j;
+            if (g->mode == DIRECT_S2)
+                s2_forward_plane(yr + (size_t)j * P, xr + (size_t)j * HW, w + (size_t)(it % C) * 9,
+                                 b ? b[it % C] : 0.0f, g, &ix);
+            else
+                s1_corr(yr + (size_t)j * P, xr + (size_t)j * HW, g, w + (size_t)(it % C) * 9, b ? b[it % C] : 0.0f, 0);
+        }
+        if (row_stats) bn_row_stats(row_stats, yr, (size_t)r0, (size_t)nr, P);
+        if (epi) bn_eval_rows(epi, y + (size_t)r0 * P, ybuf, (size_t)r0, (size_t)nr, C, P);
     }
 }
 
