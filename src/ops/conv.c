@@ -1028,8 +1028,8 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
  * that depends on a junk input column or row is itself junk; a valid output's tile may also
  * read junk (rows and columns past the image): finite values, as the transforms cancel them
  * only up to rounding, so the planes' tails and the slack after them are zeros.
- * The AVX-512 build only (the transforms are written with its shuffles); elsewhere, and with
- * NASC_CONV=direct, the gemm lowering runs. */
+ * The transforms are written twice: with AVX-512's shuffles, and in plain C that the compiler
+ * vectorizes for the machine (AVX2, NEON, SSE2). With NASC_CONV=direct the gemm lowering runs. */
 /* Zero floats kept after the last phase plane of grid g for the Winograd transforms: F(4x4)'s
  * bottom tile row reads up to two rows past a plane (oh + 4 rows from oh + 3, the plane's
  * slack row included), and its last row's loads 81 floats past the row's first tile. Planes
@@ -1049,18 +1049,18 @@ static void zero_wino_slack(float *planes, const Grid *g, int c) {
 #define WINO_MIN_IMAGES 8
 
 static int use_winograd(const ConvDims *d) {
-#if CONV_X86
     if (d->n < WINO_MIN_IMAGES) return 0;
     /* With few channels the transforms cost more than the products save (the retired F(2x2)
      * was no faster than direct at 16). On 7x7 planes 8x8 of tiles cover 7x7 outputs, and the
      * grid's junk columns widen each image to 9: still 64 -> 64 forward 1.84 -> 1.54 ms, dx + dW
-     * 3.71 -> 3.04 ms (2 threads, batch 128), resnet8's layer 0.140 -> 0.123 s a profile */
+     * 3.71 -> 3.04 ms (2 threads, batch 128), resnet8's layer 0.140 -> 0.123 s a profile. The
+     * plain C transforms pay from 16 channels too (NASC_GEMM=avx2, batch 128, 2 threads, direct
+     * -> Winograd forward / backward GFLOP/s: 16 -> 16 on 28x28 148 / 139 -> 190 / 162, 32 -> 32
+     * on 14x14 148 / 147 -> 251 / 229, 64 -> 64 on 7x7 144 / 141 -> 249 / 234; generic: 60 / 58
+     * -> 93 / 99, 52 / 50 -> 123 / 112 on 7x7) */
     return d->k == 3 && d->stride == 1 && d->dil == 1 && d->cin / d->groups >= 16 && d->cout / d->groups >= 16 &&
-           d->oh >= 7 && d->ow >= 7 && d->groups < d->cin && use_avx512() && conv_env() != CONV_DIRECT &&
+           d->oh >= 7 && d->ow >= 7 && d->groups < d->cin && conv_env() != CONV_DIRECT &&
            forced_lowering() != LOWER_EXPLICIT;
-#else
-    return 0;
-#endif
 }
 
 /* G r of three values (a column or row of a kernel): its six transformed values. */
@@ -1099,13 +1099,14 @@ MULTIVERSION static void winograd_weights(float *U, const float *wt, int G, int 
         }
 }
 
-#if CONV_X86
 /* A block of whole tile rows [ty0, ty0 + nr) of tw tiles each; transformed values of tile
  * (ty, tx) at column (ty - ty0) * tw + tx of rows ld floats apart. */
 typedef struct {
     int ty0, nr, tw;
     size_t ld;
 } TileBlock;
+
+#if CONV_X86
 
 /* Floats from one position's transforms (c channels of rows ld floats) to the next: an odd
  * number of cache lines, so that the 36 positions of a tile, which the transforms store or
@@ -1162,7 +1163,7 @@ __attribute__((target("avx512f"))) static inline void winograd_row(const float *
 /* V[x][c][t] = (B^T d B)[x] of the 6x6 patch of each tile t of the block, for channels [0, c)
  * of the planes (W columns per row), sixteen tiles of a tile row at a time. A tile row's last
  * two patch rows are the next one's first two: their row transforms are kept (rt, in L1). */
-__attribute__((target("avx512f"))) static void winograd_input(float *V, const float *planes, size_t plane, int c,
+__attribute__((target("avx512f"))) static void winograd_input_avx512(float *V, const float *planes, size_t plane, int c,
                                                                 int W, const TileBlock *b) {
     const size_t xs = wino_ps(c, b->ld);
     __m512 rt[6][6];
@@ -1268,9 +1269,9 @@ winograd_output_as(const int MASK, const int ACC, const int BIAS, const GemmMap 
         }
 }
 
-/* winograd_output with the map's mask, accumulate and bias fixed, so the stores' loop carries
+/* winograd_output_as with the map's mask, accumulate and bias fixed, so the stores' loop carries
  * no tests (32 -> 32 channels on 14x14, four images a block: 8.6 -> 7.5 us a block). */
-__attribute__((target("avx512f"))) static void winograd_output(const GemmMap *map, const float *M, int c, int oh,
+__attribute__((target("avx512f"))) static void winograd_output_avx512(const GemmMap *map, const float *M, int c, int oh,
                                                                  int W, const TileBlock *b) {
     const int mask = map->mask != NULL, acc = map->accumulate != 0;
     if (map->bias)
@@ -1303,7 +1304,7 @@ __attribute__((target("avx512f"))) static inline void at4t(const __m512 r[4], __
  * adjoint of winograd_output, for dW): dy rows W columns apart, channels ld apart, junk
  * columns and the rows past the image zero. Grid columns past W (a ragged last tile) read as
  * zero. */
-__attribute__((target("avx512f"))) static void winograd_dy(float *E, const float *dy, size_t ld, int c, int W,
+__attribute__((target("avx512f"))) static void winograd_dy_avx512(float *E, const float *dy, size_t ld, int c, int W,
                                                              const TileBlock *b) {
     const __m512i lane4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
     const size_t xs = wino_ps(c, b->ld);
@@ -1335,16 +1336,255 @@ __attribute__((target("avx512f"))) static void winograd_dy(float *E, const float
 }
 #endif
 
+/* Whether the Winograd transforms run on AVX-512 (else the plain C ones). */
+static int wino_avx512(void) {
+#if CONV_X86
+    return use_avx512();
+#else
+    return 0;
+#endif
+}
+
+/* The same transforms in plain C, for machines without AVX-512 (AVX2 through MULTIVERSION's
+ * clones, ARM64's NEON, SSE2), sixteen tiles of a tile row at a time as the AVX-512 code takes
+ * them: each value of a tile is an array of WINO_LANES floats, one per tile, and every loop runs
+ * WINO_LANES times over such arrays (a constant count, no aliasing: the compiler vectorizes them
+ * whole for whatever vectors the machine has). A patch row is first split into its four column
+ * phases (tile t's columns 4t + j, j < 4, are phase j's element t; its columns 4t + 4 and 4t + 5
+ * are phase 0 and 1's element t + 1). Lanes past the tile row are computed on whatever the
+ * planes hold there and never stored. The arithmetic is the AVX-512 code's without fused
+ * multiply-adds (GCC contracts nothing in ISO C), so the two agree to rounding, not bit for bit. */
+#define WINO_LANES 16
+
+/* bt6 over the lanes: t[k][l] = (B^T d)[k] of d[0..5][l]. */
+static inline void bt6_lanes(float t[6][WINO_LANES], const float *d0, const float *d1, const float *d2,
+                             const float *d3, const float *d4, const float *d5) {
+    for (int l = 0; l < WINO_LANES; l++) {
+        const float c0 = d4[l] - d2[l], c1 = d3[l] - d1[l];
+        t[0][l] = (4.0f * d0[l] - 5.0f * d2[l]) + d4[l];
+        t[1][l] = (d3[l] + d4[l]) - 4.0f * (d1[l] + d2[l]);
+        t[2][l] = (d4[l] - d3[l]) + 4.0f * (d1[l] - d2[l]);
+        t[3][l] = c0 + 2.0f * c1;
+        t[4][l] = c0 - 2.0f * c1;
+        t[5][l] = (4.0f * d1[l] - 5.0f * d3[l]) + d5[l];
+    }
+}
+
+/* at4 over the lanes: y[k][l] = (A^T m)[k] of m[0..5][l]. */
+static inline void at4_lanes(float y[4][WINO_LANES], const float *m0, const float *m1, const float *m2,
+                             const float *m3, const float *m4, const float *m5) {
+    for (int l = 0; l < WINO_LANES; l++) {
+        const float s12 = m1[l] + m2[l], d12 = m1[l] - m2[l], s34 = m3[l] + m4[l], d34 = m3[l] - m4[l];
+        y[0][l] = (m0[l] + s12) + s34;
+        y[1][l] = 2.0f * d34 + d12;
+        y[2][l] = 4.0f * s34 + s12;
+        y[3][l] = (8.0f * d34 + d12) + m5[l];
+    }
+}
+
+/* at4t over the lanes: s[k][l] = (A r)[k] of r[0..3][l]. */
+static inline void at4t_lanes(float s[6][WINO_LANES], const float *r0, const float *r1, const float *r2,
+                              const float *r3) {
+    for (int l = 0; l < WINO_LANES; l++) {
+        const float a = r0[l] + r2[l], b = r1[l] + r3[l];
+        const float c = 4.0f * r2[l] + r0[l], e = 8.0f * r3[l] + (r1[l] + r1[l]);
+        s[0][l] = r0[l], s[1][l] = a + b, s[2][l] = a - b, s[3][l] = c + e, s[4][l] = c - e, s[5][l] = r3[l];
+    }
+}
+
+/* dst[x * xs + l] = v[x][l] for rows x < 6 and the block's lanes: all sixteen when the tile
+ * row's tiles start the vector (tx == 0), even past its n tiles (they land on the next tile
+ * row's, which are written after them, or on the WINO_LANES floats tile_plan adds to a block's
+ * row on this path); else the first n (a memcpy each: only rows of more than 16 tiles). A
+ * constant count of lanes vectorizes whole; a loop to n, or one that skips lanes past it, had
+ * stayed scalar. */
+static inline void store6_lanes(float *dst, size_t xs, const float (*v)[WINO_LANES], int tx, int n) {
+    for (int x = 0; x < 6; x++)
+        if (tx == 0 || n == WINO_LANES)
+            for (int l = 0; l < WINO_LANES; l++) dst[(size_t)x * xs + l] = v[x][l];
+        else
+            memcpy(dst + (size_t)x * xs, v[x], (size_t)n * sizeof(float));
+}
+
+MULTIVERSION static void winograd_input_c(float *V, const float *planes, size_t plane, int c, int W,
+                                          const TileBlock *b) {
+    const size_t xs = wino_ps(c, b->ld);
+    float e[4][WINO_LANES + 1], rt[6][6][WINO_LANES], v[6][WINO_LANES];
+    for (int ch = 0; ch < c; ch++) {
+        const float *pc = planes + (size_t)ch * plane;
+        float *vc = V + (size_t)ch * b->ld;
+        for (int tx = 0; tx < b->tw; tx += WINO_LANES) {
+            const int n = NASC_MIN(WINO_LANES, b->tw - tx);
+            int slot[6] = {0, 1, 2, 3, 4, 5}; /* patch row i's row transform is rt[slot[i]] */
+            for (int r = 0; r < b->nr; r++) {
+                /* a tile row's last two patch rows are the next one's first two: kept */
+                for (int i = r ? 2 : 0; i < 6; i++) {
+                    const float *p = pc + (size_t)(4 * (b->ty0 + r) + i) * W + 4 * tx;
+                    for (int t = 0; t <= WINO_LANES; t++)
+                        e[0][t] = p[4 * t], e[1][t] = p[4 * t + 1], e[2][t] = p[4 * t + 2], e[3][t] = p[4 * t + 3];
+                    float(*o)[WINO_LANES] = rt[slot[i]];
+                    bt6_lanes(o, e[0], e[1], e[2], e[3], e[0] + 1, e[1] + 1);
+                }
+                float *dst = vc + (size_t)r * b->tw + tx;
+                for (int j = 0; j < 6; j++) {
+                    bt6_lanes(v, rt[slot[0]][j], rt[slot[1]][j], rt[slot[2]][j], rt[slot[3]][j], rt[slot[4]][j],
+                              rt[slot[5]][j]);
+                    store6_lanes(dst + (size_t)j * xs, 6 * xs, (const float(*)[WINO_LANES])v, tx, n);
+                }
+                const int s0 = slot[0], s1 = slot[1];
+                slot[0] = slot[4], slot[1] = slot[5], slot[4] = s0, slot[5] = s1;
+            }
+        }
+    }
+}
+
+/* The runs of grid cells [q0, q1) that a GemmMap keeps (an image's columns ox < ow): cells
+ * [at, at + n) of the range go to y + off + oy * ow + channel * row_stride. */
+typedef struct {
+    int at, n;
+    size_t off;
+} MapSeg;
+#define MAP_SEGS_MAX (4 * WINO_LANES / 5 + 2) /* wq >= 5 */
+
+static int map_segs(const GemmMap *g, int q0, int q1, MapSeg *seg) {
+    int ns = 0;
+    for (int q = q0; q < q1;) {
+        const int j = q / g->wq, ox = q - j * g->wq, end = NASC_MIN(q1, (j + 1) * g->wq);
+        const int n = NASC_MIN(end, j * g->wq + g->ow) - q;
+        if (n > 0) {
+            NASC_ASSERT(ns < MAP_SEGS_MAX);
+            seg[ns++] = (MapSeg){q - q0, n, (size_t)j * g->img_stride + (size_t)ox};
+        }
+        q = end;
+    }
+    return ns;
+}
+
+/* A row of grid cells, v (cells of the runs seg), into output row oy of channel ch through map,
+ * as winograd_output_as stores them: the bias, then the mask or the accumulation. Without
+ * either, x + 0 (a plain copy loop would become a memcpy call per run: 8% of 16 -> 16
+ * channels' forward on 28x28; it only turns a -0 into +0). */
+static inline void map_store_row(const GemmMap *g, int ch, int oy, const MapSeg *seg, int ns, const float *v) {
+    const float bias = g->bias ? g->bias[ch] : 0.0f;
+    const size_t base = (size_t)ch * g->row_stride + (size_t)oy * g->ow;
+    for (int i = 0; i < ns; i++) {
+        float *dst = g->y + base + seg[i].off;
+        const float *src = v + seg[i].at;
+        const int n = seg[i].n;
+        if (g->mask) {
+            const float *a = g->mask + base + seg[i].off; /* 0 + (f'(a) ? x : 0) */
+            for (int l = 0; l < n; l++) {
+                const float x = g->bias ? src[l] + bias : src[l];
+                const int on = a[l] > 0.0f && (!g->mask_relu6 || a[l] < 6.0f);
+                dst[l] = (g->accumulate ? dst[l] : 0.0f) + (on ? x : 0.0f);
+            }
+        } else if (g->accumulate) {
+            for (int l = 0; l < n; l++) dst[l] = (src[l] + bias) + dst[l];
+        } else {
+            for (int l = 0; l < n; l++) dst[l] = src[l] + bias;
+        }
+    }
+}
+
+MULTIVERSION static void winograd_output_c(const GemmMap *map, const float *M, int c, int oh, int W,
+                                           const TileBlock *b) {
+    const size_t xs = wino_ps(c, b->ld);
+    float a[6][4][WINO_LANES], o[4][WINO_LANES], row[4 * WINO_LANES];
+    for (int r = 0; r < b->nr; r++) {
+        const int rows = NASC_MIN(4, oh - 4 * (b->ty0 + r));
+        for (int tx = 0; tx < b->tw; tx += WINO_LANES) {
+            const int n = NASC_MIN(WINO_LANES, b->tw - tx);
+            MapSeg seg[MAP_SEGS_MAX];
+            const int ns = map_segs(map, 4 * tx, NASC_MIN(W, 4 * (tx + n)), seg);
+            for (int ch = 0; ch < c; ch++) {
+                /* all sixteen lanes read: past the tile row they hold other tiles' values, or
+                 * (the last channel's) the slack after M (winograd_conv) */
+                const float *m = M + (size_t)ch * b->ld + (size_t)r * b->tw + tx;
+                for (int j = 0; j < 6; j++) /* a[j][k] = (A^T m)[k][j] */
+                    at4_lanes(a[j], m + j * xs, m + (6 + j) * xs, m + (12 + j) * xs, m + (18 + j) * xs,
+                              m + (24 + j) * xs, m + (30 + j) * xs);
+                for (int k = 0; k < rows; k++) {
+                    at4_lanes(o, a[0][k], a[1][k], a[2][k], a[3][k], a[4][k], a[5][k]);
+                    for (int t = 0; t < WINO_LANES; t++) /* the tiles' four columns back in pixel order */
+                        row[4 * t] = o[0][t], row[4 * t + 1] = o[1][t], row[4 * t + 2] = o[2][t],
+                                row[4 * t + 3] = o[3][t];
+                    map_store_row(map, ch, 4 * (b->ty0 + r) + k, seg, ns, row);
+                }
+            }
+        }
+    }
+}
+
+MULTIVERSION static void winograd_dy_c(float *E, const float *dy, size_t ld, int c, int W, const TileBlock *b) {
+    const size_t xs = wino_ps(c, b->ld);
+    float q[4][WINO_LANES], rt[4][6][WINO_LANES], v[6][WINO_LANES];
+    for (int ch = 0; ch < c; ch++) {
+        const float *dc = dy + (size_t)ch * ld;
+        float *ec = E + (size_t)ch * b->ld;
+        for (int r = 0; r < b->nr; r++)
+            for (int tx = 0; tx < b->tw; tx += WINO_LANES) {
+                const int n = NASC_MIN(WINO_LANES, b->tw - tx);
+                for (int i = 0; i < 4; i++) {
+                    const float *p = dc + (size_t)(4 * (b->ty0 + r) + i) * W + 4 * tx;
+                    const int cols = NASC_MIN(4 * WINO_LANES, W - 4 * tx); /* inside the row */
+                    if (cols == 4 * WINO_LANES)
+                        for (int t = 0; t < WINO_LANES; t++)
+                            q[0][t] = p[4 * t], q[1][t] = p[4 * t + 1], q[2][t] = p[4 * t + 2], q[3][t] = p[4 * t + 3];
+                    else /* a short or ragged last vector: columns past W are zero */
+                        for (int t = 0; t < WINO_LANES; t++)
+                            for (int j = 0; j < 4; j++) q[j][t] = 4 * t + j < cols ? p[4 * t + j] : 0.0f;
+                    at4t_lanes(rt[i], q[0], q[1], q[2], q[3]);
+                }
+                float *dst = ec + (size_t)r * b->tw + tx;
+                for (int j = 0; j < 6; j++) {
+                    at4t_lanes(v, rt[0][j], rt[1][j], rt[2][j], rt[3][j]);
+                    store6_lanes(dst + (size_t)j * xs, 6 * xs, (const float(*)[WINO_LANES])v, tx, n);
+                }
+            }
+    }
+}
+
+/* The transforms: the AVX-512 code when gemm runs on AVX-512, else the plain C above. */
+static void winograd_input(float *V, const float *planes, size_t plane, int c, int W, const TileBlock *b) {
+#if CONV_X86
+    if (wino_avx512()) {
+        winograd_input_avx512(V, planes, plane, c, W, b);
+        return;
+    }
+#endif
+    winograd_input_c(V, planes, plane, c, W, b);
+}
+
+static void winograd_output(const GemmMap *map, const float *M, int c, int oh, int W, const TileBlock *b) {
+#if CONV_X86
+    if (wino_avx512()) {
+        winograd_output_avx512(map, M, c, oh, W, b);
+        return;
+    }
+#endif
+    winograd_output_c(map, M, c, oh, W, b);
+}
+
+static void winograd_dy(float *E, const float *dy, size_t ld, int c, int W, const TileBlock *b) {
+#if CONV_X86
+    if (wino_avx512()) {
+        winograd_dy_avx512(E, dy, ld, c, W, b);
+        return;
+    }
+#endif
+    winograd_dy_c(E, dy, ld, c, W, b);
+}
+
 /* Tiles a block aims at: its transformed input and products, 36 (cin + cout) floats a tile,
  * should stay in L2 (at least one tile row a block). Smaller blocks make short gemms: 64 -> 64
  * channels on 7x7 planes got one tile row (16 tiles) a block with 128K floats; resnet8's step
  * 32.0 / 33.4 / 33.1 -> 31.8 / 31.9 / 31.1 ms, an NB201 cell's 76.3 / 74.9 -> 72.6 / 73.3 ms. */
 #define WINO_BLOCK_FLOATS (512 * 1024)
 
-#if CONV_X86
 /* The blocks of an output grid of W columns and oh rows for transforms of c channels a tile
  * (cin + cout): tw tiles a row, th tile rows, rb of them a block, ld the transforms' row
- * stride (a block's tiles, rounded up to whole lines). */
+ * stride (a block's tiles, rounded up to whole lines; on the plain C path WINO_LANES floats
+ * more, which its stores may fill with junk, store6_lanes). */
 typedef struct {
     int tw, th, rb;
     size_t ld;
@@ -1354,17 +1594,15 @@ static TilePlan tile_plan(int W, int oh, int c) {
     TilePlan t;
     t.tw = (W + 3) / 4, t.th = (oh + 3) / 4;
     t.rb = NASC_MAX(1, WINO_BLOCK_FLOATS / (WINO_POINTS * c) / t.tw);
-    t.ld = round16((size_t)NASC_MIN(t.rb, t.th) * t.tw);
+    t.ld = round16((size_t)NASC_MIN(t.rb, t.th) * t.tw + (wino_avx512() ? 0 : WINO_LANES));
     return t;
 }
-#endif
 
 /* The conv on the output grid of planes (cin_g phase planes of the implicit lowering, grid
  * g), stored into y through map; U: this group's (36, cout_g, cin_g). A block of tile rows at
  * a time: input transform, 36 gemms, output transform. */
 static void winograd_conv(const GemmMap *map, const float *planes, const float *U, int cin_g, int cout_g, int oh,
                           const Grid *g) {
-#if CONV_X86
     const TilePlan tp = tile_plan(g->W, oh, cin_g + cout_g);
     const int tw = tp.tw;
     const size_t ld = tp.ld;
@@ -1378,10 +1616,6 @@ static void winograd_conv(const GemmMap *map, const float *planes, const float *
                    (int)ld, ms);
         winograd_output(map, M, cout_g, oh, g->W, &b);
     }
-#else
-    (void)map, (void)planes, (void)U, (void)cin_g, (void)cout_g, (void)oh, (void)g;
-    NASC_ASSERT(0);
-#endif
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -1687,7 +1921,6 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
  * at a time (gemm_batch), their E^T made first. */
 static void winograd_dw(float *du, const float *planes, const float *dyw, size_t dy_ld, int cin_g, int cout_g,
                         int oh, const Grid *g) {
-#if CONV_X86
     const TilePlan tp = tile_plan(g->W, oh, cin_g + cout_g);
     const int tw = tp.tw;
     const size_t ld = tp.ld;
@@ -1706,10 +1939,6 @@ static void winograd_dw(float *du, const float *planes, const float *dyw, size_t
                        du + (size_t)x0 * cin_g * cout_g, cout_g, (size_t)cin_g * cout_g);
         }
     }
-#else
-    (void)du, (void)planes, (void)dyw, (void)dy_ld, (void)cin_g, (void)cout_g, (void)oh, (void)g;
-    NASC_ASSERT(0);
-#endif
 }
 
 /* dwt (cin_g * 9, cout_g) += G^T du G of every channel pair (du as winograd_dw's), in double,
