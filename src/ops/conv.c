@@ -486,6 +486,91 @@ __attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, 
         }
     }
 }
+
+/* The two plane copies above in AVX2 (eight lanes, masked loads), for machines without
+ * AVX-512: the plain C copy had cost 2.2 times the AVX-512 one (16 -> 32 channels on 28x28,
+ * stride 2, forward, one thread: 30% of it against 18%). The same values, bit for bit. The
+ * stores are whole vectors: a row's last one runs into the next image's row, or the next row,
+ * or the slack row, all written after it (AMD's masked AVX2 stores are slow: with them the
+ * copy took 1.4 times the plain C one). */
+#define AVX2 __attribute__((target("avx2")))
+
+/* Lanes l of an eight-lane chunk whose element index base + l lies in [lo, hi). */
+AVX2 static inline __m256i lanes8(int base, int lo, int hi) {
+    const __m256i i = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(base));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(lo - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
+}
+
+/* made_lanes in AVX2: act_row's float operations on the lanes m of x, the others zero. */
+AVX2 static inline __m256 made_lanes8(__m256 x, __m256i m, const MadeInput *mi) {
+    const float *k = mi->k;
+    __m256 c = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_set1_ps(k[0])), _mm256_set1_ps(k[1]));
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(k[2])), _mm256_set1_ps(k[3]));
+    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) /* max(NaN, 0) = 0, as _mm512_max_ps */
+        v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (mi->act == ACT_RELU6) v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
+    return _mm256_and_ps(v, _mm256_castsi256_ps(m));
+}
+
+AVX2 static void fill_plane_s1_avx2(float *plane, const float *xc, size_t img_stride, int nb, int h, int w, int pad,
+                                    int wq, int hq, const MadeInput *mi) {
+    enum { MAXV = PLANE_MAX_WQ / 8 };
+    __m256i ld[MAXV];
+    const int nv = (wq + 7) / 8;
+    for (int v = 0; v < nv; v++) ld[v] = lanes8(8 * v - pad, 0, w);
+    const size_t W = (size_t)nb * wq;
+    for (int i = 0; i < hq + 1; i++) {
+        float *dr = plane + (size_t)i * W;
+        int iy = i - pad;
+        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
+            memset(dr, 0, W * sizeof(float));
+            continue;
+        }
+        for (int j = 0; j < nb; j++, dr += wq) {
+            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
+            for (int v = 0; v < nv; v++) {
+                __m256 a = _mm256_maskload_ps(xr + 8 * v, ld[v]);
+                if (mi) a = made_lanes8(a, ld[v], mi);
+                _mm256_storeu_ps(dr + 8 * v, a);
+            }
+        }
+    }
+}
+
+AVX2 static void fill_planes_s2_avx2(float *p0, float *p1, const float *xc, size_t img_stride, int nb, int h, int w,
+                                     int pad, int wq, int hq, int pr, const MadeInput *mi) {
+    enum { MAXV = PLANE_MAX_WQ / 8 };
+    __m256i la[MAXV], lb[MAXV];
+    const int nv = (wq + 7) / 8;
+    for (int v = 0; v < nv; v++) { /* phase columns 8v.. hold padded columns 16v - pad .. */
+        la[v] = lanes8(16 * v - pad, 0, w), lb[v] = lanes8(16 * v + 8 - pad, 0, w);
+    }
+    const size_t W = (size_t)nb * wq;
+    for (int i = 0; i < hq + 1; i++) {
+        float *d0 = p0 + (size_t)i * W, *d1 = p1 + (size_t)i * W;
+        int iy = 2 * i + pr - pad;
+        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
+            memset(d0, 0, W * sizeof(float));
+            memset(d1, 0, W * sizeof(float));
+            continue;
+        }
+        for (int j = 0; j < nb; j++, d0 += wq, d1 += wq) {
+            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
+            for (int v = 0; v < nv; v++) {
+                __m256 a = _mm256_maskload_ps(xr + 16 * v, la[v]), b = _mm256_maskload_ps(xr + 16 * v + 8, lb[v]);
+                if (mi) a = made_lanes8(a, la[v], mi), b = made_lanes8(b, lb[v], mi);
+                /* within 128-bit halves [a0 a2 b0 b2 | a4 a6 b4 b6], then the halves' pairs
+                 * put in order: a0 a2 a4 a6 b0 b2 b4 b6 (the odd lanes alike) */
+                const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+                const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+                _mm256_storeu_ps(d0 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+                _mm256_storeu_ps(d1 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+            }
+        }
+    }
+}
+#undef AVX2
 #endif
 
 /* Copies channels [c0, c1) of nb images (x at image 0's first channel of the group, images
@@ -512,6 +597,25 @@ MULTIVERSION static void grid_fill_planes(float *xph, const float *x, size_t img
                 float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane; /* plane (pr, 0), then (pr, 1) */
                 fill_planes_s2_avx512(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
                                       g->hq, pr, mi);
+            }
+        }
+        return;
+    }
+    if (s == 1 && wq <= PLANE_MAX_WQ && use_avx2()) {
+        for (int c = c0; c < c1; c++) {
+            if (mi) act_consts(xs, ch0 + c, kc);
+            fill_plane_s1_avx2(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
+                               g->hq, mi);
+        }
+        return;
+    }
+    if (s == 2 && wq <= PLANE_MAX_WQ && use_avx2()) {
+        for (int c = c0; c < c1; c++) {
+            if (mi) act_consts(xs, ch0 + c, kc);
+            for (int pr = 0; pr < 2; pr++) {
+                float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane;
+                fill_planes_s2_avx2(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
+                                    g->hq, pr, mi);
             }
         }
         return;

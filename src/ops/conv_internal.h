@@ -65,6 +65,18 @@ static inline int use_avx512(void) {
     return u;
 }
 
+/* Whether gemm runs on its AVX2 path (a machine with AVX2 and FMA but not AVX-512, or
+ * NASC_GEMM=avx2): the few AVX2 copies of the AVX-512 data movement then run. */
+static inline int use_avx2(void) {
+    static int use = -1;
+    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
+    if (u < 0) {
+        u = strcmp(gemm_path(), "avx2") == 0;
+        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
+    }
+    return u;
+}
+
 /* In-register transpose of the 16 x 16 matrix r (r[i] = row i). */
 __attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 r[16]) {
     __m512 t[16];
