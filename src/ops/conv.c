@@ -1997,6 +1997,39 @@ __attribute__((target("avx512f"))) static void transpose_avx512(float *dst, cons
         }
     }
 }
+
+/* The same in AVX2, eight by eight (the ragged edges element by element): for machines
+ * without AVX-512, where dW's dy^T and Winograd's E^T had been a plain loop (16 -> 32 channels
+ * on 28x28, stride 2, dx + dW, one thread: 7.4% of it in dw_images' transpose). */
+__attribute__((target("avx2"))) static void transpose_avx2(float *dst, const float *src, int rows, int cols,
+                                                           size_t lds) {
+    int r0 = 0;
+    for (; r0 + 8 <= rows; r0 += 8) {
+        int q0 = 0;
+        for (; q0 + 8 <= cols; q0 += 8) {
+            __m256 v[8], t[8];
+            for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(src + (size_t)(r0 + i) * lds + q0);
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) { /* v[i + k]: column k (and k + 4) of rows i..i+3 */
+                v[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                v[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                v[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                v[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            for (int k = 0; k < 4; k++) {
+                _mm256_storeu_ps(dst + (size_t)(q0 + k) * rows + r0, _mm256_permute2f128_ps(v[k], v[4 + k], 0x20));
+                _mm256_storeu_ps(dst + (size_t)(q0 + 4 + k) * rows + r0, _mm256_permute2f128_ps(v[k], v[4 + k], 0x31));
+            }
+        }
+        for (; q0 < cols; q0++)
+            for (int i = 0; i < 8; i++) dst[(size_t)q0 * rows + r0 + i] = src[(size_t)(r0 + i) * lds + q0];
+    }
+    for (; r0 < rows; r0++)
+        for (int q = 0; q < cols; q++) dst[(size_t)q * rows + r0] = src[(size_t)r0 * lds + q];
+}
 #endif
 
 /* dst (cols, rows) = src (rows, cols; rows lds apart) transposed. */
@@ -2004,6 +2037,10 @@ static void transpose(float *dst, const float *src, int rows, int cols, size_t l
 #if CONV_X86
     if (use_avx512()) {
         transpose_avx512(dst, src, rows, cols, lds);
+        return;
+    }
+    if (use_avx2()) {
+        transpose_avx2(dst, src, rows, cols, lds);
         return;
     }
 #endif
