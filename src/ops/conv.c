@@ -1210,8 +1210,6 @@ typedef struct {
     size_t ld;
 } TileBlock;
 
-#if CONV_X86
-
 /* Floats from one position's transforms (c channels of rows ld floats) to the next: an odd
  * number of cache lines, so that the 36 positions of a tile, which the transforms store or
  * load together, fall in 36 different sets of the L1 cache. With c * ld a multiple of 64
@@ -1222,6 +1220,8 @@ static size_t wino_ps(int c, size_t ld) {
     const size_t f = (size_t)c * ld;
     return f / 16 % 2 ? f : f + 16;
 }
+
+#if CONV_X86
 
 /* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4,
  * t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1), t5 = 4d1 - 5d3 + d5. */
