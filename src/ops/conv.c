@@ -419,80 +419,98 @@ __attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __m
  * columns) take the plain C path. */
 #define PLANE_MAX_WQ 512
 
-/* grid_fill's stride-1 case for one channel: the plane (hq rows of W = nb * wq columns, then
- * one zero slack row) from the channel's nb images (xc at image 0, images img_stride apart).
- * The lane masks of a row are made once: rows are short (a 28-wide row is two vectors), so
- * per-row setup was most of the copy's cost. */
-__attribute__((target("avx512f"))) static void fill_plane_s1_avx512(float *plane, const float *xc, size_t img_stride,
-                                                                    int nb, int h, int w, int pad, int wq, int hq,
-                                                                    const MadeInput *mi) {
-    enum { MAXV = PLANE_MAX_WQ / 16 };
-    __mmask16 st[MAXV], ld[MAXV];
-    const int nv = (wq + 15) / 16;
-    for (int v = 0; v < nv; v++) st[v] = lane_range(16 * v, 0, wq), ld[v] = lane_range(16 * v - pad, 0, w);
-    const size_t W = (size_t)nb * wq;
-    for (int i = 0; i < hq + 1; i++) {
-        float *dr = plane + (size_t)i * W;
-        int iy = i - pad;
-        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
-            memset(dr, 0, W * sizeof(float));
+/* grid_fill's copy of one channel's rows (padded row s i + pr of each image to row i of its
+ * planes; stride 1 or 2) in AVX-512 and in AVX2. A copy's shape: the channel's nb images (xc at
+ * image 0, images img_stride apart, h x w), its planes (hq rows of W = nb * wq columns, then one
+ * zero slack row each). */
+typedef struct {
+    const float *xc;
+    size_t img_stride;
+    int nb, h, w, pad, wq, hq, s, pr;
+} PlaneCopy;
+
+/* One image's row into its planes' rows d0 and d1 (d1 NULL: stride 1), xr at the row's column
+ * -pad; ctx: the kernel's lane masks. */
+typedef void (*PlaneRow)(float *d0, float *d1, const float *xr, const void *ctx);
+
+/* The walk over rows the copies share: padding rows and the slack row are zeros, other rows
+ * row(), image by image (inlined into each copy, row a constant: a call a row is then inlined). */
+__attribute__((always_inline)) static inline void plane_rows(float *p0, float *p1, const PlaneCopy *pc, PlaneRow row,
+                                                             const void *ctx) {
+    const size_t W = (size_t)pc->nb * pc->wq;
+    for (int i = 0; i < pc->hq + 1; i++) {
+        float *d0 = p0 + (size_t)i * W, *d1 = p1 ? p1 + (size_t)i * W : NULL;
+        const int iy = pc->s * i + pc->pr - pc->pad;
+        if (i == pc->hq || iy < 0 || iy >= pc->h) { /* a padding row, or the slack row */
+            memset(d0, 0, W * sizeof(float));
+            if (d1) memset(d1, 0, W * sizeof(float));
             continue;
         }
-        for (int j = 0; j < nb; j++, dr += wq) {
-            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
-            if (mi)
-                for (int v = 0; v < nv; v++)
-                    _mm512_mask_storeu_ps(dr + 16 * v, st[v],
-                                          made_lanes(_mm512_maskz_loadu_ps(ld[v], xr + 16 * v), ld[v], mi));
-            else
-                for (int v = 0; v < nv; v++)
-                    _mm512_mask_storeu_ps(dr + 16 * v, st[v], _mm512_maskz_loadu_ps(ld[v], xr + 16 * v));
-        }
+        const float *xr = pc->xc + (size_t)iy * pc->w - pc->pad;
+        for (int j = 0; j < pc->nb; j++, xr += pc->img_stride)
+            row(d0 + (size_t)j * pc->wq, d1 ? d1 + (size_t)j * pc->wq : NULL, xr, ctx);
     }
 }
 
-/* The stride-2 case: the row phase pr of one channel, its two column-phase planes p0, p1 (hq
- * rows of W columns and the slack row each): padded row 2 i + pr of each image, its even
- * padded columns into p0 and odd ones into p1. Masks and permutations made once per call. */
-__attribute__((target("avx512f"))) static void fill_planes_s2_avx512(float *p0, float *p1, const float *xc,
-                                                                     size_t img_stride, int nb, int h, int w, int pad,
-                                                                     int wq, int hq, int pr, const MadeInput *mi) {
-    enum { MAXV = PLANE_MAX_WQ / 16 };
+/* The AVX-512 rows. The lane masks of a row are made once per copy: rows are short (a 28-wide
+ * row is two vectors), so per-row setup was most of the copy's cost. Vector v of a plane row
+ * holds its phase columns 16 v.., padded columns span v - pad.. (span 16, or 32 with stride 2:
+ * their even ones to d0, odd ones to d1). */
+typedef struct {
+    int nv;
+    __mmask16 st[PLANE_MAX_WQ / 16], la[PLANE_MAX_WQ / 16], lb[PLANE_MAX_WQ / 16];
+    const MadeInput *mi;
+} RowMasks16;
+
+__attribute__((target("avx512f"), always_inline)) static inline void row_s1_avx512(float *d0, float *d1,
+                                                                                   const float *xr, const void *ctx) {
+    const RowMasks16 *m = ctx;
+    const int nv = m->nv;
+    const MadeInput *mi = m->mi;
+    if (mi)
+        for (int v = 0; v < nv; v++)
+            _mm512_mask_storeu_ps(d0 + 16 * v, m->st[v],
+                                  made_lanes(_mm512_maskz_loadu_ps(m->la[v], xr + 16 * v), m->la[v], mi));
+    else
+        for (int v = 0; v < nv; v++)
+            _mm512_mask_storeu_ps(d0 + 16 * v, m->st[v], _mm512_maskz_loadu_ps(m->la[v], xr + 16 * v));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void row_s2_avx512(float *d0, float *d1,
+                                                                                   const float *xr, const void *ctx) {
+    const RowMasks16 *m = ctx;
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    __mmask16 st[MAXV], la[MAXV], lb[MAXV];
-    const int nv = (wq + 15) / 16;
-    for (int v = 0; v < nv; v++) { /* phase columns 16v.. hold padded columns 32v - pad .. */
-        st[v] = lane_range(16 * v, 0, wq);
-        la[v] = lane_range(32 * v - pad, 0, w), lb[v] = lane_range(32 * v + 16 - pad, 0, w);
-    }
-    const size_t W = (size_t)nb * wq;
-    for (int i = 0; i < hq + 1; i++) {
-        float *d0 = p0 + (size_t)i * W, *d1 = p1 + (size_t)i * W;
-        int iy = 2 * i + pr - pad;
-        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
-            memset(d0, 0, W * sizeof(float));
-            memset(d1, 0, W * sizeof(float));
-            continue;
-        }
-        for (int j = 0; j < nb; j++, d0 += wq, d1 += wq) {
-            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
-            for (int v = 0; v < nv; v++) {
-                __m512 a = _mm512_maskz_loadu_ps(la[v], xr + 32 * v), b = _mm512_maskz_loadu_ps(lb[v], xr + 32 * v + 16);
-                if (mi) a = made_lanes(a, la[v], mi), b = made_lanes(b, lb[v], mi);
-                _mm512_mask_storeu_ps(d0 + 16 * v, st[v], _mm512_permutex2var_ps(a, even, b));
-                _mm512_mask_storeu_ps(d1 + 16 * v, st[v], _mm512_permutex2var_ps(a, odd, b));
-            }
-        }
+    const int nv = m->nv;
+    const MadeInput *mi = m->mi;
+    for (int v = 0; v < nv; v++) {
+        __m512 a = _mm512_maskz_loadu_ps(m->la[v], xr + 32 * v), b = _mm512_maskz_loadu_ps(m->lb[v], xr + 32 * v + 16);
+        if (mi) a = made_lanes(a, m->la[v], mi), b = made_lanes(b, m->lb[v], mi);
+        _mm512_mask_storeu_ps(d0 + 16 * v, m->st[v], _mm512_permutex2var_ps(a, even, b));
+        _mm512_mask_storeu_ps(d1 + 16 * v, m->st[v], _mm512_permutex2var_ps(a, odd, b));
     }
 }
 
-/* The two plane copies above in AVX2 (eight lanes, masked loads), for machines without
- * AVX-512: the plain C copy had cost 2.2 times the AVX-512 one (16 -> 32 channels on 28x28,
- * stride 2, forward, one thread: 30% of it against 18%). The same values, bit for bit. The
- * stores are whole vectors: a row's last one runs into the next image's row, or the next row,
- * or the slack row, all written after it (AMD's masked AVX2 stores are slow: with them the
- * copy took 1.4 times the plain C one). */
+__attribute__((target("avx512f"))) static void fill_planes_avx512(float *p0, float *p1, const PlaneCopy *pc,
+                                                                  const MadeInput *mi) {
+    RowMasks16 m;
+    const int span = pc->s * 16;
+    m.nv = (pc->wq + 15) / 16, m.mi = mi;
+    for (int v = 0; v < m.nv; v++) {
+        m.st[v] = lane_range(16 * v, 0, pc->wq);
+        m.la[v] = lane_range(span * v - pc->pad, 0, pc->w), m.lb[v] = lane_range(span * v + 16 - pc->pad, 0, pc->w);
+    }
+    if (p1)
+        plane_rows(p0, p1, pc, row_s2_avx512, &m);
+    else
+        plane_rows(p0, NULL, pc, row_s1_avx512, &m);
+}
+
+/* The AVX2 rows, for machines without AVX-512 (eight lanes, masked loads): the plain C copy had
+ * cost 2.2 times the AVX-512 one (16 -> 32 channels on 28x28, stride 2, forward, one thread:
+ * 30% of it against 18%). The same values, bit for bit. The stores are whole vectors: a row's
+ * last one runs into the next image's row, or the next row, or the slack row, all written after
+ * it (AMD's masked AVX2 stores are slow: with them the copy took 1.4 times the plain C one). */
 #define AVX2 __attribute__((target("avx2")))
 
 /* Lanes l of an eight-lane chunk whose element index base + l lies in [lo, hi). */
@@ -513,62 +531,47 @@ AVX2 static inline __m256 made_lanes8(__m256 x, __m256i m, const MadeInput *mi) 
     return _mm256_and_ps(v, _mm256_castsi256_ps(m));
 }
 
-AVX2 static void fill_plane_s1_avx2(float *plane, const float *xc, size_t img_stride, int nb, int h, int w, int pad,
-                                    int wq, int hq, const MadeInput *mi) {
-    enum { MAXV = PLANE_MAX_WQ / 8 };
-    __m256i ld[MAXV];
-    const int nv = (wq + 7) / 8;
-    for (int v = 0; v < nv; v++) ld[v] = lanes8(8 * v - pad, 0, w);
-    const size_t W = (size_t)nb * wq;
-    for (int i = 0; i < hq + 1; i++) {
-        float *dr = plane + (size_t)i * W;
-        int iy = i - pad;
-        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
-            memset(dr, 0, W * sizeof(float));
-            continue;
-        }
-        for (int j = 0; j < nb; j++, dr += wq) {
-            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
-            for (int v = 0; v < nv; v++) {
-                __m256 a = _mm256_maskload_ps(xr + 8 * v, ld[v]);
-                if (mi) a = made_lanes8(a, ld[v], mi);
-                _mm256_storeu_ps(dr + 8 * v, a);
-            }
-        }
+typedef struct {
+    int nv;
+    __m256i la[PLANE_MAX_WQ / 8], lb[PLANE_MAX_WQ / 8];
+    const MadeInput *mi;
+} RowMasks8;
+
+__attribute__((target("avx2"), always_inline)) static inline void row_s1_avx2(float *d0, float *d1, const float *xr,
+                                                                              const void *ctx) {
+    const RowMasks8 *m = ctx;
+    for (int v = 0; v < m->nv; v++) {
+        __m256 a = _mm256_maskload_ps(xr + 8 * v, m->la[v]);
+        if (m->mi) a = made_lanes8(a, m->la[v], m->mi);
+        _mm256_storeu_ps(d0 + 8 * v, a);
     }
 }
 
-AVX2 static void fill_planes_s2_avx2(float *p0, float *p1, const float *xc, size_t img_stride, int nb, int h, int w,
-                                     int pad, int wq, int hq, int pr, const MadeInput *mi) {
-    enum { MAXV = PLANE_MAX_WQ / 8 };
-    __m256i la[MAXV], lb[MAXV];
-    const int nv = (wq + 7) / 8;
-    for (int v = 0; v < nv; v++) { /* phase columns 8v.. hold padded columns 16v - pad .. */
-        la[v] = lanes8(16 * v - pad, 0, w), lb[v] = lanes8(16 * v + 8 - pad, 0, w);
+__attribute__((target("avx2"), always_inline)) static inline void row_s2_avx2(float *d0, float *d1, const float *xr,
+                                                                              const void *ctx) {
+    const RowMasks8 *m = ctx;
+    for (int v = 0; v < m->nv; v++) {
+        __m256 a = _mm256_maskload_ps(xr + 16 * v, m->la[v]), b = _mm256_maskload_ps(xr + 16 * v + 8, m->lb[v]);
+        if (m->mi) a = made_lanes8(a, m->la[v], m->mi), b = made_lanes8(b, m->lb[v], m->mi);
+        /* within 128-bit halves [a0 a2 b0 b2 | a4 a6 b4 b6], then the halves' pairs put in
+         * order: a0 a2 a4 a6 b0 b2 b4 b6 (the odd lanes alike) */
+        const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(d0 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+        _mm256_storeu_ps(d1 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
     }
-    const size_t W = (size_t)nb * wq;
-    for (int i = 0; i < hq + 1; i++) {
-        float *d0 = p0 + (size_t)i * W, *d1 = p1 + (size_t)i * W;
-        int iy = 2 * i + pr - pad;
-        if (i == hq || iy < 0 || iy >= h) { /* a padding row, or the slack row */
-            memset(d0, 0, W * sizeof(float));
-            memset(d1, 0, W * sizeof(float));
-            continue;
-        }
-        for (int j = 0; j < nb; j++, d0 += wq, d1 += wq) {
-            const float *xr = xc + j * img_stride + (size_t)iy * w - pad;
-            for (int v = 0; v < nv; v++) {
-                __m256 a = _mm256_maskload_ps(xr + 16 * v, la[v]), b = _mm256_maskload_ps(xr + 16 * v + 8, lb[v]);
-                if (mi) a = made_lanes8(a, la[v], mi), b = made_lanes8(b, lb[v], mi);
-                /* within 128-bit halves [a0 a2 b0 b2 | a4 a6 b4 b6], then the halves' pairs
-                 * put in order: a0 a2 a4 a6 b0 b2 b4 b6 (the odd lanes alike) */
-                const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-                const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-                _mm256_storeu_ps(d0 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-                _mm256_storeu_ps(d1 + 8 * v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
-            }
-        }
-    }
+}
+
+AVX2 static void fill_planes_avx2(float *p0, float *p1, const PlaneCopy *pc, const MadeInput *mi) {
+    RowMasks8 m;
+    const int span = pc->s * 8;
+    m.nv = (pc->wq + 7) / 8, m.mi = mi;
+    for (int v = 0; v < m.nv; v++)
+        m.la[v] = lanes8(span * v - pc->pad, 0, pc->w), m.lb[v] = lanes8(span * v + 8 - pc->pad, 0, pc->w);
+    if (p1)
+        plane_rows(p0, p1, pc, row_s2_avx2, &m);
+    else
+        plane_rows(p0, NULL, pc, row_s1_avx2, &m);
 }
 #undef AVX2
 #endif
@@ -582,40 +585,17 @@ MULTIVERSION static void grid_fill_planes(float *xph, const float *x, size_t img
     float kc[4];
     MadeInput made = {kc, xs ? xs->act : ACT_COUNT}, *mi = xs && xs->saved ? &made : NULL;
 #if CONV_X86
-    if (s == 1 && wq <= PLANE_MAX_WQ && use_avx512()) {
+    const int simd = (s == 1 || s == 2) && wq <= PLANE_MAX_WQ ? use_avx512() ? 512 : use_avx2() ? 256 : 0 : 0;
+    if (simd) {
         for (int c = c0; c < c1; c++) {
             if (mi) act_consts(xs, ch0 + c, kc);
-            fill_plane_s1_avx512(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                                 g->hq, mi);
-        }
-        return;
-    }
-    if (s == 2 && wq <= PLANE_MAX_WQ && use_avx512()) {
-        for (int c = c0; c < c1; c++) {
-            if (mi) act_consts(xs, ch0 + c, kc);
-            for (int pr = 0; pr < 2; pr++) {
-                float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane; /* plane (pr, 0), then (pr, 1) */
-                fill_planes_s2_avx512(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                                      g->hq, pr, mi);
-            }
-        }
-        return;
-    }
-    if (s == 1 && wq <= PLANE_MAX_WQ && use_avx2()) {
-        for (int c = c0; c < c1; c++) {
-            if (mi) act_consts(xs, ch0 + c, kc);
-            fill_plane_s1_avx2(xph + (size_t)c * g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                               g->hq, mi);
-        }
-        return;
-    }
-    if (s == 2 && wq <= PLANE_MAX_WQ && use_avx2()) {
-        for (int c = c0; c < c1; c++) {
-            if (mi) act_consts(xs, ch0 + c, kc);
-            for (int pr = 0; pr < 2; pr++) {
-                float *base = xph + (size_t)(c * 2 + pr) * 2 * g->plane;
-                fill_planes_s2_avx2(base, base + g->plane, x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq,
-                                    g->hq, pr, mi);
+            for (int pr = 0; pr < s; pr++) {
+                float *base = xph + (size_t)(c * s + pr) * s * g->plane; /* plane (pr, 0), then (pr, 1) */
+                const PlaneCopy pc = {x + (size_t)c * h * w, img_stride, g->nb, h, w, pad, wq, g->hq, s, pr};
+                if (simd == 512)
+                    fill_planes_avx512(base, s == 2 ? base + g->plane : NULL, &pc, mi);
+                else
+                    fill_planes_avx2(base, s == 2 ? base + g->plane : NULL, &pc, mi);
             }
         }
         return;

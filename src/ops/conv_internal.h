@@ -55,26 +55,26 @@ static inline void split_range(int count, int parts, int i, int *lo, int *hi) {
 #endif
 
 #if CONV_X86
-static inline int use_avx512(void) {
-    static int use = -1;
-    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
+/* Whether gemm runs on the path called name, the answer kept in *use (-1 until asked). */
+static inline int gemm_path_is(int *use, const char *name) {
+    int u = __atomic_load_n(use, __ATOMIC_RELAXED);
     if (u < 0) {
-        u = strcmp(gemm_path(), "avx512") == 0;
-        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
+        u = strcmp(gemm_path(), name) == 0;
+        __atomic_store_n(use, u, __ATOMIC_RELAXED);
     }
     return u;
+}
+
+static inline int use_avx512(void) {
+    static int use = -1;
+    return gemm_path_is(&use, "avx512");
 }
 
 /* Whether gemm runs on its AVX2 path (a machine with AVX2 and FMA but not AVX-512, or
  * NASC_GEMM=avx2): the few AVX2 copies of the AVX-512 data movement then run. */
 static inline int use_avx2(void) {
     static int use = -1;
-    int u = __atomic_load_n(&use, __ATOMIC_RELAXED);
-    if (u < 0) {
-        u = strcmp(gemm_path(), "avx2") == 0;
-        __atomic_store_n(&use, u, __ATOMIC_RELAXED);
-    }
-    return u;
+    return gemm_path_is(&use, "avx2");
 }
 
 /* In-register transpose of the 16 x 16 matrix r (r[i] = row i). */
