@@ -12,7 +12,9 @@
  *     overwrites), nonzero initial gradients (backward accumulates) or NaN-filled dx (dx
  *     overwritten), NULL gradients and bias;
  *   - depthwise layers: every row width of the direct kernels' range, the blocked kernels'
- *     shapes, and dW/db/dx bitwise independent of the thread count;
+ *     shapes, the edges of the portable direct kernels (one image, dx overwritten and
+ *     accumulated, rows of several vectors, the size thresholds), and dW/db/dx bitwise
+ *     independent of the thread count;
  *   - linear forward/backward the same way; conv_dims_init sizes and error cases.
  * Tolerances: |got - want| <= 1e-5 sqrt(terms) + 1e-4 |want|, terms = length of the sums.
  */
@@ -147,6 +149,10 @@ static void test_gemm_batch(Rng *r) {
 }
 
 /* ------------------------------------------------------------------ conv */
+/* conv_case's random choices, when >= 0: the gradients wanted (bit 0 dx, 1 dw, 2 db) and
+ * whether dx accumulates. */
+static int force_mask = -1, force_dx_acc = -1;
+
 static int conv_case(Rng *r, ConvDims d, int threads, const char *tag) {
     Err e;
     if (conv_dims_init(&d, &e) != NASC_OK) return 0;
@@ -165,6 +171,8 @@ static int conv_case(Rng *r, ConvDims d, int threads, const char *tag) {
     int use_b = rng_below(r, 2), mask = (int)rng_below(r, 8);
     if (mask == 0) mask = 7; /* bit 0: dx, 1: dw, 2: db */
     int dx_acc = rng_below(r, 3) != 0; /* else dx is overwritten: NaN before, zero in the reference */
+    if (force_mask >= 0) mask = force_mask;
+    if (force_dx_acc >= 0) dx_acc = force_dx_acc;
     if (!dx_acc && (mask & 1)) fill_nan(dx, xs), memset(dxr, 0, xs * 4);
     char what[220];
     snprintf(what, sizeof what,
@@ -326,9 +334,29 @@ static void test_depthwise(Rng *r) {
         int h = 1 + (int)rng_below(r, 30), w = 1 + (int)rng_below(r, 30);
         conv_case(r, dims(n, c, h, w, c, k, s, p, dil, c), 1 + (int)rng_below(r, 3), "dw.random");
     }
+    /* The portable direct kernels (NASC_GEMM=avx2|generic), every gradient, dx overwritten and
+     * accumulated: n, c, h, w, stride. One image; MobileNet's planes; odd sizes; stride-2 rows
+     * of one chunk of 8 output columns, of several (the last one moved back to the row's end,
+     * odd and even widths), of 16 and 17 chunks; planes on either side of the direct path's
+     * smallest (16 output pixels: stride 1, 4x4 vs 3x5; stride 2, 7x7 and 8x8 vs 6x8); one
+     * row, one column. */
+    static const int edge[][5] = {{1, 3, 7, 7, 1},    {1, 5, 14, 14, 1}, {3, 17, 28, 28, 1}, {2, 3, 13, 11, 1},
+                                  {1, 3, 7, 7, 2},    {1, 4, 14, 14, 2}, {3, 17, 28, 28, 2}, {2, 3, 13, 11, 2},
+                                  {1, 2, 35, 35, 2},  {1, 2, 9, 33, 2},  {1, 2, 5, 34, 2},   {2, 2, 6, 50, 2},
+                                  {1, 1, 3, 256, 2},  {1, 1, 3, 258, 2}, {2, 3, 4, 4, 1},    {2, 3, 3, 5, 1},
+                                  {2, 3, 8, 8, 2},    {2, 3, 7, 8, 2},   {2, 3, 6, 8, 2},    {1, 2, 2, 40, 1},
+                                  {1, 2, 40, 1, 1},   {1, 2, 1, 64, 2},  {1, 2, 64, 1, 2},   {2, 3, 1, 40, 1}};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+        for (int acc = 0; acc < 2; acc++) {
+            const int *e = edge[i];
+            force_mask = 7, force_dx_acc = acc;
+            conv_case(r, dims(e[0], e[1], e[2], e[3], e[1], 3, e[4], 1, 1, e[1]), 1 + acc, "dw.edge");
+            force_mask = force_dx_acc = -1;
+        }
     dw_threads_case(r, dims(9, 19, 14, 14, 19, 3, 1, 1, 1, 19));
     dw_threads_case(r, dims(9, 19, 14, 14, 19, 3, 2, 1, 1, 19));
     dw_threads_case(r, dims(9, 19, 13, 13, 19, 5, 1, 2, 1, 19));
+    dw_threads_case(r, dims(9, 7, 35, 35, 7, 3, 2, 1, 1, 7));
 }
 
 static void test_dims(void) {

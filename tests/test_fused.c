@@ -8,11 +8,19 @@
  *     net_forward/net_backward with fusion and lazy gradient zeroing against NASC_FUSE=0,
  *     where every node runs alone (the zeroing bookkeeping is the same in both, so it is also
  *     checked against the sum of per-node results through net_node_forward for the forward).
- * Values are compared as floats (so -0 == 0) within a small relative tolerance.
+ * Values are compared as floats (so -0 == 0) within a small relative tolerance. Then all of it
+ * again under NASC_GEMM=avx2 and generic (the portable kernels, depthwise's among them, which
+ * an AVX-512 machine does not run otherwise; the test re-runs itself, as the path is chosen
+ * once per process).
  */
 #include "../src/net/net.h"
 #include "../src/ops/ops.h"
 #include "check.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char **environ;
 
 static Rng rng;
 
@@ -340,7 +348,32 @@ static void test_net(const char *name, const char *spec, int batch) {
     free(a.logits), free(b.logits), free(a.grads), free(b.grads), free(a.eval), free(b.eval);
 }
 
-int main(void) {
+static int cpu_has(const char *path) {
+    if (strcmp(path, "generic") == 0) return 1;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (strcmp(path, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* Runs this program again as `self --child` with NASC_GEMM=path; its exit status, -1 if it did
+ * not run. */
+static int run_child(const char *self, const char *path) {
+    char *argv[] = {(char *)self, "--child", NULL};
+    setenv("NASC_GEMM", path, 1);
+    fflush(stdout);
+    pid_t pid;
+    int rc = posix_spawn(&pid, self, NULL, NULL, argv, environ);
+    unsetenv("NASC_GEMM");
+    if (rc != 0) return -1;
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv) {
+    const int child = argc > 1 && strcmp(argv[1], "--child") == 0;
     rng_seed(&rng, 42);
     static const int bn_shapes[][3] = {{1, 1, 2}, {3, 5, 7}, {4, 16, 49}, {16, 8, 196}, {2, 7, 33}, {64, 10, 1}};
     for (size_t i = 0; i < sizeof bn_shapes / sizeof bn_shapes[0]; i++) {
@@ -363,12 +396,15 @@ int main(void) {
         test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     }
     /* the same shapes plus depthwise 3x3 s1/s2 (direct; on 7x7 planes in runs of 20, the last
-     * one short) and 5x5 (blocked) and one image (all threads on it), each with ReLU, ReLU6 and no activation after the BN, at 1 and 2 threads */
+     * one short; stride 2 on 35x35, rows of three chunks; stride 1 on 4x4, the portable direct
+     * path's smallest) and 5x5 (blocked) and one image (all threads on it), each with ReLU,
+     * ReLU6 and no activation after the BN, at 1 and 2 threads */
     static const int gconvs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1},  {5, 8, 13, 8, 3, 2, 1, 1},  {2, 16, 7, 24, 1, 1, 0, 1},
                                     {4, 16, 14, 32, 1, 2, 0, 1}, {3, 24, 14, 24, 3, 2, 1, 24}, {2, 32, 9, 32, 3, 1, 1, 32},
                                     {2, 8, 10, 12, 3, 1, 1, 4},  {6, 1, 28, 16, 3, 1, 1, 1}, {3, 20, 11, 20, 5, 1, 2, 20},
                                     {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1},
-                                    {3, 36, 7, 36, 3, 1, 1, 36}};
+                                    {3, 36, 7, 36, 3, 1, 1, 36},  {2, 20, 35, 20, 3, 2, 1, 20},
+                                    {2, 12, 4, 12, 3, 1, 1, 12}};
     const int threads0 = threads_get();
     for (int t = 1; t <= 2; t++) {
         threads_set(t);
@@ -404,5 +440,17 @@ int main(void) {
     test_net("bn into add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=1);c=bn;add(b,c);gap;linear", 4);
     test_net("bn, id, add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;i=id(b);add(i,x);relu;gap;linear", 3);
     test_net("bn into add3", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=3,s=1);c=bn;add(b,x,c);relu;gap;linear", 5);
+    if (child) {
+        char name[64];
+        snprintf(name, sizeof name, "test_fused[gemm %s]", gemm_path());
+        return check_summary(name);
+    }
+    static const char *const paths[] = {"avx2", "generic"};
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(gemm_path(), paths[i]) == 0 || !cpu_has(paths[i])) continue;
+        int rc = run_child(argv[0], paths[i]);
+        CHECK(rc == 0, "the tests under NASC_GEMM=%s failed (exit status %d)", paths[i], rc);
+        if (rc == 0) printf("NASC_GEMM=%s: ok\n", paths[i]);
+    }
     return check_summary("test_fused");
 }

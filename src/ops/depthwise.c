@@ -2,9 +2,9 @@
  * forward and backward, NCHW, float. conv2d_forward and conv2d_backward_ex hand depthwise layers
  * here; the reference is conv2d_*_ref in conv.c.
  *
- * Two implementations; each layer takes the one that measured faster for its shape:
+ * Three implementations; each layer takes the one that measured faster for its shape:
  *
- *   Direct (AVX-512; 3x3 kernels, dilation 1, padding 1, and stride 1, or stride 2 on rows of
+ *   Direct, AVX-512 (3x3 kernels, dilation 1, padding 1, and stride 1, or stride 2 on rows of
  *   at most 32 columns: MobileNet's layers). Each (image, channel) plane is convolved where it
  *   lies, vectorized along its pixels; no layout changes.
  *     Stride 1: the plane is one flat array, 16 pixels a vector whatever the row width (a 7x7
@@ -21,22 +21,35 @@
  *     de-interleaved with permutes into the columns 2ox - 1, 2ox, 2ox + 1 its taps read, and
  *     serves two output rows. dx is built two rows at a time, its even and odd columns from dy
  *     and dy moved by one lane, and interleaved back with permutes.
- *   Blocked (every other shape, and the portable path when gemm does not run on AVX-512):
- *   blocks of DW_CB = 16 channels are transposed into a pixel-major layout (one 16-channel vector
- *   per pixel, the input zero-padded), so each kernel tap is one vector multiply-add whatever the
- *   stride, padding or dilation, and the padding needs no tests. The transposes use AVX-512
- *   shuffles when gemm runs on AVX-512 and plain loops otherwise; the arithmetic is plain C that
- *   the compiler vectorizes. For 5x5 and 7x7 kernels it beats direct code (full vectors, no
- *   lane rotations); without AVX-512 it beats direct code for every shape.
+ *   Direct, portable (when gemm does not run on AVX-512: AVX2 machines, ARM64; the same layers,
+ *   stride 2 on rows of any width, planes of 16 output pixels and more): the
+ *   same walk in GNU C vectors of 8 floats, the kernels compiled for AVX2 + FMA and for the
+ *   baseline (NEON on ARM64). Stride 1 copies each plane into a buffer with a zero row above
+ *   and below it, so that its taps are plain loads, masked where they wrap; stride 2 splits
+ *   input rows into even and odd columns with shuffles. On AVX2 code it is 3-4 times the blocked
+ *   path and most of the AVX-512 direct one (Zen 4, whose 256-bit FMAs have the throughput of
+ *   its 512-bit ones; 2 threads, batch 128, forward / backward GFLOP/s, blocked -> portable
+ *   (AVX-512 direct)): 96 channels on 28x28, stride 2, 14/10 -> 52/40 (69/51); 144 on 14x14
+ *   25/24 -> 100/73 (125/98); 384 on 7x7 24/19 -> 84/56 (91/68); the mbv2 training step, with
+ *   NASC_GEMM=avx2, 152 -> 126 ms.
+ *   Blocked (every other shape: 5x5 and 7x7 kernels, dilation, other paddings; and without
+ *   AVX-512 the smallest planes): blocks of DW_CB = 16 channels are transposed into a
+ *   pixel-major layout (one 16-channel vector per pixel, the input zero-padded), so each kernel
+ *   tap is one vector multiply-add whatever the stride, padding or dilation, and the padding
+ *   needs no tests. The transposes use AVX-512 shuffles when gemm runs on AVX-512 and plain
+ *   loops otherwise; the arithmetic is plain C that the compiler vectorizes. For 5x5 and 7x7
+ *   kernels it beats direct code (full vectors, no lane rotations).
  *
  * Threads: forward work items are planes (direct) or (channel block, image) pairs (blocked).
  * Backward items are (group of DW_NB images, block of DW_BLOCK (direct) or DW_CB channels),
  * group-major, so a thread walks runs of consecutive planes; each item sums dW and db over its
  * images in order, into its own slot, and the slots are added in a fixed order at the end: the
  * results do not depend on the thread count.
- * Scratch slots: 0 and 1 per thread (blocked path); 2 (calling thread) the direct path's lane
- * masks and the items' sums; GRAD_SLOT and INPUT_SLOT per thread for an output gradient or an
- * input made on demand (grad_rows, act_rows).
+ * Scratch slots: 0 and 1 per thread (blocked path; portable backward: the input or the dx to
+ * add, and dy); 2 (calling thread) the direct paths' lane masks and the items' sums; GRAD_SLOT
+ * and INPUT_SLOT per thread for an output gradient or an input made on demand (grad_rows,
+ * act_rows; INPUT_SLOT also the portable paths' input buffers); OUTPUT_SLOT a run of the
+ * output before the eval epilogue.
  */
 #include "conv_internal.h"
 #include "simd.h"
@@ -308,26 +321,74 @@ static void block_backward_items(float *dx, float *part, const GradSrc *dys, con
 /* ------------------------------------------------------------------ direct path */
 typedef enum { DIRECT_NONE, DIRECT_S1, DIRECT_S2 } DirectMode;
 
+/* Portable: the smallest output planes (pixels) for the direct path, stride 1 and 2. Below
+ * them the blocked path, 16 channels a vector, costs less than a plane's fixed work (forward +
+ * dx + dW, one thread, 4 images of 32 channels, ns a plane, direct vs blocked: stride 1, 3x5
+ * 73 vs 60, 4x4 53 vs 61, 7x7 91 vs 158; stride 2, input 8x6 97 vs 93, 7x7 89 vs 98). */
+#define DW_S1_MIN 16
+#define DW_S2_MIN 16
+
 typedef struct {
     DirectMode mode;
+    int x512;           /* the AVX-512 kernels, else the portable ones */
     int h, w, oh, ow;
-    int npix, nvec;     /* stride 1: pixels and vectors of a plane */
-    /* stride 1: (nvec + 1, 5) lanes of vector v whose column - 1 / + 1 is in the row, and whose
-     * pixel in the row above / this row / the row below is in the plane */
+    int npix, nvec;     /* pixels of an input plane; AVX-512 stride 1: its vectors */
+    /* AVX-512, stride 1: (nvec + 1, 5) lanes of vector v whose column - 1 / + 1 is in the row,
+     * and whose pixel in the row above / this row / the row below is in the plane */
     const uint16_t *cm;
+    /* portable: lane masks (int32 0 or -1). Stride 1, over the plane's pixels (npix rounded up
+     * to 8, 0 past them): ml / mr, the pixel has a left / right neighbour in its row. Stride 2,
+     * over an output row's columns j (nch * 8): me j < ow, mo 2j + 1 < w, mr j + 1 < ow. */
+    const int32_t *ml, *mr, *me, *mo;
+    int nch;            /* portable stride 2: chunks of 8 columns per output row */
+    int32_t mlast[8];   /* portable stride 2: the last chunk's lanes that no other chunk has */
 } DwDirect;
 
-/* Fills g for d (mode DIRECT_NONE: the blocked path); stride 1 builds the lane masks. Returns
- * `extra` floats of scratch (slot 2 of the calling thread, after the masks), NULL if extra == 0. */
+/* Fills g for d (mode DIRECT_NONE: the blocked path) and builds the lane masks. Returns `extra`
+ * floats of scratch (slot 2 of the calling thread, after the masks), NULL if extra == 0. */
 static float *direct_init(DwDirect *g, const ConvDims *d, size_t extra) {
     memset(g, 0, sizeof *g);
     g->h = d->h, g->w = d->w, g->oh = d->oh, g->ow = d->ow;
+    g->npix = d->h * d->w;
+    if (d->k == 3 && d->dil == 1 && d->pad == 1) {
 #if CONV_X86
-    if (use_avx512() && d->k == 3 && d->dil == 1 && d->pad == 1)
-        g->mode = d->stride == 1 ? DIRECT_S1 : d->stride == 2 && d->w <= 32 ? DIRECT_S2 : DIRECT_NONE;
+        if (use_avx512()) {
+            g->x512 = 1;
+            g->mode = d->stride == 1 ? DIRECT_S1 : d->stride == 2 && d->w <= 32 ? DIRECT_S2 : DIRECT_NONE;
+        } else
 #endif
+            g->mode = d->stride == 1 && d->oh * d->ow >= DW_S1_MIN   ? DIRECT_S1
+                      : d->stride == 2 && d->oh * d->ow >= DW_S2_MIN ? DIRECT_S2
+                                                                     : DIRECT_NONE;
+    }
+    if (g->mode == DIRECT_NONE) return extra ? scratch_get(2, extra * sizeof(float)) : NULL;
+    if (!g->x512) { /* the portable kernels' masks */
+        g->nch = (d->ow + 7) / 8;
+        const size_t n = g->mode == DIRECT_S1 ? (size_t)(g->npix + 7) / 8 * 8 : (size_t)g->nch * 8;
+        const size_t mfloats = round16((g->mode == DIRECT_S1 ? 2 : 3) * n);
+        float *buf = scratch_get(2, (mfloats + extra) * sizeof(float));
+        int32_t *m = (int32_t *)(void *)buf;
+        if (g->mode == DIRECT_S1) {
+            for (size_t p = 0; p < n; p++) {
+                const int col = (int)(p % (size_t)d->w), in = p < (size_t)g->npix;
+                m[p] = in && col > 0 ? -1 : 0;
+                m[n + p] = in && col + 1 < d->w ? -1 : 0;
+            }
+            g->ml = m, g->mr = m + n;
+        } else {
+            for (size_t j = 0; j < n; j++) {
+                m[j] = (int)j < d->ow ? -1 : 0;
+                m[n + j] = 2 * (int)j + 1 < d->w ? -1 : 0;
+                m[2 * n + j] = (int)j + 1 < d->ow ? -1 : 0;
+            }
+            g->me = m, g->mo = m + n, g->mr = m + 2 * n;
+            for (int l = 0; l < 8; l++) /* the last chunk starts at ow - 8 when there are several */
+                g->mlast[l] = g->nch == 1 ? (l < d->ow ? -1 : 0) : (d->ow - 8 + l >= 8 * (g->nch - 1) ? -1 : 0);
+        }
+        return extra ? buf + mfloats : NULL;
+    }
     if (g->mode != DIRECT_S1) return extra ? scratch_get(2, extra * sizeof(float)) : NULL;
-    g->npix = d->h * d->w, g->nvec = (g->npix + 15) / 16;
+    g->nvec = (g->npix + 15) / 16;
     const size_t nm = 5 * ((size_t)g->nvec + 1), mfloats = round16((nm * sizeof(uint16_t) + 3) / 4);
     float *buf = scratch_get(2, (mfloats + extra) * sizeof(float));
     uint16_t *cm = (uint16_t *)(void *)buf;
@@ -612,6 +673,459 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
 }
 #endif
 
+/* ------------------------------------------------------------------ direct path, portable */
+/* The direct path where AVX-512 is not in use (AVX2 machines, ARM64, NASC_GEMM=avx2|generic):
+ * the same plane-by-plane walk, in GNU C vectors of 8 floats (one AVX2 register, two SSE or
+ * NEON registers), the hot functions compiled for AVX2 + FMA and the baseline (MULTIVERSION_FMA).
+ * Lanes outside the plane are zeroed by AND with the masks (exact: a wrapped-in inf or NaN is
+ * dropped, not multiplied by 0).
+ *   Stride 1: the plane is one flat array, as in the AVX-512 kernels, copied to a buffer with a
+ *   zero row above and below it so that every tap is a plain load; the column taps that wrap
+ *   into the neighbouring row are masked.
+ *   Stride 2: row by row, 8 output columns a vector: an input row's 16 values are split into
+ *   even and odd columns with two shuffles; each input row is split once and serves two output
+ *   rows. dx is built row by row, its even and odd columns from dy and dy moved by one column,
+ *   and interleaved with two shuffles. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias));  /* unaligned */
+typedef int32_t v8iu __attribute__((vector_size(32), aligned(4), may_alias));
+#define V8(p) ((v8f) * (const v8fu *)(const void *)(p))
+#define V8I(p) ((v8i) * (const v8iu *)(const void *)(p))
+#define V8_PUT(p, v) (*(v8fu *)(void *)(p) = (v))
+#define V8_AND(v, m) ((v8f)((v8i)(v) & (m)))
+#define V8_SPLAT(s) ((v8f){(s), (s), (s), (s), (s), (s), (s), (s)})
+/* const v8f K0 .. K8: the 9 taps of a 3x3 kernel k9, each in every lane */
+#define V8_TAPS(k9)                                                                               \
+    const v8f K0 = V8_SPLAT((k9)[0]), K1 = V8_SPLAT((k9)[1]), K2 = V8_SPLAT((k9)[2]),             \
+              K3 = V8_SPLAT((k9)[3]), K4 = V8_SPLAT((k9)[4]), K5 = V8_SPLAT((k9)[5]),             \
+              K6 = V8_SPLAT((k9)[6]), K7 = V8_SPLAT((k9)[7]), K8 = V8_SPLAT((k9)[8])
+/* The kernels (PV): cloned for AVX2 + FMA and the baseline; their copy loops stay loops (made
+ * into memcpy calls or rep movs, the copies in and out of dW's ten accumulators alone made
+ * stride 2's dW of a 28x28 plane 258 ns instead of 205). Their helpers (PV_INLINE) are inlined
+ * into each clone: a call would run the baseline code. */
+#define PV MULTIVERSION_FMA __attribute__((optimize("no-tree-loop-distribute-patterns"))) static
+#define PV_INLINE static inline __attribute__((always_inline))
+
+/* out[0, n) (+)= lanes [0, n) of the vector v, n <= 8. A macro: a vector whose address is taken
+ * is kept in memory. */
+#define V8_PUT_N(out, v, n, add)                                                   \
+    do {                                                                           \
+        float t_[8];                                                               \
+        V8_PUT(t_, (v));                                                           \
+        for (int l_ = 0; l_ < (n); l_++) (out)[l_] = (add) ? (out)[l_] + t_[l_] : t_[l_]; \
+    } while (0)
+
+/* ---------------------------------------------------------------- stride 1 */
+/* xe: the plane (h, w) at xe + w + 1, zeros before it and after it (to npix rounded up to 8,
+ * plus w + 1): pixel p's tap (r, j) is xe[p + r w + j]. */
+static size_t s1_ext_floats(const DwDirect *g) { return round16((size_t)(g->npix + 7) / 8 * 8 + 2 * (size_t)g->w + 2); }
+
+/* The kernels' pointers into xe and the masks, in locals (the stores, which may alias
+ * anything, would make the compiler reload them from g). */
+typedef struct {
+    const float *x0, *x1, *x2; /* xe, xe + w, xe + 2w: the rows above, at, below a pixel */
+    const int32_t *ml, *mr;
+} S1Ptr;
+
+PV_INLINE S1Ptr s1_ptr(const float *xe, const DwDirect *g) {
+    return (S1Ptr){xe, xe + g->w, xe + 2 * (size_t)g->w, g->ml, g->mr};
+}
+
+/* dst[0, n) = src[0, n): a plane into the kernels' buffer. */
+PV_INLINE void s1_copy(float *restrict dst, const float *restrict src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) V8_PUT(dst + i, V8(src + i));
+    if (i < n && n >= 8)
+        V8_PUT(dst + n - 8, V8(src + n - 8));
+    else
+        for (; i < n; i++) dst[i] = src[i];
+}
+
+/* out[p] (+)= bias + sum over r, j < 3 of k9[3r + j] xe[p + r w + j], p < npix. add: out +=
+ * (bias is then 0). */
+PV_INLINE void pv_corr(float *restrict out, const float *restrict xe, const DwDirect *g, const float *k9,
+                       float bias, int add) {
+    const int np = g->npix;
+    const S1Ptr a = s1_ptr(xe, g);
+    V8_TAPS(k9);
+    const v8f bv = V8_SPLAT(bias);
+    /* s = the vector of pixels [p, p + 8), one sum per kernel column (the outer two masked) */
+#define S1_VEC(s, p)                                                                                       \
+    const float *x0 = a.x0 + (p), *x1 = a.x1 + (p), *x2 = a.x2 + (p);                                      \
+    const v8f l = K0 * V8(x0) + K3 * V8(x1) + K6 * V8(x2);                                           \
+    const v8f m = K1 * V8(x0 + 1) + K4 * V8(x1 + 1) + K7 * V8(x2 + 1);                               \
+    const v8f r = K2 * V8(x0 + 2) + K5 * V8(x1 + 2) + K8 * V8(x2 + 2);                               \
+    const v8f s = (V8_AND(l, V8I(a.ml + (p))) + bv) + (m + V8_AND(r, V8I(a.mr + (p))))
+    int p = 0;
+    if (add)
+        for (; p + 8 <= np; p += 8) {
+            S1_VEC(s, p);
+            V8_PUT(out + p, s + V8(out + p));
+        }
+    else
+        for (; p + 8 <= np; p += 8) {
+            S1_VEC(s, p);
+            V8_PUT(out + p, s);
+        }
+    if (p < np) {
+        S1_VEC(s, p);
+        V8_PUT_N(out + p, s, np - p, add);
+    }
+#undef S1_VEC
+}
+
+/* acc[3r + j] += sum over p < npix of dy[p] xe[p + r w + j] (masked as above); acc[9] += sum
+ * of dy. dy: zero from npix to npix rounded up to 8. */
+PV_INLINE void pv_dot(v8f *acc, const float *restrict dy, const float *restrict xe, const DwDirect *g) {
+    const int np = g->npix;
+    const S1Ptr a = s1_ptr(xe, g);
+    v8f A[10];
+    for (int t = 0; t < 10; t++) A[t] = acc[t];
+    for (int p = 0; p < np; p += 8) {
+        const v8f gv = V8(dy + p), gl = V8_AND(gv, V8I(a.ml + p)), gr = V8_AND(gv, V8I(a.mr + p));
+        const float *x0 = a.x0 + p, *x1 = a.x1 + p, *x2 = a.x2 + p;
+        A[0] += gl * V8(x0), A[1] += gv * V8(x0 + 1), A[2] += gr * V8(x0 + 2);
+        A[3] += gl * V8(x1), A[4] += gv * V8(x1 + 1), A[5] += gr * V8(x1 + 2);
+        A[6] += gl * V8(x2), A[7] += gv * V8(x2 + 1), A[8] += gr * V8(x2 + 2);
+        A[9] += gv;
+    }
+    for (int t = 0; t < 10; t++) acc[t] = A[t];
+}
+
+/* nr planes of y (h, w) = b + the taps of w (C, 3, 3) over nr planes of x, of channels c0,
+ * c0 + 1, ... (mod C), through the buffers xa and xb in turn: plane j + 1 is copied before
+ * plane j is read, as its loads would wait on the stores of a copy just made (they overlap
+ * them at other offsets). x NULL: one plane, already in xa. Runs of planes a call, two
+ * buffers: 30.3 -> 24.9 ns a 7x7 plane (one thread, an image of 192 channels, in cache). */
+PV void pv_s1_forward(float *restrict y, float *xa, float *xb, const float *x, int nr, int c0, int C, const float *w,
+                      const float *b, const DwDirect *g) {
+    const int np = g->npix, o = g->w + 1;
+    if (x) s1_copy(xa + o, x, np);
+    for (int j = 0, c = c0; j < nr; j++, c = c + 1 == C ? 0 : c + 1) {
+        float *cur = j & 1 ? xb : xa, *next = j & 1 ? xa : xb;
+        if (x && j + 1 < nr) s1_copy(next + o, x + (size_t)(j + 1) * np, np);
+        pv_corr(y + (size_t)j * np, cur, g, w + (size_t)c * 9, b ? b[c] : 0.0f, 0);
+    }
+}
+
+/* One plane's backward: dx (NULL: none) (+)= the correlation of dy with k180 (the kernel turned
+ * by 180 degrees); acc (NULL: none) += its dW taps and dy sum. dy in ge, x in xe (the kernels'
+ * buffers); dsrc, xsrc: NULL, or the planes to copy there first (one call a plane, so the
+ * copies are the kernels' own vector loops). On small planes both are copied before dx is
+ * made, so that the loads of x do not wait on the copy's stores (one thread, batch 128, dx and
+ * dW: 384 channels on 7x7 3.62 -> 3.29 ms); on larger ones x is copied after (144 on 14x14:
+ * 3.68 ms that way, 4.07 the other). */
+PV void pv_s1_backward(float *restrict dx, v8f *acc, float *restrict ge, const float *dsrc, float *restrict xe,
+                       const float *xsrc, const DwDirect *g, const float *k180, int add) {
+    const int o = g->w + 1, early = g->npix <= 64;
+    if (dsrc) s1_copy(ge + o, dsrc, g->npix);
+    if (acc && xsrc && early) s1_copy(xe + o, xsrc, g->npix);
+    if (dx) pv_corr(dx, ge, g, k180, 0.0f, add);
+    if (acc && xsrc && !early) s1_copy(xe + o, xsrc, g->npix);
+    if (acc) pv_dot(acc, ge + o, xe, g);
+}
+
+/* ---------------------------------------------------------------- stride 2 */
+/* g's fields in locals (the vector stores may alias anything, so fields read through g would
+ * be reloaded after each). */
+typedef struct {
+    int h, w, oh, ow, nch;
+    ptrdiff_t nx, ny; /* values of an input plane, of an output plane */
+    const int32_t *me, *mo, *mr;
+} S2G;
+
+PV_INLINE S2G s2_g(const DwDirect *g) {
+    return (S2G){g->h,  g->w,  g->oh, g->ow, g->nch, (ptrdiff_t)g->h * g->w, (ptrdiff_t)g->oh * g->ow,
+                 g->me, g->mo, g->mr};
+}
+
+/* dy in the kernels' buffer: the plane, then zeros for a row and a vector past it (pv_s2_dx
+ * reads row i + 1 with row i). */
+static size_t s2_dy_floats(const DwDirect *g) { return round16((size_t)g->oh * g->ow + (size_t)g->ow + 16); }
+
+/* Chunk c of an output row: 8 columns from j0 = 8c; the last one ends at the row's end (ow - 8)
+ * when there are several (it overlaps the one before it, so its stores stay in the row). */
+PV_INLINE int s2_j0(const S2G *g, int c) { return c + 1 < g->nch || g->nch == 1 ? 8 * c : g->ow - 8; }
+
+/* The even and odd lanes of the 16 values a, b. Two steps on x86 (an in-lane shuffle and a
+ * 64-bit permute, as AVX2 has them; one general shuffle becomes three instructions). */
+PV_INLINE void s2_split(v8f *e, v8f *o, const v8f *a, const v8f *b) {
+#if defined(__x86_64__)
+    const v8f te = __builtin_shuffle(*a, *b, (v8i){0, 2, 8, 10, 4, 6, 12, 14});
+    const v8f to = __builtin_shuffle(*a, *b, (v8i){1, 3, 9, 11, 5, 7, 13, 15});
+    *e = __builtin_shuffle(te, (v8i){0, 1, 4, 5, 2, 3, 6, 7});
+    *o = __builtin_shuffle(to, (v8i){0, 1, 4, 5, 2, 3, 6, 7});
+#else
+    *e = __builtin_shuffle(*a, *b, (v8i){0, 2, 4, 6, 8, 10, 12, 14});
+    *o = __builtin_shuffle(*a, *b, (v8i){1, 3, 5, 7, 9, 11, 13, 15});
+#endif
+}
+
+/* t[kw] = input row r (of x (h, w)) at columns 2j + kw - 1, j in [j0, j0 + 8), zero outside
+ * the plane: the row's values [2 j0, 2 j0 + 16) split into even and odd columns; column 2j - 1
+ * is the odd one moved by a lane, its first lane the value before the chunk. Reads up to 16
+ * values past the plane (s2_input). */
+PV_INLINE void s2_taps(v8f t[3], const float *x, int r, int j0, const S2G *g) {
+    if (r >= g->h) {
+        t[0] = t[1] = t[2] = (v8f){0};
+        return;
+    }
+    const ptrdiff_t off = (ptrdiff_t)r * g->w + 2 * j0;
+    const v8f a = V8(x + off), b = V8(x + off + 8);
+    v8f e, o;
+    s2_split(&e, &o, &a, &b);
+    e = V8_AND(e, V8I(g->me + j0)), o = V8_AND(o, V8I(g->mo + j0));
+    const float xb = j0 ? x[off - 1] : 0.0f; /* column 2 j0 - 1 */
+    t[0] = __builtin_shuffle(o, V8_SPLAT(xb), (v8i){8, 0, 1, 2, 3, 4, 5, 6});
+    t[1] = e, t[2] = o;
+}
+
+/* Input plane pl for the stride-2 kernels, which read (and mask) up to 16 values past it: in
+ * place when those are in the tensor (the next plane's), else copied to xbuf, which has 16
+ * zeros past the plane; a made input is made there. */
+static const float *s2_input(const ActSrc *xs, float *xbuf, size_t pl, size_t planes) {
+    const size_t hw = (size_t)xs->hw;
+    if (xs->saved) return act_rows(xs, xbuf, pl, 1);
+    if ((pl + 1) * hw + 16 <= planes * hw) return xs->x + pl * hw;
+    memcpy(xbuf, xs->x + pl * hw, hw * sizeof(float));
+    return xbuf;
+}
+
+/* y (oh, ow) = bias + the taps of k9 (3, 3) over x (h, w): one plane, chunk by chunk, each
+ * down the rows so that an input row is split once for the two output rows that read it. With
+ * one chunk per row, its store runs past the row into the next (overwritten when that row is
+ * made), except at the plane's end. */
+PV void pv_s2_forward(float *restrict y, const float *restrict x, const DwDirect *gd, const float *k9, float bias) {
+    const S2G g = s2_g(gd);
+    V8_TAPS(k9);
+    const v8f bv = V8_SPLAT(bias);
+    for (int c = 0; c < g.nch; c++) {
+        const int j0 = s2_j0(&g, c);
+        v8f top[3] = {{0}}, mid[3], bot[3];
+        for (int oy = 0; oy < g.oh; oy++) {
+            s2_taps(mid, x, 2 * oy, j0, &g);
+            s2_taps(bot, x, 2 * oy + 1, j0, &g);
+            const v8f a0 = bv + K0 * top[0] + K1 * top[1] + K2 * top[2];
+            const v8f a1 = K3 * mid[0] + K4 * mid[1] + K5 * mid[2];
+            const v8f a2 = K6 * bot[0] + K7 * bot[1] + K8 * bot[2];
+            const v8f s = a0 + (a1 + a2);
+            const ptrdiff_t off = (ptrdiff_t)oy * g.ow + j0;
+            if (off + 8 <= g.ny)
+                V8_PUT(y + off, s);
+            else
+                V8_PUT_N(y + off, s, (int)(g.ny - off), 0);
+            top[0] = bot[0], top[1] = bot[1], top[2] = bot[2];
+        }
+    }
+}
+
+/* acc[t] += the dW taps of one plane (t = kh*3 + kw), acc[9] += the sum of dy. dy: padded
+ * (s2_dy_floats). The last chunk takes only its lanes past the chunk before it (mlast). */
+PV_INLINE void pv_s2_dot(v8f *acc, const float *restrict dy, const float *restrict x, const DwDirect *gd) {
+    const S2G g = s2_g(gd);
+    v8f A[10];
+    for (int t = 0; t < 10; t++) A[t] = acc[t];
+    for (int c = 0; c < g.nch; c++) {
+        const int j0 = s2_j0(&g, c);
+        const v8i gm = c + 1 < g.nch ? (v8i){0} - 1 : V8I(gd->mlast);
+        v8f top[3] = {{0}}, mid[3], bot[3];
+        for (int oy = 0; oy < g.oh; oy++) {
+            s2_taps(mid, x, 2 * oy, j0, &g);
+            s2_taps(bot, x, 2 * oy + 1, j0, &g);
+            const v8f gv = V8_AND(V8(dy + (ptrdiff_t)oy * g.ow + j0), gm);
+            for (int j = 0; j < 3; j++) {
+                A[j] += gv * top[j];
+                A[3 + j] += gv * mid[j];
+                A[6 + j] += gv * bot[j];
+            }
+            A[9] += gv;
+            top[0] = bot[0], top[1] = bot[1], top[2] = bot[2];
+        }
+    }
+    for (int t = 0; t < 10; t++) acc[t] = A[t];
+}
+
+/* out + off = the interleave of e (even columns) and o (odd): 16 values, cut at the plane's end
+ * (values past a row's end are zero and land on rows written later). */
+PV_INLINE void s2_put(float *out, ptrdiff_t off, const v8f *e, const v8f *o, ptrdiff_t nx) {
+    const v8f lo = __builtin_shuffle(*e, *o, (v8i){0, 8, 1, 9, 2, 10, 3, 11});
+    const v8f hi = __builtin_shuffle(*e, *o, (v8i){4, 12, 5, 13, 6, 14, 7, 15});
+    if (off + 16 <= nx) {
+        V8_PUT(out + off, lo), V8_PUT(out + off + 8, hi);
+    } else {
+        float t[16];
+        V8_PUT(t, lo), V8_PUT(t + 8, hi);
+        for (ptrdiff_t l = 0; off + l < nx; l++) out[off + l] = t[l];
+    }
+}
+
+/* dx (h, w) (+)= the input gradient of one plane; dy padded (s2_dy_floats). Dx rows 2i and
+ * 2i + 1 come from dy rows i and i + 1: the even column 2j is tap column 1 of output column j;
+ * the odd column 2j + 1 is tap column 2 of j and tap column 0 of j + 1 (dy moved by a column,
+ * zero past the row). The plane is written, never added to, so a chunk's stores may run past
+ * its row's end (lanes j >= ow, and column w when w is odd) onto rows written later: with
+ * several chunks a row, the last one is moved back to end at the row's end, and with w odd
+ * each row is written whole before the next. With add, the plane is made in tmp (h w floats)
+ * and added to dx in one flat pass: a load of dx just after the store that ran into it waits
+ * for that store (14x14 planes, dx alone, one thread: 208 -> 141 ns a plane). */
+PV_INLINE void pv_s2_dx(float *restrict dx, float *restrict tmp, const float *restrict dy, const DwDirect *gd,
+                        const float *k9, int add) {
+    const S2G g = s2_g(gd);
+    V8_TAPS(k9);
+    float *out = add ? tmp : dx;
+    const int pairs = g.nch == 1 || g.w % 2 == 0; /* rows 2i and 2i + 1 chunk by chunk */
+    for (int i = 0; i < g.oh; i++) {
+        const float *d0 = dy + (ptrdiff_t)i * g.ow, *d1 = d0 + g.ow; /* d1: zeros past dy */
+        const ptrdiff_t r0 = (ptrdiff_t)2 * i * g.w, r1 = r0 + g.w;
+        const int odd = 2 * i + 1 < g.h;
+        for (int c = 0; c < g.nch; c++) {
+            const int j = s2_j0(&g, c);
+            const v8i mr = V8I(g.mr + j);
+            const v8f g0 = V8(d0 + j), g1 = V8_AND(V8(d0 + j + 1), mr);
+            const v8f e0 = K4 * g0, o0 = K5 * g0 + K3 * g1;
+            s2_put(out, r0 + 2 * j, &e0, &o0, g.nx); /* kernel row 1 */
+            if (pairs && odd) { /* row 2i + 1: kernel rows 2 (dy row i) and 0 (i + 1) */
+                const v8f g2 = V8(d1 + j), g3 = V8_AND(V8(d1 + j + 1), mr);
+                const v8f e1 = K7 * g0 + K1 * g2, o1 = (K8 * g0 + K6 * g1) + (K2 * g2 + K0 * g3);
+                s2_put(out, r1 + 2 * j, &e1, &o1, g.nx);
+            }
+        }
+        if (!pairs && odd)
+            for (int c = 0; c < g.nch; c++) {
+                const int j = s2_j0(&g, c);
+                const v8i mr = V8I(g.mr + j);
+                const v8f g0 = V8(d0 + j), g1 = V8_AND(V8(d0 + j + 1), mr);
+                const v8f g2 = V8(d1 + j), g3 = V8_AND(V8(d1 + j + 1), mr);
+                const v8f e1 = K7 * g0 + K1 * g2, o1 = (K8 * g0 + K6 * g1) + (K2 * g2 + K0 * g3);
+                s2_put(out, r1 + 2 * j, &e1, &o1, g.nx);
+            }
+    }
+    if (add) {
+        ptrdiff_t p = 0;
+        for (; p + 8 <= g.nx; p += 8) V8_PUT(dx + p, V8(dx + p) + V8(tmp + p));
+        for (; p < g.nx; p++) dx[p] += tmp[p];
+    }
+}
+
+/* One plane's backward: dx (NULL: none) (+)= its input gradient (tmp: h w floats, for add);
+ * acc (NULL: none) += its dW taps and dy sum over the input x (s2_input). dy in ge (padded,
+ * s2_dy_floats); dsrc: NULL, or the plane to copy there first. */
+PV void pv_s2_backward(float *restrict dx, float *restrict tmp, v8f *acc, float *restrict ge, const float *dsrc,
+                       const float *restrict x, const DwDirect *g, const float *k9, int add) {
+    if (dsrc) s1_copy(ge, dsrc, g->oh * g->ow);
+    if (dx) pv_s2_dx(dx, tmp, ge, g, k9, add);
+    if (acc) pv_s2_dot(acc, ge, x, g);
+}
+
+/* ---------------------------------------------------------------- work items */
+/* Input plane it for the portable kernels, in (or, for stride 2, through) buffer k of xb: stride
+ * 1, the plane in xb[k] (s1_ext_floats), made there or copied; stride 2, s2_input. */
+static const float *port_input(const ActSrc *xs, float *const xb[2], int k, size_t it, const ConvDims *d,
+                               const DwDirect *g) {
+    if (g->mode == DIRECT_S2) return s2_input(xs, xb[k], it, (size_t)d->n * d->cin);
+    float *in = xb[k] + d->w + 1;
+    const float *x = act_rows(xs, in, it, 1);
+    if (x != in) memcpy(in, x, (size_t)g->npix * sizeof(float));
+    return xb[k];
+}
+
+/* Forward of planes [lo, hi) (plane i = image i / C, channel i % C), on the calling thread, in
+ * runs of about DW_RUN_FLOATS values for the output's row statistics and the eval epilogue (as
+ * direct_forward_items). Inputs go through two buffers, a plane ahead (see pv_s1_forward): a
+ * stored one by the kernel for a run of planes (stride 1), a made one by act_rows. */
+static void port_forward_items(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d,
+                               const DwDirect *g, double *row_stats, const BnEval *epi, int lo, int hi) {
+    const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w;
+    const int run = NASC_MAX(1, DW_RUN_FLOATS / NASC_MAX(HW, P));
+    float *ybuf = epi ? scratch_get(OUTPUT_SLOT, round16((size_t)run * P) * sizeof(float)) : NULL;
+    /* stride 1: the zero-bordered buffers; stride 2: the made input, or the tensor's last plane,
+     * with 16 zeros past it */
+    const size_t n = g->mode == DIRECT_S1 ? s1_ext_floats(g) : round16((size_t)HW + 16);
+    float *xb[2];
+    xb[0] = scratch_get(INPUT_SLOT, 2 * n * sizeof(float)), xb[1] = xb[0] + n;
+    memset(xb[0], 0, 2 * n * sizeof(float));
+    for (int r0 = lo; r0 < hi; r0 += run) {
+        const int nr = NASC_MIN(run, hi - r0);
+        float *yr = epi ? ybuf : y + (size_t)r0 * P;
+        if (g->mode == DIRECT_S1 && !xs->saved) {
+            pv_s1_forward(yr, xb[0], xb[1], xs->x + (size_t)r0 * HW, nr, r0 % C, C, w, b, g);
+        } else {
+            const float *in = port_input(xs, xb, 0, (size_t)r0, d, g);
+            for (int j = 0; j < nr; j++) {
+                const int it = r0 + j, c = it % C;
+                const float *next = j + 1 < nr ? port_input(xs, xb, (j + 1) & 1, (size_t)it + 1, d, g) : NULL;
+                if (g->mode == DIRECT_S2)
+                    pv_s2_forward(yr + (size_t)j * P, in, g, w + (size_t)c * 9, b ? b[c] : 0.0f);
+                else
+                    pv_s1_forward(yr + (size_t)j * P, xb[j & 1], NULL, NULL, 1, c, C, w, b, g);
+                in = next;
+            }
+        }
+        if (row_stats) bn_row_stats(row_stats, yr, (size_t)r0, (size_t)nr, P);
+        if (epi) bn_eval_rows(epi, y + (size_t)r0 * P, ybuf, (size_t)r0, (size_t)nr, C, P);
+    }
+}
+
+/* Backward of items [lo, hi), as direct_backward_items (the same items, the same order). */
+static void port_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
+                                const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
+                                int hi) {
+    const int C = d->cin, HW = d->h * d->w, nblk = (C + DW_BLOCK - 1) / DW_BLOCK;
+    const int s1 = g->mode == DIRECT_S1;
+    float *xe = NULL, *ge = NULL, *xbuf = NULL, *gbuf = NULL, *xtmp = NULL;
+    if (s1) { /* the input and dy in zero-bordered buffers (slots 0 and 1) */
+        const size_t n = s1_ext_floats(g);
+        xe = scratch_get(0, n * sizeof(float)), ge = scratch_get(1, n * sizeof(float));
+        memset(xe, 0, n * sizeof(float)), memset(ge, 0, n * sizeof(float));
+    } else {
+        /* dy in a buffer with zeros past it (slot 1), the made input, dx before it is added */
+        const size_t n = s2_dy_floats(g);
+        gbuf = scratch_get(1, n * sizeof(float));
+        memset(gbuf, 0, n * sizeof(float));
+        if (part) {
+            const size_t nx = round16((size_t)HW + 16);
+            xbuf = scratch_get(INPUT_SLOT, nx * sizeof(float));
+            memset(xbuf, 0, nx * sizeof(float));
+        }
+        if (dx && dx_acc) xtmp = scratch_get(0, round16((size_t)HW) * sizeof(float));
+    }
+    float k180[DW_BLOCK][9];
+    v8f acc[DW_BLOCK][10];
+    for (int it = lo; it < hi; it++) {
+        const int c0 = it % nblk * DW_BLOCK, cn = NASC_MIN(DW_BLOCK, C - c0);
+        const int n0 = it / nblk * DW_NB, m = NASC_MIN(d->n, n0 + DW_NB) - n0;
+        for (int q = 0; q < cn; q++) {
+            for (int t = 0; t < 10; t++) acc[q][t] = (v8f){0};
+            for (int t = 0; t < 9; t++) k180[q][t] = w[(size_t)(c0 + q) * 9 + 8 - t];
+        }
+        for (int j = 0; j < m; j++)
+            for (int q = 0; q < cn; q++) {
+                const size_t pl = (size_t)(n0 + j) * C + c0 + q;
+                if (s1) {
+                    float *gin = ge + d->w + 1, *in = xe + d->w + 1;
+                    const float *dy = grad_rows(dys, gin, pl, 1), *x = part ? act_rows(xs, in, pl, 1) : NULL;
+                    pv_s1_backward(dx ? dx + pl * HW : NULL, part ? acc[q] : NULL, ge, dy != gin ? dy : NULL, xe,
+                                   x != in ? x : NULL, g, k180[q], dx_acc);
+                } else {
+                    const float *dy = grad_rows(dys, gbuf, pl, 1);
+                    pv_s2_backward(dx ? dx + pl * HW : NULL, xtmp, part ? acc[q] : NULL, gbuf, dy != gbuf ? dy : NULL,
+                                   part ? s2_input(xs, xbuf, pl, (size_t)d->n * C) : NULL, g, w + (size_t)(c0 + q) * 9,
+                                   dx_acc);
+                }
+                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
+            }
+        if (part)
+            for (int q = 0; q < cn; q++)
+                for (int t = 0; t < 10; t++) {
+                    float l[8];
+                    memcpy(l, &acc[q][t], sizeof l);
+                    part[((size_t)(it / nblk) * C + c0 + q) * 10 + t] =
+                        ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+                }
+    }
+}
+
 /* ------------------------------------------------------------------ entry points */
 void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b, const ConvDims *d,
                        double *row_stats, const BnEval *epi) {
@@ -625,10 +1139,13 @@ void depthwise_forward(float *y, const ActSrc *x, const float *w, const float *b
         int lo, hi;
         split_range(items, thread_count(), thread_id(), &lo, &hi);
 #if CONV_X86
-        if (g.mode != DIRECT_NONE)
+        if (g.x512 && g.mode != DIRECT_NONE)
             direct_forward_items(y, x, w, b, d, &g, row_stats, epi, lo, hi);
         else
 #endif
+        if (g.mode != DIRECT_NONE)
+            port_forward_items(y, x, w, b, d, &g, row_stats, epi, lo, hi);
+        else
             block_forward_items(y, x, w, b, d, row_stats, epi, lo, hi);
     }
 }
@@ -648,10 +1165,13 @@ void depthwise_backward(float *dx, float *dw, float *db, const GradSrc *dy, cons
         int lo, hi;
         split_range(items, T, t, &lo, &hi);
 #if CONV_X86
-        if (g.mode != DIRECT_NONE)
+        if (g.x512 && g.mode != DIRECT_NONE)
             direct_backward_items(dx, part, dy, x, w, d, &g, dx_acc, sums, lo, hi);
         else
 #endif
+        if (g.mode != DIRECT_NONE)
+            port_backward_items(dx, part, dy, x, w, d, &g, dx_acc, sums, lo, hi);
+        else
             block_backward_items(dx, part, dy, x, w, d, dx_acc, sums, lo, hi);
         if (want_wb) {
 #pragma omp barrier

@@ -12,6 +12,19 @@
 #define MULTIVERSION
 #endif
 
+/* MULTIVERSION_FMA: for kernels written with GNU C vectors whose speed rests on fused
+ * multiply-adds. The "avx2" clone above has no FMA (GCC's avx2 does not imply fma), and the
+ * build is -std=c11, where GCC contracts nothing, so these clones are x86-64-v3 (AVX2 + FMA:
+ * Haswell, Zen and later) and the baseline, and a * b + c is contracted to an FMA inside the
+ * function (NEON's fmla on ARM64), never elsewhere, so other code's results stay as they were. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define MULTIVERSION_FMA __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION_FMA __attribute__((optimize("fp-contract=fast")))
+#else
+#define MULTIVERSION_FMA
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 
