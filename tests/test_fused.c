@@ -8,19 +8,13 @@
  *     net_forward/net_backward with fusion and lazy gradient zeroing against NASC_FUSE=0,
  *     where every node runs alone (the zeroing bookkeeping is the same in both, so it is also
  *     checked against the sum of per-node results through net_node_forward for the forward).
- * Values are compared as floats (so -0 == 0) within a small relative tolerance. Then all of it
- * again under NASC_GEMM=avx2 and generic (the portable kernels, depthwise's among them, which
- * an AVX-512 machine does not run otherwise; the test re-runs itself, as the path is chosen
- * once per process).
+ * Values are compared as floats (so -0 == 0) within a small relative tolerance. tests/run.sh
+ * runs it again under NASC_GEMM=avx2 and generic (the portable kernels, depthwise's among
+ * them, which an AVX-512 machine does not run otherwise).
  */
 #include "../src/net/net.h"
 #include "../src/ops/ops.h"
 #include "check.h"
-
-#include <spawn.h>
-#include <sys/wait.h>
-
-extern char **environ;
 
 static Rng rng;
 
@@ -348,32 +342,7 @@ static void test_net(const char *name, const char *spec, int batch) {
     free(a.logits), free(b.logits), free(a.grads), free(b.grads), free(a.eval), free(b.eval);
 }
 
-static int cpu_has(const char *path) {
-    if (strcmp(path, "generic") == 0) return 1;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    if (strcmp(path, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return 0;
-}
-
-/* Runs this program again as `self --child` with NASC_GEMM=path; its exit status, -1 if it did
- * not run. */
-static int run_child(const char *self, const char *path) {
-    char *argv[] = {(char *)self, "--child", NULL};
-    setenv("NASC_GEMM", path, 1);
-    fflush(stdout);
-    pid_t pid;
-    int rc = posix_spawn(&pid, self, NULL, NULL, argv, environ);
-    unsetenv("NASC_GEMM");
-    if (rc != 0) return -1;
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) return -1;
-    return WEXITSTATUS(status);
-}
-
-int main(int argc, char **argv) {
-    const int child = argc > 1 && strcmp(argv[1], "--child") == 0;
+int main(void) {
     rng_seed(&rng, 42);
     static const int bn_shapes[][3] = {{1, 1, 2}, {3, 5, 7}, {4, 16, 49}, {16, 8, 196}, {2, 7, 33}, {64, 10, 1}};
     for (size_t i = 0; i < sizeof bn_shapes / sizeof bn_shapes[0]; i++) {
@@ -440,17 +409,5 @@ int main(int argc, char **argv) {
     test_net("bn into add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=1);c=bn;add(b,c);gap;linear", 4);
     test_net("bn, id, add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;i=id(b);add(i,x);relu;gap;linear", 3);
     test_net("bn into add3", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=3,s=1);c=bn;add(b,x,c);relu;gap;linear", 5);
-    if (child) {
-        char name[64];
-        snprintf(name, sizeof name, "test_fused[gemm %s]", gemm_path());
-        return check_summary(name);
-    }
-    static const char *const paths[] = {"avx2", "generic"};
-    for (int i = 0; i < 2; i++) {
-        if (strcmp(gemm_path(), paths[i]) == 0 || !cpu_has(paths[i])) continue;
-        int rc = run_child(argv[0], paths[i]);
-        CHECK(rc == 0, "the tests under NASC_GEMM=%s failed (exit status %d)", paths[i], rc);
-        if (rc == 0) printf("NASC_GEMM=%s: ok\n", paths[i]);
-    }
     return check_summary("test_fused");
 }
