@@ -20,9 +20,10 @@
  * Three micro-kernels, picked once at run time: AVX-512F (8 x 48), AVX2+FMA (6 x 16) and a
  * portable one (4 x 8, GNU C vector extensions: SSE2 / NEON) that compiles anywhere.
  * NASC_GEMM=generic|avx2|avx512 forces one (a path the CPU lacks falls back to the best
- * available, with a warning; gemm_path() tells which is used). The AVX-512 path also has an
- * "NT" kernel for A B^T with both read along k (dot products, no packing), used for
- * op(B) = B^T when K is long and M or N small: conv's weight gradient, linear's forward.
+ * available, with a warning; gemm_path() tells which is used). The AVX-512 and AVX2 paths also
+ * have "NT" kernels for A B^T with both read along k (dot products, no packing), used for
+ * op(B) = B^T when K is long and M or N small (conv's weight gradient, linear's forward) and for
+ * the few columns past N's last full panel (a 7x7 plane's 49th).
  *
  * gemm is single-threaded and reentrant; callers parallelize around it. Its buffers come from
  * scratch slot GEMM_SCRATCH_SLOT (3) of the calling thread, so a caller must not hold a
@@ -430,13 +431,100 @@ __attribute__((target("avx512f,fma"))) static void kernel_nt_col_avx512(int kc, 
 }
 #endif
 
+#if GEMM_X86
+/* The NT kernels in AVX2 + FMA, for machines without AVX-512 (before them the AVX2 path packed
+ * B^T, and a ragged column panel took a whole zero-padded panel: 49 columns cost 64). 8-lane
+ * accumulators, so an NT_MR x NT_NR tile is done two rows at a time (8 accumulators, four B
+ * vectors, two A vectors in AVX2's 16 registers) and an NT column eight rows at a time. The k
+ * tail is read with masked loads (only AVX2's masked stores are slow on AMD). One thread,
+ * NASC_GEMM=avx2, GFLOP/s before -> after: 64 x 49 x 384 64 -> 82, 384 x 49 x 64 79 -> 99,
+ * 24 x 196 x 144 96 -> 106; batch 128, 2 threads: mbv2's training step 124 -> 114 ms, small's
+ * 12.8 -> 12.3 ms. */
+/* k lanes [0, n) of a vector, n < 8. */
+__attribute__((target("avx2"))) static inline __m256i nt_tail_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* The four horizontal sums of a, b, c, d. */
+__attribute__((target("avx2"))) static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+__attribute__((target("avx2,fma"))) static void kernel_nt_avx2(int kc, const float *const *ar, const float *const *br,
+                                                               float *c, int ldc, int m, int n, float alpha,
+                                                               float beta) {
+    const int k8 = kc / 8 * 8;
+    const __m256i tail = nt_tail_mask(kc - k8);
+    for (int i0 = 0; i0 < m && i0 < NT_MR; i0 += 2) {
+        const float *a0 = ar[i0], *a1 = ar[i0 + 1];
+        __m256 acc[2][NT_NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < NT_NR; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+        for (int k = 0; k < k8; k += 8) {
+            const __m256 x0 = _mm256_loadu_ps(a0 + k), x1 = _mm256_loadu_ps(a1 + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT_NR; j++) {
+                const __m256 b = _mm256_loadu_ps(br[j] + k);
+                acc[0][j] = _mm256_fmadd_ps(x0, b, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(x1, b, acc[1][j]);
+            }
+        }
+        if (k8 < kc) {
+            const __m256 x0 = _mm256_maskload_ps(a0 + k8, tail), x1 = _mm256_maskload_ps(a1 + k8, tail);
+#pragma GCC unroll 4
+            for (int j = 0; j < NT_NR; j++) {
+                const __m256 b = _mm256_maskload_ps(br[j] + k8, tail);
+                acc[0][j] = _mm256_fmadd_ps(x0, b, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(x1, b, acc[1][j]);
+            }
+        }
+        for (int i = i0; i < i0 + 2 && i < m; i++) {
+            float r[NT_NR], *ci = c + (size_t)i * ldc;
+            const __m256 *q = acc[i - i0];
+            _mm_storeu_ps(r, hsum4_avx2(q[0], q[1], q[2], q[3]));
+            for (int j = 0; j < NASC_MIN(n, NT_NR); j++) ci[j] = alpha * r[j] + (beta == 0.0f ? 0.0f : beta * ci[j]);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void kernel_nt_col_avx2(int kc, const float *const *ar, const float *b,
+                                                                   float *c, int ldc, int m, float alpha, float beta) {
+    const int k8 = kc / 8 * 8;
+    const __m256i tail = nt_tail_mask(kc - k8);
+    for (int i0 = 0; i0 < m && i0 < NT_COL_MR; i0 += 8) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (int k = 0; k < k8; k += 8) {
+            const __m256 bv = _mm256_loadu_ps(b + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(ar[i0 + i] + k), bv, acc[i]);
+        }
+        if (k8 < kc) {
+            const __m256 bv = _mm256_maskload_ps(b + k8, tail);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(ar[i0 + i] + k8, tail), bv, acc[i]);
+        }
+        float r[8];
+        _mm_storeu_ps(r, hsum4_avx2(acc[0], acc[1], acc[2], acc[3]));
+        _mm_storeu_ps(r + 4, hsum4_avx2(acc[4], acc[5], acc[6], acc[7]));
+        for (int i = i0; i < i0 + 8 && i < m; i++) {
+            float *ci = c + (size_t)i * ldc;
+            *ci = alpha * r[i - i0] + (beta == 0.0f ? 0.0f : beta * *ci);
+        }
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ paths */
 enum { PATH_GENERIC, PATH_AVX2, PATH_AVX512, PATH_COUNT };
 
 static const GemmPath gemm_paths[PATH_COUNT] = {
     [PATH_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_NR, 256, 128, 2048, kernel_generic, 0, NULL},
 #if GEMM_X86
-    [PATH_AVX2] = {"avx2", AVX2_MR, AVX2_NR, AVX2_NR, 256, 144, 2048, kernel_avx2, 0, NULL},
+    [PATH_AVX2] = {"avx2", AVX2_MR, AVX2_NR, AVX2_NR, 256, 144, 2048, kernel_avx2, 0, kernel_nt_avx2,
+                   kernel_nt_col_avx2},
     [PATH_AVX512] = {"avx512", AVX512_MR, AVX512_NR, 16, 192, 512, 2064, kernel_avx512, 1, kernel_nt_avx512,
                      kernel_nt_col_avx512},
 #endif
