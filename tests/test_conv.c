@@ -117,9 +117,10 @@ static void test_gemm(Rng *r) {
 }
 
 /* gemm_batch: each product bitwise gemm_ex's, whether it takes the one-setup path (Winograd's
- * shapes, M x N x K: 16 x 105 x 16, 32 x 64 x 32, 64 x 64 x 32; beta 0 and 1) or falls back to gemm_ex (K past a k
- * block, a stride of 256, ragged columns for the NT kernel, M past its table), and the other
- * products' C untouched by each. */
+ * shapes, M x N x K: 16 x 105 x 16, 32 x 64 x 32, 64 x 64 x 32; beta 0 and 1; on the AVX2 path
+ * the ragged 105 only because B's rows hold 112) or falls back to gemm_ex (K past a k block, a
+ * stride of 256, ragged columns for the NT kernel, M past its table, on AVX2 a ragged panel B's
+ * rows do not hold), and the other products' C untouched by each. */
 static void gemm_batch_case(Rng *r, int count, int M, int N, int K, int lda, int ldb, int ldc, float beta) {
     const size_t sa = (size_t)M * lda + 16, sb = (size_t)K * ldb + 32, sc = (size_t)M * ldc + 16;
     float *A = xmalloc(count * sa * 4), *B = xmalloc(count * sb * 4), *C = xmalloc(count * sc * 4);
@@ -142,6 +143,7 @@ static void test_gemm_batch(Rng *r) {
     gemm_batch_case(r, 36, 32, 64, 32, 32, 64, 64, 0.0f);
     gemm_batch_case(r, 4, 64, 64, 32, 112, 64, 64, 1.0f);
     gemm_batch_case(r, 5, 9, 17, 3, 3, 17, 20, 1.0f);
+    gemm_batch_case(r, 4, 16, 105, 16, 16, 105, 105, 0.0f); /* AVX2: the ragged panel past B's rows */
     gemm_batch_case(r, 3, 20, 50, 300, 300, 50, 50, 0.0f);  /* K past a k block */
     gemm_batch_case(r, 3, 20, 50, 40, 256, 50, 50, 1.0f);   /* A's stride collides */
     gemm_batch_case(r, 3, 12, 52, 40, 40, 52, 52, 0.0f);    /* 4 ragged columns for the NT kernel */

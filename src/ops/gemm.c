@@ -831,7 +831,10 @@ void gemm_batch(int count, int M, int N, int K, const float *A, int lda, size_t 
     /* gemm_run's own choices for one product: anything but one block of a masked kernel with
      * operands in place (each C element a sum along k in order, whichever kernel runs) is left
      * to it */
-    if (!p->masked || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || ragged_by_nt(p, N, K) ||
+    /* a kernel without masked loads reads a ragged last panel whole: only where B's rows hold it
+     * (Winograd's transforms have a row stride of at least N + 16 on that path) */
+    const int whole_panels = p->masked || N % p->nr == 0 || ldb >= (N + p->nr - 1) / p->nr * p->nr;
+    if (!whole_panels || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || ragged_by_nt(p, N, K) ||
         (M > p->mr && stride_collides(lda)) || stride_collides(ldb) || M <= 0 || N <= 0 || K <= 0) {
         for (int i = 0; i < count; i++) {
             GemmMat a = {A + i * sa, lda, 0, NULL}, b = {B + i * sb, ldb, 0, NULL};

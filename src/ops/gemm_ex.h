@@ -44,7 +44,8 @@ typedef struct {
 } GemmMap;
 
 /* count products C_i = A_i B_i + beta C_i (beta 0 or 1), A_i = A + i sa (M x K, row stride lda),
- * B_i = B + i sb (K x N, ldb), C_i = C + i sc (M x N, ldc), each equal bit for bit to gemm_ex's
+ * B_i = B + i sb (K x N, ldb; every row, the last one's too, ldb floats that may be read), C_i =
+ * C + i sc (M x N, ldc), each equal bit for bit to gemm_ex's
  * of the same operands, with one setup for all of them where that holds: Winograd's 36 small
  * products a block of tiles (16 -> 16 channels on 28x28, batch 128, 2 threads: forward 1.69 ->
  * 1.61 ms, backward 3.25 -> 3.07; gemm_ex's setup had been 4-5% of the conv's time). */
