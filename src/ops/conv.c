@@ -992,7 +992,52 @@ __attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst
         if (m1) _mm512_mask_storeu_ps(dst + q + 16, m1, x1);
     }
 }
+
+/* Lanes [0, n) of an AVX2 vector as a load mask (n <= 0: none). */
+__attribute__((target("avx2"))) static inline __m256i lanes8_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* interleave_row2_avx512 in AVX2: eight values of each phase a step, read with masked loads;
+ * a partial last vector stored through a buffer (AVX2's masked stores are slow on AMD). */
+__attribute__((target("avx2"))) static void interleave_row2_avx2(float *dst, const float *const *src, int w, int acc) {
+    const int n0 = (w + 1) / 2, n1 = w / 2;
+    for (int q = 0; q < w; q += 16) {
+        const int u = q / 2;
+        __m256 a = src[0] ? _mm256_maskload_ps(src[0] + u, lanes8_mask(n0 - u)) : _mm256_setzero_ps();
+        __m256 b = src[1] ? _mm256_maskload_ps(src[1] + u, lanes8_mask(n1 - u)) : _mm256_setzero_ps();
+        __m256 lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b); /* a0 b0 a1 b1 a4 b4 a5 b5, ... */
+        __m256 x[2] = {_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31)};
+        for (int h = 0; h < 2 && q + 8 * h < w; h++) {
+            float *d = dst + q + 8 * h;
+            const int n = w - q - 8 * h;
+            if (acc) x[h] = _mm256_add_ps(x[h], _mm256_maskload_ps(d, lanes8_mask(n)));
+            if (n >= 8) {
+                _mm256_storeu_ps(d, x[h]);
+            } else {
+                float t[8];
+                _mm256_storeu_ps(t, x[h]);
+                for (int l = 0; l < n; l++) d[l] = t[l];
+            }
+        }
+    }
+}
 #endif
+
+/* A dx row from its s column phases (interleave_row), in vectors where the machine has them. */
+static void interleave_any(float *dst, const float *const *src, int s, int w, int acc) {
+#if CONV_X86
+    if (s == 2 && use_avx512()) {
+        interleave_row2_avx512(dst, src, w, acc);
+        return;
+    }
+    if (s == 2 && use_avx2()) {
+        interleave_row2_avx2(dst, src, w, acc);
+        return;
+    }
+#endif
+    interleave_row(dst, src, s, w, acc);
+}
 
 /* A strided 1x1 conv's dx for cin_g channels of one image: each dx row s*t is row t of dcol
  * (cin_g, oh * ow) interleaved with zero phases (or added to dx at every s-th column with acc),
@@ -1008,13 +1053,7 @@ static void strided_pointwise_dx(float *dx, const float *dcol, int cin_g, const 
                 continue;
             }
             src[0] = dcol + ((size_t)c * oh + r / s) * ow;
-#if CONV_X86
-            if (s == 2 && use_avx512()) {
-                interleave_row2_avx512(dr, src, w, acc);
-                continue;
-            }
-#endif
-            interleave_row(dr, src, s, w, acc);
+            interleave_any(dr, src, s, w, acc);
         }
 }
 
@@ -1081,13 +1120,7 @@ static void dx_phases(float *dx, const float *dy, const float *wph, const ConvDi
                                 src[pw] = res[pw] ? res[pw] + (size_t)ci * N + (size_t)t * gr.W + (size_t)j * gr.wd
                                                   : NULL;
                             float *dr = dxg + j * xstride + (size_t)ci * HW + (size_t)(t * s + ph) * d->w;
-#if CONV_X86
-                            if (s == 2 && use_avx512()) {
-                                interleave_row2_avx512(dr, src, d->w, acc);
-                                continue;
-                            }
-#endif
-                            interleave_row(dr, src, s, d->w, acc);
+                            interleave_any(dr, src, s, d->w, acc);
                         }
             }
         }
