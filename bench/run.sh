@@ -4,9 +4,10 @@
 # Prints both sides and the ratios (nasc / PyTorch; for latency PyTorch / nasc, so > 1 means
 # nasc is faster everywhere) of each side's best round, and the range of the rounds' training
 # ratios. Usage: bash bench/run.sh [THREADS] [ROUNDS]
-# ISA=avx2 runs both sides as on a machine without AVX-512 (most laptops): nasc with
-# NASC_GEMM=avx2 (its AVX2 and plain C kernels), PyTorch with ATEN_CPU_CAPABILITY=avx2 and oneDNN
-# limited to AVX2 (DNNL_MAX_CPU_ISA). The "% of peak" column is then against the AVX2 FMA peak
+# ISA=avx2 runs both sides as on a machine without AVX-512 (most laptops): nasc built without
+# the AVX-512 clones of its compiler-vectorized loops (build-avx2/, -DNASC_NO_AVX512_CLONES) and
+# run with NASC_GEMM=avx2 (its AVX2 and plain C kernels), PyTorch with ATEN_CPU_CAPABILITY=avx2
+# and oneDNN limited to AVX2 (DNNL_MAX_CPU_ISA). The "% of peak" column is then against the AVX2 FMA peak
 # that bench_train measures (on AMD Zen 4 the same as AVX-512's; half of it on Intel's AVX-512
 # cores).
 set -eu
@@ -14,18 +15,22 @@ cd "$(dirname "$0")/.."
 T=${1:-2}
 ROUNDS=${2:-2}
 ISA=${ISA:-}
-NASC_ENV=() TORCH_ENV=()
+NASC_ENV=() TORCH_ENV=() NASC_BUILD=build
 case "$ISA" in
     "") ;;
-    avx2) NASC_ENV=(NASC_GEMM=avx2) TORCH_ENV=(ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2) ;;
+    avx2) NASC_ENV=(NASC_GEMM=avx2) TORCH_ENV=(ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
+          NASC_BUILD=build-avx2 ;;
     *) echo "bench/run.sh: ISA=$ISA: only avx2 (or unset) is known" >&2; exit 2 ;;
 esac
 make -s all >/dev/null
+if [ "$NASC_BUILD" = build-avx2 ]; then
+    make -s BUILD=build-avx2 CFLAGS=-DNASC_NO_AVX512_CLONES build-avx2/bench/bench_train >/dev/null
+fi
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($(nproc) cores)${ISA:+, both sides limited to $ISA}"
 REF=${TORCH_REF:-../shared/bench/torch_ref.py}
 out=$(mktemp -d)
 for r in $(seq "$ROUNDS"); do   # interleave the two sides so machine noise hits both alike
-    env "${NASC_ENV[@]}" build/bench/bench_train --threads "$T" | tee -a "$out/nasc.txt" | grep -v '^RESULT' || true
+    env "${NASC_ENV[@]}" "$NASC_BUILD/bench/bench_train" --threads "$T" | tee -a "$out/nasc.txt" | grep -v '^RESULT' || true
     env "${TORCH_ENV[@]}" /usr/bin/python3 "$REF" bench --threads "$T" 2>/dev/null | tee -a "$out/torch.txt" |
         grep -v '^RESULT' || true
 done

@@ -7,7 +7,11 @@
 #define NASC_OPS_SIMD_H
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#ifdef NASC_NO_AVX512_CLONES /* a build that runs as on a machine without AVX-512 (bench/run.sh ISA=avx2) */
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
 #define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #else
 #define MULTIVERSION
 #endif
