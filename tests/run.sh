@@ -26,11 +26,12 @@ for t in "$B"/tests/test_*; do
     [ -x "$t" ] || continue
     run "$(basename "$t")" "$t"
 done
-# The fused paths and the PyTorch reference nets again on the kernels that machines without
-# AVX-512 run (plain C and AVX2; test_conv runs its own variants): on an AVX-512 machine these
-# paths would otherwise go untested
+# The fast ops (batch norm's row kernels and stream walks among them), the fused paths and the
+# PyTorch reference nets again on the kernels that machines without AVX-512 run (plain C and
+# AVX2; test_conv runs its own variants): on an AVX-512 machine these paths would otherwise go
+# untested
 for g in avx2 generic; do
-    for t in test_fused test_torch_ref; do
+    for t in test_ops_fast test_fused test_torch_ref; do
         run "$t[$g]" env NASC_GEMM=$g "$B/tests/$t"
     done
 done

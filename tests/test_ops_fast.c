@@ -154,7 +154,9 @@ static void test_bn_shape(int n, int c, int hw, float lo, float hi) {
 
 static void test_bn(void) {
     static const int shapes[][3] = {{1, 1, 2}, {2, 3, 1}, {3, 5, 7}, {4, 16, 49}, {8, 32, 64},
-                                    {2, 7, 33}, {64, 10, 1}, {5, 3, 17}, {3, 33, 169}, {3, 130, 1}, {2, 100, 5}};
+                                    {2, 7, 33}, {64, 10, 1}, {5, 3, 17}, {3, 33, 169}, {3, 130, 1}, {2, 100, 5},
+                                    /* rows past the stream walks' 256 (the row kernels' main loops) */
+                                    {2, 5, 784}, {3, 4, 300}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         test_bn_shape(shapes[i][0], shapes[i][1], shapes[i][2], -2, 3);
     test_bn_shape(4, 6, 25, 100, 101); /* |mean| >> std */
