@@ -1661,11 +1661,146 @@ MULTIVERSION static void winograd_dy_c(float *E, const float *dy, size_t ld, int
     }
 }
 
-/* The transforms: the AVX-512 code when gemm runs on AVX-512, else the plain C above. */
+#if CONV_X86
+/* The input transform in AVX2 for machines without AVX-512, as winograd_input_avx512 with eight
+ * tiles a vector: the compiler's AVX2 version of winograd_input_c above, which splits a patch
+ * row into column phases through a buffer on the stack, waited on its own stores there. */
+#define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+
+/* v to q: all eight lanes when `whole`, else the first n (through a buffer: AVX2's masked
+ * stores are slow on AMD). */
+AVX2_INLINE void wino_store_avx2(float *q, __m256 v, int whole, int n) {
+    if (whole) {
+        _mm256_storeu_ps(q, v);
+        return;
+    }
+    float t8[8];
+    _mm256_storeu_ps(t8, v);
+    memcpy(q, t8, (size_t)n * sizeof(float));
+}
+
+/* d[j] (lanes t) = p[4 t + j], j < 4: 32 floats of 8 tiles split into their four column phases
+ * (the 128-bit halves paired, then a 4 x 4 transpose within each). */
+AVX2_INLINE void cols_by4_avx2(const float *p, __m256 d[4]) {
+    const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+    const __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+    const __m256 u0 = _mm256_permute2f128_ps(v0, v2, 0x20), u1 = _mm256_permute2f128_ps(v0, v2, 0x31);
+    const __m256 u2 = _mm256_permute2f128_ps(v1, v3, 0x20), u3 = _mm256_permute2f128_ps(v1, v3, 0x31);
+    const __m256 a = _mm256_unpacklo_ps(u0, u1), b = _mm256_unpackhi_ps(u0, u1);
+    const __m256 c = _mm256_unpacklo_ps(u2, u3), e = _mm256_unpackhi_ps(u2, u3);
+    d[0] = _mm256_shuffle_ps(a, c, 0x44), d[1] = _mm256_shuffle_ps(a, c, 0xEE);
+    d[2] = _mm256_shuffle_ps(b, e, 0x44), d[3] = _mm256_shuffle_ps(b, e, 0xEE);
+}
+
+/* bt6 in 8 lanes. */
+AVX2_INLINE void bt6_avx2(const __m256 d[6], __m256 t[6]) {
+    const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f);
+    t[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
+    t[1] = _mm256_fnmadd_ps(four, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
+    t[2] = _mm256_fmadd_ps(four, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
+    const __m256 c = _mm256_sub_ps(d[4], d[2]), e = _mm256_sub_ps(d[3], d[1]);
+    t[3] = _mm256_fmadd_ps(two, e, c);
+    t[4] = _mm256_fnmadd_ps(two, e, c);
+    t[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* The row transform of one patch row for eight tiles (winograd_row): columns 4 tx + {0..3}, and
+ * 4 tx + 4, + 5 as the first two phases moved by one tile, the ninth tile's from p[32], p[33]. */
+AVX2_INLINE void winograd_row_avx2(const float *p, __m256 t[6]) {
+    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    __m256 d[6];
+    cols_by4_avx2(p, d);
+    d[4] = _mm256_blend_ps(_mm256_permutevar8x32_ps(d[0], next), _mm256_broadcast_ss(p + 32), 0x80);
+    d[5] = _mm256_blend_ps(_mm256_permutevar8x32_ps(d[1], next), _mm256_broadcast_ss(p + 33), 0x80);
+    bt6_avx2(d, t);
+}
+
+__attribute__((target("avx2,fma"))) static void winograd_input_avx2(float *V, const float *planes, size_t plane,
+                                                                   int c, int W, const TileBlock *b) {
+    const size_t xs = wino_ps(c, b->ld);
+    __m256 rt[6][6];
+    for (int ch = 0; ch < c; ch++) {
+        const float *pc = planes + (size_t)ch * plane;
+        float *vc = V + (size_t)ch * b->ld;
+        for (int tx = 0; tx < b->tw; tx += 8) {
+            /* all eight lanes stored when the tile row has them, or when its tiles start the
+             * vector (the rest land on the next tile row's, written after them, or on the slack
+             * tile_plan leaves on this path); else the first n through a buffer */
+            const int n = NASC_MIN(8, b->tw - tx), whole = n == 8 || tx == 0;
+            const float *p = pc + (size_t)4 * b->ty0 * W + 4 * tx;
+            winograd_row_avx2(p, rt[0]);
+            winograd_row_avx2(p + W, rt[1]);
+            float *dst = vc + tx;
+            for (int r = 0; r < b->nr; r++, dst += b->tw) {
+                for (int i = 2; i < 6; i++) winograd_row_avx2(p + (size_t)i * W, rt[i]);
+                p += 4 * (size_t)W;
+                for (int j = 0; j < 6; j++) {
+                    __m256 col[6] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j], rt[4][j], rt[5][j]}, v[6];
+                    bt6_avx2(col, v);
+                    for (int i = 0; i < 6; i++) wino_store_avx2(dst + (i * 6 + j) * xs, v[i], whole, n);
+                }
+                for (int j = 0; j < 6; j++) rt[0][j] = rt[4][j], rt[1][j] = rt[5][j];
+            }
+        }
+    }
+}
+#endif
+
+#if CONV_X86
+/* at4t in 8 lanes. */
+AVX2_INLINE void at4t_avx2(const __m256 r[4], __m256 s[6]) {
+    const __m256 a = _mm256_add_ps(r[0], r[2]), b = _mm256_add_ps(r[1], r[3]);
+    const __m256 c = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), r[2], r[0]);
+    const __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(8.0f), r[3], _mm256_add_ps(r[1], r[1]));
+    s[0] = r[0], s[1] = _mm256_add_ps(a, b), s[2] = _mm256_sub_ps(a, b);
+    s[3] = _mm256_add_ps(c, e), s[4] = _mm256_sub_ps(c, e), s[5] = r[3];
+}
+
+/* winograd_dy_avx512 in AVX2, eight tiles a vector (the C version had waited on its own stores
+ * to the stack, as the input transform had). */
+__attribute__((target("avx2,fma"))) static void winograd_dy_avx2(float *E, const float *dy, size_t ld, int c, int W,
+                                                                const TileBlock *b) {
+    const __m256i lane4 = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const size_t xs = wino_ps(c, b->ld);
+    for (int ch = 0; ch < c; ch++) {
+        const float *dc = dy + (size_t)ch * ld;
+        float *ec = E + (size_t)ch * b->ld;
+        for (int r = 0; r < b->nr; r++)
+            for (int tx = 0; tx < b->tw; tx += 8) {
+                const int n = NASC_MIN(8, b->tw - tx), whole = n == 8 || tx == 0; /* as the input's */
+                __m256 cm[4]; /* lanes whose column 4 tx' + j is inside the row */
+                for (int j = 0; j < 4; j++)
+                    cm[j] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                        _mm256_set1_epi32(W), _mm256_add_epi32(lane4, _mm256_set1_epi32(4 * tx + j))));
+                const float *p = dc + (size_t)4 * (b->ty0 + r) * W + 4 * tx;
+                __m256 rt[4][6];
+                for (int i = 0; i < 4; i++, p += W) {
+                    __m256 q[4];
+                    cols_by4_avx2(p, q);
+                    for (int j = 0; j < 4; j++) q[j] = _mm256_and_ps(q[j], cm[j]);
+                    at4t_avx2(q, rt[i]);
+                }
+                float *dst = ec + (size_t)r * b->tw + tx;
+                for (int j = 0; j < 6; j++) {
+                    __m256 col[4] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j]}, v[6];
+                    at4t_avx2(col, v);
+                    for (int i = 0; i < 6; i++) wino_store_avx2(dst + (i * 6 + j) * xs, v[i], whole, n);
+                }
+            }
+    }
+}
+#endif
+
+/* The transforms: the AVX-512 code when gemm runs on AVX-512, else (the input's and dy's on AVX2
+ * too) the plain C above. */
 static void winograd_input(float *V, const float *planes, size_t plane, int c, int W, const TileBlock *b) {
 #if CONV_X86
     if (wino_avx512()) {
         winograd_input_avx512(V, planes, plane, c, W, b);
+        return;
+    }
+    if (use_avx2()) {
+        winograd_input_avx2(V, planes, plane, c, W, b);
         return;
     }
 #endif
@@ -1686,6 +1821,10 @@ static void winograd_dy(float *E, const float *dy, size_t ld, int c, int W, cons
 #if CONV_X86
     if (wino_avx512()) {
         winograd_dy_avx512(E, dy, ld, c, W, b);
+        return;
+    }
+    if (use_avx2()) {
+        winograd_dy_avx2(E, dy, ld, c, W, b);
         return;
     }
 #endif
