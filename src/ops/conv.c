@@ -993,13 +993,7 @@ __attribute__((target("avx512f"))) static void interleave_row2_avx512(float *dst
     }
 }
 
-/* Lanes [0, n) of an AVX2 vector as a load mask (n <= 0: none). */
-__attribute__((target("avx2"))) static inline __m256i lanes8_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-/* interleave_row2_avx512 in AVX2: eight values of each phase a step, read with masked loads;
- * a partial last vector stored through a buffer (AVX2's masked stores are slow on AMD). */
+/* interleave_row2_avx512 in AVX2: eight values of each phase a step, read with masked loads. */
 __attribute__((target("avx2"))) static void interleave_row2_avx2(float *dst, const float *const *src, int w, int acc) {
     const int n0 = (w + 1) / 2, n1 = w / 2;
     for (int q = 0; q < w; q += 16) {
@@ -1012,13 +1006,7 @@ __attribute__((target("avx2"))) static void interleave_row2_avx2(float *dst, con
             float *d = dst + q + 8 * h;
             const int n = w - q - 8 * h;
             if (acc) x[h] = _mm256_add_ps(x[h], _mm256_maskload_ps(d, lanes8_mask(n)));
-            if (n >= 8) {
-                _mm256_storeu_ps(d, x[h]);
-            } else {
-                float t[8];
-                _mm256_storeu_ps(t, x[h]);
-                for (int l = 0; l < n; l++) d[l] = t[l];
-            }
+            store8_first(d, x[h], n);
         }
     }
 }
@@ -1667,18 +1655,6 @@ MULTIVERSION static void winograd_dy_c(float *E, const float *dy, size_t ld, int
  * row into column phases through a buffer on the stack, waited on its own stores there. */
 #define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
 
-/* v to q: all eight lanes when `whole`, else the first n (through a buffer: AVX2's masked
- * stores are slow on AMD). */
-AVX2_INLINE void wino_store_avx2(float *q, __m256 v, int whole, int n) {
-    if (whole) {
-        _mm256_storeu_ps(q, v);
-        return;
-    }
-    float t8[8];
-    _mm256_storeu_ps(t8, v);
-    memcpy(q, t8, (size_t)n * sizeof(float));
-}
-
 /* d[j] (lanes t) = p[4 t + j], j < 4: 32 floats of 8 tiles split into their four column phases
  * (the 128-bit halves paired, then a 4 x 4 transpose within each). */
 AVX2_INLINE void cols_by4_avx2(const float *p, __m256 d[4]) {
@@ -1737,7 +1713,7 @@ __attribute__((target("avx2,fma"))) static void winograd_input_avx2(float *V, co
                 for (int j = 0; j < 6; j++) {
                     __m256 col[6] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j], rt[4][j], rt[5][j]}, v[6];
                     bt6_avx2(col, v);
-                    for (int i = 0; i < 6; i++) wino_store_avx2(dst + (i * 6 + j) * xs, v[i], whole, n);
+                    for (int i = 0; i < 6; i++) store8_first(dst + (i * 6 + j) * xs, v[i], whole ? 8 : n);
                 }
                 for (int j = 0; j < 6; j++) rt[0][j] = rt[4][j], rt[1][j] = rt[5][j];
             }
@@ -1784,7 +1760,7 @@ __attribute__((target("avx2,fma"))) static void winograd_dy_avx2(float *E, const
                 for (int j = 0; j < 6; j++) {
                     __m256 col[4] = {rt[0][j], rt[1][j], rt[2][j], rt[3][j]}, v[6];
                     at4t_avx2(col, v);
-                    for (int i = 0; i < 6; i++) wino_store_avx2(dst + (i * 6 + j) * xs, v[i], whole, n);
+                    for (int i = 0; i < 6; i++) store8_first(dst + (i * 6 + j) * xs, v[i], whole ? 8 : n);
                 }
             }
     }

@@ -110,6 +110,23 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
     if (b <= a) return 0;
     return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
 }
+
+/* AVX2: lanes [0, n) of an 8-lane vector as a load mask (n <= 0: none; n >= 8: all). */
+__attribute__((target("avx2"), always_inline)) static inline __m256i lanes8_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* AVX2: v's first n lanes to p, all eight whole (n >= 8), fewer through a buffer: AVX2's masked
+ * stores are slow on AMD. */
+__attribute__((target("avx2"), always_inline)) static inline void store8_first(float *p, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    for (int l = 0; l < n; l++) p[l] = t[l]; /* a loop: memcpy of a variable n is a call */
+}
 #endif
 
 /* The scratch slots of an output gradient (grad_rows) and an input (act_rows) made on demand

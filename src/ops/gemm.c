@@ -828,10 +828,9 @@ void gemm_batch(int count, int M, int N, int K, const float *A, int lda, size_t 
     NASC_ASSERT(beta == 0.0f || beta == 1.0f);
     const GemmPath *p = path_get();
     enum { MAX_K = 256, MAX_M = 256 };
-    /* gemm_run's own choices for one product: anything but one block of a masked kernel with
-     * operands in place (each C element a sum along k in order, whichever kernel runs) is left
-     * to it */
-    /* a kernel without masked loads reads a ragged last panel whole: only where B's rows hold it
+    /* gemm_run's own choices for one product: anything but one block with operands in place
+     * (each C element a sum along k in order, whichever kernel runs) is left to it; a kernel
+     * without masked loads reads a ragged last panel whole, so only where B's rows hold it
      * (Winograd's transforms have a row stride of at least N + 16 on that path) */
     const int whole_panels = p->masked || N % p->nr == 0 || ldb >= (N + p->nr - 1) / p->nr * p->nr;
     if (!whole_panels || K > p->kc || K > MAX_K || M > p->mc || M > MAX_M || N > p->nc || ragged_by_nt(p, N, K) ||

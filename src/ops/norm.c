@@ -845,11 +845,8 @@ AVX512 static void bwd_sums_stream_avx512(ActKind act, double *rs, const float *
  * (AVX2's masked stores are slow on AMD). Before them these rows went one call a row through
  * the portable kernels, whose short rows cost more around the vectors than in them (28% of
  * mbv2's training step with NASC_GEMM=avx2; batch 128, 2 threads: the step 114.8 -> 106.3 ms). */
-/* Lanes [0, n) of a vector as a mask, n <= 8 (n may be negative: none). */
-AVX2F_INLINE __m256i lanes8_i(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-AVX2F_INLINE __m256 lanes8(int n) { return _mm256_castsi256_ps(lanes8_i(n)); }
+/* Lanes [0, n) of a vector as a mask of all-ones lanes (lanes8_mask, conv_internal.h). */
+AVX2F_INLINE __m256 lanes8(int n) { return _mm256_castsi256_ps(lanes8_mask(n)); }
 
 /* The horizontal sum of v in a fixed order. */
 AVX2F_INLINE float hsum8(__m256 v) {
@@ -887,13 +884,6 @@ AVX2F_INLINE void bwd_consts8(__m256 v[7], const BnBwdK *k) {
     v[6] = _mm256_set1_ps(k->c0);
 }
 
-/* The first n < 8 lanes of v to p. */
-AVX2F_INLINE void store_first8(float *p, __m256 v, int n) {
-    float t[8];
-    _mm256_storeu_ps(t, v);
-    for (int l = 0; l < n; l++) p[l] = t[l];
-}
-
 AVX2F_INLINE void apply_stream8(const ActKind act, float *y, const float *x, size_t nr, int hw, int ch0, int c,
                                 const float *const k[4]) {
     ptrdiff_t q = 0;
@@ -907,8 +897,8 @@ AVX2F_INLINE void apply_stream8(const ActKind act, float *y, const float *x, siz
         if (r + 1 == nr) { /* the run's last vector: its row only */
             if (q < e) {
                 const int n = (int)(e - q);
-                __m256 v = bn_affine8(_mm256_maskload_ps(x + q, lanes8_i(n)), cur[0], cur[1], cur[2], cur[3]);
-                store_first8(y + q, act_vec8(act, v), n);
+                __m256 v = bn_affine8(_mm256_maskload_ps(x + q, lanes8_mask(n)), cur[0], cur[1], cur[2], cur[3]);
+                store8_first(y + q, act_vec8(act, v), n);
             }
             break;
         }
@@ -924,21 +914,17 @@ AVX2F_INLINE void apply_stream8(const ActKind act, float *y, const float *x, siz
     }
 }
 
-/* dx (+)= (a g + bb (x - mhi)) + c0 on the first n lanes of one vector (n < 8: stored through a
- * buffer), as bwd_dx_vec. */
+/* dx (+)= (a g + bb (x - mhi)) + c0 on the first n lanes of one vector, as bwd_dx_vec. */
 AVX2F_INLINE void bwd_dx_vec8(const ActKind act, float *dxp, const float *dyp, const float *xp, int n, int acc,
                               const __m256 *c) {
-    const __m256i li = lanes8_i(n);
+    const __m256i li = lanes8_mask(n);
     __m256 x = n >= 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, li);
     __m256 dv = n >= 8 ? _mm256_loadu_ps(dyp) : _mm256_maskload_ps(dyp, li);
     __m256 g = _mm256_and_ps(dv, act_mask8(act, x, c));
     __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(c[4], g), _mm256_mul_ps(c[5], _mm256_sub_ps(x, c[0]))),
                              c[6]);
     if (acc) r = _mm256_add_ps(n >= 8 ? _mm256_loadu_ps(dxp) : _mm256_maskload_ps(dxp, li), r);
-    if (n >= 8)
-        _mm256_storeu_ps(dxp, r);
-    else
-        store_first8(dxp, r, n);
+    store8_first(dxp, r, n);
 }
 
 AVX2F_INLINE void bwd_dx_stream8(const ActKind act, float *dx, const float *dy, const float *x, size_t nr, int hw,
@@ -1054,7 +1040,7 @@ AVX2F_INLINE void apply8(const ActKind act, float *y, const float *x, int hw, fl
     for (; j + 8 <= hw; j += 8)
         _mm256_storeu_ps(y + j, act_vec8(act, bn_affine8(_mm256_loadu_ps(x + j), vh, vl, vs, vb)));
     if (j < hw)
-        store_first8(y + j, act_vec8(act, bn_affine8(_mm256_maskload_ps(x + j, lanes8_i(hw - j)), vh, vl, vs, vb)),
+        store8_first(y + j, act_vec8(act, bn_affine8(_mm256_maskload_ps(x + j, lanes8_mask(hw - j)), vh, vl, vs, vb)),
                      hw - j);
 }
 
