@@ -178,16 +178,6 @@ void add_src_forward(ActKind act, float *y, const ActSrc *xs, int nin, size_t ro
 
 void add_backward(float *const *dxs, const float *dy, int nin, size_t n) { add_backward_ex(dxs, dy, nin, n, NULL); }
 
-/* v where cond, else +0: by the bits, so that the loops using it have no control flow (GCC's
- * AVX2 clones had left `cond ? v : 0` scalar: add_back_block 5% of resnet8's step). */
-static inline float keep_if(float v, int cond) {
-    uint32_t b;
-    memcpy(&b, &v, sizeof b);
-    b &= 0u - (uint32_t)cond;
-    memcpy(&v, &b, sizeof v);
-    return v;
-}
-
 /* One block of the backward: g = dy, masked by act'(y) with an activation (relu: y > 0, relu6:
  * 0 < y < 6, the conditions on the sum; as act_backward's, 0 + the masked dy), then each
  * non-NULL dx_j (+)= g in input order. */
