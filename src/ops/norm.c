@@ -844,7 +844,8 @@ AVX512 static void bwd_sums_stream_avx512(ActKind act, double *rs, const float *
  * vectors of all-ones lanes, and each run's last, partial vector stored through a buffer
  * (AVX2's masked stores are slow on AMD). Before them these rows went one call a row through
  * the portable kernels, whose short rows cost more around the vectors than in them (28% of
- * mbv2's training step with NASC_GEMM=avx2; batch 128, 2 threads: the step 114.8 -> 106.3 ms). */
+ * mbv2's training step with NASC_GEMM=avx2 on an AVX-512 machine, where those kernels still ran
+ * their AVX-512 clones; batch 128, 2 threads: the step 114.8 -> 106.3 ms). */
 /* Lanes [0, n) of a vector as a mask of all-ones lanes (lanes8_mask, conv_internal.h). */
 AVX2F_INLINE __m256 lanes8(int n) { return _mm256_castsi256_ps(lanes8_mask(n)); }
 
