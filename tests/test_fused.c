@@ -133,6 +133,37 @@ static void test_overwrite_conv(int n, int cin, int h, int cout, int k, int s, i
     free(x), free(w), free(dy), free(dx1), free(dx2), free(dw);
 }
 
+/* dx through an activation's mask (DxMask: Winograd's output transform applies it) against the
+ * plain dx masked afterwards, (acc ? dx : 0) + (act'(a) ? dx_conv : 0); the activation's input a
+ * spans [-3, 9], so ReLU6's upper bound is met (in the networks a BN's output rarely passes 6). */
+static void test_dx_mask(int n, int cin, int h, int cout, ActKind act, int acc) {
+    ConvDims d = {.n = n, .cin = cin, .h = h, .w = h, .cout = cout, .k = 3, .stride = 1, .pad = 1, .dil = 1,
+                  .groups = 1};
+    Err e;
+    CHECK(conv_dims_init(&d, &e) == NASC_OK, "conv dims: %s", e.msg);
+    const int maskable = conv2d_dx_maskable(&d);
+    CHECK(maskable, "dx mask: %d->%d %dx%d n=%d is not maskable", cin, cout, h, h, n);
+    if (!maskable) return;
+    const size_t xs = (size_t)n * cin * h * h, ys = (size_t)n * cout * h * h, ws = (size_t)cout * cin * 9;
+    float *x = frand(xs, -1, 1), *w = frand(ws, -1, 1), *dy = frand(ys, -1, 1), *a = frand(xs, -3, 9);
+    float *base = frand(xs, -1, 1), *plain = xcalloc(xs, 4), *got = xmalloc(xs * 4), *want = xmalloc(xs * 4);
+    memcpy(got, base, xs * 4);
+    conv2d_backward_ex(plain, NULL, NULL, dy, x, w, &d, 0);
+    for (size_t i = 0; i < xs; i++) {
+        const int on = a[i] > 0.0f && (act != ACT_RELU6 || a[i] < 6.0f);
+        want[i] = (acc ? base[i] : 0.0f) + (on ? plain[i] : 0.0f);
+    }
+    const GradSrc src = {.dy = dy, .c = cout, .hw = h * h};
+    const ActSrc xsrc = {.x = x, .c = cin, .hw = h * h};
+    const DxMask mask = {a, act};
+    conv2d_backward_src(got, NULL, NULL, &src, &xsrc, w, &d, acc, NULL, &mask);
+    char what[128];
+    snprintf(what, sizeof what, "dx through a %s mask, n=%d %d->%d %dx%d acc=%d", act == ACT_RELU6 ? "relu6" : "relu",
+             n, cin, cout, h, h, acc);
+    close_arrays(got, want, xs, 1e-6, what);
+    free(x), free(w), free(dy), free(a), free(base), free(plain), free(got), free(want);
+}
+
 /* A conv between two BNs, with what is made on demand against what is stored:
  *   - its input, the output of a BN + act0 before it (bn_act_forward_train with y == NULL, then
  *     act_rows inside the conv), forward and backward;
@@ -363,6 +394,11 @@ int main(void) {
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
         const int *c = convs[i];
         test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+    }
+    for (int acc = 0; acc < 2; acc++) {
+        test_dx_mask(8, 16, 14, 16, ACT_RELU6, acc); /* Winograd from 8 images */
+        test_dx_mask(9, 24, 7, 32, ACT_RELU, acc);
+        test_dx_mask(8, 16, 28, 24, ACT_RELU6, acc);
     }
     /* the same shapes plus depthwise 3x3 s1/s2 (direct; on 7x7 planes in runs of 20, the last
      * one short; stride 2 on 35x35, rows of three chunks; stride 1 on 4x4, the portable direct
