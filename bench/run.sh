@@ -7,9 +7,9 @@
 # ISA=avx2 runs both sides as on a machine without AVX-512 (most laptops): nasc built without
 # the AVX-512 clones of its compiler-vectorized loops (build-avx2/, -DNASC_NO_AVX512_CLONES) and
 # run with NASC_GEMM=avx2 (its AVX2 and plain C kernels), PyTorch with ATEN_CPU_CAPABILITY=avx2
-# and oneDNN limited to AVX2 (DNNL_MAX_CPU_ISA). The "% of peak" column is then against the AVX2 FMA peak
-# that bench_train measures (on AMD Zen 4 the same as AVX-512's; half of it on Intel's AVX-512
-# cores).
+# and oneDNN limited to AVX2 (DNNL_MAX_CPU_ISA). The "% of peak" column is then against the AVX2
+# FMA peak that bench_train measures (on AMD Zen 4 the same as AVX-512's; half of it on Intel's
+# AVX-512 cores).
 set -eu
 cd "$(dirname "$0")/.."
 T=${1:-2}
