@@ -1736,9 +1736,7 @@ __attribute__((target("avx2,fma"))) static void winograd_input_avx2(float *V, co
         }
     }
 }
-#endif
 
-#if CONV_X86
 /* at4t in 8 lanes. */
 AVX2_INLINE void at4t_avx2(const __m256 r[4], __m256 s[6]) {
     const __m256 a = _mm256_add_ps(r[0], r[2]), b = _mm256_add_ps(r[1], r[3]);

@@ -30,6 +30,7 @@
  * pointer from that slot across a gemm call. gemm_ex (gemm_ex.h) is the general entry point.
  */
 #include "ops.h"
+#include "conv_internal.h" /* lanes8_mask */
 #include "gemm_ex.h"
 
 #include <stddef.h>
@@ -440,11 +441,6 @@ __attribute__((target("avx512f,fma"))) static void kernel_nt_col_avx512(int kc, 
  * NASC_GEMM=avx2, GFLOP/s before -> after: 64 x 49 x 384 64 -> 82, 384 x 49 x 64 79 -> 99,
  * 24 x 196 x 144 96 -> 106; batch 128, 2 threads: mbv2's training step 124 -> 114 ms, small's
  * 12.8 -> 12.3 ms. */
-/* k lanes [0, n) of a vector, n < 8. */
-__attribute__((target("avx2"))) static inline __m256i nt_tail_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* The four horizontal sums of a, b, c, d. */
 __attribute__((target("avx2"))) static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
@@ -455,7 +451,7 @@ __attribute__((target("avx2,fma"))) static void kernel_nt_avx2(int kc, const flo
                                                                float *c, int ldc, int m, int n, float alpha,
                                                                float beta) {
     const int k8 = kc / 8 * 8;
-    const __m256i tail = nt_tail_mask(kc - k8);
+    const __m256i tail = lanes8_mask(kc - k8);
     for (int i0 = 0; i0 < m && i0 < NT_MR; i0 += 2) {
         const float *a0 = ar[i0], *a1 = ar[i0 + 1];
         __m256 acc[2][NT_NR];
@@ -491,7 +487,7 @@ __attribute__((target("avx2,fma"))) static void kernel_nt_avx2(int kc, const flo
 __attribute__((target("avx2,fma"))) static void kernel_nt_col_avx2(int kc, const float *const *ar, const float *b,
                                                                    float *c, int ldc, int m, float alpha, float beta) {
     const int k8 = kc / 8 * 8;
-    const __m256i tail = nt_tail_mask(kc - k8);
+    const __m256i tail = lanes8_mask(kc - k8);
     for (int i0 = 0; i0 < m && i0 < NT_COL_MR; i0 += 8) {
         __m256 acc[8];
 #pragma GCC unroll 8
