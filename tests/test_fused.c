@@ -387,10 +387,11 @@ int main(void) {
             test_add_act(nin, 100003, a ? ACT_RELU6 : ACT_RELU);
         }
     /* n, cin, h, cout, k, s, p, g: adjoint (3x3 s1), strided (s2), pointwise, 1x1 s2, depthwise,
-     * grouped, the stem */
+     * grouped, the stem, stride-2 Winograd */
     static const int convs[][8] = {{3, 8, 14, 16, 3, 1, 1, 1}, {5, 8, 13, 8, 3, 2, 1, 1}, {2, 16, 7, 24, 1, 1, 0, 1},
                                    {4, 16, 14, 32, 1, 2, 0, 1}, {3, 24, 14, 24, 3, 2, 1, 24},
-                                   {2, 32, 9, 32, 3, 1, 1, 32}, {2, 8, 10, 12, 3, 1, 1, 4}, {6, 1, 28, 16, 3, 1, 1, 1}};
+                                   {2, 32, 9, 32, 3, 1, 1, 32}, {2, 8, 10, 12, 3, 1, 1, 4}, {6, 1, 28, 16, 3, 1, 1, 1},
+                                   {26, 16, 14, 32, 3, 2, 1, 1}};
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
         const int *c = convs[i];
         test_overwrite_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
@@ -409,7 +410,9 @@ int main(void) {
                                     {2, 8, 10, 12, 3, 1, 1, 4},  {6, 1, 28, 16, 3, 1, 1, 1}, {3, 20, 11, 20, 5, 1, 2, 20},
                                     {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1},
                                     {3, 36, 7, 36, 3, 1, 1, 36},  {2, 20, 35, 20, 3, 2, 1, 20},
-                                    {2, 12, 4, 12, 3, 1, 1, 12}};
+                                    {2, 12, 4, 12, 3, 1, 1, 12},
+                                    /* stride-2 Winograd (winograd_s2.c: 12 and more images a thread) */
+                                    {26, 16, 28, 32, 3, 2, 1, 1}, {25, 32, 14, 24, 3, 2, 1, 1}};
     const int threads0 = threads_get();
     for (int t = 1; t <= 2; t++) {
         threads_set(t);
@@ -423,6 +426,7 @@ int main(void) {
     threads_set(threads0);
     static const char *zoo[] = {"small", "resnet8", "mbv2"};
     for (int i = 0; i < 3; i++) test_net(zoo[i], zoo_lookup(zoo[i]), i == 2 ? 6 : 9);
+    test_net("small, batch 26 (stride-2 Winograd)", zoo_lookup("small"), 26);
     /* a BN with two consumers (not fused); an output nothing consumes (its gradient must be
      * zeroed); identities between fused pairs and in front of an add; relu6 after a BN that
      * feeds it through an identity (not fused) */

@@ -2017,6 +2017,45 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
     }
 }
 
+/* Whether a conv on nt threads runs as Winograd F(7x7, 3x3) with stride 2 (winograd_s2.c): the
+ * AVX-512 path, the automatic lowering, and enough images for each thread's vectors of 16. */
+static int use_ws2(const ConvDims *d, int nt) {
+#if CONV_X86
+    return use_avx512() && conv_env() == -1 && ws2_shape_ok(d) && d->n >= 12 * nt;
+#else
+    (void)d, (void)nt;
+    return 0;
+#endif
+}
+
+#if CONV_X86
+/* The forward of use_ws2's convs: each thread's images a group at a time, with the row
+ * statistics or the epilogue taken while the group's output is in cache. */
+static void forward_ws2(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d, int nt,
+                        double *row_stats, const BnEval *epi) {
+    const int P = d->oh * d->ow;
+    const size_t pm = (size_t)d->cout * d->cin;
+    /* the calling thread's slot 1, which the region's threads do not use (a fresh allocation
+     * each call had cost page faults: 11% of small's step) */
+    float *U = scratch_get(1, (WS2_KERNELS + 9) * pm * sizeof(float));
+    ws2_weights(U, U + WS2_KERNELS * pm, w, d->cout, d->cin);
+#pragma omp parallel num_threads(nt)
+    {
+        int lo, hi;
+        split_range(d->n, thread_count(), thread_id(), &lo, &hi);
+        const size_t ystride = (size_t)d->cout * P;
+        const int step = ws2_group_images(d);
+        float *ybuf = epi ? scratch_get(OUTPUT_SLOT, (size_t)step * ystride * sizeof(float)) : NULL;
+        for (int i = lo; i < hi; i += step) {
+            const int m = NASC_MIN(step, hi - i);
+            ws2_forward(epi ? ybuf : y + i * ystride, ystride, xs, (size_t)i, m, U, b, d);
+            if (row_stats) bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
+            if (epi) bn_eval_rows(epi, y + i * ystride, ybuf, (size_t)i * d->cout, (size_t)m * d->cout, d->cout, P);
+        }
+    }
+}
+#endif
+
 void conv2d_forward(float *y, const float *x, const float *w, const float *b, const ConvDims *d) {
     ActSrc src = {.x = x, .c = d->cin, .hw = d->h * d->w};
     conv2d_forward_src(y, &src, w, b, d, NULL, NULL);
@@ -2032,6 +2071,12 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
     const int cin_g = d->cin / d->groups, cout_g = d->cout / d->groups, P = d->oh * d->ow;
     double flops = 2.0 * d->n * d->cout * P * cin_g * d->k * d->k;
     int nt = threads_for(flops, NASC_MAX(d->n, P / 32));
+#if CONV_X86
+    if (use_ws2(d, nt)) {
+        forward_ws2(y, xs, w, b, d, nt, row_stats, epi);
+        return;
+    }
+#endif
     if (d->n >= nt) {
         float *wino = NULL;
         if (use_winograd(d) && plan_of(d, 1).how == LOWER_IMPLICIT) {
@@ -2123,24 +2168,7 @@ static float sum_floats(const float *g, int n) {
 }
 
 #if CONV_X86
-__attribute__((target("avx512f"))) static void transpose_avx512(float *dst, const float *src, int rows, int cols,
-                                                                 size_t lds) {
-    for (int r0 = 0; r0 < rows; r0 += 16) {
-        const __mmask16 mr = lane_range(r0, 0, rows);
-        const int nr = NASC_MIN(16, rows - r0);
-        for (int q0 = 0; q0 < cols; q0 += 16) {
-            const __mmask16 mq = lane_range(q0, 0, cols);
-            __m512 v[16];
-            for (int i = 0; i < 16; i++)
-                v[i] = i < nr ? _mm512_maskz_loadu_ps(mq, src + (size_t)(r0 + i) * lds + q0) : _mm512_setzero_ps();
-            tr16(v);
-            for (int j = 0; j < NASC_MIN(16, cols - q0); j++)
-                _mm512_mask_storeu_ps(dst + (size_t)(q0 + j) * rows + r0, mr, v[j]);
-        }
-    }
-}
-
-/* The same in AVX2, eight by eight (the ragged edges element by element): for machines
+/* transpose_avx512 (conv_internal.h) in AVX2, eight by eight (the ragged edges element by element): for machines
  * without AVX-512, where dW's dy^T and Winograd's E^T had been a plain loop (16 -> 32 channels
  * on 28x28, stride 2, dx + dW, one thread: 7.4% of it in dw_images' transpose). */
 __attribute__((target("avx2"))) static void transpose_avx2(float *dst, const float *src, int rows, int cols,
@@ -2483,6 +2511,74 @@ int conv2d_dx_maskable(const ConvDims *d) {
     return use_winograd(&t) && plan_of(&t, 1).how == LOWER_IMPLICIT;
 }
 
+/* The end of a backward's parallel region (after a barrier), on thread t of T: dw (cout, Kc) and
+ * db (cout) += the sum over the threads' parts (dW^T (G, Kc, cout_g), then db at G Kc cout_g),
+ * split over output channels. */
+static void reduce_parts(float *dw, float *db, float *const *parts, const ConvDims *d, int t, int T) {
+    const int cout_g = d->cout / d->groups, Kc = d->cin / d->groups * d->k * d->k;
+    const size_t wsize = (size_t)d->cout * Kc;
+    int c0, c1;
+    split_range(d->cout, T, t, &c0, &c1);
+    for (int co = c0; co < c1; co++) {
+        int g = co / cout_g, cg = co % cout_g;
+        if (dw) {
+            float *dr = dw + (size_t)co * Kc;
+            for (int u = 0; u < T; u++) {
+                const float *src = parts[u] + (size_t)g * Kc * cout_g + cg;
+                for (int r = 0; r < Kc; r++) dr[r] += src[(size_t)r * cout_g];
+            }
+        }
+        if (db)
+            for (int u = 0; u < T; u++) db[co] += parts[u][wsize + co];
+    }
+}
+
+#if CONV_X86
+/* The backward of use_ws2's convs: each thread's images a group at a time (dy made, db, dW's
+ * transformed sums, dx and the BN row sums on it while the group is in cache). */
+static void backward_ws2(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
+                         const ConvDims *d, int dx_acc, const BnRowSums *sums, int nt) {
+    const int P = d->oh * d->ow, Kc = d->cin * 9;
+    const size_t pm = (size_t)d->cout * d->cin, wsize = (size_t)d->cout * Kc;
+    float *U = NULL, *Ut = NULL;
+    if (dx) { /* slot 1 of the calling thread, as forward_ws2's */
+        U = scratch_get(1, (2 * WS2_KERNELS + 9) * pm * sizeof(float));
+        Ut = U + WS2_KERNELS * pm;
+        ws2_weights(U, Ut, w, d->cout, d->cin); /* Ut's room is ws2_weights' scratch first */
+        ws2_weights_t(Ut, U, d->cout, d->cin);
+    }
+    float *parts[256] = {0};
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = thread_id(), T = thread_count();
+        int lo, hi;
+        split_range(d->n, T, t, &lo, &hi);
+        /* this thread's dW^T (Kc, cout), db (cout) and dL/dU (WS2_KERNELS cin cout) */
+        float *part = scratch_get(2, (wsize + d->cout + (dw ? WS2_KERNELS * pm : 0)) * sizeof(float));
+        float *du = dw ? part + wsize + d->cout : NULL;
+        memset(part, 0, (wsize + d->cout + (dw ? WS2_KERNELS * pm : 0)) * sizeof(float));
+        parts[t] = part;
+        const int step = ws2_group_images(d);
+        const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
+        float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * ystride * sizeof(float)) : NULL;
+        for (int i = lo; i < hi; i += step) {
+            const int m = NASC_MIN(step, hi - i);
+            const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)m * d->cout);
+            if (db)
+                for (int j = 0; j < m; j++)
+                    for (int co = 0; co < d->cout; co++) part[wsize + co] += sum_floats(dy + (j * d->cout + co) * (size_t)P, P);
+            if (dw || dx) ws2_backward(dx ? dx + i * xstride : NULL, xstride, dx_acc, du, dy, ystride, xs, (size_t)i, m, Ut, d);
+            if (dx && sums) bn_row_sums(sums, dx + i * xstride, (size_t)i * d->cin, (size_t)m * d->cin);
+        }
+        if (du) ws2_dw_finish(part, du, d->cin, d->cout);
+        if (dw || db) {
+#pragma omp barrier
+            reduce_parts(dw, db, parts, d, t, T);
+        }
+    }
+}
+#endif
+
 void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
                          const ConvDims *d, int dx_acc, const BnRowSums *sums, const DxMask *mask) {
     if (!dx && !dw && !db) return;
@@ -2495,9 +2591,15 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
     }
     const int G = d->groups, cout_g = d->cout / G, Kc = d->cin / G * d->k * d->k, P = d->oh * d->ow;
     const size_t wsize = (size_t)d->cout * Kc;
-    const int adj = dx && has_adjoint(d), phased = dx && !adj && has_phases(d) && !is_strided_pointwise(d);
     double flops = 2.0 * ((dx != NULL) + (dw != NULL)) * d->n * d->cout * P * Kc;
     int nt = NASC_MIN(threads_for(flops, d->n), 256);
+#if CONV_X86
+    if (use_ws2(d, nt)) {
+        backward_ws2(dx, dw, db, dys, xs, w, d, dx_acc, sums, nt);
+        return;
+    }
+#endif
+    const int adj = dx && has_adjoint(d), phased = dx && !adj && has_phases(d) && !is_strided_pointwise(d);
     float *parts[256] = {0};
 #pragma omp parallel num_threads(nt)
     {
@@ -2599,21 +2701,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         if (du) winograd_dw_finish(dwt, du, d->cin, cout_g);
         if (dw || db) {
 #pragma omp barrier
-            /* reduce: dw (cout, Kc) += sum over threads of dW^T, split over output channels */
-            int c0, c1;
-            split_range(d->cout, T, t, &c0, &c1);
-            for (int co = c0; co < c1; co++) {
-                int g = co / cout_g, cg = co % cout_g;
-                if (dw) {
-                    float *dr = dw + (size_t)co * Kc;
-                    for (int u = 0; u < T; u++) {
-                        const float *src = parts[u] + (size_t)g * Kc * cout_g + cg;
-                        for (int r = 0; r < Kc; r++) dr[r] += src[(size_t)r * cout_g];
-                    }
-                }
-                if (db)
-                    for (int u = 0; u < T; u++) db[co] += parts[u][wsize + co];
-            }
+            reduce_parts(dw, db, parts, d, t, T);
         }
     }
 }

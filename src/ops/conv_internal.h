@@ -111,6 +111,24 @@ static inline __mmask16 lane_range(int base, int lo, int hi) {
     return (__mmask16)((b == 16 ? 0xFFFFu : (1u << b) - 1) & ~((1u << a) - 1));
 }
 
+/* dst (cols, rows) = src (rows, cols; rows lds floats apart) transposed, 16 x 16 blocks in registers. */
+__attribute__((target("avx512f"))) static inline void transpose_avx512(float *dst, const float *src, int rows, int cols,
+                                                                        size_t lds) {
+    for (int r0 = 0; r0 < rows; r0 += 16) {
+        const __mmask16 mr = lane_range(r0, 0, rows);
+        const int nr = NASC_MIN(16, rows - r0);
+        for (int q0 = 0; q0 < cols; q0 += 16) {
+            const __mmask16 mq = lane_range(q0, 0, cols);
+            __m512 v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = i < nr ? _mm512_maskz_loadu_ps(mq, src + (size_t)(r0 + i) * lds + q0) : _mm512_setzero_ps();
+            tr16(v);
+            for (int j = 0; j < NASC_MIN(16, cols - q0); j++)
+                _mm512_mask_storeu_ps(dst + (size_t)(q0 + j) * rows + r0, mr, v[j]);
+        }
+    }
+}
+
 /* AVX2: lanes [0, n) of an 8-lane vector as a load mask (n <= 0: none; n >= 8: all). */
 __attribute__((target("avx2"), always_inline)) static inline __m256i lanes8_mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -142,6 +160,26 @@ __attribute__((target("avx2"), always_inline)) static inline void store8_first(f
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* 3x3 stride-2 convs (padding 1, one group, outputs of whole 7x7 tiles) by Winograd F(7x7, 3x3)
+ * on the four phases, sixteen images a vector (winograd_s2.c; AVX-512 only). ws2_weights makes
+ * the WS2_KERNELS transformed kernels (U: WS2_KERNELS x cout x cin; tap: 9 cout cin floats of
+ * scratch); ws2_forward writes y (image
+ * stride ystride) of images [img0, img0 + n) of xs, n at most ws2_group_images. */
+#define WS2_KERNELS 81
+int ws2_shape_ok(const ConvDims *d);
+int ws2_group_images(const ConvDims *d);
+void ws2_weights(float *U, float *tap, const float *w, int cout, int cin);
+void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d);
+/* The backward of images [img0, img0 + n) (n at most ws2_group_images): dx (the images', image
+ * stride xstride) = or += (dx_acc) the input gradient, when not NULL; du (WS2_KERNELS, cin,
+ * cout) += dL/dU, when not NULL, which ws2_dw_finish turns into dW^T (cin 9, cout) once a
+ * thread. dy: the images' output gradient (image stride ystride). Ut: ws2_weights_t of U. */
+void ws2_weights_t(float *Ut, const float *U, int cout, int cin);
+void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
+                  size_t img0, int n, const float *Ut, const ConvDims *d);
+void ws2_dw_finish(float *dwt, const float *du, int cin, int cout);
 
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:
  * y is overwritten; dw and db accumulate; dx accumulates when dx_acc, else is overwritten. */

@@ -1,0 +1,726 @@
+/* winograd_s2.c: 3x3 stride-2 convolutions (padding 1, one group) by Winograd's minimal
+ * filtering, sixteen images a vector (AVX-512). conv.c hands them here when ws2_usable says so.
+ *
+ * Split into its four phases (padded rows 2i + pr, columns 2q + pc), a stride-2 3x3 conv is the
+ * sum of four stride-1 convs on the phase planes: phase (0, 0) with the 2x2 kernel of taps
+ * ({0,2}, {0,2}), (0, 1) with the 2x1 of taps ({0,2}, 1), (1, 0) with (1, {0,2}), (1, 1) with
+ * tap (1, 1). Along a dimension with two taps a tile of 7 outputs is F(7, 2): 8 points (those
+ * of F(6, 3): 0, 1, -1, 2, -2, 1/2, -1/2 and infinity; its B^T as Lavin's and NNPACK's, G
+ * scaled to match), y = A^T ((G g) . (B^T d)); along one with one tap the tile's 7 values are
+ * taken as they are. So a 7x7 output tile costs (8 + 7)^2 = 225 products a channel pair where
+ * the direct conv takes 441, and 14x14 and 7x7 outputs (Fashion-MNIST's stride-2 layers) are
+ * whole tiles. In float, F(7, 2) of random data is within 1e-6 of the exact sums, relatively.
+ *
+ * The 225 points fall in four groups by the phase they come from, each its own products:
+ *   A  phase (0, 0): 8 x 8 points, V = B^T P B, one kernel (G k G^T) a point: 64 gemms;
+ *   B  phase (0, 1): 8 x 7, V = B^T P, the kernel per row point: 8 gemms of 7 tiles' columns;
+ *   C  phase (1, 0): 7 x 8, V = P B, per column point: 8 gemms;
+ *   D  phase (1, 1): 7 x 7, the one tap: one gemm of 49 tiles' columns.
+ * and the output tile is Y = (A^T M_A + M_C) A + (A^T M_B + M_D): the row transform of M_A
+ * (into R0) and of M_B (into R1) is taken as soon as their products are, and the products of
+ * C and D are added into R0 and R1 by their gemms (beta 1), so no more than one group's points
+ * are held at a time.
+ *
+ * Layout: lane j of every vector is image j of a chunk of 16. A chunk's input is copied once
+ * into phase planes of R = 7 th + 1 rows and Qc = 7 tw + 1 columns of 16-image vectors (16
+ * images' rows transposed into columns), zero where the padded input is; a tile's values are
+ * then whole vectors, loaded and stored without shuffles, and no tile straddles two images. The
+ * outputs are transposed back into each image's rows. Tiles go through the transforms and gemms
+ * a block at a time (units of one chunk's tile row); a point's values of a channel are a row of
+ * N = (tiles of the block) x 16 floats.
+ */
+#include "conv_internal.h"
+#include "gemm_ex.h"
+#include "simd.h"
+
+#if CONV_X86
+
+#define WS2_LANES 16 /* images a vector, a chunk */
+
+/* G of F(7, 2) (two taps g0, g1 -> the 8 points' values), in the scaling that matches B^T. */
+static const double ws2_g[8][2] = {{1, 0},
+                                   {-2.0 / 9, -2.0 / 9},
+                                   {-2.0 / 9, 2.0 / 9},
+                                   {1.0 / 90, 1.0 / 45},
+                                   {1.0 / 90, -1.0 / 45},
+                                   {32.0 / 45, 16.0 / 45},
+                                   {32.0 / 45, -16.0 / 45},
+                                   {0, 1}};
+
+int ws2_shape_ok(const ConvDims *d) {
+    if (d->k != 3 || d->stride != 2 || d->pad != 1 || d->dil != 1 || d->groups != 1) return 0;
+    if (d->cin < 8 || d->cout < 16) return 0;
+    /* whole tiles only (14x14 and 7x7 outputs): a ragged last tile would compute up to 6/7 of
+     * a tile row or column in vain */
+    return d->oh % 7 == 0 && d->ow % 7 == 0;
+}
+
+/* The plan of one thread's images: plane sizes, chunks a group, units a block. */
+typedef struct {
+    int cin, cout, h, w, oh, ow;
+    int th, tw;   /* tile rows and tiles a row of an image */
+    int R, Qc;    /* rows and columns of a phase plane */
+    size_t plane; /* floats of one phase plane of a chunk (R Qc 16) */
+    size_t chunk; /* floats of a chunk's planes (4 cin planes) */
+    int cpg;      /* chunks a group (filled together) */
+    int upb;      /* units (a chunk's tile row) a block */
+} Ws2;
+
+static Ws2 ws2_plan(const ConvDims *d) {
+    Ws2 s;
+    s.cin = d->cin, s.cout = d->cout, s.h = d->h, s.w = d->w, s.oh = d->oh, s.ow = d->ow;
+    s.th = (d->oh + 6) / 7, s.tw = (d->ow + 6) / 7;
+    s.R = 7 * s.th + 1, s.Qc = 7 * s.tw + 1;
+    s.plane = (size_t)s.R * s.Qc * WS2_LANES;
+    s.chunk = 4 * (size_t)s.cin * s.plane;
+    /* one tile row a block: the smallest blocks were the fastest (their transforms and products
+     * stay in L2; one thread, 16 -> 32 on 28x28 / 32 -> 64 on 14x14, forward + backward, ms: one
+     * or two tiles a block 6.96 / 5.77, four 7.05 / 6.40, eight 7.62 / 7.40) */
+    s.upb = 1;
+    s.cpg = NASC_MAX(1, (s.upb + s.th - 1) / s.th);
+    return s;
+}
+
+int ws2_group_images(const ConvDims *d) { return ws2_plan(d).cpg * WS2_LANES; }
+
+/* c[tap]: what kernel x of U takes of each tap of a 3x3 kernel (ws2_weights). */
+static void ws2_coefs(int x, double c[9]) {
+    memset(c, 0, 9 * sizeof(double));
+    if (x < 64) {
+        const int a = x / 8, b = x % 8;
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) c[6 * i + 2 * j] = ws2_g[a][i] * ws2_g[b][j];
+    } else if (x < 72) {
+        c[1] = ws2_g[x - 64][0], c[7] = ws2_g[x - 64][1];
+    } else if (x < 80) {
+        c[3] = ws2_g[x - 72][0], c[5] = ws2_g[x - 72][1];
+    } else {
+        c[4] = 1;
+    }
+}
+
+/* U (81, cout, cin): the 64 kernels of group A (G k G^T of the taps {0,2} x {0,2}), then the 8
+ * of B (G of taps (0, 1), (2, 1)), the 8 of C (G of (1, 0), (1, 2)) and D's (tap (1, 1)). Each
+ * point's coefficients (products of G's, in double, rounded once) times the taps gathered into
+ * rows of cout cin (the loops over the kernels vectorize; one kernel at a time with the stores
+ * 81 rows apart had taken a third of a 32 -> 64 forward). tap: 9 cout cin floats of scratch. */
+MULTIVERSION void ws2_weights(float *U, float *tap, const float *w, int cout, int cin) {
+    const size_t pm = (size_t)cout * cin;
+    for (size_t p = 0; p < pm; p++)
+        for (int t = 0; t < 9; t++) tap[t * pm + p] = w[p * 9 + t];
+    for (int x = 0; x < WS2_KERNELS; x++) {
+        double c[9];
+        ws2_coefs(x, c);
+        float *u = U + (size_t)x * pm;
+        memset(u, 0, pm * sizeof(float));
+        for (int t = 0; t < 9; t++)
+            if (c[t] != 0) {
+                const float ct = (float)c[t], *k = tap + t * pm;
+                for (size_t p = 0; p < pm; p++) u[p] += ct * k[p];
+            }
+    }
+}
+
+#define AVX512_INLINE __attribute__((target("avx512f"), always_inline)) static inline
+#define V16 __m512
+#define SET1 _mm512_set1_ps
+
+/* t = B^T d (8 points of 8 values). */
+AVX512_INLINE void bt8(const V16 d[8], V16 t[8]) {
+    const V16 c21 = SET1(5.25f), c17 = SET1(4.25f), c54 = SET1(1.25f), c52 = SET1(2.5f), c5 = SET1(5.0f);
+    const V16 two = SET1(2.0f), four = SET1(4.0f), half = SET1(0.5f), quarter = SET1(0.25f);
+    t[0] = _mm512_fmadd_ps(c21, _mm512_sub_ps(d[4], d[2]), _mm512_sub_ps(d[0], d[6]));
+    t[7] = _mm512_fmadd_ps(c21, _mm512_sub_ps(d[3], d[5]), _mm512_sub_ps(d[7], d[1]));
+    V16 a = _mm512_fnmadd_ps(c17, d[4], _mm512_add_ps(d[2], d[6]));
+    V16 b = _mm512_fnmadd_ps(c17, d[3], _mm512_add_ps(d[1], d[5]));
+    t[1] = _mm512_add_ps(a, b), t[2] = _mm512_sub_ps(a, b);
+    a = _mm512_fnmadd_ps(c54, d[4], _mm512_fmadd_ps(quarter, d[2], d[6]));
+    b = _mm512_fnmadd_ps(c52, d[3], _mm512_fmadd_ps(two, d[5], _mm512_mul_ps(half, d[1])));
+    t[3] = _mm512_add_ps(a, b), t[4] = _mm512_sub_ps(a, b);
+    a = _mm512_fnmadd_ps(c5, d[4], _mm512_fmadd_ps(four, d[2], d[6]));
+    b = _mm512_fnmadd_ps(c52, d[3], _mm512_fmadd_ps(half, d[5], _mm512_mul_ps(two, d[1])));
+    t[5] = _mm512_add_ps(a, b), t[6] = _mm512_sub_ps(a, b);
+}
+
+/* y = A^T m (8 points to 7 values). */
+AVX512_INLINE void at8(const V16 m[8], V16 y[7]) {
+    const V16 s1 = _mm512_add_ps(m[1], m[2]), d1 = _mm512_sub_ps(m[1], m[2]);
+    const V16 s2 = _mm512_add_ps(m[3], m[4]), d2 = _mm512_sub_ps(m[3], m[4]);
+    const V16 s3 = _mm512_add_ps(m[5], m[6]), d3 = _mm512_sub_ps(m[5], m[6]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s1), _mm512_add_ps(s2, s3));
+    y[1] = _mm512_fmadd_ps(SET1(2.0f), d2, _mm512_fmadd_ps(SET1(0.5f), d3, d1));
+    y[2] = _mm512_fmadd_ps(SET1(4.0f), s2, _mm512_fmadd_ps(SET1(0.25f), s3, s1));
+    y[3] = _mm512_fmadd_ps(SET1(8.0f), d2, _mm512_fmadd_ps(SET1(0.125f), d3, d1));
+    y[4] = _mm512_fmadd_ps(SET1(16.0f), s2, _mm512_fmadd_ps(SET1(0.0625f), s3, s1));
+    y[5] = _mm512_fmadd_ps(SET1(32.0f), d2, _mm512_fmadd_ps(SET1(0.03125f), d3, d1));
+    y[6] = _mm512_add_ps(_mm512_fmadd_ps(SET1(64.0f), s2, _mm512_fmadd_ps(SET1(0.015625f), s3, s1)), m[7]);
+}
+
+/* s = A r (7 values to the 8 points: the adjoint of at8). */
+AVX512_INLINE void a7(const V16 r[7], V16 s[8]) {
+    const V16 e1 = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[4], r[6]));
+    const V16 o1 = _mm512_add_ps(_mm512_add_ps(r[1], r[3]), r[5]);
+    const V16 e2 = _mm512_fmadd_ps(SET1(64.0f), r[6], _mm512_fmadd_ps(SET1(16.0f), r[4], _mm512_fmadd_ps(SET1(4.0f), r[2], r[0])));
+    const V16 o2 = _mm512_fmadd_ps(SET1(32.0f), r[5], _mm512_fmadd_ps(SET1(8.0f), r[3], _mm512_mul_ps(SET1(2.0f), r[1])));
+    const V16 e3 = _mm512_fmadd_ps(SET1(0.015625f), r[6],
+                                   _mm512_fmadd_ps(SET1(0.0625f), r[4], _mm512_fmadd_ps(SET1(0.25f), r[2], r[0])));
+    const V16 o3 = _mm512_fmadd_ps(SET1(0.03125f), r[5], _mm512_fmadd_ps(SET1(0.125f), r[3], _mm512_mul_ps(SET1(0.5f), r[1])));
+    s[0] = r[0], s[7] = r[6];
+    s[1] = _mm512_add_ps(e1, o1), s[2] = _mm512_sub_ps(e1, o1);
+    s[3] = _mm512_add_ps(e2, o2), s[4] = _mm512_sub_ps(e2, o2);
+    s[5] = _mm512_add_ps(e3, o3), s[6] = _mm512_sub_ps(e3, o3);
+}
+
+/* d = B u (B = (B^T)^T: the 8 points back to 8 values, the adjoint of bt8). */
+AVX512_INLINE void b8(const V16 u[8], V16 d[8]) {
+    const V16 p1 = _mm512_sub_ps(u[1], u[2]), q1 = _mm512_add_ps(u[1], u[2]);
+    const V16 p2 = _mm512_sub_ps(u[3], u[4]), q2 = _mm512_add_ps(u[3], u[4]);
+    const V16 p3 = _mm512_sub_ps(u[5], u[6]), q3 = _mm512_add_ps(u[5], u[6]);
+    const V16 c21 = SET1(5.25f);
+    d[0] = u[0], d[7] = u[7];
+    d[1] = _mm512_sub_ps(_mm512_fmadd_ps(SET1(2.0f), p3, _mm512_fmadd_ps(SET1(0.5f), p2, p1)), u[7]);
+    d[2] = _mm512_fnmadd_ps(c21, u[0], _mm512_fmadd_ps(SET1(4.0f), q3, _mm512_fmadd_ps(SET1(0.25f), q2, q1)));
+    d[3] = _mm512_fmadd_ps(c21, u[7], _mm512_fnmadd_ps(SET1(2.5f), _mm512_add_ps(p2, p3), _mm512_mul_ps(SET1(-4.25f), p1)));
+    d[4] = _mm512_fmadd_ps(c21, u[0], _mm512_fnmadd_ps(SET1(5.0f), q3, _mm512_fnmadd_ps(SET1(1.25f), q2, _mm512_mul_ps(SET1(-4.25f), q1))));
+    d[5] = _mm512_fnmadd_ps(c21, u[7], _mm512_fmadd_ps(SET1(0.5f), p3, _mm512_fmadd_ps(SET1(2.0f), p2, p1)));
+    d[6] = _mm512_sub_ps(_mm512_add_ps(_mm512_add_ps(q1, q2), q3), u[0]);
+}
+
+/* Floats from one point's rows (c channels of n floats) to the next: an odd number of cache
+ * lines, so that the points a transform stores or loads together fall in different L1 sets. */
+static size_t pstride(int c, size_t n) {
+    const size_t f = (size_t)c * n;
+    return f / 16 % 2 ? f : f + 16;
+}
+
+/* ------------------------------------------------------------------ input copy */
+/* The chunk's phase planes (pl: channel c's plane (pr, pc) at (4 c + 2 pr + pc) plane floats) from
+ * images [img0, img0 + n) of xs (n <= 16; the other lanes zero). rowbuf: 16 hw floats for an
+ * input made on demand. */
+__attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s, const ActSrc *xs, size_t img0, int n,
+                                                       float *rowbuf) {
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    const V16 zero = _mm512_setzero_ps();
+    for (int ch = 0; ch < s->cin; ch++) {
+        const float *X[WS2_LANES];
+        for (int j = 0; j < WS2_LANES; j++)
+            X[j] = j < n ? act_rows(xs, rowbuf + (size_t)j * hw, (img0 + j) * s->cin + ch, 1) : NULL;
+        float *pc = pl + (size_t)4 * ch * s->plane;
+        /* zero where the padded input is padding (or past it) */
+        for (int ph = 0; ph < 4; ph++) {
+            const int pr = ph >> 1, pcol = ph & 1;
+            float *p = pc + ph * s->plane;
+            for (int i = 0; i < s->R; i++) {
+                const int r = 2 * i + pr - 1;
+                float *row = p + (size_t)i * Qc * WS2_LANES;
+                for (int q = 0; q < Qc; q++) {
+                    const int c = 2 * q + pcol - 1;
+                    if (r < 0 || r >= h || c < 0 || c >= w) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
+                }
+            }
+        }
+        for (int r = 0; r < h; r++) {
+            const int pr = (r + 1) & 1, i = (r + 1) >> 1;
+            /* sixteen streams, one an image: too many for the hardware prefetchers (a stored
+             * input's rows run on into the next channel's; a prefetch past an array is harmless) */
+            for (int j = 0; j < n; j++)
+                for (int c = 0; c < w; c += 16) _mm_prefetch((const char *)(X[j] + (size_t)(r + 4) * w + c), _MM_HINT_T0);
+            for (int c0 = 0; c0 < w; c0 += WS2_LANES) {
+                const __mmask16 m = lane_range(c0, 0, w);
+                V16 v[WS2_LANES];
+                for (int j = 0; j < WS2_LANES; j++)
+                    v[j] = X[j] ? _mm512_maskz_loadu_ps(m, X[j] + (size_t)r * w + c0) : zero;
+                tr16(v);
+                for (int k = 0; k < WS2_LANES && c0 + k < w; k++) {
+                    const int c = c0 + k + 1, pcol = c & 1, q = c >> 1;
+                    _mm512_store_ps(pc + (2 * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WS2_LANES, v[k]);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ transforms of a block */
+/* A block: nu units, unit u the tile row ty[u] of the chunk whose planes are at pl[u]. Tile
+ * (u, tx) is column (u tw + tx) 16 of a point's rows of N floats. */
+typedef struct {
+    int nu;
+    const float *pl[64];
+    int ty[64];
+    size_t N;
+} Ws2Block;
+
+#define WS2_UNITS_MAX 64
+
+/* The first value of tile (u, tx) in phase plane ph of channel ch. */
+static inline const float *tile_at(const Ws2 *s, const Ws2Block *b, int u, int tx, int ch, int ph) {
+    return b->pl[u] + ((size_t)4 * ch + ph) * s->plane + ((size_t)7 * b->ty[u] * s->Qc + 7 * tx) * WS2_LANES;
+}
+
+/* Group A: V[a 8 + b][ch] = (B^T P00 B)[a][b]. */
+__attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 0);
+                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                V16 rt[8][8];
+                for (int r = 0; r < 8; r++) {
+                    V16 d[8];
+                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    bt8(d, rt[r]);
+                }
+                for (int c = 0; c < 8; c++) {
+                    V16 col[8] = {rt[0][c], rt[1][c], rt[2][c], rt[3][c], rt[4][c], rt[5][c], rt[6][c], rt[7][c]}, t[8];
+                    bt8(col, t);
+                    for (int a = 0; a < 8; a++) _mm512_store_ps(dst + (size_t)(a * 8 + c) * sv, t[a]);
+                }
+            }
+}
+
+/* Group B (phase (0, 1)): V[a][ch][bb N + col] = (B^T P01)[a][bb]. */
+__attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 1);
+                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int c = 0; c < 7; c++) {
+                    V16 d[8], t[8];
+                    for (int r = 0; r < 8; r++) d[r] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    bt8(d, t);
+                    for (int a = 0; a < 8; a++) _mm512_store_ps(dst + (size_t)a * sv + c * N, t[a]);
+                }
+            }
+}
+
+/* Group C (phase (1, 0)): V[b][ch][aa N + col] = (P10 B)[aa][b]. */
+__attribute__((target("avx512f"))) static void input_c(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 2);
+                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int r = 0; r < 7; r++) {
+                    V16 d[8], t[8];
+                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    bt8(d, t);
+                    for (int c = 0; c < 8; c++) _mm512_store_ps(dst + (size_t)c * sv + r * N, t[c]);
+                }
+            }
+}
+
+/* Group D (phase (1, 1)): V[ch][(aa 7 + bb) N + col] = P11[aa][bb]. */
+__attribute__((target("avx512f"))) static void input_d(float *V, const Ws2 *s, const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 3);
+                float *dst = V + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int r = 0; r < 7; r++)
+                    for (int c = 0; c < 7; c++)
+                        _mm512_store_ps(dst + (size_t)(r * 7 + c) * N, _mm512_load_ps(p + r * rs + c * WS2_LANES));
+            }
+}
+
+/* R0[b][co][aa N + col] = (A^T M_A)[aa][b], M_A[a 8 + b][co] (rows sm apart). */
+__attribute__((target("avx512f"))) static void rows_a(float *R0, size_t sr, const float *M, size_t sm, int cout,
+                                                     size_t N) {
+    for (int co = 0; co < cout; co++)
+        for (size_t col = 0; col < N; col += WS2_LANES) {
+            const float *src = M + (size_t)co * N + col;
+            float *dst = R0 + (size_t)co * 7 * N + col;
+            for (int b = 0; b < 8; b++) {
+                V16 m[8], y[7];
+                for (int a = 0; a < 8; a++) m[a] = _mm512_load_ps(src + (size_t)(a * 8 + b) * sm);
+                at8(m, y);
+                for (int aa = 0; aa < 7; aa++) _mm512_store_ps(dst + (size_t)b * sr + aa * N, y[aa]);
+            }
+        }
+}
+
+/* R1[co][(aa 7 + bb) N + col] = (A^T M_B)[aa][bb], M_B[a][co][bb N + col]. */
+__attribute__((target("avx512f"))) static void rows_b(float *R1, const float *M, size_t sm, int cout, size_t N) {
+    for (int co = 0; co < cout; co++)
+        for (size_t col = 0; col < N; col += WS2_LANES) {
+            const float *src = M + (size_t)co * 7 * N + col;
+            float *dst = R1 + (size_t)co * 49 * N + col;
+            for (int bb = 0; bb < 7; bb++) {
+                V16 m[8], y[7];
+                for (int a = 0; a < 8; a++) m[a] = _mm512_load_ps(src + (size_t)a * sm + bb * N);
+                at8(m, y);
+                for (int aa = 0; aa < 7; aa++) _mm512_store_ps(dst + (size_t)(aa * 7 + bb) * N, y[aa]);
+            }
+        }
+}
+
+/* Y = R0 A + R1 (+ bias) of every tile of the block, into y: unit u's images are those of its
+ * chunk, y + (chunk's first image + j) ystride for j < n[u]. */
+__attribute__((target("avx512f"))) static void output_y(float *const *yu, const int *nimg, size_t ystride,
+                                                       const float *R0, size_t sr, const float *R1, const float *bias,
+                                                       const Ws2 *s, const Ws2Block *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++) {
+        const V16 bv = SET1(bias ? bias[co] : 0.0f);
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(7, s->oh - 7 * b->ty[u]);
+            for (int tx = 0; tx < s->tw; tx++) {
+                const size_t col = ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *r0 = R0 + (size_t)co * 7 * N + col, *r1 = R1 + (size_t)co * 49 * N + col;
+                const int cols = NASC_MIN(7, ow - 7 * tx);
+                for (int aa = 0; aa < rows; aa++) {
+                    V16 m[8], y[7];
+                    for (int c = 0; c < 8; c++) m[c] = _mm512_load_ps(r0 + (size_t)c * sr + aa * N);
+                    at8(m, y);
+                    float *st = stage + ((size_t)aa * ow + 7 * tx) * WS2_LANES;
+                    for (int bb = 0; bb < cols; bb++)
+                        _mm512_store_ps(st + bb * WS2_LANES,
+                                        _mm512_add_ps(_mm512_add_ps(y[bb], _mm512_load_ps(r1 + (size_t)(aa * 7 + bb) * N)), bv));
+                }
+            }
+            /* the unit's rows * ow pixels of 16 images into each image's rows (contiguous) */
+            const int npix = rows * ow;
+            const size_t off = (size_t)co * P + (size_t)7 * b->ty[u] * ow;
+            for (int p0 = 0; p0 < npix; p0 += WS2_LANES) {
+                V16 v[WS2_LANES];
+                for (int k = 0; k < WS2_LANES; k++) v[k] = _mm512_load_ps(stage + (size_t)(p0 + k) * WS2_LANES);
+                tr16(v);
+                const __mmask16 m = lane_range(p0, 0, npix);
+                for (int j = 0; j < nimg[u]; j++) _mm512_mask_storeu_ps(yu[u] + j * ystride + off + p0, m, v[j]);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+/* Floats of the block buffers (V, M, R0, R1) for N columns. */
+typedef struct {
+    size_t sv1, sv7, sm1, sm7, sr7; /* point strides: V of A, of B/C; M of A, of B; R0's */
+    size_t v, m, r0, r1;            /* buffer sizes */
+} Ws2Bufs;
+
+static Ws2Bufs ws2_bufs(const Ws2 *s, size_t N) {
+    Ws2Bufs z;
+    z.sv1 = pstride(s->cin, N), z.sv7 = pstride(s->cin, 7 * N);
+    z.sm1 = pstride(s->cout, N), z.sm7 = pstride(s->cout, 7 * N), z.sr7 = z.sm7;
+    z.v = NASC_MAX(NASC_MAX(64 * z.sv1, 8 * z.sv7), (size_t)s->cin * 49 * N);
+    z.m = NASC_MAX(64 * z.sm1, 8 * z.sm7);
+    z.r0 = 8 * z.sr7;
+    z.r1 = (size_t)s->cout * 49 * N;
+    return z;
+}
+
+void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d) {
+    const Ws2 s = ws2_plan(d);
+    const int chunks = (n + WS2_LANES - 1) / WS2_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WS2_LANES;
+    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
+    float *rowbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)WS2_LANES * s.h * s.w * sizeof(float)) : NULL;
+    const Ws2Bufs zmax = ws2_bufs(&s, Nmax);
+    float *V = scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WS2_LANES) *
+                                          sizeof(float));
+    float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
+    for (int c = 0; c < chunks; c++)
+        ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES),
+                 rowbuf);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        Ws2Block b;
+        float *yu[WS2_UNITS_MAX];
+        int nimg[WS2_UNITS_MAX];
+        b.nu = NASC_MIN(s.upb, units - u0);
+        for (int u = 0; u < b.nu; u++) {
+            const int c = (u0 + u) / s.th;
+            b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th;
+            yu[u] = y + (size_t)c * WS2_LANES * ystride, nimg[u] = NASC_MIN(WS2_LANES, n - c * WS2_LANES);
+        }
+        const size_t N = (size_t)b.nu * s.tw * WS2_LANES;
+        b.N = N;
+        const Ws2Bufs z = ws2_bufs(&s, N);
+        input_a(V, z.sv1, &s, &b);
+        gemm_batch(64, s.cout, (int)N, s.cin, U, s.cin, pm, V, (int)N, z.sv1, 0.0f, M, (int)N, z.sm1);
+        rows_a(R0, z.sr7, M, z.sm1, s.cout, N);
+        input_c(V, z.sv7, &s, &b);
+        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 72 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 1.0f, R0,
+                   (int)(7 * N), z.sr7);
+        input_b(V, z.sv7, &s, &b);
+        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 64 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 0.0f, M,
+                   (int)(7 * N), z.sm7);
+        rows_b(R1, M, z.sm7, s.cout, N);
+        input_d(V, &s, &b);
+        gemm_batch(1, s.cout, (int)(49 * N), s.cin, U + 80 * pm, s.cin, pm, V, (int)(49 * N), 0, 1.0f, R1,
+                   (int)(49 * N), 0);
+        output_y(yu, nimg, ystride, R0, z.sr7, R1, bias, &s, &b, stage);
+    }
+}
+
+
+/* ------------------------------------------------------------------ backward */
+/* Ut (81, cin, cout): each of U's kernels transposed (dx's products: dV = U^T E). */
+void ws2_weights_t(float *Ut, const float *U, int cout, int cin) {
+    const size_t pm = (size_t)cout * cin;
+    for (int x = 0; x < WS2_KERNELS; x++)
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) Ut[x * pm + (size_t)ci * cout + co] = U[x * pm + (size_t)co * cin + ci];
+}
+
+/* The adjoint of the output transform of every tile of the block, from dy (unit u's images at
+ * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
+ * M_A), E_B = A e (8 x 7, as M_B), E_C = e A^T (7 x 8, as R0), E_D = e; the same layouts as the
+ * forward's products, E_A at E, E_B at eb, E_C at ec, E_D at ed. */
+__attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb, float *ec, float *ed, const Ws2Bufs *z,
+                                                           const float *const *dyu, const int *nimg, size_t ystride,
+                                                           const Ws2 *s, const Ws2Block *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++)
+        for (int u = 0; u < b->nu; u++) {
+            /* the unit's 7 rows of 16 images, transposed into vectors of the 16 images */
+            const int npix = 7 * ow;
+            const size_t off = (size_t)co * P + (size_t)7 * b->ty[u] * ow;
+            for (int p0 = 0; p0 < npix; p0 += WS2_LANES) {
+                const __mmask16 m = lane_range(p0, 0, npix);
+                V16 v[WS2_LANES];
+                for (int j = 0; j < WS2_LANES; j++)
+                    v[j] = j < nimg[u] ? _mm512_maskz_loadu_ps(m, dyu[u] + j * ystride + off + p0) : _mm512_setzero_ps();
+                tr16(v);
+                for (int k = 0; k < WS2_LANES; k++) _mm512_store_ps(stage + (size_t)(p0 + k) * WS2_LANES, v[k]);
+            }
+            for (int tx = 0; tx < s->tw; tx++) {
+                const size_t col = ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *st = stage + (size_t)7 * tx * WS2_LANES;
+                V16 e[7][7], c8[7][8];
+                for (int aa = 0; aa < 7; aa++)
+                    for (int bb = 0; bb < 7; bb++) {
+                        e[aa][bb] = _mm512_load_ps(st + ((size_t)aa * ow + bb) * WS2_LANES);
+                        _mm512_store_ps(ed + (size_t)co * 49 * N + (size_t)(aa * 7 + bb) * N + col, e[aa][bb]);
+                    }
+                for (int aa = 0; aa < 7; aa++) {
+                    a7(e[aa], c8[aa]);
+                    for (int c = 0; c < 8; c++) _mm512_store_ps(ec + c * z->sm7 + (size_t)co * 7 * N + aa * N + col, c8[aa][c]);
+                }
+                for (int bb = 0; bb < 7; bb++) {
+                    V16 r[7] = {e[0][bb], e[1][bb], e[2][bb], e[3][bb], e[4][bb], e[5][bb], e[6][bb]}, t[8];
+                    a7(r, t);
+                    for (int a = 0; a < 8; a++) _mm512_store_ps(eb + a * z->sm7 + (size_t)co * 7 * N + bb * N + col, t[a]);
+                }
+                for (int c = 0; c < 8; c++) {
+                    V16 r[7] = {c8[0][c], c8[1][c], c8[2][c], c8[3][c], c8[4][c], c8[5][c], c8[6][c]}, t[8];
+                    a7(r, t);
+                    for (int a = 0; a < 8; a++) _mm512_store_ps(E + (a * 8 + c) * z->sm1 + (size_t)co * N + col, t[a]);
+                }
+            }
+        }
+}
+
+/* v into the phase plane at p: stored, or added where an earlier tile wrote it (the first row
+ * or column of a two-tap dimension is the last one of the tile above or to the left). */
+AVX512_INLINE void put(float *p, V16 v, int add) {
+    _mm512_store_ps(p, add ? _mm512_add_ps(_mm512_load_ps(p), v) : v);
+}
+
+static inline float *dtile_at(const Ws2 *s, float *const *dpl, const Ws2Block *b, int u, int tx, int ch, int ph) {
+    return dpl[u] + ((size_t)4 * ch + ph) * s->plane + ((size_t)7 * b->ty[u] * s->Qc + 7 * tx) * WS2_LANES;
+}
+
+/* dP00 (+)= B dV_A B^T of each tile (the adjoint of input_a). */
+__attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
+                                                    const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
+                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                V16 t[8][8];
+                for (int a = 0; a < 8; a++) {
+                    V16 v[8];
+                    for (int c = 0; c < 8; c++) v[c] = _mm512_load_ps(src + (size_t)(a * 8 + c) * sv);
+                    b8(v, t[a]);
+                }
+                for (int c = 0; c < 8; c++) {
+                    V16 col[8] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c], t[6][c], t[7][c]}, r[8];
+                    b8(col, r);
+                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WS2_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
+                }
+            }
+}
+
+/* dP01 (+)= B dV_B (the adjoint of input_b). */
+__attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
+                                                    const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 1);
+                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int c = 0; c < 7; c++) {
+                    V16 v[8], r[8];
+                    for (int a = 0; a < 8; a++) v[a] = _mm512_load_ps(src + (size_t)a * sv + c * N);
+                    b8(v, r);
+                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WS2_LANES, r[i], i == 0 && b->ty[u]);
+                }
+            }
+}
+
+/* dP10 (+)= dV_C B^T (the adjoint of input_c). */
+__attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
+                                                    const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 2);
+                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int i = 0; i < 7; i++) {
+                    V16 v[8], r[8];
+                    for (int c = 0; c < 8; c++) v[c] = _mm512_load_ps(src + (size_t)c * sv + i * N);
+                    b8(v, r);
+                    for (int c = 0; c < 8; c++) put(p + i * rs + c * WS2_LANES, r[c], c == 0 && tx);
+                }
+            }
+}
+
+/* dP11 = dV_D (the adjoint of input_d). */
+__attribute__((target("avx512f"))) static void adj_d(float *const *dpl, const float *dV, const Ws2 *s,
+                                                    const Ws2Block *b) {
+    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 3);
+                const float *src = dV + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                for (int i = 0; i < 7; i++)
+                    for (int c = 0; c < 7; c++) _mm512_store_ps(p + i * rs + c * WS2_LANES, _mm512_load_ps(src + (size_t)(i * 7 + c) * N));
+            }
+}
+
+/* dx (images j < n, xstride apart) = or += the input values' gradients in the chunk's phase
+ * planes dpl (the adjoint of ws2_fill: every input value is one plane position). */
+__attribute__((target("avx512f"))) static void ws2_fold(float *dx, size_t xstride, int acc, const float *dpl,
+                                                       const Ws2 *s, int n) {
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    for (int ch = 0; ch < s->cin; ch++) {
+        const float *pc = dpl + (size_t)4 * ch * s->plane;
+        for (int r = 0; r < h; r++) {
+            const int pr = (r + 1) & 1, i = (r + 1) >> 1;
+            for (int c0 = 0; c0 < w; c0 += WS2_LANES) {
+                V16 v[WS2_LANES];
+                for (int k = 0; k < WS2_LANES; k++) {
+                    const int c = c0 + k + 1, pcol = c & 1, q = c >> 1;
+                    v[k] = c0 + k < w ? _mm512_load_ps(pc + (2 * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WS2_LANES)
+                                      : _mm512_setzero_ps();
+                }
+                tr16(v);
+                const __mmask16 m = lane_range(c0, 0, w);
+                for (int j = 0; j < n; j++) {
+                    float *o = dx + j * xstride + (size_t)ch * hw + (size_t)r * w + c0;
+                    _mm512_mask_storeu_ps(o, m, acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v[j]) : v[j]);
+                }
+            }
+        }
+    }
+}
+
+void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
+                  size_t img0, int n, const float *Ut, const ConvDims *d) {
+    const Ws2 s = ws2_plan(d);
+    const int chunks = (n + WS2_LANES - 1) / WS2_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WS2_LANES;
+    const Ws2Bufs zmax = ws2_bufs(&s, Nmax);
+    const size_t ea = 64 * zmax.sm1, ebc = 8 * zmax.sm7, ed = (size_t)s.cout * 49 * Nmax;
+    const size_t et = 64 * Nmax * (size_t)s.cout;
+    /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
+    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
+    float *rowbuf = du && xs->saved ? scratch_get(INPUT_SLOT, (size_t)WS2_LANES * s.h * s.w * sizeof(float)) : NULL;
+    float *E = scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WS2_LANES) *
+                                          sizeof(float));
+    float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Et = V + zmax.v, *stage = Et + et;
+    if (du)
+        for (int c = 0; c < chunks; c++)
+            ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES),
+                     rowbuf);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        Ws2Block b;
+        const float *dyu[WS2_UNITS_MAX];
+        float *dpu[WS2_UNITS_MAX];
+        int nimg[WS2_UNITS_MAX];
+        b.nu = NASC_MIN(s.upb, units - u0);
+        for (int u = 0; u < b.nu; u++) {
+            const int c = (u0 + u) / s.th;
+            b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th, dpu[u] = dpl + c * s.chunk;
+            dyu[u] = dy + (size_t)c * WS2_LANES * ystride, nimg[u] = NASC_MIN(WS2_LANES, n - c * WS2_LANES);
+        }
+        const size_t N = (size_t)b.nu * s.tw * WS2_LANES;
+        b.N = N;
+        const Ws2Bufs z = ws2_bufs(&s, N);
+        dy_transform(E, Eb, Ec, Ed, &z, dyu, nimg, ystride, &s, &b, stage);
+        if (du) { /* du[x] += V[x] E[x]^T, group by group */
+            input_a(V, z.sv1, &s, &b);
+            for (int x = 0; x < 64; x++) transpose_avx512(Et + x * N * s.cout, E + x * z.sm1, s.cout, (int)N, N);
+            gemm_batch(64, s.cin, s.cout, (int)N, V, (int)N, z.sv1, Et, s.cout, N * s.cout, 1.0f, du, s.cout, pm);
+            input_b(V, z.sv7, &s, &b);
+            for (int a = 0; a < 8; a++) transpose_avx512(Et + a * 7 * N * s.cout, Eb + a * z.sm7, s.cout, (int)(7 * N), 7 * N);
+            gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
+                       du + 64 * pm, s.cout, pm);
+            input_c(V, z.sv7, &s, &b);
+            for (int c = 0; c < 8; c++) transpose_avx512(Et + c * 7 * N * s.cout, Ec + c * z.sm7, s.cout, (int)(7 * N), 7 * N);
+            gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
+                       du + 72 * pm, s.cout, pm);
+            input_d(V, &s, &b);
+            transpose_avx512(Et, Ed, s.cout, (int)(49 * N), 49 * N);
+            gemm_batch(1, s.cin, s.cout, (int)(49 * N), V, (int)(49 * N), 0, Et, s.cout, 0, 1.0f, du + 80 * pm, s.cout, 0);
+        }
+        if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
+            gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
+            adj_a(dpu, V, z.sv1, &s, &b);
+            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 64 * pm, s.cout, pm, Eb, (int)(7 * N), z.sm7, 0.0f, V,
+                       (int)(7 * N), z.sv7);
+            adj_b(dpu, V, z.sv7, &s, &b);
+            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 72 * pm, s.cout, pm, Ec, (int)(7 * N), z.sm7, 0.0f, V,
+                       (int)(7 * N), z.sv7);
+            adj_c(dpu, V, z.sv7, &s, &b);
+            gemm_batch(1, s.cin, (int)(49 * N), s.cout, Ut + 80 * pm, s.cout, pm, Ed, (int)(49 * N), 0, 0.0f, V,
+                       (int)(49 * N), 0);
+            adj_d(dpu, V, &s, &b);
+        }
+    }
+    if (dx)
+        for (int c = 0; c < chunks; c++)
+            ws2_fold(dx + (size_t)c * WS2_LANES * xstride, xstride, dx_acc, dpl + c * s.chunk, &s,
+                     NASC_MIN(WS2_LANES, n - c * WS2_LANES));
+}
+
+/* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cin, cout: dL/dU), summed in
+ * double: U[x] = sum over taps of c[x][tap] k[tap] (ws2_weights), so dk[tap] = sum over x of
+ * c[x][tap] du[x]. One input channel at a time, the taps each point takes (the loops over the
+ * output channels vectorize; all 81 x 9 products one pair at a time had cost 17% of a 32 -> 64
+ * dW). */
+MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) {
+    const size_t pm = (size_t)cout * cin;
+    double *t = xmalloc((size_t)9 * cout * sizeof(double));
+    for (int ci = 0; ci < cin; ci++) {
+        memset(t, 0, (size_t)9 * cout * sizeof(double));
+        for (int x = 0; x < WS2_KERNELS; x++) {
+            double c[9];
+            ws2_coefs(x, c);
+            const float *v = du + x * pm + (size_t)ci * cout;
+            for (int tap = 0; tap < 9; tap++)
+                if (c[tap] != 0) {
+                    double *tt = t + (size_t)tap * cout;
+                    for (int co = 0; co < cout; co++) tt[co] += c[tap] * v[co];
+                }
+        }
+        for (int tap = 0; tap < 9; tap++)
+            for (int co = 0; co < cout; co++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cout + co];
+    }
+    free(t);
+}
+
+#endif
