@@ -395,25 +395,7 @@ static inline void phase_row(float *const *dst, const float *xr, int s, int pad,
     }
 }
 
-/* An input made on demand (act_rows) while it is copied: one channel's constants k
- * (act_consts) and the activation (ACT_COUNT: none). */
-typedef struct {
-    const float *k;
-    ActKind act;
-} MadeInput;
-
 #if CONV_X86
-/* act_row (norm.c) on the lanes m of x, the same float operations; the other lanes are zero. */
-__attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __mmask16 m, const MadeInput *mi) {
-    const float *k = mi->k;
-    __m512 c = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_set1_ps(k[0])), _mm512_set1_ps(k[1]));
-    __m512 v = _mm512_add_ps(_mm512_mul_ps(c, _mm512_set1_ps(k[2])), _mm512_set1_ps(k[3]));
-    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) /* max(NaN, 0) = 0, as v > 0 ? v : 0 */
-        v = _mm512_max_ps(v, _mm512_setzero_ps());
-    if (mi->act == ACT_RELU6) v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
-    return _mm512_maskz_mov_ps(m, v);
-}
-
 /* The AVX-512 plane copies below (grid_fill, grid_fold_add for s = 1, 2) make a row's lane
  * masks (lane_range, conv_internal.h) once per plane; planes with rows wider than this (phase
  * columns) take the plain C path. */

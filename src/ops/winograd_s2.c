@@ -195,16 +195,18 @@ static size_t pstride(int c, size_t n) {
 
 /* ------------------------------------------------------------------ input copy */
 /* The chunk's phase planes (pl: channel c's plane (pr, pc) at (4 c + 2 pr + pc) plane floats) from
- * images [img0, img0 + n) of xs (n <= 16; the other lanes zero). rowbuf: 16 hw floats for an
- * input made on demand. */
-__attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s, const ActSrc *xs, size_t img0, int n,
-                                                       float *rowbuf) {
+ * images [img0, img0 + n) of xs (n <= 16; the other lanes zero); an input made on demand is made
+ * as it is copied (made_lanes: act_rows' values, bit for bit). */
+__attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s, const ActSrc *xs, size_t img0,
+                                                       int n) {
     const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
     const V16 zero = _mm512_setzero_ps();
+    float kc[4];
+    const MadeInput made = {kc, xs->act}, *mi = xs->saved ? &made : NULL;
     for (int ch = 0; ch < s->cin; ch++) {
         const float *X[WS2_LANES];
-        for (int j = 0; j < WS2_LANES; j++)
-            X[j] = j < n ? act_rows(xs, rowbuf + (size_t)j * hw, (img0 + j) * s->cin + ch, 1) : NULL;
+        for (int j = 0; j < WS2_LANES; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
+        if (mi) act_consts(xs, ch, kc);
         float *pc = pl + (size_t)4 * ch * s->plane;
         /* zero where the padded input is padding (or past it) */
         for (int ph = 0; ph < 4; ph++) {
@@ -228,8 +230,10 @@ __attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s,
             for (int c0 = 0; c0 < w; c0 += WS2_LANES) {
                 const __mmask16 m = lane_range(c0, 0, w);
                 V16 v[WS2_LANES];
-                for (int j = 0; j < WS2_LANES; j++)
+                for (int j = 0; j < WS2_LANES; j++) {
                     v[j] = X[j] ? _mm512_maskz_loadu_ps(m, X[j] + (size_t)r * w + c0) : zero;
+                    if (mi && X[j]) v[j] = made_lanes(v[j], m, mi);
+                }
                 tr16(v);
                 for (int k = 0; k < WS2_LANES && c0 + k < w; k++) {
                     const int c = c0 + k + 1, pcol = c & 1, q = c >> 1;
@@ -421,14 +425,12 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     const int chunks = (n + WS2_LANES - 1) / WS2_LANES, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WS2_LANES;
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
-    float *rowbuf = xs->saved ? scratch_get(INPUT_SLOT, (size_t)WS2_LANES * s.h * s.w * sizeof(float)) : NULL;
     const Ws2Bufs zmax = ws2_bufs(&s, Nmax);
     float *V = scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WS2_LANES) *
                                           sizeof(float));
     float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
     for (int c = 0; c < chunks; c++)
-        ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES),
-                 rowbuf);
+        ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES));
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         Ws2Block b;
         float *yu[WS2_UNITS_MAX];
@@ -638,14 +640,12 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
     const size_t et = 64 * Nmax * (size_t)s.cout;
     /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *rowbuf = du && xs->saved ? scratch_get(INPUT_SLOT, (size_t)WS2_LANES * s.h * s.w * sizeof(float)) : NULL;
     float *E = scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WS2_LANES) *
                                           sizeof(float));
     float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Et = V + zmax.v, *stage = Et + et;
     if (du)
         for (int c = 0; c < chunks; c++)
-            ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES),
-                     rowbuf);
+            ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES));
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         Ws2Block b;
         const float *dyu[WS2_UNITS_MAX];
