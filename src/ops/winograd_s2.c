@@ -208,17 +208,17 @@ __attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s,
         for (int j = 0; j < WS2_LANES; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
         if (mi) act_consts(xs, ch, kc);
         float *pc = pl + (size_t)4 * ch * s->plane;
-        /* zero where the padded input is padding (or past it) */
+        /* zero where the padded input is padding (or past it): whole rows, and in the others the
+         * columns q outside [qlo, qhi) (input column 2 q + pc - 1 outside the row) */
         for (int ph = 0; ph < 4; ph++) {
-            const int pr = ph >> 1, pcol = ph & 1;
+            const int pr = ph >> 1, pcol = ph & 1, qlo = 1 - pcol, qhi = (w - pcol) / 2 + 1;
             float *p = pc + ph * s->plane;
             for (int i = 0; i < s->R; i++) {
-                const int r = 2 * i + pr - 1;
+                const int r = 2 * i + pr - 1, inside = r >= 0 && r < h;
                 float *row = p + (size_t)i * Qc * WS2_LANES;
-                for (int q = 0; q < Qc; q++) {
-                    const int c = 2 * q + pcol - 1;
-                    if (r < 0 || r >= h || c < 0 || c >= w) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
-                }
+                for (int q = 0; q < (inside ? qlo : Qc); q++) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
+                if (inside)
+                    for (int q = qhi; q < Qc; q++) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
             }
         }
         for (int r = 0; r < h; r++) {
