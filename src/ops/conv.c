@@ -2019,11 +2019,13 @@ static void forward_ws2(float *y, const ActSrc *xs, const float *w, const float 
     const size_t pm = (size_t)d->cout * d->cin;
     /* the calling thread's slot 1, which the region's threads do not use (a fresh allocation
      * each call had cost page faults: 11% of small's step) */
-    float *U = scratch_get(1, (WS2_KERNELS + 9) * pm * sizeof(float));
-    ws2_weights(U, U + WS2_KERNELS * pm, w, d->cout, d->cin);
+    float *U = scratch_get(1, WS2_KERNELS * pm * sizeof(float));
 #pragma omp parallel num_threads(nt)
     {
-        int lo, hi;
+        int lo, hi, x0, x1;
+        split_range(WS2_KERNELS, thread_count(), thread_id(), &x0, &x1);
+        ws2_weights(U, 0, w, d->cout, d->cin, x0, x1, scratch_get(INPUT_SLOT, 9 * pm * sizeof(float)));
+#pragma omp barrier
         split_range(d->n, thread_count(), thread_id(), &lo, &hi);
         const size_t ystride = (size_t)d->cout * P;
         const int step = ws2_group_images(d);
@@ -2522,17 +2524,17 @@ static void backward_ws2(float *dx, float *dw, float *db, const GradSrc *dys, co
                          const ConvDims *d, int dx_acc, const BnRowSums *sums, int nt) {
     const int P = d->oh * d->ow, Kc = d->cin * 9;
     const size_t pm = (size_t)d->cout * d->cin, wsize = (size_t)d->cout * Kc;
-    float *U = NULL, *Ut = NULL;
-    if (dx) { /* slot 1 of the calling thread, as forward_ws2's */
-        U = scratch_get(1, (2 * WS2_KERNELS + 9) * pm * sizeof(float));
-        Ut = U + WS2_KERNELS * pm;
-        ws2_weights(U, Ut, w, d->cout, d->cin); /* Ut's room is ws2_weights' scratch first */
-        ws2_weights_t(Ut, U, d->cout, d->cin);
-    }
+    float *Ut = dx ? scratch_get(1, WS2_KERNELS * pm * sizeof(float)) : NULL; /* as forward_ws2's U */
     float *parts[256] = {0};
 #pragma omp parallel num_threads(nt)
     {
         const int t = thread_id(), T = thread_count();
+        if (Ut) {
+            int x0, x1;
+            split_range(WS2_KERNELS, T, t, &x0, &x1);
+            ws2_weights(Ut, 1, w, d->cout, d->cin, x0, x1, scratch_get(INPUT_SLOT, 9 * pm * sizeof(float)));
+#pragma omp barrier
+        }
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
         /* this thread's dW^T (Kc, cout), db (cout) and dL/dU (WS2_KERNELS cin cout) */

@@ -183,20 +183,19 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* 3x3 stride-2 convs (padding 1, one group, outputs of whole 7x7 tiles) by Winograd F(7x7, 3x3)
  * on the four phases, sixteen images a vector (winograd_s2.c; AVX-512 only). ws2_weights makes
- * the WS2_KERNELS transformed kernels (U: WS2_KERNELS x cout x cin; tap: 9 cout cin floats of
- * scratch); ws2_forward writes y (image
- * stride ystride) of images [img0, img0 + n) of xs, n at most ws2_group_images. */
+ * kernels [x0, x1) of the WS2_KERNELS transformed kernels (U: WS2_KERNELS x cout x cin, or its
+ * kernels transposed; tap: 9 cout cin floats of scratch); ws2_forward writes y (image stride
+ * ystride) of images [img0, img0 + n) of xs, n at most ws2_group_images. */
 #define WS2_KERNELS 81
 int ws2_shape_ok(const ConvDims *d);
 int ws2_group_images(const ConvDims *d);
-void ws2_weights(float *U, float *tap, const float *w, int cout, int cin);
+void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1, float *tap);
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d);
 /* The backward of images [img0, img0 + n) (n at most ws2_group_images): dx (the images', image
  * stride xstride) = or += (dx_acc) the input gradient, when not NULL; du (WS2_KERNELS, cin,
  * cout) += dL/dU, when not NULL, which ws2_dw_finish turns into dW^T (cin 9, cout) once a
- * thread. dy: the images' output gradient (image stride ystride). Ut: ws2_weights_t of U. */
-void ws2_weights_t(float *Ut, const float *U, int cout, int cin);
+ * thread. dy: the images' output gradient (image stride ystride). Ut: U's kernels transposed. */
 void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
                   size_t img0, int n, const float *Ut, const ConvDims *d);
 void ws2_dw_finish(float *dwt, const float *du, int cin, int cout);

@@ -99,16 +99,23 @@ static void ws2_coefs(int x, double c[9]) {
     }
 }
 
-/* U (81, cout, cin): the 64 kernels of group A (G k G^T of the taps {0,2} x {0,2}), then the 8
- * of B (G of taps (0, 1), (2, 1)), the 8 of C (G of (1, 0), (1, 2)) and D's (tap (1, 1)). Each
- * point's coefficients (products of G's, in double, rounded once) times the taps gathered into
- * rows of cout cin (the loops over the kernels vectorize; one kernel at a time with the stores
- * 81 rows apart had taken a third of a 32 -> 64 forward). tap: 9 cout cin floats of scratch. */
-MULTIVERSION void ws2_weights(float *U, float *tap, const float *w, int cout, int cin) {
+/* Kernels [x0, x1) of U (81, cout, cin), or with transposed of U^T (81, cin, cout: dx's): the 64
+ * of group A (G k G^T of the taps {0,2} x {0,2}), then the 8 of B (G of taps (0, 1), (2, 1)),
+ * the 8 of C (G of (1, 0), (1, 2)) and D's (tap (1, 1)). Each kernel's coefficients (products
+ * of G's, in double, rounded once) times the taps gathered into rows of cout cin (the loops
+ * over the kernels vectorize; one kernel at a time with the stores 81 rows apart had taken a
+ * third of a 32 -> 64 forward). The threads of a region each take a share. tap: 9 cout cin
+ * floats of scratch. */
+MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1,
+                              float *tap) {
     const size_t pm = (size_t)cout * cin;
-    for (size_t p = 0; p < pm; p++)
-        for (int t = 0; t < 9; t++) tap[t * pm + p] = w[p * 9 + t];
-    for (int x = 0; x < WS2_KERNELS; x++) {
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++) {
+            const size_t p = transposed ? (size_t)ci * cout + co : (size_t)co * cin + ci;
+            const float *k = w + ((size_t)co * cin + ci) * 9;
+            for (int t = 0; t < 9; t++) tap[t * pm + p] = k[t];
+        }
+    for (int x = x0; x < x1; x++) {
         double c[9];
         ws2_coefs(x, c);
         float *u = U + (size_t)x * pm;
@@ -463,14 +470,6 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
 
 
 /* ------------------------------------------------------------------ backward */
-/* Ut (81, cin, cout): each of U's kernels transposed (dx's products: dV = U^T E). */
-void ws2_weights_t(float *Ut, const float *U, int cout, int cin) {
-    const size_t pm = (size_t)cout * cin;
-    for (int x = 0; x < WS2_KERNELS; x++)
-        for (int co = 0; co < cout; co++)
-            for (int ci = 0; ci < cin; ci++) Ut[x * pm + (size_t)ci * cout + co] = U[x * pm + (size_t)co * cin + ci];
-}
-
 /* The adjoint of the output transform of every tile of the block, from dy (unit u's images at
  * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
  * M_A), E_B = A e (8 x 7, as M_B), E_C = e A^T (7 x 8, as R0), E_D = e; the same layouts as the
