@@ -283,7 +283,7 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(8, 32, 14, 15, 33, 3, 1, 0, 1, 1), 2, "winograd.pad0");
     conv_case(r, dims(8, 36, 12, 13, 32, 3, 1, 2, 1, 1), 1, "winograd.pad2");
     conv_case(r, dims(8, 64, 12, 12, 64, 3, 1, 1, 1, 2), 2, "winograd.grouped");
-    /* Winograd F(7x7, 3x3) with stride 2 (winograd_s2.c: 3x3 stride-2 pad-1 convs with whole 7x7
+    /* Winograd F(7x7, 3x3) with stride 2 (winograd_batch.c: 3x3 stride-2 pad-1 convs with whole 7x7
      * output tiles, 16 images a vector, at least 12 images a thread): a thread's last chunk
      * short (20 and 13 images a thread), a chunk of 12 only, odd input planes (13x13), a
      * non-square plane, channels that are not a multiple of 16 (cout 24, cin 8) */
@@ -292,6 +292,15 @@ static void test_conv_fixed(Rng *r) {
     conv_case(r, dims(24, 32, 14, 14, 64, 3, 2, 1, 1, 1), 2, "ws2.14x14");
     conv_case(r, dims(37, 8, 13, 13, 16, 3, 2, 1, 1, 1), 1, "ws2.13x13");
     conv_case(r, dims(30, 24, 28, 14, 24, 3, 2, 1, 1, 1), 1, "ws2.28x14");
+    /* Winograd F(4x4, 3x3) with sixteen images a vector (winograd_batch.c: 3x3 stride-1 pad-1
+     * convs, at least 12 images a thread, each image's own tiles): whole tiles (28x28, 12x12),
+     * ragged last tiles (14x14, 7x7, 11x11), a non-square plane, 8 channels, a short last chunk */
+    conv_case(r, dims(40, 16, 28, 28, 16, 3, 1, 1, 1, 1), 2, "wb1.28x28");
+    conv_case(r, dims(26, 32, 14, 14, 32, 3, 1, 1, 1, 1), 2, "wb1.14x14");
+    conv_case(r, dims(30, 64, 7, 7, 64, 3, 1, 1, 1, 1), 2, "wb1.7x7");
+    conv_case(r, dims(37, 8, 12, 12, 24, 3, 1, 1, 1, 1), 1, "wb1.12x12");
+    conv_case(r, dims(28, 16, 28, 14, 24, 3, 1, 1, 1, 1), 1, "wb1.28x14");
+    conv_case(r, dims(25, 24, 11, 11, 16, 3, 1, 1, 1, 1), 1, "wb1.11x11");
     /* a 1x1 conv's ragged last column panel done as dot products (7x7 and 14x14 planes) */
     conv_case(r, dims(3, 48, 7, 7, 40, 1, 1, 0, 1, 1), 2, "1x1.ragged49");
     conv_case(r, dims(2, 40, 14, 14, 36, 1, 1, 0, 1, 1), 2, "1x1.ragged196");

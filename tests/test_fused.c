@@ -400,6 +400,8 @@ int main(void) {
         test_dx_mask(8, 16, 14, 16, ACT_RELU6, acc); /* Winograd from 8 images */
         test_dx_mask(9, 24, 7, 32, ACT_RELU, acc);
         test_dx_mask(8, 16, 28, 24, ACT_RELU6, acc);
+        test_dx_mask(26, 16, 14, 16, ACT_RELU6, acc); /* sixteen images a vector (winograd_batch.c) */
+        test_dx_mask(25, 24, 7, 32, ACT_RELU, acc);
     }
     /* the same shapes plus depthwise 3x3 s1/s2 (direct; on 7x7 planes in runs of 20, the last
      * one short; stride 2 on 35x35, rows of three chunks; stride 1 on 4x4, the portable direct
@@ -411,8 +413,10 @@ int main(void) {
                                     {3, 17, 28, 17, 3, 1, 1, 17}, {1, 16, 14, 16, 3, 1, 1, 1},
                                     {3, 36, 7, 36, 3, 1, 1, 36},  {2, 20, 35, 20, 3, 2, 1, 20},
                                     {2, 12, 4, 12, 3, 1, 1, 12},
-                                    /* stride-2 Winograd (winograd_s2.c: 12 and more images a thread) */
-                                    {26, 16, 28, 32, 3, 2, 1, 1}, {25, 32, 14, 24, 3, 2, 1, 1}};
+                                    /* Winograd with sixteen images a vector (winograd_batch.c: 12 and
+                                     * more images a thread), stride 2 and 1 */
+                                    {26, 16, 28, 32, 3, 2, 1, 1}, {25, 32, 14, 24, 3, 2, 1, 1},
+                                    {26, 16, 14, 24, 3, 1, 1, 1}};
     const int threads0 = threads_get();
     for (int t = 1; t <= 2; t++) {
         threads_set(t);
@@ -426,7 +430,8 @@ int main(void) {
     threads_set(threads0);
     static const char *zoo[] = {"small", "resnet8", "mbv2"};
     for (int i = 0; i < 3; i++) test_net(zoo[i], zoo_lookup(zoo[i]), i == 2 ? 6 : 9);
-    test_net("small, batch 26 (stride-2 Winograd)", zoo_lookup("small"), 26);
+    test_net("small, batch 26 (Winograd with 16 images a vector)", zoo_lookup("small"), 26);
+    test_net("resnet8, batch 26", zoo_lookup("resnet8"), 26);
     /* a BN with two consumers (not fused); an output nothing consumes (its gradient must be
      * zeroed); identities between fused pairs and in front of an add; relu6 after a BN that
      * feeds it through an identity (not fused) */
@@ -444,6 +449,9 @@ int main(void) {
     test_net("nb201 cell, batch 9",
              "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 9);
     test_net("lone relu6", "conv(c=16,k=3);x=bn;relu6;conv(c=16,k=3);bn;add(_,x);relu;gap;linear", 8);
+    test_net("nb201 cell, batch 26 (sixteen images a vector)",
+             "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|", 26);
+    test_net("lone relu6, batch 26", "conv(c=16,k=3);x=bn;relu6;conv(c=16,k=3);bn;add(_,x);relu;gap;linear", 26);
     /* BN outputs made by the add after them (never stored): two into one add with nothing
      * after it, one behind an identity (not made), one into a three-input add with a ReLU */
     test_net("bn into add", "conv(c=8,k=3);x=relu;conv(c=8,k=3);b=bn;conv(x,c=8,k=1);c=bn;add(b,c);gap;linear", 4);

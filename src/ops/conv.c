@@ -1166,7 +1166,7 @@ static int use_winograd(const ConvDims *d) {
  * float. Sixteen kernels at a time, their taps first gathered so that the arithmetic runs
  * across kernels (vectorized): per call and per backward thread, it had cost 2% of resnet8's
  * step one kernel at a time in double. */
-MULTIVERSION static void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
+MULTIVERSION void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g) {
     const size_t np = (size_t)cout_g * cin_g;
     for (int g = 0; g < G; g++)
         for (size_t p0 = 0; p0 < np; p0 += 16) {
@@ -1205,19 +1205,6 @@ static size_t wino_ps(int c, size_t ld) {
 }
 
 #if CONV_X86
-
-/* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4,
- * t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1), t5 = 4d1 - 5d3 + d5. */
-__attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m512 t[6]) {
-    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
-    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-    t[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
-    t[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
-    const __m512 c = _mm512_sub_ps(d[4], d[2]), e = _mm512_sub_ps(d[3], d[1]);
-    t[3] = _mm512_fmadd_ps(two, e, c);
-    t[4] = _mm512_fnmadd_ps(two, e, c);
-    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
-}
 
 /* d[j] (lanes t) = p[4 t + j], j < 4, the 64 floats from p de-interleaved in two rounds of
  * even/odd permutes; lanes off in m[j] are zero. */
@@ -1275,17 +1262,6 @@ __attribute__((target("avx512f"))) static void winograd_input_avx512(float *V, c
             }
         }
     }
-}
-
-/* at4: y = A^T m of six vectors: y0 = m0 + (m1 + m2) + (m3 + m4), y1,3 = (m1 - m2) + {2, 8}(m3 - m4)
- * (+ m5 for y3), y2 = (m1 + m2) + 4(m3 + m4). */
-__attribute__((target("avx512f"))) static inline void at4(const __m512 m[6], __m512 y[4]) {
-    const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
-    const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
-    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
-    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
-    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
-    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
 }
 
 /* The block's output rows of the output grid (oh rows of W cells) = A^T m A of each tile,
@@ -1371,20 +1347,6 @@ __attribute__((target("avx512f"))) static void winograd_output_avx512(const Gemm
         winograd_output_as(1, 0, 0, map, M, c, oh, W, b);
     else
         winograd_output_as(1, 1, 0, map, M, c, oh, W, b);
-}
-
-/* at4t: s = A r of four vectors (A = (A^T)^T, 6 x 4): s0 = r0, s1,2 = (r0 + r2) +- (r1 + r3),
- * s3,4 = (r0 + 4 r2) +- (2 r1 + 8 r3), s5 = r3. */
-__attribute__((target("avx512f"))) static inline void at4t(const __m512 r[4], __m512 s[6]) {
-    const __m512 a = _mm512_add_ps(r[0], r[2]), b = _mm512_add_ps(r[1], r[3]);
-    const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r[2], r[0]);
-    const __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), r[3], _mm512_add_ps(r[1], r[1]));
-    s[0] = r[0];
-    s[1] = _mm512_add_ps(a, b);
-    s[2] = _mm512_sub_ps(a, b);
-    s[3] = _mm512_add_ps(c, e);
-    s[4] = _mm512_sub_ps(c, e);
-    s[5] = r[3];
 }
 
 /* E[x][c][t] = (A e A^T)[x] of each tile t's 4x4 block e of dy on the output grid (the
@@ -1999,11 +1961,12 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
     }
 }
 
-/* Whether a conv on nt threads runs as Winograd F(7x7, 3x3) with stride 2 (winograd_s2.c): the
- * AVX-512 path, the automatic lowering, and enough images for each thread's vectors of 16. */
-static int use_ws2(const ConvDims *d, int nt) {
+/* Whether a conv on nt threads runs as Winograd with sixteen images a vector (winograd_batch.c):
+ * the AVX-512 path, the automatic lowering, a 3x3 conv with padding 1 of its shapes, and enough
+ * images for each thread's vectors of 16. */
+static int use_wb(const ConvDims *d, int nt) {
 #if CONV_X86
-    return use_avx512() && conv_env() == -1 && ws2_shape_ok(d) && d->n >= 12 * nt;
+    return use_avx512() && conv_env() == -1 && (ws2_shape_ok(d) || wb1_shape_ok(d)) && d->n >= 12 * nt;
 #else
     (void)d, (void)nt;
     return 0;
@@ -2011,28 +1974,54 @@ static int use_ws2(const ConvDims *d, int nt) {
 }
 
 #if CONV_X86
-/* The forward of use_ws2's convs: each thread's images a group at a time, with the row
- * statistics or the epilogue taken while the group's output is in cache. */
-static void forward_ws2(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d, int nt,
-                        double *row_stats, const BnEval *epi) {
-    const int P = d->oh * d->ow;
+/* Kernels of a use_wb conv's transform (stride 2: 81, stride 1: 36). */
+static int wb_kernels(const ConvDims *d) { return d->stride == 2 ? WS2_KERNELS : WINO_POINTS; }
+
+/* U (or transposed, U^T: dx's) of a use_wb conv, on thread t of T in a region (each a share;
+ * stride 1: thread 0 alone, then a barrier for all). */
+static void wb_weights(float *U, int transposed, const float *w, const ConvDims *d, int t, int T) {
     const size_t pm = (size_t)d->cout * d->cin;
+    float *tap = scratch_get(INPUT_SLOT, 9 * pm * sizeof(float));
+    if (d->stride == 2) {
+        int x0, x1;
+        split_range(WS2_KERNELS, T, t, &x0, &x1);
+        ws2_weights(U, transposed, w, d->cout, d->cin, x0, x1, tap);
+    } else if (t == 0) {
+        if (transposed) { /* the kernels with cin and cout swapped: G g G^T of each, transposed */
+            for (int co = 0; co < d->cout; co++)
+                for (int ci = 0; ci < d->cin; ci++)
+                    memcpy(tap + ((size_t)ci * d->cout + co) * 9, w + ((size_t)co * d->cin + ci) * 9, 9 * sizeof(float));
+            winograd_weights(U, tap, 1, d->cin, d->cout);
+        } else {
+            winograd_weights(U, w, 1, d->cout, d->cin);
+        }
+    }
+#pragma omp barrier
+}
+
+/* The forward of use_wb's convs: each thread's images a group at a time, with the row
+ * statistics or the epilogue taken while the group's output is in cache. */
+static void forward_wb(float *y, const ActSrc *xs, const float *w, const float *b, const ConvDims *d, int nt,
+                       double *row_stats, const BnEval *epi) {
+    const int P = d->oh * d->ow;
     /* the calling thread's slot 1, which the region's threads do not use (a fresh allocation
      * each call had cost page faults: 11% of small's step) */
-    float *U = scratch_get(1, WS2_KERNELS * pm * sizeof(float));
+    float *U = scratch_get(1, (size_t)wb_kernels(d) * d->cout * d->cin * sizeof(float));
 #pragma omp parallel num_threads(nt)
     {
-        int lo, hi, x0, x1;
-        split_range(WS2_KERNELS, thread_count(), thread_id(), &x0, &x1);
-        ws2_weights(U, 0, w, d->cout, d->cin, x0, x1, scratch_get(INPUT_SLOT, 9 * pm * sizeof(float)));
-#pragma omp barrier
+        int lo, hi;
+        wb_weights(U, 0, w, d, thread_id(), thread_count());
         split_range(d->n, thread_count(), thread_id(), &lo, &hi);
         const size_t ystride = (size_t)d->cout * P;
-        const int step = ws2_group_images(d);
+        const int step = wb_group_images(d);
         float *ybuf = epi ? scratch_get(OUTPUT_SLOT, (size_t)step * ystride * sizeof(float)) : NULL;
         for (int i = lo; i < hi; i += step) {
             const int m = NASC_MIN(step, hi - i);
-            ws2_forward(epi ? ybuf : y + i * ystride, ystride, xs, (size_t)i, m, U, b, d);
+            float *yc = epi ? ybuf : y + i * ystride;
+            if (d->stride == 2)
+                ws2_forward(yc, ystride, xs, (size_t)i, m, U, b, d);
+            else
+                wb1_forward(yc, ystride, xs, (size_t)i, m, U, b, d);
             if (row_stats) bn_row_stats(row_stats, y + i * ystride, (size_t)i * d->cout, (size_t)m * d->cout, P);
             if (epi) bn_eval_rows(epi, y + i * ystride, ybuf, (size_t)i * d->cout, (size_t)m * d->cout, d->cout, P);
         }
@@ -2056,8 +2045,8 @@ void conv2d_forward_src(float *y, const ActSrc *xs, const float *w, const float 
     double flops = 2.0 * d->n * d->cout * P * cin_g * d->k * d->k;
     int nt = threads_for(flops, NASC_MAX(d->n, P / 32));
 #if CONV_X86
-    if (use_ws2(d, nt)) {
-        forward_ws2(y, xs, w, b, d, nt, row_stats, epi);
+    if (use_wb(d, nt)) {
+        forward_wb(y, xs, w, b, d, nt, row_stats, epi);
         return;
     }
 #endif
@@ -2238,7 +2227,7 @@ static void winograd_dw(float *du, const float *planes, const float *dyw, size_t
 
 /* dwt (cin_g * 9, cout_g) += G^T du G of every channel pair (du as winograd_dw's), in double,
  * eight output channels at a time (the arithmetic runs across them: vectorized). */
-MULTIVERSION static void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g) {
+MULTIVERSION void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g) {
     static const double Gm[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                     {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
@@ -2518,31 +2507,27 @@ static void reduce_parts(float *dw, float *db, float *const *parts, const ConvDi
 }
 
 #if CONV_X86
-/* The backward of use_ws2's convs: each thread's images a group at a time (dy made, db, dW's
+/* The backward of use_wb's convs: each thread's images a group at a time (dy made, db, dW's
  * transformed sums, dx and the BN row sums on it while the group is in cache). */
-static void backward_ws2(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
-                         const ConvDims *d, int dx_acc, const BnRowSums *sums, int nt) {
-    const int P = d->oh * d->ow, Kc = d->cin * 9;
+static void backward_wb(float *dx, float *dw, float *db, const GradSrc *dys, const ActSrc *xs, const float *w,
+                        const ConvDims *d, int dx_acc, const BnRowSums *sums, const DxMask *mask, int nt) {
+    const int P = d->oh * d->ow, Kc = d->cin * 9, nk = wb_kernels(d);
     const size_t pm = (size_t)d->cout * d->cin, wsize = (size_t)d->cout * Kc;
-    float *Ut = dx ? scratch_get(1, WS2_KERNELS * pm * sizeof(float)) : NULL; /* as forward_ws2's U */
+    float *Ut = dx ? scratch_get(1, nk * pm * sizeof(float)) : NULL; /* as forward_wb's U */
     float *parts[256] = {0};
 #pragma omp parallel num_threads(nt)
     {
         const int t = thread_id(), T = thread_count();
-        if (Ut) {
-            int x0, x1;
-            split_range(WS2_KERNELS, T, t, &x0, &x1);
-            ws2_weights(Ut, 1, w, d->cout, d->cin, x0, x1, scratch_get(INPUT_SLOT, 9 * pm * sizeof(float)));
-#pragma omp barrier
-        }
+        if (Ut) wb_weights(Ut, 1, w, d, t, T);
         int lo, hi;
         split_range(d->n, T, t, &lo, &hi);
-        /* this thread's dW^T (Kc, cout), db (cout) and dL/dU (WS2_KERNELS cin cout) */
-        float *part = scratch_get(2, (wsize + d->cout + (dw ? WS2_KERNELS * pm : 0)) * sizeof(float));
+        /* this thread's dW^T (Kc, cout), db (cout) and dL/dU (kernels, cin, cout) */
+        const size_t psize = wsize + d->cout + (dw ? nk * pm : 0);
+        float *part = scratch_get(2, psize * sizeof(float));
         float *du = dw ? part + wsize + d->cout : NULL;
-        memset(part, 0, (wsize + d->cout + (dw ? WS2_KERNELS * pm : 0)) * sizeof(float));
+        memset(part, 0, psize * sizeof(float));
         parts[t] = part;
-        const int step = ws2_group_images(d);
+        const int step = wb_group_images(d);
         const size_t xstride = (size_t)d->cin * d->h * d->w, ystride = (size_t)d->cout * P;
         float *dybuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)step * ystride * sizeof(float)) : NULL;
         for (int i = lo; i < hi; i += step) {
@@ -2550,11 +2535,20 @@ static void backward_ws2(float *dx, float *dw, float *db, const GradSrc *dys, co
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)m * d->cout);
             if (db)
                 for (int j = 0; j < m; j++)
-                    for (int co = 0; co < d->cout; co++) part[wsize + co] += sum_floats(dy + (j * d->cout + co) * (size_t)P, P);
-            if (dw || dx) ws2_backward(dx ? dx + i * xstride : NULL, xstride, dx_acc, du, dy, ystride, xs, (size_t)i, m, Ut, d);
+                    for (int co = 0; co < d->cout; co++)
+                        part[wsize + co] += sum_floats(dy + (j * d->cout + co) * (size_t)P, P);
+            float *dxi = dx ? dx + i * xstride : NULL;
+            if (d->stride == 2 && (dw || dx)) {
+                ws2_backward(dxi, xstride, dx_acc, du, dy, ystride, xs, (size_t)i, m, Ut, d);
+            } else if (dw || dx) {
+                DxMask mi;
+                if (mask) mi = (DxMask){mask->x + i * xstride, mask->act};
+                wb1_backward(dxi, xstride, dx_acc, mask ? &mi : NULL, du, dy, ystride, xs, (size_t)i, m, Ut, d);
+            }
             if (dx && sums) bn_row_sums(sums, dx + i * xstride, (size_t)i * d->cin, (size_t)m * d->cin);
         }
-        if (du) ws2_dw_finish(part, du, d->cin, d->cout);
+        if (du && d->stride == 2) ws2_dw_finish(part, du, d->cin, d->cout);
+        if (du && d->stride == 1) winograd_dw_finish(part, du, d->cin, d->cout);
         if (dw || db) {
 #pragma omp barrier
             reduce_parts(dw, db, parts, d, t, T);
@@ -2578,8 +2572,8 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
     double flops = 2.0 * ((dx != NULL) + (dw != NULL)) * d->n * d->cout * P * Kc;
     int nt = NASC_MIN(threads_for(flops, d->n), 256);
 #if CONV_X86
-    if (use_ws2(d, nt)) {
-        backward_ws2(dx, dw, db, dys, xs, w, d, dx_acc, sums, nt);
+    if (use_wb(d, nt)) {
+        backward_wb(dx, dw, db, dys, xs, w, d, dx_acc, sums, mask, nt);
         return;
     }
 #endif

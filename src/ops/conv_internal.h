@@ -167,6 +167,63 @@ __attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __m
 }
 #endif
 
+#if CONV_X86
+/* Winograd F(4x4, 3x3)'s transforms in AVX-512, sixteen tiles a vector (conv.c, winograd_batch.c). */
+/* bt6: t = B^T d of six vectors (each lane its own tile): t0 = 4d0 - 5d2 + d4,
+ * t1,2 = (d4 +- d3) -+ 4(d1 +- d2), t3,4 = (d4 - d2) +- 2(d3 - d1), t5 = 4d1 - 5d3 + d5. */
+__attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m512 t[6]) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    t[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+    t[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+    const __m512 c = _mm512_sub_ps(d[4], d[2]), e = _mm512_sub_ps(d[3], d[1]);
+    t[3] = _mm512_fmadd_ps(two, e, c);
+    t[4] = _mm512_fnmadd_ps(two, e, c);
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* at4: y = A^T m of six vectors: y0 = m0 + (m1 + m2) + (m3 + m4), y1,3 = (m1 - m2) + {2, 8}(m3 - m4)
+ * (+ m5 for y3), y2 = (m1 + m2) + 4(m3 + m4). */
+__attribute__((target("avx512f"))) static inline void at4(const __m512 m[6], __m512 y[4]) {
+    const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+    const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+/* at4t: s = A r of four vectors (A = (A^T)^T, 6 x 4): s0 = r0, s1,2 = (r0 + r2) +- (r1 + r3),
+ * s3,4 = (r0 + 4 r2) +- (2 r1 + 8 r3), s5 = r3. */
+__attribute__((target("avx512f"))) static inline void at4t(const __m512 r[4], __m512 s[6]) {
+    const __m512 a = _mm512_add_ps(r[0], r[2]), b = _mm512_add_ps(r[1], r[3]);
+    const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r[2], r[0]);
+    const __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), r[3], _mm512_add_ps(r[1], r[1]));
+    s[0] = r[0];
+    s[1] = _mm512_add_ps(a, b);
+    s[2] = _mm512_sub_ps(a, b);
+    s[3] = _mm512_add_ps(c, e);
+    s[4] = _mm512_sub_ps(c, e);
+    s[5] = r[3];
+}
+
+/* b6: d = B u of six vectors (B = (B^T)^T, the adjoint of bt6): d0 = 4 u0, d1 = -4 (u1 - u2) -
+ * 2 (u3 - u4) + 4 u5, d2 = -5 u0 - 4 (u1 + u2) - (u3 + u4), d3 = (u1 - u2) + 2 (u3 - u4) - 5 u5,
+ * d4 = u0 + (u1 + u2) + (u3 + u4), d5 = u5. */
+__attribute__((target("avx512f"))) static inline void b6(const __m512 u[6], __m512 d[6]) {
+    const __m512 p1 = _mm512_sub_ps(u[1], u[2]), q1 = _mm512_add_ps(u[1], u[2]);
+    const __m512 p2 = _mm512_sub_ps(u[3], u[4]), q2 = _mm512_add_ps(u[3], u[4]);
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    d[0] = _mm512_mul_ps(four, u[0]);
+    d[1] = _mm512_fmadd_ps(four, _mm512_sub_ps(u[5], p1), _mm512_mul_ps(_mm512_set1_ps(-2.0f), p2));
+    d[2] = _mm512_fnmadd_ps(five, u[0], _mm512_fnmadd_ps(four, q1, _mm512_sub_ps(_mm512_setzero_ps(), q2)));
+    d[3] = _mm512_fnmadd_ps(five, u[5], _mm512_fmadd_ps(_mm512_set1_ps(2.0f), p2, p1));
+    d[4] = _mm512_add_ps(_mm512_add_ps(u[0], q1), q2);
+    d[5] = u[5];
+}
+
+#endif
+
 /* The scratch slots of an output gradient (grad_rows) and an input (act_rows) made on demand
  * in the convs (gemm takes slot 3). */
 #define GRAD_SLOT 4
@@ -181,23 +238,37 @@ __attribute__((target("avx512f"))) static inline __m512 made_lanes(__m512 x, __m
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* 3x3 stride-2 convs (padding 1, one group, outputs of whole 7x7 tiles) by Winograd F(7x7, 3x3)
- * on the four phases, sixteen images a vector (winograd_s2.c; AVX-512 only). ws2_weights makes
- * kernels [x0, x1) of the WS2_KERNELS transformed kernels (U: WS2_KERNELS x cout x cin, or its
- * kernels transposed; tap: 9 cout cin floats of scratch); ws2_forward writes y (image stride
- * ystride) of images [img0, img0 + n) of xs, n at most ws2_group_images. */
+/* conv.c's Winograd F(4x4, 3x3) kernels, which winograd_batch.c uses too: U (G, 36, cout_g,
+ * cin_g) = G g G^T of every kernel of wt (cout, cin_g 9); dwt (cin_g 9, cout_g) += G^T du G of
+ * du (36, cin_g, cout_g). */
+void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g);
+void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g);
+
+/* Winograd with sixteen images a vector (winograd_batch.c; AVX-512 only), for 3x3 convs with
+ * padding 1 and one group: stride 2 (ws2_*) as F(7x7, 3x3) on the four phases, outputs of whole
+ * 7x7 tiles; stride 1 (wb1_*) as F(4x4, 3x3) on each image's own 4x4 tiles. A thread's images go
+ * through a group (wb_group_images) at a time.
+ * ws2_weights makes kernels [x0, x1) of the WS2_KERNELS transformed kernels (U: WS2_KERNELS x
+ * cout x cin, or its kernels transposed; tap: 9 cout cin floats of scratch); stride 1 takes
+ * conv.c's winograd_weights (36 kernels). *_forward writes y (image stride ystride) of images
+ * [img0, img0 + n) of xs, n at most wb_group_images. *_backward: dx (the images', image stride
+ * xstride) = or += (dx_acc) the input gradient, when not NULL, through mask when not NULL
+ * (stride 1); du (kernels, cin, cout) += dL/dU, when not NULL, which ws2_dw_finish (stride 2) or
+ * winograd_dw_finish (stride 1) turns into dW^T (cin 9, cout) once a thread. dy: the images'
+ * output gradient (image stride ystride). Ut: U's kernels transposed. */
 #define WS2_KERNELS 81
 int ws2_shape_ok(const ConvDims *d);
-int ws2_group_images(const ConvDims *d);
+int wb1_shape_ok(const ConvDims *d);
+int wb_group_images(const ConvDims *d);
 void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1, float *tap);
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d);
-/* The backward of images [img0, img0 + n) (n at most ws2_group_images): dx (the images', image
- * stride xstride) = or += (dx_acc) the input gradient, when not NULL; du (WS2_KERNELS, cin,
- * cout) += dL/dU, when not NULL, which ws2_dw_finish turns into dW^T (cin 9, cout) once a
- * thread. dy: the images' output gradient (image stride ystride). Ut: U's kernels transposed. */
+void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d);
 void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
                   size_t img0, int n, const float *Ut, const ConvDims *d);
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy,
+                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d);
 void ws2_dw_finish(float *dwt, const float *du, int cin, int cout);
 
 /* Depthwise convolution (depthwise.c), with conv2d_forward's and conv2d_backward_ex's contracts:

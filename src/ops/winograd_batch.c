@@ -35,7 +35,7 @@
 
 #if CONV_X86
 
-#define WS2_LANES 16 /* images a vector, a chunk */
+#define WB_LANES 16 /* images a vector, a chunk */
 
 /* G of F(7, 2) (two taps g0, g1 -> the 8 points' values), in the scaling that matches B^T. */
 static const double ws2_g[8][2] = {{1, 0},
@@ -58,30 +58,38 @@ int ws2_shape_ok(const ConvDims *d) {
 /* The plan of one thread's images: plane sizes, chunks a group, units a block. */
 typedef struct {
     int cin, cout, h, w, oh, ow;
-    int th, tw;   /* tile rows and tiles a row of an image */
-    int R, Qc;    /* rows and columns of a phase plane */
-    size_t plane; /* floats of one phase plane of a chunk (R Qc 16) */
-    size_t chunk; /* floats of a chunk's planes (4 cin planes) */
+    int s;        /* stride: 2 (F(7x7, 3x3) on four phases) or 1 (F(4x4, 3x3)) */
+    int tm;       /* outputs a tile side: 7 or 4 */
+    int th, tw;   /* tile rows and tiles a row of an image (7x7 or 4x4 outputs each) */
+    int R, Qc;    /* rows and columns of a (phase) plane */
+    size_t plane; /* floats of one plane of a chunk (R Qc 16) */
+    size_t chunk; /* floats of a chunk's planes (s s cin planes) */
     int cpg;      /* chunks a group (filled together) */
     int upb;      /* units (a chunk's tile row) a block */
-} Ws2;
+} Wb;
 
-static Ws2 ws2_plan(const ConvDims *d) {
-    Ws2 s;
-    s.cin = d->cin, s.cout = d->cout, s.h = d->h, s.w = d->w, s.oh = d->oh, s.ow = d->ow;
-    s.th = (d->oh + 6) / 7, s.tw = (d->ow + 6) / 7;
-    s.R = 7 * s.th + 1, s.Qc = 7 * s.tw + 1;
-    s.plane = (size_t)s.R * s.Qc * WS2_LANES;
-    s.chunk = 4 * (size_t)s.cin * s.plane;
+static Wb wb_plan(const ConvDims *d) {
+    Wb s;
+    s.cin = d->cin, s.cout = d->cout, s.h = d->h, s.w = d->w, s.oh = d->oh, s.ow = d->ow, s.s = d->stride;
+    s.tm = s.s == 2 ? 7 : 4;
+    if (s.s == 2) {
+        s.th = (d->oh + 6) / 7, s.tw = (d->ow + 6) / 7;
+        s.R = 7 * s.th + 1, s.Qc = 7 * s.tw + 1;
+    } else {
+        s.th = (d->oh + 3) / 4, s.tw = (d->ow + 3) / 4;
+        s.R = 4 * s.th + 2, s.Qc = 4 * s.tw + 2;
+    }
+    s.plane = (size_t)s.R * s.Qc * WB_LANES;
+    s.chunk = (size_t)s.s * s.s * s.cin * s.plane;
     /* one tile row a block: the smallest blocks were the fastest (their transforms and products
-     * stay in L2; one thread, 16 -> 32 on 28x28 / 32 -> 64 on 14x14, forward + backward, ms: one
-     * or two tiles a block 6.96 / 5.77, four 7.05 / 6.40, eight 7.62 / 7.40) */
+     * stay in L2; stride 2, one thread, 16 -> 32 on 28x28 / 32 -> 64 on 14x14, forward +
+     * backward, ms: one or two tiles a block 6.96 / 5.77, four 7.05 / 6.40, eight 7.62 / 7.40) */
     s.upb = 1;
     s.cpg = NASC_MAX(1, (s.upb + s.th - 1) / s.th);
     return s;
 }
 
-int ws2_group_images(const ConvDims *d) { return ws2_plan(d).cpg * WS2_LANES; }
+int wb_group_images(const ConvDims *d) { return wb_plan(d).cpg * WB_LANES; }
 
 /* c[tap]: what kernel x of U takes of each tap of a 3x3 kernel (ws2_weights). */
 static void ws2_coefs(int x, double c[9]) {
@@ -201,53 +209,89 @@ static size_t pstride(int c, size_t n) {
 }
 
 /* ------------------------------------------------------------------ input copy */
-/* The chunk's phase planes (pl: channel c's plane (pr, pc) at (4 c + 2 pr + pc) plane floats) from
+/* With padding 1, padded row P = r + 1 of input row r is row P / s of the planes of row phase
+ * P % s (the same for columns). */
+static inline void padded_at(int r, int s, int *phase, int *i) {
+    *phase = (r + 1) % s, *i = (r + 1) / s;
+}
+
+/* The chunk's planes (pl: channel c's plane (pr, pc) at (s s c + s pr + pc) plane floats) from
  * images [img0, img0 + n) of xs (n <= 16; the other lanes zero); an input made on demand is made
  * as it is copied (made_lanes: act_rows' values, bit for bit). */
-__attribute__((target("avx512f"))) static void ws2_fill(float *pl, const Ws2 *s, const ActSrc *xs, size_t img0,
+__attribute__((target("avx512f"))) static void wb_fill(float *pl, const Wb *s, const ActSrc *xs, size_t img0,
                                                        int n) {
-    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc, st = s->s;
     const V16 zero = _mm512_setzero_ps();
     float kc[4];
     const MadeInput made = {kc, xs->act}, *mi = xs->saved ? &made : NULL;
     for (int ch = 0; ch < s->cin; ch++) {
-        const float *X[WS2_LANES];
-        for (int j = 0; j < WS2_LANES; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
+        const float *X[WB_LANES];
+        for (int j = 0; j < WB_LANES; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
         if (mi) act_consts(xs, ch, kc);
-        float *pc = pl + (size_t)4 * ch * s->plane;
+        float *pc = pl + (size_t)st * st * ch * s->plane;
         /* zero where the padded input is padding (or past it): whole rows, and in the others the
-         * columns q outside [qlo, qhi) (input column 2 q + pc - 1 outside the row) */
-        for (int ph = 0; ph < 4; ph++) {
-            const int pr = ph >> 1, pcol = ph & 1, qlo = 1 - pcol, qhi = (w - pcol) / 2 + 1;
+         * columns q outside [qlo, qhi) (input column s q + pc - 1 outside the row) */
+        for (int ph = 0; ph < st * st; ph++) {
+            const int pr = ph / st, pcol = ph % st, qlo = (st - pcol) / st, qhi = (w - pcol) / st + 1;
             float *p = pc + ph * s->plane;
             for (int i = 0; i < s->R; i++) {
-                const int r = 2 * i + pr - 1, inside = r >= 0 && r < h;
-                float *row = p + (size_t)i * Qc * WS2_LANES;
-                for (int q = 0; q < (inside ? qlo : Qc); q++) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
+                const int r = st * i + pr - 1, inside = r >= 0 && r < h;
+                float *row = p + (size_t)i * Qc * WB_LANES;
+                for (int q = 0; q < (inside ? qlo : Qc); q++) _mm512_store_ps(row + (size_t)q * WB_LANES, zero);
                 if (inside)
-                    for (int q = qhi; q < Qc; q++) _mm512_store_ps(row + (size_t)q * WS2_LANES, zero);
+                    for (int q = qhi; q < Qc; q++) _mm512_store_ps(row + (size_t)q * WB_LANES, zero);
             }
         }
         for (int r = 0; r < h; r++) {
-            const int pr = (r + 1) & 1, i = (r + 1) >> 1;
+            int pr, i;
+            padded_at(r, st, &pr, &i);
             /* sixteen streams, one an image: too many for the hardware prefetchers (a stored
              * input's rows run on into the next channel's; a prefetch past an array is harmless) */
             for (int j = 0; j < n; j++)
                 for (int c = 0; c < w; c += 16) _mm_prefetch((const char *)(X[j] + (size_t)(r + 4) * w + c), _MM_HINT_T0);
-            for (int c0 = 0; c0 < w; c0 += WS2_LANES) {
+            for (int c0 = 0; c0 < w; c0 += WB_LANES) {
                 const __mmask16 m = lane_range(c0, 0, w);
-                V16 v[WS2_LANES];
-                for (int j = 0; j < WS2_LANES; j++) {
+                V16 v[WB_LANES];
+                for (int j = 0; j < WB_LANES; j++) {
                     v[j] = X[j] ? _mm512_maskz_loadu_ps(m, X[j] + (size_t)r * w + c0) : zero;
                     if (mi && X[j]) v[j] = made_lanes(v[j], m, mi);
                 }
                 tr16(v);
-                for (int k = 0; k < WS2_LANES && c0 + k < w; k++) {
-                    const int c = c0 + k + 1, pcol = c & 1, q = c >> 1;
-                    _mm512_store_ps(pc + (2 * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WS2_LANES, v[k]);
+                for (int k = 0; k < WB_LANES && c0 + k < w; k++) {
+                    int pcol, q;
+                    padded_at(c0 + k, st, &pcol, &q);
+                    _mm512_store_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WB_LANES, v[k]);
                 }
             }
         }
+    }
+}
+
+/* ------------------------------------------------------------------ outputs and gradients */
+/* stage (npix pixels of 16 images, a vector each) into each of the nimg images' planes at y + j
+ * ystride + off, npix floats each (a unit's rows of a channel are contiguous). */
+__attribute__((target("avx512f"))) static void stage_out(float *y, int nimg, size_t ystride, size_t off, int npix,
+                                                         const float *stage) {
+    for (int p0 = 0; p0 < npix; p0 += WB_LANES) {
+        V16 v[WB_LANES];
+        for (int k = 0; k < WB_LANES; k++) v[k] = _mm512_load_ps(stage + (size_t)(p0 + k) * WB_LANES);
+        tr16(v);
+        const __mmask16 m = lane_range(p0, 0, npix);
+        for (int j = 0; j < nimg; j++) _mm512_mask_storeu_ps(y + j * ystride + off + p0, m, v[j]);
+    }
+}
+
+/* The other way: npix pixels of each of nimg images (the rest zero) into stage, a vector of the
+ * 16 images a pixel; stage has room for npix rounded up to 16. */
+__attribute__((target("avx512f"))) static void stage_in(float *stage, const float *y, int nimg, size_t ystride,
+                                                        size_t off, int npix) {
+    for (int p0 = 0; p0 < npix; p0 += WB_LANES) {
+        const __mmask16 m = lane_range(p0, 0, npix);
+        V16 v[WB_LANES];
+        for (int j = 0; j < WB_LANES; j++)
+            v[j] = j < nimg ? _mm512_maskz_loadu_ps(m, y + j * ystride + off + p0) : _mm512_setzero_ps();
+        tr16(v);
+        for (int k = 0; k < WB_LANES; k++) _mm512_store_ps(stage + (size_t)(p0 + k) * WB_LANES, v[k]);
     }
 }
 
@@ -259,27 +303,28 @@ typedef struct {
     const float *pl[64];
     int ty[64];
     size_t N;
-} Ws2Block;
+} WbBlock;
 
-#define WS2_UNITS_MAX 64
+#define WB_UNITS_MAX 64
 
 /* The first value of tile (u, tx) in phase plane ph of channel ch. */
-static inline const float *tile_at(const Ws2 *s, const Ws2Block *b, int u, int tx, int ch, int ph) {
-    return b->pl[u] + ((size_t)4 * ch + ph) * s->plane + ((size_t)7 * b->ty[u] * s->Qc + 7 * tx) * WS2_LANES;
+static inline const float *tile_at(const Wb *s, const WbBlock *b, int u, int tx, int ch, int ph) {
+    return b->pl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane +
+           ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
 }
 
 /* Group A: V[a 8 + b][ch] = (B^T P00 B)[a][b]. */
-__attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES;
+__attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 const float *p = tile_at(s, b, u, tx, ch, 0);
-                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
                 V16 rt[8][8];
                 for (int r = 0; r < 8; r++) {
                     V16 d[8];
-                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
                     bt8(d, rt[r]);
                 }
                 for (int c = 0; c < 8; c++) {
@@ -291,16 +336,16 @@ __attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, cons
 }
 
 /* Group B (phase (0, 1)): V[a][ch][bb N + col] = (B^T P01)[a][bb]. */
-__attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 const float *p = tile_at(s, b, u, tx, ch, 1);
-                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int c = 0; c < 7; c++) {
                     V16 d[8], t[8];
-                    for (int r = 0; r < 8; r++) d[r] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    for (int r = 0; r < 8; r++) d[r] = _mm512_load_ps(p + r * rs + c * WB_LANES);
                     bt8(d, t);
                     for (int a = 0; a < 8; a++) _mm512_store_ps(dst + (size_t)a * sv + c * N, t[a]);
                 }
@@ -308,16 +353,16 @@ __attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, cons
 }
 
 /* Group C (phase (1, 0)): V[b][ch][aa N + col] = (P10 B)[aa][b]. */
-__attribute__((target("avx512f"))) static void input_c(float *V, size_t sv, const Ws2 *s, const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void input_c(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 const float *p = tile_at(s, b, u, tx, ch, 2);
-                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int r = 0; r < 7; r++) {
                     V16 d[8], t[8];
-                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WS2_LANES);
+                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
                     bt8(d, t);
                     for (int c = 0; c < 8; c++) _mm512_store_ps(dst + (size_t)c * sv + r * N, t[c]);
                 }
@@ -325,16 +370,16 @@ __attribute__((target("avx512f"))) static void input_c(float *V, size_t sv, cons
 }
 
 /* Group D (phase (1, 1)): V[ch][(aa 7 + bb) N + col] = P11[aa][bb]. */
-__attribute__((target("avx512f"))) static void input_d(float *V, const Ws2 *s, const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void input_d(float *V, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 const float *p = tile_at(s, b, u, tx, ch, 3);
-                float *dst = V + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                float *dst = V + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int r = 0; r < 7; r++)
                     for (int c = 0; c < 7; c++)
-                        _mm512_store_ps(dst + (size_t)(r * 7 + c) * N, _mm512_load_ps(p + r * rs + c * WS2_LANES));
+                        _mm512_store_ps(dst + (size_t)(r * 7 + c) * N, _mm512_load_ps(p + r * rs + c * WB_LANES));
             }
 }
 
@@ -342,7 +387,7 @@ __attribute__((target("avx512f"))) static void input_d(float *V, const Ws2 *s, c
 __attribute__((target("avx512f"))) static void rows_a(float *R0, size_t sr, const float *M, size_t sm, int cout,
                                                      size_t N) {
     for (int co = 0; co < cout; co++)
-        for (size_t col = 0; col < N; col += WS2_LANES) {
+        for (size_t col = 0; col < N; col += WB_LANES) {
             const float *src = M + (size_t)co * N + col;
             float *dst = R0 + (size_t)co * 7 * N + col;
             for (int b = 0; b < 8; b++) {
@@ -357,7 +402,7 @@ __attribute__((target("avx512f"))) static void rows_a(float *R0, size_t sr, cons
 /* R1[co][(aa 7 + bb) N + col] = (A^T M_B)[aa][bb], M_B[a][co][bb N + col]. */
 __attribute__((target("avx512f"))) static void rows_b(float *R1, const float *M, size_t sm, int cout, size_t N) {
     for (int co = 0; co < cout; co++)
-        for (size_t col = 0; col < N; col += WS2_LANES) {
+        for (size_t col = 0; col < N; col += WB_LANES) {
             const float *src = M + (size_t)co * 7 * N + col;
             float *dst = R1 + (size_t)co * 49 * N + col;
             for (int bb = 0; bb < 7; bb++) {
@@ -373,7 +418,7 @@ __attribute__((target("avx512f"))) static void rows_b(float *R1, const float *M,
  * chunk, y + (chunk's first image + j) ystride for j < n[u]. */
 __attribute__((target("avx512f"))) static void output_y(float *const *yu, const int *nimg, size_t ystride,
                                                        const float *R0, size_t sr, const float *R1, const float *bias,
-                                                       const Ws2 *s, const Ws2Block *b, float *stage) {
+                                                       const Wb *s, const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++) {
@@ -381,29 +426,21 @@ __attribute__((target("avx512f"))) static void output_y(float *const *yu, const 
         for (int u = 0; u < b->nu; u++) {
             const int rows = NASC_MIN(7, s->oh - 7 * b->ty[u]);
             for (int tx = 0; tx < s->tw; tx++) {
-                const size_t col = ((size_t)u * s->tw + tx) * WS2_LANES;
+                const size_t col = ((size_t)u * s->tw + tx) * WB_LANES;
                 const float *r0 = R0 + (size_t)co * 7 * N + col, *r1 = R1 + (size_t)co * 49 * N + col;
                 const int cols = NASC_MIN(7, ow - 7 * tx);
                 for (int aa = 0; aa < rows; aa++) {
                     V16 m[8], y[7];
                     for (int c = 0; c < 8; c++) m[c] = _mm512_load_ps(r0 + (size_t)c * sr + aa * N);
                     at8(m, y);
-                    float *st = stage + ((size_t)aa * ow + 7 * tx) * WS2_LANES;
+                    float *st = stage + ((size_t)aa * ow + 7 * tx) * WB_LANES;
                     for (int bb = 0; bb < cols; bb++)
-                        _mm512_store_ps(st + bb * WS2_LANES,
+                        _mm512_store_ps(st + bb * WB_LANES,
                                         _mm512_add_ps(_mm512_add_ps(y[bb], _mm512_load_ps(r1 + (size_t)(aa * 7 + bb) * N)), bv));
                 }
             }
             /* the unit's rows * ow pixels of 16 images into each image's rows (contiguous) */
-            const int npix = rows * ow;
-            const size_t off = (size_t)co * P + (size_t)7 * b->ty[u] * ow;
-            for (int p0 = 0; p0 < npix; p0 += WS2_LANES) {
-                V16 v[WS2_LANES];
-                for (int k = 0; k < WS2_LANES; k++) v[k] = _mm512_load_ps(stage + (size_t)(p0 + k) * WS2_LANES);
-                tr16(v);
-                const __mmask16 m = lane_range(p0, 0, npix);
-                for (int j = 0; j < nimg[u]; j++) _mm512_mask_storeu_ps(yu[u] + j * ystride + off + p0, m, v[j]);
-            }
+            stage_out(yu[u], nimg[u], ystride, (size_t)co * P + (size_t)7 * b->ty[u] * ow, rows * ow, stage);
         }
     }
 }
@@ -413,10 +450,10 @@ __attribute__((target("avx512f"))) static void output_y(float *const *yu, const 
 typedef struct {
     size_t sv1, sv7, sm1, sm7, sr7; /* point strides: V of A, of B/C; M of A, of B; R0's */
     size_t v, m, r0, r1;            /* buffer sizes */
-} Ws2Bufs;
+} WbBufs;
 
-static Ws2Bufs ws2_bufs(const Ws2 *s, size_t N) {
-    Ws2Bufs z;
+static WbBufs wb_bufs(const Wb *s, size_t N) {
+    WbBufs z;
     z.sv1 = pstride(s->cin, N), z.sv7 = pstride(s->cin, 7 * N);
     z.sm1 = pstride(s->cout, N), z.sm7 = pstride(s->cout, 7 * N), z.sr7 = z.sm7;
     z.v = NASC_MAX(NASC_MAX(64 * z.sv1, 8 * z.sv7), (size_t)s->cin * 49 * N);
@@ -428,29 +465,29 @@ static Ws2Bufs ws2_bufs(const Ws2 *s, size_t N) {
 
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d) {
-    const Ws2 s = ws2_plan(d);
-    const int chunks = (n + WS2_LANES - 1) / WS2_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WS2_LANES;
+    const Wb s = wb_plan(d);
+    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
-    const Ws2Bufs zmax = ws2_bufs(&s, Nmax);
-    float *V = scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WS2_LANES) *
+    const WbBufs zmax = wb_bufs(&s, Nmax);
+    float *V = scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WB_LANES) *
                                           sizeof(float));
     float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
     for (int c = 0; c < chunks; c++)
-        ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES));
+        wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
     for (int u0 = 0; u0 < units; u0 += s.upb) {
-        Ws2Block b;
-        float *yu[WS2_UNITS_MAX];
-        int nimg[WS2_UNITS_MAX];
+        WbBlock b;
+        float *yu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
         b.nu = NASC_MIN(s.upb, units - u0);
         for (int u = 0; u < b.nu; u++) {
             const int c = (u0 + u) / s.th;
             b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th;
-            yu[u] = y + (size_t)c * WS2_LANES * ystride, nimg[u] = NASC_MIN(WS2_LANES, n - c * WS2_LANES);
+            yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
         }
-        const size_t N = (size_t)b.nu * s.tw * WS2_LANES;
+        const size_t N = (size_t)b.nu * s.tw * WB_LANES;
         b.N = N;
-        const Ws2Bufs z = ws2_bufs(&s, N);
+        const WbBufs z = wb_bufs(&s, N);
         input_a(V, z.sv1, &s, &b);
         gemm_batch(64, s.cout, (int)N, s.cin, U, s.cin, pm, V, (int)N, z.sv1, 0.0f, M, (int)N, z.sm1);
         rows_a(R0, z.sr7, M, z.sm1, s.cout, N);
@@ -474,31 +511,22 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
  * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
  * M_A), E_B = A e (8 x 7, as M_B), E_C = e A^T (7 x 8, as R0), E_D = e; the same layouts as the
  * forward's products, E_A at E, E_B at eb, E_C at ec, E_D at ed. */
-__attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb, float *ec, float *ed, const Ws2Bufs *z,
+__attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb, float *ec, float *ed, const WbBufs *z,
                                                            const float *const *dyu, const int *nimg, size_t ystride,
-                                                           const Ws2 *s, const Ws2Block *b, float *stage) {
+                                                           const Wb *s, const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++)
         for (int u = 0; u < b->nu; u++) {
             /* the unit's 7 rows of 16 images, transposed into vectors of the 16 images */
-            const int npix = 7 * ow;
-            const size_t off = (size_t)co * P + (size_t)7 * b->ty[u] * ow;
-            for (int p0 = 0; p0 < npix; p0 += WS2_LANES) {
-                const __mmask16 m = lane_range(p0, 0, npix);
-                V16 v[WS2_LANES];
-                for (int j = 0; j < WS2_LANES; j++)
-                    v[j] = j < nimg[u] ? _mm512_maskz_loadu_ps(m, dyu[u] + j * ystride + off + p0) : _mm512_setzero_ps();
-                tr16(v);
-                for (int k = 0; k < WS2_LANES; k++) _mm512_store_ps(stage + (size_t)(p0 + k) * WS2_LANES, v[k]);
-            }
+            stage_in(stage, dyu[u], nimg[u], ystride, (size_t)co * P + (size_t)7 * b->ty[u] * ow, 7 * ow);
             for (int tx = 0; tx < s->tw; tx++) {
-                const size_t col = ((size_t)u * s->tw + tx) * WS2_LANES;
-                const float *st = stage + (size_t)7 * tx * WS2_LANES;
+                const size_t col = ((size_t)u * s->tw + tx) * WB_LANES;
+                const float *st = stage + (size_t)7 * tx * WB_LANES;
                 V16 e[7][7], c8[7][8];
                 for (int aa = 0; aa < 7; aa++)
                     for (int bb = 0; bb < 7; bb++) {
-                        e[aa][bb] = _mm512_load_ps(st + ((size_t)aa * ow + bb) * WS2_LANES);
+                        e[aa][bb] = _mm512_load_ps(st + ((size_t)aa * ow + bb) * WB_LANES);
                         _mm512_store_ps(ed + (size_t)co * 49 * N + (size_t)(aa * 7 + bb) * N + col, e[aa][bb]);
                     }
                 for (int aa = 0; aa < 7; aa++) {
@@ -525,19 +553,20 @@ AVX512_INLINE void put(float *p, V16 v, int add) {
     _mm512_store_ps(p, add ? _mm512_add_ps(_mm512_load_ps(p), v) : v);
 }
 
-static inline float *dtile_at(const Ws2 *s, float *const *dpl, const Ws2Block *b, int u, int tx, int ch, int ph) {
-    return dpl[u] + ((size_t)4 * ch + ph) * s->plane + ((size_t)7 * b->ty[u] * s->Qc + 7 * tx) * WS2_LANES;
+static inline float *dtile_at(const Wb *s, float *const *dpl, const WbBlock *b, int u, int tx, int ch, int ph) {
+    return dpl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane +
+           ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
 }
 
 /* dP00 (+)= B dV_A B^T of each tile (the adjoint of input_a). */
-__attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
-                                                    const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES;
+__attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                    const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
-                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
                 V16 t[8][8];
                 for (int a = 0; a < 8; a++) {
                     V16 v[8];
@@ -547,82 +576,94 @@ __attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const fl
                 for (int c = 0; c < 8; c++) {
                     V16 col[8] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c], t[6][c], t[7][c]}, r[8];
                     b8(col, r);
-                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WS2_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
+                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WB_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
                 }
             }
 }
 
 /* dP01 (+)= B dV_B (the adjoint of input_b). */
-__attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
-                                                    const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                    const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 1);
-                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int c = 0; c < 7; c++) {
                     V16 v[8], r[8];
                     for (int a = 0; a < 8; a++) v[a] = _mm512_load_ps(src + (size_t)a * sv + c * N);
                     b8(v, r);
-                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WS2_LANES, r[i], i == 0 && b->ty[u]);
+                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WB_LANES, r[i], i == 0 && b->ty[u]);
                 }
             }
 }
 
 /* dP10 (+)= dV_C B^T (the adjoint of input_c). */
-__attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const float *dV, size_t sv, const Ws2 *s,
-                                                    const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                    const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 2);
-                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int i = 0; i < 7; i++) {
                     V16 v[8], r[8];
                     for (int c = 0; c < 8; c++) v[c] = _mm512_load_ps(src + (size_t)c * sv + i * N);
                     b8(v, r);
-                    for (int c = 0; c < 8; c++) put(p + i * rs + c * WS2_LANES, r[c], c == 0 && tx);
+                    for (int c = 0; c < 8; c++) put(p + i * rs + c * WB_LANES, r[c], c == 0 && tx);
                 }
             }
 }
 
 /* dP11 = dV_D (the adjoint of input_d). */
-__attribute__((target("avx512f"))) static void adj_d(float *const *dpl, const float *dV, const Ws2 *s,
-                                                    const Ws2Block *b) {
-    const size_t rs = (size_t)s->Qc * WS2_LANES, N = b->N;
+__attribute__((target("avx512f"))) static void adj_d(float *const *dpl, const float *dV, const Wb *s,
+                                                    const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 3);
-                const float *src = dV + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WS2_LANES;
+                const float *src = dV + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int i = 0; i < 7; i++)
-                    for (int c = 0; c < 7; c++) _mm512_store_ps(p + i * rs + c * WS2_LANES, _mm512_load_ps(src + (size_t)(i * 7 + c) * N));
+                    for (int c = 0; c < 7; c++) _mm512_store_ps(p + i * rs + c * WB_LANES, _mm512_load_ps(src + (size_t)(i * 7 + c) * N));
             }
 }
 
-/* dx (images j < n, xstride apart) = or += the input values' gradients in the chunk's phase
- * planes dpl (the adjoint of ws2_fill: every input value is one plane position). */
-__attribute__((target("avx512f"))) static void ws2_fold(float *dx, size_t xstride, int acc, const float *dpl,
-                                                       const Ws2 *s, int n) {
-    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+/* dx (images j < n, xstride apart) = or += the input values' gradients in the chunk's planes
+ * dpl (the adjoint of wb_fill: every input value is one plane position). mask: NULL, or each
+ * value v goes in as 0 + v f'(a), a the mask's value at its place (as GemmMap's mask). */
+__attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride, int acc, const DxMask *mask,
+                                                       const float *dpl, const Wb *s, int n) {
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc, st = s->s;
     for (int ch = 0; ch < s->cin; ch++) {
-        const float *pc = dpl + (size_t)4 * ch * s->plane;
+        const float *pc = dpl + (size_t)st * st * ch * s->plane;
         for (int r = 0; r < h; r++) {
-            const int pr = (r + 1) & 1, i = (r + 1) >> 1;
-            for (int c0 = 0; c0 < w; c0 += WS2_LANES) {
-                V16 v[WS2_LANES];
-                for (int k = 0; k < WS2_LANES; k++) {
-                    const int c = c0 + k + 1, pcol = c & 1, q = c >> 1;
-                    v[k] = c0 + k < w ? _mm512_load_ps(pc + (2 * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WS2_LANES)
+            int pr, i;
+            padded_at(r, st, &pr, &i);
+            for (int c0 = 0; c0 < w; c0 += WB_LANES) {
+                V16 v[WB_LANES];
+                for (int k = 0; k < WB_LANES; k++) {
+                    int pcol, q;
+                    padded_at(c0 + k, st, &pcol, &q);
+                    v[k] = c0 + k < w ? _mm512_load_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WB_LANES)
                                       : _mm512_setzero_ps();
                 }
                 tr16(v);
                 const __mmask16 m = lane_range(c0, 0, w);
                 for (int j = 0; j < n; j++) {
-                    float *o = dx + j * xstride + (size_t)ch * hw + (size_t)r * w + c0;
-                    _mm512_mask_storeu_ps(o, m, acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v[j]) : v[j]);
+                    const size_t off = j * xstride + (size_t)ch * hw + (size_t)r * w + c0;
+                    float *o = dx + off;
+                    V16 x = v[j];
+                    if (mask) {
+                        const V16 a = _mm512_maskz_loadu_ps(m, mask->x + off);
+                        __mmask16 on = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
+                        if (mask->act == ACT_RELU6) on &= _mm512_cmp_ps_mask(a, _mm512_set1_ps(6.0f), _CMP_LT_OQ);
+                        x = _mm512_maskz_mov_ps(on, x);
+                    }
+                    const V16 base = acc ? _mm512_maskz_loadu_ps(m, o) : _mm512_setzero_ps();
+                    _mm512_mask_storeu_ps(o, m, acc || mask ? _mm512_add_ps(base, x) : x);
                 }
             }
         }
@@ -631,34 +672,34 @@ __attribute__((target("avx512f"))) static void ws2_fold(float *dx, size_t xstrid
 
 void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
                   size_t img0, int n, const float *Ut, const ConvDims *d) {
-    const Ws2 s = ws2_plan(d);
-    const int chunks = (n + WS2_LANES - 1) / WS2_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WS2_LANES;
-    const Ws2Bufs zmax = ws2_bufs(&s, Nmax);
+    const Wb s = wb_plan(d);
+    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
+    const WbBufs zmax = wb_bufs(&s, Nmax);
     const size_t ea = 64 * zmax.sm1, ebc = 8 * zmax.sm7, ed = (size_t)s.cout * 49 * Nmax;
     const size_t et = 64 * Nmax * (size_t)s.cout;
     /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *E = scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WS2_LANES) *
+    float *E = scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WB_LANES) *
                                           sizeof(float));
     float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Et = V + zmax.v, *stage = Et + et;
     if (du)
         for (int c = 0; c < chunks; c++)
-            ws2_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WS2_LANES, NASC_MIN(WS2_LANES, n - c * WS2_LANES));
+            wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
     for (int u0 = 0; u0 < units; u0 += s.upb) {
-        Ws2Block b;
-        const float *dyu[WS2_UNITS_MAX];
-        float *dpu[WS2_UNITS_MAX];
-        int nimg[WS2_UNITS_MAX];
+        WbBlock b;
+        const float *dyu[WB_UNITS_MAX];
+        float *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
         b.nu = NASC_MIN(s.upb, units - u0);
         for (int u = 0; u < b.nu; u++) {
             const int c = (u0 + u) / s.th;
             b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th, dpu[u] = dpl + c * s.chunk;
-            dyu[u] = dy + (size_t)c * WS2_LANES * ystride, nimg[u] = NASC_MIN(WS2_LANES, n - c * WS2_LANES);
+            dyu[u] = dy + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
         }
-        const size_t N = (size_t)b.nu * s.tw * WS2_LANES;
+        const size_t N = (size_t)b.nu * s.tw * WB_LANES;
         b.N = N;
-        const Ws2Bufs z = ws2_bufs(&s, N);
+        const WbBufs z = wb_bufs(&s, N);
         dy_transform(E, Eb, Ec, Ed, &z, dyu, nimg, ystride, &s, &b, stage);
         if (du) { /* du[x] += V[x] E[x]^T, group by group */
             input_a(V, z.sv1, &s, &b);
@@ -692,8 +733,8 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
     }
     if (dx)
         for (int c = 0; c < chunks; c++)
-            ws2_fold(dx + (size_t)c * WS2_LANES * xstride, xstride, dx_acc, dpl + c * s.chunk, &s,
-                     NASC_MIN(WS2_LANES, n - c * WS2_LANES));
+            wb_fold(dx + (size_t)c * WB_LANES * xstride, xstride, dx_acc, NULL, dpl + c * s.chunk, &s,
+                     NASC_MIN(WB_LANES, n - c * WB_LANES));
 }
 
 /* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cin, cout: dL/dU), summed in
@@ -720,6 +761,203 @@ MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) 
             for (int co = 0; co < cout; co++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cout + co];
     }
     free(t);
+}
+
+
+/* ------------------------------------------------------------------ stride 1: F(4x4, 3x3) */
+int wb1_shape_ok(const ConvDims *d) {
+    if (d->k != 3 || d->stride != 1 || d->pad != 1 || d->dil != 1 || d->groups != 1) return 0;
+    if (d->cin < 8 || d->cout < 8) return 0;
+    /* an image's own 4x4 tiles: at most a third more outputs computed than kept (28x28 and
+     * 12x12 none, 14x14 and 7x7 16/14 and 8/7 a side; 13x13 would be 16/13) */
+    const int th = (d->oh + 3) / 4, tw = (d->ow + 3) / 4;
+    return 16.0 * th * tw <= 1.34 * d->oh * d->ow;
+}
+
+/* V[i 6 + j][ch] = (B^T P B)[i][j] of each tile's 6x6 patch P of the plane. */
+__attribute__((target("avx512f"))) static void f43_input(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 0);
+                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
+                V16 rt[6][6];
+                for (int r = 0; r < 6; r++) {
+                    V16 d[6];
+                    for (int c = 0; c < 6; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
+                    bt6(d, rt[r]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    V16 col[6] = {rt[0][c], rt[1][c], rt[2][c], rt[3][c], rt[4][c], rt[5][c]}, t[6];
+                    bt6(col, t);
+                    for (int i = 0; i < 6; i++) _mm512_store_ps(dst + (size_t)(i * 6 + c) * sv, t[i]);
+                }
+            }
+}
+
+/* Y = A^T M A (+ bias) of every tile of the block, into y (as output_y). */
+__attribute__((target("avx512f"))) static void f43_output(float *const *yu, const int *nimg, size_t ystride,
+                                                         const float *M, size_t sm, const float *bias, const Wb *s,
+                                                         const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++) {
+        const V16 bv = SET1(bias ? bias[co] : 0.0f);
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(4, s->oh - 4 * b->ty[u]);
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *src = M + (size_t)co * N + ((size_t)u * s->tw + tx) * WB_LANES;
+                const int cols = NASC_MIN(4, ow - 4 * tx);
+                V16 t[4][6];
+                for (int c = 0; c < 6; c++) {
+                    V16 m[6], y[4];
+                    for (int i = 0; i < 6; i++) m[i] = _mm512_load_ps(src + (size_t)(i * 6 + c) * sm);
+                    at4(m, y);
+                    for (int aa = 0; aa < 4; aa++) t[aa][c] = y[aa];
+                }
+                for (int aa = 0; aa < rows; aa++) {
+                    V16 y[4];
+                    at4(t[aa], y);
+                    float *st = stage + ((size_t)aa * ow + 4 * tx) * WB_LANES;
+                    for (int bb = 0; bb < cols; bb++) _mm512_store_ps(st + bb * WB_LANES, _mm512_add_ps(y[bb], bv));
+                }
+            }
+            stage_out(yu[u], nimg[u], ystride, (size_t)co * P + (size_t)4 * b->ty[u] * ow, rows * ow, stage);
+        }
+    }
+}
+
+/* E[i 6 + j][co] = (A e A^T)[i][j] of each tile's 4x4 output gradient e (zero past the image):
+ * the adjoint of f43_output. */
+__attribute__((target("avx512f"))) static void f43_dy(float *E, size_t se, const float *const *dyu, const int *nimg,
+                                                     size_t ystride, const Wb *s, const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++)
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(4, s->oh - 4 * b->ty[u]);
+            stage_in(stage, dyu[u], nimg[u], ystride, (size_t)co * P + (size_t)4 * b->ty[u] * ow, rows * ow);
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *dst = E + (size_t)co * N + ((size_t)u * s->tw + tx) * WB_LANES;
+                const int cols = NASC_MIN(4, ow - 4 * tx);
+                V16 r[4][6];
+                for (int aa = 0; aa < 4; aa++) {
+                    V16 e[4];
+                    for (int bb = 0; bb < 4; bb++)
+                        e[bb] = aa < rows && bb < cols
+                                    ? _mm512_load_ps(stage + ((size_t)aa * ow + 4 * tx + bb) * WB_LANES)
+                                    : _mm512_setzero_ps();
+                    at4t(e, r[aa]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    V16 col[4] = {r[0][c], r[1][c], r[2][c], r[3][c]}, t[6];
+                    at4t(col, t);
+                    for (int i = 0; i < 6; i++) _mm512_store_ps(dst + (size_t)(i * 6 + c) * se, t[i]);
+                }
+            }
+        }
+}
+
+/* dP (+)= B dV B^T of each tile (the adjoint of f43_input): a patch's first two rows and columns
+ * are the last two of the tile above and to the left. */
+__attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                      const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * WB_LANES;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
+                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
+                V16 t[6][6];
+                for (int a = 0; a < 6; a++) {
+                    V16 v[6];
+                    for (int c = 0; c < 6; c++) v[c] = _mm512_load_ps(src + (size_t)(a * 6 + c) * sv);
+                    b6(v, t[a]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    V16 col[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]}, r[6];
+                    b6(col, r);
+                    for (int i = 0; i < 6; i++)
+                        put(p + i * rs + c * WB_LANES, r[i], (i < 2 && b->ty[u]) || (c < 2 && tx));
+                }
+            }
+}
+
+/* The block of units [u0, u0 + nu) of chunks of 16 images (planes at pl, dP planes at dpl, y or
+ * dy at y, images ystride apart, n images in all). */
+static void unit_block(WbBlock *b, float *yu[], int nimg[], float *dpu[], const Wb *s, int u0, int units, float *pl,
+                       float *dpl, float *y, size_t ystride, int n) {
+    b->nu = NASC_MIN(s->upb, units - u0);
+    NASC_ASSERT(b->nu <= WB_UNITS_MAX);
+    for (int u = 0; u < b->nu; u++) {
+        const int c = (u0 + u) / s->th;
+        b->pl[u] = pl + c * s->chunk, b->ty[u] = (u0 + u) % s->th;
+        dpu[u] = dpl ? dpl + c * s->chunk : NULL;
+        yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
+    }
+    b->N = (size_t)b->nu * s->tw * WB_LANES;
+}
+
+void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
+    const size_t sv = pstride(s.cin, Nmax), sm = pstride(s.cout, Nmax);
+    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
+    float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
+    float *M = V + 36 * sv, *stage = M + 36 * sm;
+    for (int c = 0; c < chunks; c++)
+        wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
+        const int N = (int)b.N;
+        f43_input(V, sv, &s, &b);
+        gemm_batch(36, s.cout, N, s.cin, U, s.cin, pm, V, N, sv, 0.0f, M, N, sm);
+        f43_output(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
+    }
+}
+
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy,
+                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
+    const size_t sv = pstride(s.cin, Nmax), se = pstride(s.cout, Nmax), et = 36 * Nmax * (size_t)s.cout;
+    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
+    float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
+    float *V = E + 36 * se, *Et = V + 36 * sv, *stage = Et + et;
+    if (du)
+        for (int c = 0; c < chunks; c++)
+            wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n);
+        const int N = (int)b.N;
+        f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
+        if (du) { /* du[x] += V[x] E[x]^T */
+            f43_input(V, sv, &s, &b);
+            for (int x = 0; x < 36; x++) transpose_avx512(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
+            gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, 1.0f, du, s.cout, pm);
+        }
+        if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
+            gemm_batch(36, s.cin, N, s.cout, Ut, s.cout, pm, E, N, se, 0.0f, V, N, sv);
+            f43_adj(dpu, V, sv, &s, &b);
+        }
+    }
+    if (dx)
+        for (int c = 0; c < chunks; c++) {
+            DxMask mc;
+            if (mask) mc = (DxMask){mask->x + (size_t)c * WB_LANES * xstride, mask->act};
+            wb_fold(dx + (size_t)c * WB_LANES * xstride, xstride, dx_acc, mask ? &mc : NULL, dpl + c * s.chunk, &s,
+                    NASC_MIN(WB_LANES, n - c * WB_LANES));
+        }
 }
 
 #endif
