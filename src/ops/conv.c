@@ -21,6 +21,9 @@
  * on demand (BN + activation, act_rows) is made by the copy into the phase planes.
  * 3x3 stride-1 convs with 16 and more channels a group on planes of 7x7 and more run the
  * forward, dx (the adjoint conv) and dW as Winograd F(4x4, 3x3) on the same phase planes.
+ * On AVX-512, batches of 3x3 convs with padding 1 and one group go to winograd_batch.c instead
+ * (Winograd with sixteen images a vector; stride 2 as F(7x7, 3x3) on the four phases) when their
+ * shape suits and each thread has at least 12 images (use_wb).
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -32,7 +35,8 @@
  * Scratch slots (per thread): 0 col or phase planes (+ row table), 1 gemm output or dy copies,
  * 2 partial dW/db and the adjoint, phase or Winograd kernel, 7 (WINO_SLOT) Winograd's
  * transforms or dy^T. Slot 3 belongs to gemm; 4-6 hold a made input or gradient and dy's
- * shared grid (conv_internal.h).
+ * shared grid (conv_internal.h). winograd_batch.c's convs take slot 1 of the calling thread
+ * for the transformed kernels, and 0 and 7 for planes and transforms.
  */
 #include "conv_internal.h"
 #include "gemm_ex.h"
@@ -1990,7 +1994,8 @@ static void wb_weights(float *U, int transposed, const float *w, const ConvDims 
         if (transposed) { /* the kernels with cin and cout swapped: G g G^T of each, transposed */
             for (int co = 0; co < d->cout; co++)
                 for (int ci = 0; ci < d->cin; ci++)
-                    memcpy(tap + ((size_t)ci * d->cout + co) * 9, w + ((size_t)co * d->cin + ci) * 9, 9 * sizeof(float));
+                    memcpy(tap + ((size_t)ci * d->cout + co) * 9, w + ((size_t)co * d->cin + ci) * 9,
+                           9 * sizeof(float));
             winograd_weights(U, tap, 1, d->cin, d->cout);
         } else {
             winograd_weights(U, w, 1, d->cout, d->cin);

@@ -1,7 +1,27 @@
-/* winograd_s2.c: 3x3 stride-2 convolutions (padding 1, one group) by Winograd's minimal
- * filtering, sixteen images a vector (AVX-512). conv.c hands them here when ws2_usable says so.
+/* winograd_batch.c: 3x3 convolutions with padding 1 and one group by Winograd's minimal
+ * filtering with sixteen images a vector (AVX-512), for batches of training and evaluation:
+ * stride 2 as F(7x7, 3x3) on the four phases (ws2_*), stride 1 as F(4x4, 3x3) (wb1_*). conv.c
+ * hands a conv here when its shape suits (ws2_shape_ok, wb1_shape_ok) and each thread has at
+ * least 12 images.
  *
- * Split into its four phases (padded rows 2i + pr, columns 2q + pc), a stride-2 3x3 conv is the
+ * Layout (both strides): lane j of every vector is image j of a chunk of 16. A chunk's input is
+ * copied once into planes of 16-image vectors (16 images' rows transposed into columns; stride
+ * 2: four phase planes a channel), zero where the padded input is; a tile's values are then
+ * whole vectors, loaded and stored without shuffles, and every image has its own tiles (none
+ * straddles two images). Outputs are transposed back into each image's rows, and output
+ * gradients into vectors the same way. Tiles go through the transforms and gemms a block at a
+ * time (a unit: one chunk's tile row); a point's values of a channel are a row of N = (tiles
+ * of the block) x 16 floats. conv.c's F(4x4, 3x3) instead runs sixteen tiles of a tile row a
+ * vector across images side by side, the rows' columns split by shuffles; here 16 -> 16
+ * channels on 28x28 (each image seven tiles a row, none in vain) forward 1.69 -> 1.32 ms,
+ * backward 3.21 -> 2.55 ms (batch 128, 2 threads).
+ *
+ * Stride 1: F(4x4, 3x3) with conv.c's transforms (bt6, at4, at4t, b6: conv_internal.h) and
+ * kernels (winograd_weights), 36 products a 4x4 tile and channel pair for the direct 144, on
+ * planes of 4 th + 2 rows and 4 tw + 2 columns; in dx's adjoint the patches of neighbouring
+ * tiles overlap by two rows and columns, added where an earlier tile wrote.
+ *
+ * Stride 2: split into its four phases (padded rows 2i + pr, columns 2q + pc), a stride-2 3x3 conv is the
  * sum of four stride-1 convs on the phase planes: phase (0, 0) with the 2x2 kernel of taps
  * ({0,2}, {0,2}), (0, 1) with the 2x1 of taps ({0,2}, 1), (1, 0) with (1, {0,2}), (1, 1) with
  * tap (1, 1). Along a dimension with two taps a tile of 7 outputs is F(7, 2): 8 points (those
@@ -20,14 +40,6 @@
  * (into R0) and of M_B (into R1) is taken as soon as their products are, and the products of
  * C and D are added into R0 and R1 by their gemms (beta 1), so no more than one group's points
  * are held at a time.
- *
- * Layout: lane j of every vector is image j of a chunk of 16. A chunk's input is copied once
- * into phase planes of R = 7 th + 1 rows and Qc = 7 tw + 1 columns of 16-image vectors (16
- * images' rows transposed into columns), zero where the padded input is; a tile's values are
- * then whole vectors, loaded and stored without shuffles, and no tile straddles two images. The
- * outputs are transposed back into each image's rows. Tiles go through the transforms and gemms
- * a block at a time (units of one chunk's tile row); a point's values of a channel are a row of
- * N = (tiles of the block) x 16 floats.
  */
 #include "conv_internal.h"
 #include "gemm_ex.h"
@@ -114,8 +126,7 @@ static void ws2_coefs(int x, double c[9]) {
  * over the kernels vectorize; one kernel at a time with the stores 81 rows apart had taken a
  * third of a 32 -> 64 forward). The threads of a region each take a share. tap: 9 cout cin
  * floats of scratch. */
-MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1,
-                              float *tap) {
+MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1, float *tap) {
     const size_t pm = (size_t)cout * cin;
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++) {
@@ -175,11 +186,14 @@ AVX512_INLINE void at8(const V16 m[8], V16 y[7]) {
 AVX512_INLINE void a7(const V16 r[7], V16 s[8]) {
     const V16 e1 = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[4], r[6]));
     const V16 o1 = _mm512_add_ps(_mm512_add_ps(r[1], r[3]), r[5]);
-    const V16 e2 = _mm512_fmadd_ps(SET1(64.0f), r[6], _mm512_fmadd_ps(SET1(16.0f), r[4], _mm512_fmadd_ps(SET1(4.0f), r[2], r[0])));
-    const V16 o2 = _mm512_fmadd_ps(SET1(32.0f), r[5], _mm512_fmadd_ps(SET1(8.0f), r[3], _mm512_mul_ps(SET1(2.0f), r[1])));
+    const V16 e2 =
+        _mm512_fmadd_ps(SET1(64.0f), r[6], _mm512_fmadd_ps(SET1(16.0f), r[4], _mm512_fmadd_ps(SET1(4.0f), r[2], r[0])));
+    const V16 o2 =
+        _mm512_fmadd_ps(SET1(32.0f), r[5], _mm512_fmadd_ps(SET1(8.0f), r[3], _mm512_mul_ps(SET1(2.0f), r[1])));
     const V16 e3 = _mm512_fmadd_ps(SET1(0.015625f), r[6],
                                    _mm512_fmadd_ps(SET1(0.0625f), r[4], _mm512_fmadd_ps(SET1(0.25f), r[2], r[0])));
-    const V16 o3 = _mm512_fmadd_ps(SET1(0.03125f), r[5], _mm512_fmadd_ps(SET1(0.125f), r[3], _mm512_mul_ps(SET1(0.5f), r[1])));
+    const V16 o3 =
+        _mm512_fmadd_ps(SET1(0.03125f), r[5], _mm512_fmadd_ps(SET1(0.125f), r[3], _mm512_mul_ps(SET1(0.5f), r[1])));
     s[0] = r[0], s[7] = r[6];
     s[1] = _mm512_add_ps(e1, o1), s[2] = _mm512_sub_ps(e1, o1);
     s[3] = _mm512_add_ps(e2, o2), s[4] = _mm512_sub_ps(e2, o2);
@@ -195,8 +209,11 @@ AVX512_INLINE void b8(const V16 u[8], V16 d[8]) {
     d[0] = u[0], d[7] = u[7];
     d[1] = _mm512_sub_ps(_mm512_fmadd_ps(SET1(2.0f), p3, _mm512_fmadd_ps(SET1(0.5f), p2, p1)), u[7]);
     d[2] = _mm512_fnmadd_ps(c21, u[0], _mm512_fmadd_ps(SET1(4.0f), q3, _mm512_fmadd_ps(SET1(0.25f), q2, q1)));
-    d[3] = _mm512_fmadd_ps(c21, u[7], _mm512_fnmadd_ps(SET1(2.5f), _mm512_add_ps(p2, p3), _mm512_mul_ps(SET1(-4.25f), p1)));
-    d[4] = _mm512_fmadd_ps(c21, u[0], _mm512_fnmadd_ps(SET1(5.0f), q3, _mm512_fnmadd_ps(SET1(1.25f), q2, _mm512_mul_ps(SET1(-4.25f), q1))));
+    d[3] = _mm512_fmadd_ps(c21, u[7],
+                           _mm512_fnmadd_ps(SET1(2.5f), _mm512_add_ps(p2, p3), _mm512_mul_ps(SET1(-4.25f), p1)));
+    d[4] = _mm512_fmadd_ps(
+        c21, u[0],
+        _mm512_fnmadd_ps(SET1(5.0f), q3, _mm512_fnmadd_ps(SET1(1.25f), q2, _mm512_mul_ps(SET1(-4.25f), q1))));
     d[5] = _mm512_fnmadd_ps(c21, u[7], _mm512_fmadd_ps(SET1(0.5f), p3, _mm512_fmadd_ps(SET1(2.0f), p2, p1)));
     d[6] = _mm512_sub_ps(_mm512_add_ps(_mm512_add_ps(q1, q2), q3), u[0]);
 }
@@ -211,15 +228,12 @@ static size_t pstride(int c, size_t n) {
 /* ------------------------------------------------------------------ input copy */
 /* With padding 1, padded row P = r + 1 of input row r is row P / s of the planes of row phase
  * P % s (the same for columns). */
-static inline void padded_at(int r, int s, int *phase, int *i) {
-    *phase = (r + 1) % s, *i = (r + 1) / s;
-}
+static inline void padded_at(int r, int s, int *phase, int *i) { *phase = (r + 1) % s, *i = (r + 1) / s; }
 
 /* The chunk's planes (pl: channel c's plane (pr, pc) at (s s c + s pr + pc) plane floats) from
  * images [img0, img0 + n) of xs (n <= 16; the other lanes zero); an input made on demand is made
  * as it is copied (made_lanes: act_rows' values, bit for bit). */
-__attribute__((target("avx512f"))) static void wb_fill(float *pl, const Wb *s, const ActSrc *xs, size_t img0,
-                                                       int n) {
+__attribute__((target("avx512f"))) static void wb_fill(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
     const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc, st = s->s;
     const V16 zero = _mm512_setzero_ps();
     float kc[4];
@@ -248,7 +262,8 @@ __attribute__((target("avx512f"))) static void wb_fill(float *pl, const Wb *s, c
             /* sixteen streams, one an image: too many for the hardware prefetchers (a stored
              * input's rows run on into the next channel's; a prefetch past an array is harmless) */
             for (int j = 0; j < n; j++)
-                for (int c = 0; c < w; c += 16) _mm_prefetch((const char *)(X[j] + (size_t)(r + 4) * w + c), _MM_HINT_T0);
+                for (int c = 0; c < w; c += 16)
+                    _mm_prefetch((const char *)(X[j] + (size_t)(r + 4) * w + c), _MM_HINT_T0);
             for (int c0 = 0; c0 < w; c0 += WB_LANES) {
                 const __mmask16 m = lane_range(c0, 0, w);
                 V16 v[WB_LANES];
@@ -385,7 +400,7 @@ __attribute__((target("avx512f"))) static void input_d(float *V, const Wb *s, co
 
 /* R0[b][co][aa N + col] = (A^T M_A)[aa][b], M_A[a 8 + b][co] (rows sm apart). */
 __attribute__((target("avx512f"))) static void rows_a(float *R0, size_t sr, const float *M, size_t sm, int cout,
-                                                     size_t N) {
+                                                      size_t N) {
     for (int co = 0; co < cout; co++)
         for (size_t col = 0; col < N; col += WB_LANES) {
             const float *src = M + (size_t)co * N + col;
@@ -417,8 +432,8 @@ __attribute__((target("avx512f"))) static void rows_b(float *R1, const float *M,
 /* Y = R0 A + R1 (+ bias) of every tile of the block, into y: unit u's images are those of its
  * chunk, y + (chunk's first image + j) ystride for j < n[u]. */
 __attribute__((target("avx512f"))) static void output_y(float *const *yu, const int *nimg, size_t ystride,
-                                                       const float *R0, size_t sr, const float *R1, const float *bias,
-                                                       const Wb *s, const WbBlock *b, float *stage) {
+                                                        const float *R0, size_t sr, const float *R1, const float *bias,
+                                                        const Wb *s, const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++) {
@@ -435,8 +450,9 @@ __attribute__((target("avx512f"))) static void output_y(float *const *yu, const 
                     at8(m, y);
                     float *st = stage + ((size_t)aa * ow + 7 * tx) * WB_LANES;
                     for (int bb = 0; bb < cols; bb++)
-                        _mm512_store_ps(st + bb * WB_LANES,
-                                        _mm512_add_ps(_mm512_add_ps(y[bb], _mm512_load_ps(r1 + (size_t)(aa * 7 + bb) * N)), bv));
+                        _mm512_store_ps(
+                            st + bb * WB_LANES,
+                            _mm512_add_ps(_mm512_add_ps(y[bb], _mm512_load_ps(r1 + (size_t)(aa * 7 + bb) * N)), bv));
                 }
             }
             /* the unit's rows * ow pixels of 16 images into each image's rows (contiguous) */
@@ -470,8 +486,8 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
     const WbBufs zmax = wb_bufs(&s, Nmax);
-    float *V = scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WB_LANES) *
-                                          sizeof(float));
+    float *V = scratch_get(WINO_SLOT,
+                           (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
     for (int c = 0; c < chunks; c++)
         wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
@@ -505,15 +521,14 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     }
 }
 
-
 /* ------------------------------------------------------------------ backward */
 /* The adjoint of the output transform of every tile of the block, from dy (unit u's images at
  * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
  * M_A), E_B = A e (8 x 7, as M_B), E_C = e A^T (7 x 8, as R0), E_D = e; the same layouts as the
  * forward's products, E_A at E, E_B at eb, E_C at ec, E_D at ed. */
 __attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb, float *ec, float *ed, const WbBufs *z,
-                                                           const float *const *dyu, const int *nimg, size_t ystride,
-                                                           const Wb *s, const WbBlock *b, float *stage) {
+                                                            const float *const *dyu, const int *nimg, size_t ystride,
+                                                            const Wb *s, const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++)
@@ -531,12 +546,14 @@ __attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb,
                     }
                 for (int aa = 0; aa < 7; aa++) {
                     a7(e[aa], c8[aa]);
-                    for (int c = 0; c < 8; c++) _mm512_store_ps(ec + c * z->sm7 + (size_t)co * 7 * N + aa * N + col, c8[aa][c]);
+                    for (int c = 0; c < 8; c++)
+                        _mm512_store_ps(ec + c * z->sm7 + (size_t)co * 7 * N + aa * N + col, c8[aa][c]);
                 }
                 for (int bb = 0; bb < 7; bb++) {
                     V16 r[7] = {e[0][bb], e[1][bb], e[2][bb], e[3][bb], e[4][bb], e[5][bb], e[6][bb]}, t[8];
                     a7(r, t);
-                    for (int a = 0; a < 8; a++) _mm512_store_ps(eb + a * z->sm7 + (size_t)co * 7 * N + bb * N + col, t[a]);
+                    for (int a = 0; a < 8; a++)
+                        _mm512_store_ps(eb + a * z->sm7 + (size_t)co * 7 * N + bb * N + col, t[a]);
                 }
                 for (int c = 0; c < 8; c++) {
                     V16 r[7] = {c8[0][c], c8[1][c], c8[2][c], c8[3][c], c8[4][c], c8[5][c], c8[6][c]}, t[8];
@@ -549,9 +566,7 @@ __attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb,
 
 /* v into the phase plane at p: stored, or added where an earlier tile wrote it (the first row
  * or column of a two-tap dimension is the last one of the tile above or to the left). */
-AVX512_INLINE void put(float *p, V16 v, int add) {
-    _mm512_store_ps(p, add ? _mm512_add_ps(_mm512_load_ps(p), v) : v);
-}
+AVX512_INLINE void put(float *p, V16 v, int add) { _mm512_store_ps(p, add ? _mm512_add_ps(_mm512_load_ps(p), v) : v); }
 
 static inline float *dtile_at(const Wb *s, float *const *dpl, const WbBlock *b, int u, int tx, int ch, int ph) {
     return dpl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane +
@@ -560,7 +575,7 @@ static inline float *dtile_at(const Wb *s, float *const *dpl, const WbBlock *b, 
 
 /* dP00 (+)= B dV_A B^T of each tile (the adjoint of input_a). */
 __attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                    const WbBlock *b) {
+                                                     const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -576,14 +591,15 @@ __attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const fl
                 for (int c = 0; c < 8; c++) {
                     V16 col[8] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c], t[6][c], t[7][c]}, r[8];
                     b8(col, r);
-                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WB_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
+                    for (int i = 0; i < 8; i++)
+                        put(p + i * rs + c * WB_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
                 }
             }
 }
 
 /* dP01 (+)= B dV_B (the adjoint of input_b). */
 __attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                    const WbBlock *b) {
+                                                     const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -601,7 +617,7 @@ __attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const fl
 
 /* dP10 (+)= dV_C B^T (the adjoint of input_c). */
 __attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                    const WbBlock *b) {
+                                                     const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -619,7 +635,7 @@ __attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const fl
 
 /* dP11 = dV_D (the adjoint of input_d). */
 __attribute__((target("avx512f"))) static void adj_d(float *const *dpl, const float *dV, const Wb *s,
-                                                    const WbBlock *b) {
+                                                     const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -627,7 +643,8 @@ __attribute__((target("avx512f"))) static void adj_d(float *const *dpl, const fl
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 3);
                 const float *src = dV + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * WB_LANES;
                 for (int i = 0; i < 7; i++)
-                    for (int c = 0; c < 7; c++) _mm512_store_ps(p + i * rs + c * WB_LANES, _mm512_load_ps(src + (size_t)(i * 7 + c) * N));
+                    for (int c = 0; c < 7; c++)
+                        _mm512_store_ps(p + i * rs + c * WB_LANES, _mm512_load_ps(src + (size_t)(i * 7 + c) * N));
             }
 }
 
@@ -647,8 +664,9 @@ __attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride
                 for (int k = 0; k < WB_LANES; k++) {
                     int pcol, q;
                     padded_at(c0 + k, st, &pcol, &q);
-                    v[k] = c0 + k < w ? _mm512_load_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WB_LANES)
-                                      : _mm512_setzero_ps();
+                    v[k] = c0 + k < w
+                               ? _mm512_load_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * WB_LANES)
+                               : _mm512_setzero_ps();
                 }
                 tr16(v);
                 const __mmask16 m = lane_range(c0, 0, w);
@@ -680,8 +698,8 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
     const size_t et = 64 * Nmax * (size_t)s.cout;
     /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *E = scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WB_LANES) *
-                                          sizeof(float));
+    float *E =
+        scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Et = V + zmax.v, *stage = Et + et;
     if (du)
         for (int c = 0; c < chunks; c++)
@@ -706,16 +724,19 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
             for (int x = 0; x < 64; x++) transpose_avx512(Et + x * N * s.cout, E + x * z.sm1, s.cout, (int)N, N);
             gemm_batch(64, s.cin, s.cout, (int)N, V, (int)N, z.sv1, Et, s.cout, N * s.cout, 1.0f, du, s.cout, pm);
             input_b(V, z.sv7, &s, &b);
-            for (int a = 0; a < 8; a++) transpose_avx512(Et + a * 7 * N * s.cout, Eb + a * z.sm7, s.cout, (int)(7 * N), 7 * N);
+            for (int a = 0; a < 8; a++)
+                transpose_avx512(Et + a * 7 * N * s.cout, Eb + a * z.sm7, s.cout, (int)(7 * N), 7 * N);
             gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
                        du + 64 * pm, s.cout, pm);
             input_c(V, z.sv7, &s, &b);
-            for (int c = 0; c < 8; c++) transpose_avx512(Et + c * 7 * N * s.cout, Ec + c * z.sm7, s.cout, (int)(7 * N), 7 * N);
+            for (int c = 0; c < 8; c++)
+                transpose_avx512(Et + c * 7 * N * s.cout, Ec + c * z.sm7, s.cout, (int)(7 * N), 7 * N);
             gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
                        du + 72 * pm, s.cout, pm);
             input_d(V, &s, &b);
             transpose_avx512(Et, Ed, s.cout, (int)(49 * N), 49 * N);
-            gemm_batch(1, s.cin, s.cout, (int)(49 * N), V, (int)(49 * N), 0, Et, s.cout, 0, 1.0f, du + 80 * pm, s.cout, 0);
+            gemm_batch(1, s.cin, s.cout, (int)(49 * N), V, (int)(49 * N), 0, Et, s.cout, 0, 1.0f, du + 80 * pm, s.cout,
+                       0);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
             gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
@@ -734,7 +755,7 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
     if (dx)
         for (int c = 0; c < chunks; c++)
             wb_fold(dx + (size_t)c * WB_LANES * xstride, xstride, dx_acc, NULL, dpl + c * s.chunk, &s,
-                     NASC_MIN(WB_LANES, n - c * WB_LANES));
+                    NASC_MIN(WB_LANES, n - c * WB_LANES));
 }
 
 /* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cin, cout: dL/dU), summed in
@@ -758,11 +779,11 @@ MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) 
                 }
         }
         for (int tap = 0; tap < 9; tap++)
-            for (int co = 0; co < cout; co++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cout + co];
+            for (int co = 0; co < cout; co++)
+                dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cout + co];
     }
     free(t);
 }
-
 
 /* ------------------------------------------------------------------ stride 1: F(4x4, 3x3) */
 int wb1_shape_ok(const ConvDims *d) {
@@ -798,8 +819,8 @@ __attribute__((target("avx512f"))) static void f43_input(float *V, size_t sv, co
 
 /* Y = A^T M A (+ bias) of every tile of the block, into y (as output_y). */
 __attribute__((target("avx512f"))) static void f43_output(float *const *yu, const int *nimg, size_t ystride,
-                                                         const float *M, size_t sm, const float *bias, const Wb *s,
-                                                         const WbBlock *b, float *stage) {
+                                                          const float *M, size_t sm, const float *bias, const Wb *s,
+                                                          const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++) {
@@ -831,7 +852,7 @@ __attribute__((target("avx512f"))) static void f43_output(float *const *yu, cons
 /* E[i 6 + j][co] = (A e A^T)[i][j] of each tile's 4x4 output gradient e (zero past the image):
  * the adjoint of f43_output. */
 __attribute__((target("avx512f"))) static void f43_dy(float *E, size_t se, const float *const *dyu, const int *nimg,
-                                                     size_t ystride, const Wb *s, const WbBlock *b, float *stage) {
+                                                      size_t ystride, const Wb *s, const WbBlock *b, float *stage) {
     const size_t N = b->N;
     const int ow = s->ow, P = s->oh * ow;
     for (int co = 0; co < s->cout; co++)
@@ -862,7 +883,7 @@ __attribute__((target("avx512f"))) static void f43_dy(float *E, size_t se, const
 /* dP (+)= B dV B^T of each tile (the adjoint of f43_input): a patch's first two rows and columns
  * are the last two of the tile above and to the left. */
 __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                      const WbBlock *b) {
+                                                       const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -922,8 +943,8 @@ void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     }
 }
 
-void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy,
-                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy, size_t ystride,
+                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
     const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
@@ -943,7 +964,8 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
         f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
         if (du) { /* du[x] += V[x] E[x]^T */
             f43_input(V, sv, &s, &b);
-            for (int x = 0; x < 36; x++) transpose_avx512(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
+            for (int x = 0; x < 36; x++)
+                transpose_avx512(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
             gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, 1.0f, du, s.cout, pm);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
