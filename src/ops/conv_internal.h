@@ -253,8 +253,9 @@ void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g);
  * conv.c's winograd_weights (36 kernels). *_forward writes y (image stride ystride) of images
  * [img0, img0 + n) of xs, n at most wb_group_images. *_backward: dx (the images', image stride
  * xstride) = or += (dx_acc) the input gradient, when not NULL, through mask when not NULL
- * (stride 1); du (kernels, cin, cout) += dL/dU, when not NULL, which ws2_dw_finish (stride 2) or
- * winograd_dw_finish (stride 1) turns into dW^T (cin 9, cout) once a thread. dy: the images'
+ * (stride 1); du += dL/dU, when not NULL (stride 2: WS2_KERNELS x cout x cin, stride 1: 36 x
+ * cin x cout), which ws2_dw_finish or winograd_dw_finish turns into dW^T (cin 9, cout) once a
+ * thread. dy: the images'
  * output gradient (image stride ystride). Ut: U's kernels transposed. */
 #define WS2_KERNELS 81
 int ws2_shape_ok(const ConvDims *d);

@@ -695,12 +695,12 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
     const WbBufs zmax = wb_bufs(&s, Nmax);
     const size_t ea = 64 * zmax.sm1, ebc = 8 * zmax.sm7, ed = (size_t)s.cout * 49 * Nmax;
-    const size_t et = 64 * Nmax * (size_t)s.cout;
+    const size_t vt = 64 * Nmax * (size_t)s.cin;
     /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
     float *E =
-        scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + et + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
-    float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Et = V + zmax.v, *stage = Et + et;
+        scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + vt + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
+    float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Vt = V + zmax.v, *stage = Vt + vt;
     if (du)
         for (int c = 0; c < chunks; c++)
             wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
@@ -719,24 +719,21 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
         b.N = N;
         const WbBufs z = wb_bufs(&s, N);
         dy_transform(E, Eb, Ec, Ed, &z, dyu, nimg, ystride, &s, &b, stage);
-        if (du) { /* du[x] += V[x] E[x]^T, group by group */
+        if (du) { /* du[x] (cout, cin) += E[x] V[x]^T, group by group: V, the smaller (cin < cout in
+                   * the networks), transposed for gemm's main kernel */
+            const int ci = s.cin, co = s.cout;
             input_a(V, z.sv1, &s, &b);
-            for (int x = 0; x < 64; x++) transpose_avx512(Et + x * N * s.cout, E + x * z.sm1, s.cout, (int)N, N);
-            gemm_batch(64, s.cin, s.cout, (int)N, V, (int)N, z.sv1, Et, s.cout, N * s.cout, 1.0f, du, s.cout, pm);
+            for (int x = 0; x < 64; x++) transpose_avx512(Vt + x * N * ci, V + x * z.sv1, ci, (int)N, N);
+            gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, 1.0f, du, ci, pm);
             input_b(V, z.sv7, &s, &b);
-            for (int a = 0; a < 8; a++)
-                transpose_avx512(Et + a * 7 * N * s.cout, Eb + a * z.sm7, s.cout, (int)(7 * N), 7 * N);
-            gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
-                       du + 64 * pm, s.cout, pm);
+            for (int a = 0; a < 8; a++) transpose_avx512(Vt + a * 7 * N * ci, V + a * z.sv7, ci, (int)(7 * N), 7 * N);
+            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, 1.0f, du + 64 * pm, ci, pm);
             input_c(V, z.sv7, &s, &b);
-            for (int c = 0; c < 8; c++)
-                transpose_avx512(Et + c * 7 * N * s.cout, Ec + c * z.sm7, s.cout, (int)(7 * N), 7 * N);
-            gemm_batch(8, s.cin, s.cout, (int)(7 * N), V, (int)(7 * N), z.sv7, Et, s.cout, 7 * N * s.cout, 1.0f,
-                       du + 72 * pm, s.cout, pm);
+            for (int c = 0; c < 8; c++) transpose_avx512(Vt + c * 7 * N * ci, V + c * z.sv7, ci, (int)(7 * N), 7 * N);
+            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, 1.0f, du + 72 * pm, ci, pm);
             input_d(V, &s, &b);
-            transpose_avx512(Et, Ed, s.cout, (int)(49 * N), 49 * N);
-            gemm_batch(1, s.cin, s.cout, (int)(49 * N), V, (int)(49 * N), 0, Et, s.cout, 0, 1.0f, du + 80 * pm, s.cout,
-                       0);
+            transpose_avx512(Vt, V, ci, (int)(49 * N), 49 * N);
+            gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, 1.0f, du + 80 * pm, ci, 0);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
             gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
@@ -758,29 +755,28 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
                     NASC_MIN(WB_LANES, n - c * WB_LANES));
 }
 
-/* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cin, cout: dL/dU), summed in
+/* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cout, cin: dL/dU), summed in
  * double: U[x] = sum over taps of c[x][tap] k[tap] (ws2_weights), so dk[tap] = sum over x of
- * c[x][tap] du[x]. One input channel at a time, the taps each point takes (the loops over the
- * output channels vectorize; all 81 x 9 products one pair at a time had cost 17% of a 32 -> 64
+ * c[x][tap] du[x]. One output channel at a time, the taps each kernel takes (the loops over the
+ * input channels vectorize; all 81 x 9 products one pair at a time had cost 17% of a 32 -> 64
  * dW). */
 MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) {
     const size_t pm = (size_t)cout * cin;
-    double *t = xmalloc((size_t)9 * cout * sizeof(double));
-    for (int ci = 0; ci < cin; ci++) {
-        memset(t, 0, (size_t)9 * cout * sizeof(double));
+    double c[WS2_KERNELS][9], *t = xmalloc((size_t)9 * cin * sizeof(double));
+    for (int x = 0; x < WS2_KERNELS; x++) ws2_coefs(x, c[x]);
+    for (int co = 0; co < cout; co++) {
+        memset(t, 0, (size_t)9 * cin * sizeof(double));
         for (int x = 0; x < WS2_KERNELS; x++) {
-            double c[9];
-            ws2_coefs(x, c);
-            const float *v = du + x * pm + (size_t)ci * cout;
+            const float *v = du + x * pm + (size_t)co * cin;
             for (int tap = 0; tap < 9; tap++)
-                if (c[tap] != 0) {
-                    double *tt = t + (size_t)tap * cout;
-                    for (int co = 0; co < cout; co++) tt[co] += c[tap] * v[co];
+                if (c[x][tap] != 0) {
+                    const double k = c[x][tap];
+                    double *tt = t + (size_t)tap * cin;
+                    for (int ci = 0; ci < cin; ci++) tt[ci] += k * v[ci];
                 }
         }
-        for (int tap = 0; tap < 9; tap++)
-            for (int co = 0; co < cout; co++)
-                dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cout + co];
+        for (int ci = 0; ci < cin; ci++)
+            for (int tap = 0; tap < 9; tap++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cin + ci];
     }
     free(t);
 }
