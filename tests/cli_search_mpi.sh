@@ -5,7 +5,8 @@
 # the finished search adds nothing. Then a worker dies during its first trial (test hook
 # NASC_TEST_DIE_RANK/NASC_TEST_DIE_AFTER): the search must still finish with the other worker,
 # the lost trial redone (exactly one trial has two attempts, on rank 1). Then the same with a
-# real kill -9 of rank 2's process mid-search, and a kill -9 of rank 0: the workers notice
+# real kill -9 of rank 2's process mid-search, and a kill -9 of rank 0 (rank 2 holding a trial it
+# never answers, NASC_TEST_STALL_RANK, so that both kills land mid-search): the workers notice
 # (--worker-timeout), the job ends, and `--resume` under mpirun completes the search.
 # Processes are found by an environment mark (NASC_TEST_MARK=<this run's temp folder>, passed
 # with mpirun -x) and OpenMPI's OMPI_COMM_WORLD_RANK, so only this script's ranks are killed.
@@ -92,9 +93,12 @@ if [ "${r0:-x}" = 0 ] && [ "${r1:-0}" -ge 8 ] && [ -z "${r2:-}" -o "${r2:-0}" = 
 redone "$T/d.db" 1
 
 # 3. kill -9 of rank 2's process once the first trial is in: the search finishes on rank 1; the
-# trial rank 2 was training (if any: it may have been between trials) is redone exactly once.
+# trial rank 2 held is redone exactly once. Rank 2 never answers its trial (test hook
+# NASC_TEST_STALL_RANK), so the kill finds it holding one however fast rank 1 trains the rest
+# (with the kill left to chance, a search that had ended first failed this check).
 export NASC_TEST_MARK="$T"
-"${MPIRUN[@]}" -x NASC_TEST_MARK "$MPIBIN" "${ARGS[@]}" --db "$T/k.db" --worker-timeout 4 > "$T/k.txt" 2> "$T/k.err" &
+NASC_TEST_STALL_RANK=2 "${MPIRUN[@]}" -x NASC_TEST_MARK -x NASC_TEST_STALL_RANK "$MPIBIN" "${ARGS[@]}" --db "$T/k.db" \
+    --worker-timeout 4 > "$T/k.txt" 2> "$T/k.err" &
 job=$!
 wait_trial "$T/k.err"
 victims=$(rank_pids 2)
@@ -108,8 +112,10 @@ redone "$T/k.db" "$lost"
 echo "kill -9 of rank 2: $lost trial(s) lost with it and redone; trials per rank: $PER"
 
 # 4. kill -9 of rank 0 mid-search: the workers give up after --worker-timeout (the job ends
-# instead of hanging), the database keeps what was finished, and --resume completes it.
-"${MPIRUN[@]}" -x NASC_TEST_MARK "$MPIBIN" "${ARGS[@]}" --db "$T/m.db" --worker-timeout 4 > "$T/m.txt" 2> "$T/m.err" &
+# instead of hanging), the database keeps what was finished, and --resume completes it. Rank 2
+# holds its trial (as in 3), so the search is still running when rank 0 dies.
+NASC_TEST_STALL_RANK=2 "${MPIRUN[@]}" -x NASC_TEST_MARK -x NASC_TEST_STALL_RANK "$MPIBIN" "${ARGS[@]}" --db "$T/m.db" \
+    --worker-timeout 4 > "$T/m.txt" 2> "$T/m.err" &
 job=$!
 wait_trial "$T/m.err"
 victims=$(rank_pids 0)

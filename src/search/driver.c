@@ -786,12 +786,17 @@ static void beat_free(void) {
     b->dead = NULL, b->rq = NULL, b->msg = NULL;
 }
 
-/* Evaluates what rank 0 sends until STOP. Test hook (documented in README/tests): with
+/* Evaluates what rank 0 sends until STOP. Test hooks (documented in README/tests): with
  * NASC_TEST_DIE_RANK=R and NASC_TEST_DIE_AFTER=K, rank R exits at once (_exit(1)) when it
- * receives its K-th trial, as if it crashed while training. */
+ * receives its K-th trial, as if it crashed while training; with NASC_TEST_STALL_RANK=R, rank
+ * R never answers a trial (still beating and listening, as if its training never ended), so
+ * that a kill -9 from outside is sure to find it holding one and the search cannot end first,
+ * however fast the other worker trains. */
 static int worker_run(Search *S, int rank, int nranks, Err *e) {
     const char *dr = getenv("NASC_TEST_DIE_RANK"), *da = getenv("NASC_TEST_DIE_AFTER");
+    const char *sr = getenv("NASC_TEST_STALL_RANK");
     int die = dr && atoi(dr) == rank ? (da ? atoi(da) : 1) : 0;
+    const int stall = sr && atoi(sr) == rank;
     beat_start(rank, nranks);
     char *buf = NULL;
     int cap = 0, rc = NASC_OK;
@@ -838,6 +843,7 @@ static int worker_run(Search *S, int rank, int nranks, Err *e) {
             fprintf(stderr, "search: rank %d: NASC_TEST_DIE_RANK: exiting during trial %ld\n", rank, w.seq);
             _exit(1);
         }
+        if (stall) continue; /* the trial held, never answered */
         Trial t = {.id = w.trial_id, .fid = w.fid};
         memcpy(t.m, w.m, sizeof t.m);
         TrialResult r = trials_result_empty();
