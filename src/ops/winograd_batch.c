@@ -328,8 +328,12 @@ static inline const float *tile_at(const Wb *s, const WbBlock *b, int u, int tx,
            ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
 }
 
-/* Group A: V[a 8 + b][ch] = (B^T P00 B)[a][b]. */
-__attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+/* A one-dimensional transform of n vectors (bt8, b8: n = 8; bt6, b6: n = 6). */
+typedef void (*Transform)(const V16 *, V16 *);
+
+/* V[i n + j][ch] = (T P T^T)[i][j] of each tile's n x n patch P of plane 0 (phase (0, 0)), T
+ * the n-point transform tf: rows, then columns. Inlined with n and tf constant. */
+AVX512_INLINE void input_full(const int n, Transform tf, float *V, size_t sv, const Wb *s, const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -337,17 +341,23 @@ __attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, cons
                 const float *p = tile_at(s, b, u, tx, ch, 0);
                 float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
                 V16 rt[8][8];
-                for (int r = 0; r < 8; r++) {
+                for (int r = 0; r < n; r++) {
                     V16 d[8];
-                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
-                    bt8(d, rt[r]);
+                    for (int c = 0; c < n; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
+                    tf(d, rt[r]);
                 }
-                for (int c = 0; c < 8; c++) {
-                    V16 col[8] = {rt[0][c], rt[1][c], rt[2][c], rt[3][c], rt[4][c], rt[5][c], rt[6][c], rt[7][c]}, t[8];
-                    bt8(col, t);
-                    for (int a = 0; a < 8; a++) _mm512_store_ps(dst + (size_t)(a * 8 + c) * sv, t[a]);
+                for (int c = 0; c < n; c++) {
+                    V16 col[8], t[8];
+                    for (int r = 0; r < n; r++) col[r] = rt[r][c];
+                    tf(col, t);
+                    for (int i = 0; i < n; i++) _mm512_store_ps(dst + (size_t)(i * n + c) * sv, t[i]);
                 }
             }
+}
+
+/* Group A: V[a 8 + b][ch] = (B^T P00 B)[a][b]. */
+__attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    input_full(8, bt8, V, sv, s, b);
 }
 
 /* Group B (phase (0, 1)): V[a][ch][bb N + col] = (B^T P01)[a][bb]. */
@@ -573,9 +583,11 @@ static inline float *dtile_at(const Wb *s, float *const *dpl, const WbBlock *b, 
            ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
 }
 
-/* dP00 (+)= B dV_A B^T of each tile (the adjoint of input_a). */
-__attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                     const WbBlock *b) {
+/* dP (+)= T dV T^T of each tile of plane 0 (the adjoint of input_full, T = tf's transpose:
+ * b8 or b6): a patch's first ov rows and columns are the last ov of the tile above and to the
+ * left, added to where that tile wrote. */
+AVX512_INLINE void adjoint_full(const int n, Transform tf, const int ov, float *const *dpl, const float *dV, size_t sv,
+                                const Wb *s, const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * WB_LANES;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
@@ -583,18 +595,25 @@ __attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const fl
                 float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
                 const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
                 V16 t[8][8];
-                for (int a = 0; a < 8; a++) {
+                for (int a = 0; a < n; a++) {
                     V16 v[8];
-                    for (int c = 0; c < 8; c++) v[c] = _mm512_load_ps(src + (size_t)(a * 8 + c) * sv);
-                    b8(v, t[a]);
+                    for (int c = 0; c < n; c++) v[c] = _mm512_load_ps(src + (size_t)(a * n + c) * sv);
+                    tf(v, t[a]);
                 }
-                for (int c = 0; c < 8; c++) {
-                    V16 col[8] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c], t[6][c], t[7][c]}, r[8];
-                    b8(col, r);
-                    for (int i = 0; i < 8; i++)
-                        put(p + i * rs + c * WB_LANES, r[i], (i == 0 && b->ty[u]) || (c == 0 && tx));
+                for (int c = 0; c < n; c++) {
+                    V16 col[8], r[8];
+                    for (int a = 0; a < n; a++) col[a] = t[a][c];
+                    tf(col, r);
+                    for (int i = 0; i < n; i++)
+                        put(p + i * rs + c * WB_LANES, r[i], (i < ov && b->ty[u]) || (c < ov && tx));
                 }
             }
+}
+
+/* dP00 (+)= B dV_A B^T of each tile (the adjoint of input_a). */
+__attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                     const WbBlock *b) {
+    adjoint_full(8, b8, 1, dpl, dV, sv, s, b);
 }
 
 /* dP01 (+)= B dV_B (the adjoint of input_b). */
@@ -793,24 +812,7 @@ int wb1_shape_ok(const ConvDims *d) {
 
 /* V[i 6 + j][ch] = (B^T P B)[i][j] of each tile's 6x6 patch P of the plane. */
 __attribute__((target("avx512f"))) static void f43_input(float *V, size_t sv, const Wb *s, const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES;
-    for (int ch = 0; ch < s->cin; ch++)
-        for (int u = 0; u < b->nu; u++)
-            for (int tx = 0; tx < s->tw; tx++) {
-                const float *p = tile_at(s, b, u, tx, ch, 0);
-                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
-                V16 rt[6][6];
-                for (int r = 0; r < 6; r++) {
-                    V16 d[6];
-                    for (int c = 0; c < 6; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
-                    bt6(d, rt[r]);
-                }
-                for (int c = 0; c < 6; c++) {
-                    V16 col[6] = {rt[0][c], rt[1][c], rt[2][c], rt[3][c], rt[4][c], rt[5][c]}, t[6];
-                    bt6(col, t);
-                    for (int i = 0; i < 6; i++) _mm512_store_ps(dst + (size_t)(i * 6 + c) * sv, t[i]);
-                }
-            }
+    input_full(6, bt6, V, sv, s, b);
 }
 
 /* Y = A^T M A (+ bias) of every tile of the block, into y (as output_y). */
@@ -876,29 +878,10 @@ __attribute__((target("avx512f"))) static void f43_dy(float *E, size_t se, const
         }
 }
 
-/* dP (+)= B dV B^T of each tile (the adjoint of f43_input): a patch's first two rows and columns
- * are the last two of the tile above and to the left. */
+/* dP (+)= B dV B^T of each tile (the adjoint of f43_input): patches overlap by two. */
 __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const float *dV, size_t sv, const Wb *s,
                                                        const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES;
-    for (int ch = 0; ch < s->cin; ch++)
-        for (int u = 0; u < b->nu; u++)
-            for (int tx = 0; tx < s->tw; tx++) {
-                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
-                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * WB_LANES;
-                V16 t[6][6];
-                for (int a = 0; a < 6; a++) {
-                    V16 v[6];
-                    for (int c = 0; c < 6; c++) v[c] = _mm512_load_ps(src + (size_t)(a * 6 + c) * sv);
-                    b6(v, t[a]);
-                }
-                for (int c = 0; c < 6; c++) {
-                    V16 col[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]}, r[6];
-                    b6(col, r);
-                    for (int i = 0; i < 6; i++)
-                        put(p + i * rs + c * WB_LANES, r[i], (i < 2 && b->ty[u]) || (c < 2 && tx));
-                }
-            }
+    adjoint_full(6, b6, 2, dpl, dV, sv, s, b);
 }
 
 /* The block of units [u0, u0 + nu) of chunks of 16 images (planes at pl, dP planes at dpl, y or
