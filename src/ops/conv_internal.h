@@ -254,8 +254,8 @@ void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g);
  * [img0, img0 + n) of xs, n at most wb_group_images. *_backward: dx (the images', image stride
  * xstride) = or += (dx_acc) the input gradient, when not NULL, through mask when not NULL
  * (stride 1); du += dL/dU, when not NULL (stride 2: WS2_KERNELS x cout x cin, stride 1: 36 x
- * cin x cout), which ws2_dw_finish or winograd_dw_finish turns into dW^T (cin 9, cout) once a
- * thread. dy: the images'
+ * cin x cout; du_zero: du = instead, its memory not read), which ws2_dw_finish or
+ * winograd_dw_finish turns into dW^T (cin 9, cout) once a thread. dy: the images'
  * output gradient (image stride ystride). Ut: U's kernels transposed. */
 #define WS2_KERNELS 81
 int ws2_shape_ok(const ConvDims *d);
@@ -266,9 +266,9 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
                  const ConvDims *d);
 void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d);
-void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
-                  size_t img0, int n, const float *Ut, const ConvDims *d);
-void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy,
+void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
+                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d);
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, int du_zero, const float *dy,
                   size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d);
 void ws2_dw_finish(float *dwt, const float *du, int cin, int cout);
 

@@ -134,16 +134,22 @@ MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout
             const float *k = w + ((size_t)co * cin + ci) * 9;
             for (int t = 0; t < 9; t++) tap[t * pm + p] = k[t];
         }
-    for (int x = x0; x < x1; x++) {
+    for (int x = x0; x < x1; x++) { /* one pass over u a kernel: its (at most four) taps' terms in order */
         double c[9];
         ws2_coefs(x, c);
-        float *u = U + (size_t)x * pm;
-        memset(u, 0, pm * sizeof(float));
+        const float *k[4];
+        float ck[4];
+        int nk = 0;
         for (int t = 0; t < 9; t++)
-            if (c[t] != 0) {
-                const float ct = (float)c[t], *k = tap + t * pm;
-                for (size_t p = 0; p < pm; p++) u[p] += ct * k[p];
-            }
+            if (c[t] != 0) k[nk] = tap + t * pm, ck[nk++] = (float)c[t];
+        float *u = U + (size_t)x * pm;
+        NASC_ASSERT(nk == 1 || nk == 2 || nk == 4);
+        if (nk == 1)
+            for (size_t p = 0; p < pm; p++) u[p] = ck[0] * k[0][p];
+        else if (nk == 2)
+            for (size_t p = 0; p < pm; p++) u[p] = ck[0] * k[0][p] + ck[1] * k[1][p];
+        else
+            for (size_t p = 0; p < pm; p++) u[p] = ((ck[0] * k[0][p] + ck[1] * k[1][p]) + ck[2] * k[2][p]) + ck[3] * k[3][p];
     }
 }
 
@@ -707,8 +713,8 @@ __attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride
     }
 }
 
-void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float *dy, size_t ystride, const ActSrc *xs,
-                  size_t img0, int n, const float *Ut, const ConvDims *d) {
+void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
+                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
     const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
@@ -741,18 +747,19 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
         if (du) { /* du[x] (cout, cin) += E[x] V[x]^T, group by group: V, the smaller (cin < cout in
                    * the networks), transposed for gemm's main kernel */
             const int ci = s.cin, co = s.cout;
+            const float beta = du_zero && u0 == 0 ? 0.0f : 1.0f; /* the first products overwrite du */
             input_a(V, z.sv1, &s, &b);
             for (int x = 0; x < 64; x++) transpose_avx512(Vt + x * N * ci, V + x * z.sv1, ci, (int)N, N);
-            gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, 1.0f, du, ci, pm);
+            gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, beta, du, ci, pm);
             input_b(V, z.sv7, &s, &b);
             for (int a = 0; a < 8; a++) transpose_avx512(Vt + a * 7 * N * ci, V + a * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, 1.0f, du + 64 * pm, ci, pm);
+            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 64 * pm, ci, pm);
             input_c(V, z.sv7, &s, &b);
             for (int c = 0; c < 8; c++) transpose_avx512(Vt + c * 7 * N * ci, V + c * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, 1.0f, du + 72 * pm, ci, pm);
+            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 72 * pm, ci, pm);
             input_d(V, &s, &b);
             transpose_avx512(Vt, V, ci, (int)(49 * N), 49 * N);
-            gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, 1.0f, du + 80 * pm, ci, 0);
+            gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, beta, du + 80 * pm, ci, 0);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
             gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
@@ -781,18 +788,25 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, const float 
  * dW). */
 MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) {
     const size_t pm = (size_t)cout * cin;
-    double c[WS2_KERNELS][9], *t = xmalloc((size_t)9 * cin * sizeof(double));
-    for (int x = 0; x < WS2_KERNELS; x++) ws2_coefs(x, c[x]);
+    struct {
+        int x, tap;
+        double c;
+    } e[WS2_KERNELS * 4]; /* the nonzero coefficients, by kernel and tap */
+    int ne = 0;
+    for (int x = 0; x < WS2_KERNELS; x++) {
+        double c[9];
+        ws2_coefs(x, c);
+        for (int tap = 0; tap < 9; tap++)
+            if (c[tap] != 0) e[ne].x = x, e[ne].tap = tap, e[ne++].c = c[tap];
+    }
+    double *t = xmalloc((size_t)9 * cin * sizeof(double));
     for (int co = 0; co < cout; co++) {
         memset(t, 0, (size_t)9 * cin * sizeof(double));
-        for (int x = 0; x < WS2_KERNELS; x++) {
-            const float *v = du + x * pm + (size_t)co * cin;
-            for (int tap = 0; tap < 9; tap++)
-                if (c[x][tap] != 0) {
-                    const double k = c[x][tap];
-                    double *tt = t + (size_t)tap * cin;
-                    for (int ci = 0; ci < cin; ci++) tt[ci] += k * v[ci];
-                }
+        for (int k = 0; k < ne; k++) {
+            const float *v = du + e[k].x * pm + (size_t)co * cin;
+            double *tt = t + (size_t)e[k].tap * cin;
+            const double ck = e[k].c;
+            for (int ci = 0; ci < cin; ci++) tt[ci] += ck * v[ci];
         }
         for (int ci = 0; ci < cin; ci++)
             for (int tap = 0; tap < 9; tap++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cin + ci];
@@ -922,8 +936,8 @@ void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     }
 }
 
-void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, const float *dy, size_t ystride,
-                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, int du_zero, const float *dy,
+                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
     const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
@@ -945,7 +959,8 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
             f43_input(V, sv, &s, &b);
             for (int x = 0; x < 36; x++)
                 transpose_avx512(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
-            gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, 1.0f, du, s.cout, pm);
+            gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, du_zero && u0 == 0 ? 0.0f : 1.0f,
+                       du, s.cout, pm);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
             gemm_batch(36, s.cin, N, s.cout, Ut, s.cout, pm, E, N, se, 0.0f, V, N, sv);
