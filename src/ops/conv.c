@@ -2146,9 +2146,10 @@ static float sum_floats(const float *g, int n) {
 }
 
 #if CONV_X86
-/* transpose_avx512 (conv_internal.h) in AVX2, eight by eight (the ragged edges element by element): for machines
- * without AVX-512, where dW's dy^T and Winograd's E^T had been a plain loop (16 -> 32 channels
- * on 28x28, stride 2, dx + dW, one thread: 7.4% of it in dw_images' transpose). */
+/* transpose_avx512 (conv_internal.h) in AVX2, eight by eight (the ragged edges element by
+ * element): for machines without AVX-512, where dW's dy^T and Winograd's E^T had been a plain
+ * loop (16 -> 32 channels on 28x28, stride 2, dx + dW, one thread: 7.4% of it in dw_images'
+ * transpose). */
 __attribute__((target("avx2"))) static void transpose_avx2(float *dst, const float *src, int rows, int cols,
                                                            size_t lds) {
     int r0 = 0;
@@ -2550,7 +2551,8 @@ static void backward_wb(float *dx, float *dw, float *db, const GradSrc *dys, con
             } else if (dw || dx) {
                 DxMask mi;
                 if (mask) mi = (DxMask){mask->x + i * xstride, mask->act};
-                wb1_backward(dxi, xstride, dx_acc, mask ? &mi : NULL, du, i == lo, dy, ystride, xs, (size_t)i, m, Ut, d);
+                wb1_backward(dxi, xstride, dx_acc, mask ? &mi : NULL, du, i == lo, dy, ystride, xs, (size_t)i, m, Ut,
+                             d);
             }
             if (dx && sums) bn_row_sums(sums, dx + i * xstride, (size_t)i * d->cin, (size_t)m * d->cin);
         }

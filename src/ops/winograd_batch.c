@@ -93,9 +93,9 @@ static Wb wb_plan(const ConvDims *d) {
     }
     s.plane = (size_t)s.R * s.Qc * WB_LANES;
     s.chunk = (size_t)s.s * s.s * s.cin * s.plane;
-    /* one tile row a block: the smallest blocks were the fastest (their transforms and products
-     * stay in L2; stride 2, one thread, 16 -> 32 on 28x28 / 32 -> 64 on 14x14, forward +
-     * backward, ms: one or two tiles a block 6.96 / 5.77, four 7.05 / 6.40, eight 7.62 / 7.40) */
+    /* one tile row a block: the smallest blocks were the fastest (stride 2, one thread, 16 -> 32
+     * on 28x28 / 32 -> 64 on 14x14, forward + backward, ms: one or two tiles a block 6.96 /
+     * 5.77, four 7.05 / 6.40, eight 7.62 / 7.40) */
     s.upb = 1;
     s.cpg = NASC_MAX(1, (s.upb + s.th - 1) / s.th);
     return s;
@@ -122,10 +122,10 @@ static void ws2_coefs(int x, double c[9]) {
 /* Kernels [x0, x1) of U (81, cout, cin), or with transposed of U^T (81, cin, cout: dx's): the 64
  * of group A (G k G^T of the taps {0,2} x {0,2}), then the 8 of B (G of taps (0, 1), (2, 1)),
  * the 8 of C (G of (1, 0), (1, 2)) and D's (tap (1, 1)). Each kernel's coefficients (products
- * of G's, in double, rounded once) times the taps gathered into rows of cout cin (the loops
- * over the kernels vectorize; one kernel at a time with the stores 81 rows apart had taken a
- * third of a 32 -> 64 forward). The threads of a region each take a share. tap: 9 cout cin
- * floats of scratch. */
+ * of G's, in double, rounded once) times the taps gathered into rows of cout cin, one pass a
+ * kernel (the loops over the kernels vectorize; one kernel at a time with the stores 81 rows
+ * apart had taken a third of a 32 -> 64 forward). The threads of a region each take a share.
+ * tap: 9 cout cin floats of scratch. */
 MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout, int cin, int x0, int x1, float *tap) {
     const size_t pm = (size_t)cout * cin;
     for (int co = 0; co < cout; co++)
@@ -149,7 +149,8 @@ MULTIVERSION void ws2_weights(float *U, int transposed, const float *w, int cout
         else if (nk == 2)
             for (size_t p = 0; p < pm; p++) u[p] = ck[0] * k[0][p] + ck[1] * k[1][p];
         else
-            for (size_t p = 0; p < pm; p++) u[p] = ((ck[0] * k[0][p] + ck[1] * k[1][p]) + ck[2] * k[2][p]) + ck[3] * k[3][p];
+            for (size_t p = 0; p < pm; p++)
+                u[p] = ((ck[0] * k[0][p] + ck[1] * k[1][p]) + ck[2] * k[2][p]) + ck[3] * k[3][p];
     }
 }
 
@@ -753,10 +754,12 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero,
             gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, beta, du, ci, pm);
             input_b(V, z.sv7, &s, &b);
             for (int a = 0; a < 8; a++) transpose_avx512(Vt + a * 7 * N * ci, V + a * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 64 * pm, ci, pm);
+            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 64 * pm, ci,
+                       pm);
             input_c(V, z.sv7, &s, &b);
             for (int c = 0; c < 8; c++) transpose_avx512(Vt + c * 7 * N * ci, V + c * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 72 * pm, ci, pm);
+            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 72 * pm, ci,
+                       pm);
             input_d(V, &s, &b);
             transpose_avx512(Vt, V, ci, (int)(49 * N), 49 * N);
             gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, beta, du + 80 * pm, ci, 0);
@@ -809,7 +812,8 @@ MULTIVERSION void ws2_dw_finish(float *dwt, const float *du, int cin, int cout) 
             for (int ci = 0; ci < cin; ci++) tt[ci] += ck * v[ci];
         }
         for (int ci = 0; ci < cin; ci++)
-            for (int tap = 0; tap < 9; tap++) dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cin + ci];
+            for (int tap = 0; tap < 9; tap++)
+                dwt[((size_t)ci * 9 + tap) * cout + co] += (float)t[(size_t)tap * cin + ci];
     }
     free(t);
 }
