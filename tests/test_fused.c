@@ -431,7 +431,6 @@ int main(void) {
     static const char *zoo[] = {"small", "resnet8", "mbv2"};
     for (int i = 0; i < 3; i++) test_net(zoo[i], zoo_lookup(zoo[i]), i == 2 ? 6 : 9);
     test_net("small, batch 26 (Winograd with 16 images a vector)", zoo_lookup("small"), 26);
-    test_net("resnet8, batch 26", zoo_lookup("resnet8"), 26);
     /* a BN with two consumers (not fused); an output nothing consumes (its gradient must be
      * zeroed); identities between fused pairs and in front of an add; relu6 after a BN that
      * feeds it through an identity (not fused) */
