@@ -2145,6 +2145,12 @@ static float sum_floats(const float *g, int n) {
     return s;
 }
 
+/* db (cout) += the sums of the output gradient's rows, images of cout rows of P values each. */
+static void add_db(float *db, const float *dy, int images, int cout, int P) {
+    for (int j = 0; j < images; j++)
+        for (int co = 0; co < cout; co++) db[co] += sum_floats(dy + ((size_t)j * cout + co) * P, P);
+}
+
 #if CONV_X86
 /* transpose_avx512 (conv_internal.h) in AVX2, eight by eight (the ragged edges element by
  * element): for machines without AVX-512, where dW's dy^T and Winograd's E^T had been a plain
@@ -2541,10 +2547,7 @@ static void backward_wb(float *dx, float *dw, float *db, const GradSrc *dys, con
         for (int i = lo; i < hi; i += step) {
             const int m = NASC_MIN(step, hi - i);
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)m * d->cout);
-            if (db)
-                for (int j = 0; j < m; j++)
-                    for (int co = 0; co < d->cout; co++)
-                        part[wsize + co] += sum_floats(dy + (j * d->cout + co) * (size_t)P, P);
+            if (db) add_db(part + wsize, dy, m, d->cout, P);
             float *dxi = dx ? dx + i * xstride : NULL;
             if (d->stride == 2 && (dw || dx)) {
                 ws2_backward(dxi, xstride, dx_acc, du, i == lo, dy, ystride, xs, (size_t)i, m, Ut, d);
@@ -2654,9 +2657,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
         for (int i = lo; i < hi; i += step) {
             int e = NASC_MIN(hi, i + step);
             const float *dy = grad_rows(dys, dybuf, (size_t)i * d->cout, (size_t)(e - i) * d->cout);
-            if (dbp)
-                for (int j = 0; j < e - i; j++)
-                    for (int co = 0; co < d->cout; co++) dbp[co] += sum_floats(dy + ((size_t)j * d->cout + co) * P, P);
+            if (dbp) add_db(dbp, dy, e - i, d->cout, P);
             const float *dyw = dyg; /* dy on dW's output grid, channels dyw_ld apart */
             int dyw_ld = 0;
             if (share) {

@@ -496,6 +496,27 @@ static WbBufs wb_bufs(const Wb *s, size_t N) {
     return z;
 }
 
+/* The block of units [u0, u0 + nu) of chunks of 16 images (planes at pl, dP planes at dpl, y or
+ * dy at y, images ystride apart, n images in all). */
+static void unit_block(WbBlock *b, float *yu[], int nimg[], float *dpu[], const Wb *s, int u0, int units, float *pl,
+                       float *dpl, float *y, size_t ystride, int n) {
+    b->nu = NASC_MIN(s->upb, units - u0);
+    NASC_ASSERT(b->nu <= WB_UNITS_MAX);
+    for (int u = 0; u < b->nu; u++) {
+        const int c = (u0 + u) / s->th;
+        b->pl[u] = pl + c * s->chunk, b->ty[u] = (u0 + u) % s->th;
+        dpu[u] = dpl ? dpl + c * s->chunk : NULL;
+        yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
+    }
+    b->N = (size_t)b->nu * s->tw * WB_LANES;
+}
+
+/* The planes of the chunks of images [img0, img0 + n) of xs (wb_fill each). */
+static void fill_chunks(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
+    for (int c = 0; c * WB_LANES < n; c++)
+        wb_fill(pl + c * s->chunk, s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+}
+
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d) {
     const Wb s = wb_plan(d);
@@ -506,20 +527,13 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     float *V = scratch_get(WINO_SLOT,
                            (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
-    for (int c = 0; c < chunks; c++)
-        wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
-        float *yu[WB_UNITS_MAX];
+        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
         int nimg[WB_UNITS_MAX];
-        b.nu = NASC_MIN(s.upb, units - u0);
-        for (int u = 0; u < b.nu; u++) {
-            const int c = (u0 + u) / s.th;
-            b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th;
-            yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
-        }
-        const size_t N = (size_t)b.nu * s.tw * WB_LANES;
-        b.N = N;
+        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
+        const size_t N = b.N;
         const WbBufs z = wb_bufs(&s, N);
         input_a(V, z.sv1, &s, &b);
         gemm_batch(64, s.cout, (int)N, s.cin, U, s.cin, pm, V, (int)N, z.sv1, 0.0f, M, (int)N, z.sm1);
@@ -714,6 +728,17 @@ __attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride
     }
 }
 
+/* dx of the n images from the chunks' gradient planes dpl (wb_fold each; mask as wb_fold's, at
+ * image 0). */
+static void fold_chunks(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n) {
+    for (int c = 0; c * WB_LANES < n; c++) {
+        const size_t off = (size_t)c * WB_LANES * xstride;
+        DxMask mc;
+        if (mask) mc = (DxMask){mask->x + off, mask->act};
+        wb_fold(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    }
+}
+
 void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
                   const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
@@ -727,24 +752,15 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero,
     float *E =
         scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + vt + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Vt = V + zmax.v, *stage = Vt + vt;
-    if (du)
-        for (int c = 0; c < chunks; c++)
-            wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    if (du) fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
-        const float *dyu[WB_UNITS_MAX];
-        float *dpu[WB_UNITS_MAX];
+        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
         int nimg[WB_UNITS_MAX];
-        b.nu = NASC_MIN(s.upb, units - u0);
-        for (int u = 0; u < b.nu; u++) {
-            const int c = (u0 + u) / s.th;
-            b.pl[u] = pl + c * s.chunk, b.ty[u] = (u0 + u) % s.th, dpu[u] = dpl + c * s.chunk;
-            dyu[u] = dy + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
-        }
-        const size_t N = (size_t)b.nu * s.tw * WB_LANES;
-        b.N = N;
+        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
+        const size_t N = b.N;
         const WbBufs z = wb_bufs(&s, N);
-        dy_transform(E, Eb, Ec, Ed, &z, dyu, nimg, ystride, &s, &b, stage);
+        dy_transform(E, Eb, Ec, Ed, &z, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
         if (du) { /* du[x] (cout, cin) += E[x] V[x]^T, group by group: V, the smaller (cin < cout in
                    * the networks), transposed for gemm's main kernel */
             const int ci = s.cin, co = s.cout;
@@ -778,10 +794,7 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero,
             adj_d(dpu, V, &s, &b);
         }
     }
-    if (dx)
-        for (int c = 0; c < chunks; c++)
-            wb_fold(dx + (size_t)c * WB_LANES * xstride, xstride, dx_acc, NULL, dpl + c * s.chunk, &s,
-                    NASC_MIN(WB_LANES, n - c * WB_LANES));
+    if (dx) fold_chunks(dx, xstride, dx_acc, NULL, dpl, &s, n);
 }
 
 /* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cout, cin: dL/dU), summed in
@@ -902,21 +915,6 @@ __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const 
     adjoint_full(6, b6, 2, dpl, dV, sv, s, b);
 }
 
-/* The block of units [u0, u0 + nu) of chunks of 16 images (planes at pl, dP planes at dpl, y or
- * dy at y, images ystride apart, n images in all). */
-static void unit_block(WbBlock *b, float *yu[], int nimg[], float *dpu[], const Wb *s, int u0, int units, float *pl,
-                       float *dpl, float *y, size_t ystride, int n) {
-    b->nu = NASC_MIN(s->upb, units - u0);
-    NASC_ASSERT(b->nu <= WB_UNITS_MAX);
-    for (int u = 0; u < b->nu; u++) {
-        const int c = (u0 + u) / s->th;
-        b->pl[u] = pl + c * s->chunk, b->ty[u] = (u0 + u) % s->th;
-        dpu[u] = dpl ? dpl + c * s->chunk : NULL;
-        yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
-    }
-    b->N = (size_t)b->nu * s->tw * WB_LANES;
-}
-
 void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d) {
     const Wb s = wb_plan(d);
@@ -926,8 +924,7 @@ void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
     float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *M = V + 36 * sv, *stage = M + 36 * sm;
-    for (int c = 0; c < chunks; c++)
-        wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
         float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
@@ -949,14 +946,12 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
     float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
     float *V = E + 36 * se, *Et = V + 36 * sv, *stage = Et + et;
-    if (du)
-        for (int c = 0; c < chunks; c++)
-            wb_fill(pl + c * s.chunk, &s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    if (du) fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
         float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
         int nimg[WB_UNITS_MAX];
-        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n);
+        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
         const int N = (int)b.N;
         f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
         if (du) { /* du[x] += V[x] E[x]^T */
@@ -971,13 +966,7 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
             f43_adj(dpu, V, sv, &s, &b);
         }
     }
-    if (dx)
-        for (int c = 0; c < chunks; c++) {
-            DxMask mc;
-            if (mask) mc = (DxMask){mask->x + (size_t)c * WB_LANES * xstride, mask->act};
-            wb_fold(dx + (size_t)c * WB_LANES * xstride, xstride, dx_acc, mask ? &mc : NULL, dpl + c * s.chunk, &s,
-                    NASC_MIN(WB_LANES, n - c * WB_LANES));
-        }
+    if (dx) fold_chunks(dx, xstride, dx_acc, mask, dpl, &s, n);
 }
 
 #endif
