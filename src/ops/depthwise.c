@@ -60,6 +60,10 @@
 #define DW_NB 4     /* images per backward work item */
 #define DW_BLOCK 64 /* channels per backward work item (direct path) */
 #define DW_RUN_FLOATS 1024 /* values per forward run of planes (direct path) */
+/* planes per backward run (direct path, AVX-512) where the input planes have at most
+ * DW_BWD_RUN_PIXELS pixels; one plane a run elsewhere (see direct_backward_items) */
+#define DW_BWD_RUN 4
+#define DW_BWD_RUN_PIXELS 64
 
 /* ------------------------------------------------------------------ blocked path */
 #if CONV_X86
@@ -655,13 +659,19 @@ DWV static void direct_forward_items(float *y, const ActSrc *xs, const float *w,
  * by image, in memory order, which the hardware prefetchers follow (one channel across the
  * group's images at a time, with the next item's planes prefetched, was slower: fused
  * backward, batch 128, 2 threads: 96 channels on 28x28, stride 2, 5.6 -> 3.3 ms; 144 on 14x14
- * 3.3 -> 2.5 ms; 384 on 7x7 2.6 -> 2.5 ms). */
+ * 3.3 -> 2.5 ms; 384 on 7x7 2.6 -> 2.5 ms). A made dy, a made input and dx's row sums take one
+ * call a run of an image's planes: DW_BWD_RUN planes of at most DW_BWD_RUN_PIXELS pixels, else
+ * one (fused backward as above, runs of 1 / 2 / 4 / 8 / 16 planes: 384 channels on 7x7 2.45 /
+ * 2.13 / 2.14 / 2.29 / 2.44 ms, 192 on 7x7 1.18 / 1.00 / 0.94 / 0.94 ms; 144 on 14x14, stride
+ * 2, 1.56 / 1.54 / 1.58 / 1.60 ms; 96 on 28x28, stride 2, 2.9-3.1 ms with one, 3.9-4.2 with
+ * 4-64). */
 DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys, const ActSrc *xs, const float *w,
                                       const ConvDims *d, const DwDirect *g, int dx_acc, const BnRowSums *sums, int lo,
                                       int hi) {
     const int C = d->cin, P = d->oh * d->ow, HW = d->h * d->w, nblk = (C + DW_BLOCK - 1) / DW_BLOCK;
-    float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)HW) * sizeof(float)) : NULL;
-    float *gbuf = dys->k ? scratch_get(GRAD_SLOT, (size_t)P * sizeof(float)) : NULL;
+    const int run = HW <= DW_BWD_RUN_PIXELS ? DW_BWD_RUN : 1;
+    float *xbuf = part && xs->saved ? scratch_get(INPUT_SLOT, round16((size_t)run * HW) * sizeof(float)) : NULL;
+    float *gbuf = dys->k ? scratch_get(GRAD_SLOT, round16((size_t)run * P) * sizeof(float)) : NULL;
     const S2Ix ix = s2_ix(g);
     float k180[DW_BLOCK][9];
     __m512 acc[DW_BLOCK][10];
@@ -671,17 +681,24 @@ DWV static void direct_backward_items(float *dx, float *part, const GradSrc *dys
         for (int q = 0; q < cn; q++)
             for (int k = 0; k < 10; k++) acc[q][k] = _mm512_setzero_ps();
         for (int j = 0; j < m; j++)
-            for (int q = 0; q < cn; q++) {
-                const size_t pl = (size_t)(n0 + j) * C + c0 + q;
-                const float *dy = grad_rows(dys, gbuf, pl, 1);
-                if (g->mode == DIRECT_S2) {
-                    if (part) s2_dw_plane(acc[q], dy, act_rows(xs, xbuf, pl, 1), g, &ix);
-                    if (dx) s2_dx_plane(dx + pl * HW, dy, w + (size_t)(c0 + q) * 9, g, &ix, dx_acc);
-                } else {
-                    if (part) s1_dot(acc[q], dy, act_rows(xs, xbuf, pl, 1), g);
-                    if (dx) s1_corr(dx + pl * HW, dy, g, k180[q], 0.0f, dx_acc);
+            for (int q0 = 0; q0 < cn; q0 += run) {
+                const int nr = NASC_MIN(run, cn - q0);
+                const size_t pl0 = (size_t)(n0 + j) * C + c0 + q0;
+                const float *dyr = grad_rows(dys, gbuf, pl0, (size_t)nr);
+                const float *xr = part ? act_rows(xs, xbuf, pl0, (size_t)nr) : NULL;
+                for (int i = 0; i < nr; i++) {
+                    const int q = q0 + i;
+                    const size_t pl = pl0 + (size_t)i;
+                    const float *dy = dyr + (size_t)i * P;
+                    if (g->mode == DIRECT_S2) {
+                        if (part) s2_dw_plane(acc[q], dy, xr + (size_t)i * HW, g, &ix);
+                        if (dx) s2_dx_plane(dx + pl * HW, dy, w + (size_t)(c0 + q) * 9, g, &ix, dx_acc);
+                    } else {
+                        if (part) s1_dot(acc[q], dy, xr + (size_t)i * HW, g);
+                        if (dx) s1_corr(dx + pl * HW, dy, g, k180[q], 0.0f, dx_acc);
+                    }
                 }
-                if (dx && sums) bn_row_sums(sums, dx + pl * HW, pl, 1);
+                if (dx && sums) bn_row_sums(sums, dx + pl0 * HW, pl0, (size_t)nr);
             }
         if (part)
             for (int q = 0; q < cn; q++)
