@@ -249,9 +249,11 @@ static void test_conv_fixed(Rng *r) {
     }
     conv_case(r, dims(2, 16, 28, 28, 96, 1, 1, 0, 1, 1), 2, "mbv2.expand");
     conv_case(r, dims(5, 64, 7, 7, 96, 1, 1, 0, 1, 1), 2, "mbv2.project");
-    /* 1x1 convs with more output channels than input ones, 32 and more of those: dW as dy x^T */
+    /* 1x1 convs whose dW is dy x^T (pw_dw_rows): more output channels than input ones, 32 and
+     * more of those; output channels that fill 16-lane vectors worse than the input ones */
     conv_case(r, dims(5, 32, 7, 7, 192, 1, 1, 0, 1, 1), 2, "mbv2.expand7");
     conv_case(r, dims(3, 33, 5, 5, 70, 1, 1, 0, 1, 1), 3, "1x1.dw_rows.odd");
+    conv_case(r, dims(3, 96, 14, 14, 24, 1, 1, 0, 1, 1), 2, "mbv2.project14");
     /* 1x1 convs whose W^T rows are spread to a stride off 1 KiB (wt_ld) for dx, two groups */
     for (int i = 0; i < 3; i++) {
         conv_case(r, dims(2, 24, 7, 7, 256, 1, 1, 0, 1, 1), 2, "mbv2.head");

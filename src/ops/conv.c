@@ -8,8 +8,8 @@
  * P = oh*ow output pixels, Kc = cin_g*k*k, "col" = the im2col matrix of the input):
  *   forward  y (cout_g, P)       = W (cout_g, Kc) col (Kc, P)
  *   dW       dW^T (Kc, cout_g)  += col (Kc, P) dy^T (P, cout_g)    (dy^T written out for gemm's
- *            main kernel, or gemm's NT kernel: dot products, no packing; a 1x1 conv with
- *            cout > cin >= 32 takes dW (cout, cin) += dy x^T instead, x^T written out)
+ *            main kernel, or gemm's NT kernel: dot products, no packing; some 1x1 convs take
+ *            dW (cout, cin) += dy x^T instead, x^T written out: pw_dw_rows)
  *   dx       stride 1: a stride-1 conv of dy with the flipped, transposed kernel (padding
  *            (k-1)*dil - pad), lowered like the forward; stride s > 1: by phases, each of the
  *            s*s phases of dx a stride-1 correlation of dy with the taps that reach it (one
@@ -2331,15 +2331,20 @@ static int dw_by_taps3(const ConvDims *d, Lowering how) {
 }
 #endif
 
-/* A 1x1 stride-1 conv with more output channels than input ones, and at least 32 of those, takes
- * its dW as dy x^T, x transposed, into dW's own layout (cout, cin), instead of x dy^T, dy
- * transposed, into dW^T's: the smaller of the two is transposed (dW alone, batch 128, one thread,
- * task-clock of 300: 64 -> 384 on 7x7 1.25-1.51 -> 1.06-1.10 s, 32 -> 192 on 7x7 0.29-0.31 ->
- * 0.26 s; 24 -> 144 on 14x14 1.16-1.35 against 1.24-1.28 s, and 16 -> 96 on 28x28, whose dW
- * takes dot products, 8-10% slower with it, so not those). */
+/* Whether a 1x1 stride-1 conv takes its dW as dy x^T, x transposed, into dW's own layout (cout,
+ * cin), rather than as x dy^T, dy transposed, into dW^T's. gemm's vectors run along the
+ * product's columns (cout, resp. cin), so: when one count fills 16-lane vectors better, that
+ * one; when both do as well, x^T if it is the smaller, with 32 input channels or more (one
+ * thread, dW of batch 128, task-clock of 200-300, x dy^T -> dy x^T: 144 -> 24 on 14x14 0.71-0.74
+ * -> 0.57-0.67 s, 96 -> 24 0.40-0.41 -> 0.33-0.34; 64 -> 384 on 7x7 1.25-1.51 -> 1.06-1.10 s
+ * of 300, 32 -> 192 0.29-0.31 -> 0.26; the other way 384 -> 64 on 7x7 0.67-0.69 -> 0.77,
+ * 192 -> 32 0.18 -> 0.19-0.20; 24 -> 144 on 14x14 1.16-1.35 -> 1.24-1.28 s of 300; 16 -> 96
+ * on 28x28, whose dW takes dot products, 8-10% slower). */
 static int pw_dw_rows(const ConvDims *d) {
 #if CONV_X86
-    return is_pointwise(d) && d->groups == 1 && d->cout > d->cin && d->cin >= 32 && (use_avx512() || use_avx2());
+    if (!is_pointwise(d) || d->groups != 1 || !(use_avx512() || use_avx2())) return 0;
+    const long ro = (d->cout + 15) / 16 * 16L * d->cin, ri = (d->cin + 15) / 16 * 16L * d->cout;
+    return ro > ri || (ro == ri && d->cout > d->cin && d->cin >= 32);
 #else
     (void)d;
     return 0;
