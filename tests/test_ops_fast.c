@@ -285,6 +285,12 @@ static void test_pool(void) {
         gap_backward_ref(dx1, dy, n, c, hw);
         gap_backward(dx2, dy, n, c, hw);
         check_arrays(dx2, dx1, len, 1e-6, 1e-7, "gap backward");
+        /* the overwriting flavour: NaN in dx must not survive; equal to zeroing then adding */
+        for (size_t j = 0; j < len; j++) dx1[j] = 0.0f, dx2[j] = NAN;
+        gap_backward(dx1, dy, n, c, hw);
+        gap_backward_ex(dx2, dy, n, c, hw, 0);
+        CHECK(memcmp(dx1, dx2, len * sizeof(float)) == 0, "gap backward overwrite (%d,%d,%d): not bitwise equal", n, c,
+              hw);
         gap_backward(NULL, dy, n, c, hw);
         free(x), free(y1), free(y2), free(dy), free(dx0), free(dx1), free(dx2);
     }

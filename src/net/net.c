@@ -466,8 +466,9 @@ static void gap_bwd(Net *net, int i) {
     Node *nd = &net->spec.nodes[i];
     int c, h, w;
     in_node(net, nd, 0, &c, &h, &w);
-    float *dx = in_grad_acc(net, nd, 0);
-    if (dx) gap_backward(dx, net->dout[i], net->batch, c, h * w);
+    int acc;
+    float *dx = in_grad_w(net, nd, 0, &acc);
+    if (dx) gap_backward_ex(dx, net->dout[i], net->batch, c, h * w, acc);
 }
 
 /* ---- linear */

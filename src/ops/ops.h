@@ -258,6 +258,8 @@ void avgpool_forward(float *y, const float *x, const PoolDims *d);
 void avgpool_backward(float *dx, const float *dy, const PoolDims *d);
 void gap_forward(float *y, const float *x, int n, int c, int hw);
 void gap_backward(float *dx, const float *dy, int n, int c, int hw);
+/* gap_backward that overwrites dx (dx = dy / hw) when accumulate == 0. */
+void gap_backward_ex(float *dx, const float *dy, int n, int c, int hw, int accumulate);
 #endif
 
 /* ---------------------------------------------------------------- elementwise (elem.c) */

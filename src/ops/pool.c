@@ -534,7 +534,9 @@ void gap_forward(float *y, const float *x, int n, int c, int hw) {
     }
 }
 
-void gap_backward(float *dx, const float *dy, int n, int c, int hw) {
+void gap_backward(float *dx, const float *dy, int n, int c, int hw) { gap_backward_ex(dx, dy, n, c, hw, 1); }
+
+void gap_backward_ex(float *dx, const float *dy, int n, int c, int hw, int accumulate) {
     if (!dx) return;
     long planes = (long)n * c;
     int par = planes > 1 && (size_t)planes * hw >= POOL_PAR_MIN;
@@ -542,8 +544,14 @@ void gap_backward(float *dx, const float *dy, int n, int c, int hw) {
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + (size_t)p * hw;
         float g = dy[p] / (float)hw;
+        if (accumulate) {
 #pragma omp simd
-        for (int j = 0; j < hw; j++) dxp[j] += g;
+            for (int j = 0; j < hw; j++) dxp[j] += g;
+        } else {
+            const float z = 0.0f + g; /* what zeroing and accumulating would give (-0 as +0) */
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dxp[j] = z;
+        }
     }
 }
 
