@@ -54,7 +54,7 @@ void *xalloc_aligned(size_t n);
 /* Per-thread grow-only scratch buffer (64-byte aligned). `slot` lets one thread hold
  * several buffers at once (0..NASC_SCRATCH_SLOTS-1). Valid until the next call with the
  * same thread and slot asks for more bytes. Never free the result. */
-#define NASC_SCRATCH_SLOTS 9
+#define NASC_SCRATCH_SLOTS 10
 void *scratch_get(int slot, size_t bytes);
 
 /* Threads: the number used by parallel kernels (set once by the CLI; default all cores). */

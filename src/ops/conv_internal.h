@@ -234,6 +234,9 @@ __attribute__((target("avx512f"))) static inline void b6(const __m512 u[6], __m5
 #define WINO_SLOT 7
 /* conv forward: a chunk of the output before its epilogue (BnEval) */
 #define OUTPUT_SLOT 8
+/* conv: Winograd kernels that a region's threads make together and share (the calling
+ * thread's) */
+#define WEIGHT_SLOT 9
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
@@ -242,6 +245,10 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
  * cin_g) = G g G^T of every kernel of wt (cout, cin_g 9); dwt (cin_g 9, cout_g) += G^T du G of
  * du (36, cin_g, cout_g). */
 void winograd_weights(float *U, const float *wt, int G, int cout_g, int cin_g);
+/* Thread t of T's share of U (G, 36, rows, cols): as winograd_weights(U, wt, G, rows, cols), or,
+ * transposed, of the kernels of wt (cols, rows 9) with the two counts swapped (U's kernel (r, c)
+ * is wt's (c, r)). The shares together make all of U; callers then wait at a barrier. */
+void winograd_weights_part(float *U, const float *wt, int G, int rows, int cols, int transposed, int t, int T);
 void winograd_dw_finish(float *dwt, const float *du, int cin_g, int cout_g);
 
 /* Winograd with sixteen images a vector (winograd_batch.c; AVX-512 only), for 3x3 convs with
