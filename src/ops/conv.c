@@ -34,10 +34,12 @@
  * at the end. With fewer images than threads the forward splits one image's columns (or output
  * channels) instead.
  * Scratch slots (per thread): 0 col or phase planes (+ row table), 1 gemm output or dy copies,
- * 2 partial dW/db and the adjoint, phase or Winograd kernel, 7 (WINO_SLOT) Winograd's
- * transforms or dy^T. Slot 3 belongs to gemm; 4-6 hold a made input or gradient and dy's
- * shared grid (conv_internal.h). winograd_batch.c's convs take slot 1 of the calling thread
- * for the transformed kernels, and 0 and 7 for planes and transforms.
+ * 2 partial dW/db, the adjoint or phase kernel and dW's Winograd sums, 7 (WINO_SLOT) Winograd's
+ * transforms or dy^T (or x^T), 9 (WEIGHT_SLOT, the calling thread's) the Winograd kernels the
+ * region's threads make together and share. Slot 3 belongs to gemm; 4-6 hold a made input or
+ * gradient and dy's shared grid, 8 an output before its epilogue (conv_internal.h).
+ * winograd_batch.c's convs take slot 1 of the calling thread for the transformed kernels, and 0
+ * and 7 for planes and transforms.
  */
 #include "conv_internal.h"
 #include "gemm_ex.h"
@@ -1992,8 +1994,8 @@ static int use_wb(const ConvDims *d, int nt) {
 /* Kernels of a use_wb conv's transform (stride 2: 81, stride 1: 36). */
 static int wb_kernels(const ConvDims *d) { return d->stride == 2 ? WS2_KERNELS : WINO_POINTS; }
 
-/* U (or transposed, U^T: dx's) of a use_wb conv, on thread t of T in a region (each a share;
- * stride 1: thread 0 alone, then a barrier for all). */
+/* U (or transposed, U^T: dx's) of a use_wb conv, on thread t of T in a region (each a share,
+ * then a barrier for all). */
 static void wb_weights(float *U, int transposed, const float *w, const ConvDims *d, int t, int T) {
     if (d->stride == 2) {
         const size_t pm = (size_t)d->cout * d->cin;
@@ -2340,12 +2342,12 @@ static int dw_by_taps3(const ConvDims *d, Lowering how) {
 /* Whether a 1x1 stride-1 conv takes its dW as dy x^T, x transposed, into dW's own layout (cout,
  * cin), rather than as x dy^T, dy transposed, into dW^T's. gemm's vectors run along the
  * product's columns (cout, resp. cin), so: when one count fills 16-lane vectors better, that
- * one; when both do as well, x^T if it is the smaller, with 32 input channels or more (one
- * thread, dW of batch 128, task-clock of 200-300, x dy^T -> dy x^T: 144 -> 24 on 14x14 0.71-0.74
- * -> 0.57-0.67 s, 96 -> 24 0.40-0.41 -> 0.33-0.34; 64 -> 384 on 7x7 1.25-1.51 -> 1.06-1.10 s
- * of 300, 32 -> 192 0.29-0.31 -> 0.26; the other way 384 -> 64 on 7x7 0.67-0.69 -> 0.77,
- * 192 -> 32 0.18 -> 0.19-0.20; 24 -> 144 on 14x14 1.16-1.35 -> 1.24-1.28 s of 300; 16 -> 96
- * on 28x28, whose dW takes dot products, 8-10% slower). */
+ * one; when both do as well, x^T if it is the smaller, with 32 input channels or more. Measured
+ * (dW alone, batch 128, one thread, task-clock of 200-300 calls, x dy^T -> dy x^T): 144 -> 24 on
+ * 14x14 0.71-0.74 -> 0.57-0.67 s, 96 -> 24 0.40-0.41 -> 0.33-0.34 s; 64 -> 384 on 7x7 1.25-1.51
+ * -> 1.06-1.10 s, 32 -> 192 0.29-0.31 -> 0.26 s; and where x dy^T stays: 384 -> 64 on 7x7
+ * 0.67-0.69 -> 0.77 s, 192 -> 32 0.18 -> 0.19-0.20 s, 24 -> 144 on 14x14 1.16-1.35 -> 1.24-1.28
+ * s, 16 -> 96 on 28x28 (whose x dy^T takes dot products) 8-10% slower. */
 static int pw_dw_rows(const ConvDims *d) {
 #if CONV_X86
     if (!is_pointwise(d) || d->groups != 1 || !(use_avx512() || use_avx2())) return 0;
