@@ -2341,17 +2341,20 @@ static int dw_by_taps3(const ConvDims *d, Lowering how) {
 
 /* Whether a 1x1 stride-1 conv takes its dW as dy x^T, x transposed, into dW's own layout (cout,
  * cin), rather than as x dy^T, dy transposed, into dW^T's. gemm's vectors run along the
- * product's columns (cout, resp. cin), so: when one count fills 16-lane vectors better, that
- * one; when both do as well, x^T if it is the smaller, with 32 input channels or more. Measured
- * (dW alone, batch 128, one thread, task-clock of 200-300 calls, x dy^T -> dy x^T): 144 -> 24 on
- * 14x14 0.71-0.74 -> 0.57-0.67 s, 96 -> 24 0.40-0.41 -> 0.33-0.34 s; 64 -> 384 on 7x7 1.25-1.51
- * -> 1.06-1.10 s, 32 -> 192 0.29-0.31 -> 0.26 s; and where x dy^T stays: 384 -> 64 on 7x7
- * 0.67-0.69 -> 0.77 s, 192 -> 32 0.18 -> 0.19-0.20 s, 24 -> 144 on 14x14 1.16-1.35 -> 1.24-1.28
- * s, 16 -> 96 on 28x28 (whose x dy^T takes dot products) 8-10% slower. */
+ * product's columns (cout, resp. cin), so: when one count fills vectors (16 lanes, AVX2's 8)
+ * better, that one; when both do as well, x^T if it is the smaller, with 32 input channels or
+ * more. Measured (dW alone, batch 128, one thread, task-clock of 150-300 calls, x dy^T -> dy
+ * x^T), AVX-512: 144 -> 24 on 14x14 0.71-0.74 -> 0.57-0.67 s, 96 -> 24 0.40-0.41 -> 0.33-0.34 s;
+ * 64 -> 384 on 7x7 1.25-1.51 -> 1.06-1.10 s, 32 -> 192 0.29-0.31 -> 0.26 s; and where x dy^T
+ * stays: 384 -> 64 on 7x7 0.67-0.69 -> 0.77 s, 192 -> 32 0.18 -> 0.19-0.20 s, 24 -> 144 on 14x14
+ * 1.16-1.35 -> 1.24-1.28 s, 16 -> 96 on 28x28 (whose x dy^T takes dot products) 8-10% slower.
+ * AVX2 (8 lanes: 24 channels fill them): 144 -> 24 0.65-0.69 -> 0.73-0.78 s, 32 -> 192 0.18-0.26
+ * -> 0.15-0.16 s. */
 static int pw_dw_rows(const ConvDims *d) {
 #if CONV_X86
     if (!is_pointwise(d) || d->groups != 1 || !(use_avx512() || use_avx2())) return 0;
-    const long ro = (d->cout + 15) / 16 * 16L * d->cin, ri = (d->cin + 15) / 16 * 16L * d->cout;
+    const long v = use_avx512() ? 16 : 8; /* gemm's vector lanes */
+    const long ro = (d->cout + v - 1) / v * v * d->cin, ri = (d->cin + v - 1) / v * v * d->cout;
     return ro > ri || (ro == ri && d->cout > d->cin && d->cin >= 32);
 #else
     (void)d;
