@@ -367,38 +367,33 @@ __attribute__((target("avx512f"))) static void input_a(float *V, size_t sv, cons
     input_full(8, bt8, V, sv, s, b);
 }
 
-/* Group B (phase (0, 1)): V[a][ch][bb N + col] = (B^T P01)[a][bb]. */
-__attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, const Wb *s, const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
+/* Groups B and C: the 8-point transform along one dimension of phase ph's 8 x 7 (B: rows by
+ * columns) or 7 x 8 (C) patch, the other taken as it is. V[t][ch][o N + col] = the transform's
+ * value t of line o, whose points lie st apart in the plane and whose lines so apart. */
+AVX512_INLINE void input_lines(float *V, size_t sv, const Wb *s, const WbBlock *b, int ph, size_t st, size_t so) {
+    const size_t N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
-                const float *p = tile_at(s, b, u, tx, ch, 1);
+                const float *p = tile_at(s, b, u, tx, ch, ph);
                 float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
-                for (int c = 0; c < 7; c++) {
+                for (int o = 0; o < 7; o++) {
                     V16 d[8], t[8];
-                    for (int r = 0; r < 8; r++) d[r] = _mm512_load_ps(p + r * rs + c * WB_LANES);
+                    for (int i = 0; i < 8; i++) d[i] = _mm512_load_ps(p + i * st + o * so);
                     bt8(d, t);
-                    for (int a = 0; a < 8; a++) _mm512_store_ps(dst + (size_t)a * sv + c * N, t[a]);
+                    for (int i = 0; i < 8; i++) _mm512_store_ps(dst + (size_t)i * sv + o * N, t[i]);
                 }
             }
 }
 
+/* Group B (phase (0, 1)): V[a][ch][bb N + col] = (B^T P01)[a][bb]. */
+__attribute__((target("avx512f"))) static void input_b(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    input_lines(V, sv, s, b, 1, (size_t)s->Qc * WB_LANES, WB_LANES);
+}
+
 /* Group C (phase (1, 0)): V[b][ch][aa N + col] = (P10 B)[aa][b]. */
 __attribute__((target("avx512f"))) static void input_c(float *V, size_t sv, const Wb *s, const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
-    for (int ch = 0; ch < s->cin; ch++)
-        for (int u = 0; u < b->nu; u++)
-            for (int tx = 0; tx < s->tw; tx++) {
-                const float *p = tile_at(s, b, u, tx, ch, 2);
-                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
-                for (int r = 0; r < 7; r++) {
-                    V16 d[8], t[8];
-                    for (int c = 0; c < 8; c++) d[c] = _mm512_load_ps(p + r * rs + c * WB_LANES);
-                    bt8(d, t);
-                    for (int c = 0; c < 8; c++) _mm512_store_ps(dst + (size_t)c * sv + r * N, t[c]);
-                }
-            }
+    input_lines(V, sv, s, b, 2, WB_LANES, (size_t)s->Qc * WB_LANES);
 }
 
 /* Group D (phase (1, 1)): V[ch][(aa 7 + bb) N + col] = P11[aa][bb]. */
@@ -637,40 +632,38 @@ __attribute__((target("avx512f"))) static void adj_a(float *const *dpl, const fl
     adjoint_full(8, b8, 1, dpl, dV, sv, s, b);
 }
 
-/* dP01 (+)= B dV_B (the adjoint of input_b). */
-__attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Wb *s,
-                                                     const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
+/* The adjoint of input_lines: each line's 8 points (+)= B of its transformed values. A patch's
+ * first point along the transform is the last of the tile before it along that dimension (the
+ * tile above when down, as for B; the one to the left otherwise, as for C), added to where that
+ * tile wrote. */
+AVX512_INLINE void adjoint_lines(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b, int ph,
+                                 size_t st, size_t so, int down) {
+    const size_t N = b->N;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
-                float *p = dtile_at(s, dpl, b, u, tx, ch, 1);
+                float *p = dtile_at(s, dpl, b, u, tx, ch, ph);
                 const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
-                for (int c = 0; c < 7; c++) {
+                const int after = down ? b->ty[u] != 0 : tx != 0;
+                for (int o = 0; o < 7; o++) {
                     V16 v[8], r[8];
-                    for (int a = 0; a < 8; a++) v[a] = _mm512_load_ps(src + (size_t)a * sv + c * N);
+                    for (int i = 0; i < 8; i++) v[i] = _mm512_load_ps(src + (size_t)i * sv + o * N);
                     b8(v, r);
-                    for (int i = 0; i < 8; i++) put(p + i * rs + c * WB_LANES, r[i], i == 0 && b->ty[u]);
+                    for (int i = 0; i < 8; i++) put(p + i * st + o * so, r[i], i == 0 && after);
                 }
             }
+}
+
+/* dP01 (+)= B dV_B (the adjoint of input_b). */
+__attribute__((target("avx512f"))) static void adj_b(float *const *dpl, const float *dV, size_t sv, const Wb *s,
+                                                     const WbBlock *b) {
+    adjoint_lines(dpl, dV, sv, s, b, 1, (size_t)s->Qc * WB_LANES, WB_LANES, 1);
 }
 
 /* dP10 (+)= dV_C B^T (the adjoint of input_c). */
 __attribute__((target("avx512f"))) static void adj_c(float *const *dpl, const float *dV, size_t sv, const Wb *s,
                                                      const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * WB_LANES, N = b->N;
-    for (int ch = 0; ch < s->cin; ch++)
-        for (int u = 0; u < b->nu; u++)
-            for (int tx = 0; tx < s->tw; tx++) {
-                float *p = dtile_at(s, dpl, b, u, tx, ch, 2);
-                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * WB_LANES;
-                for (int i = 0; i < 7; i++) {
-                    V16 v[8], r[8];
-                    for (int c = 0; c < 8; c++) v[c] = _mm512_load_ps(src + (size_t)c * sv + i * N);
-                    b8(v, r);
-                    for (int c = 0; c < 8; c++) put(p + i * rs + c * WB_LANES, r[c], c == 0 && tx);
-                }
-            }
+    adjoint_lines(dpl, dV, sv, s, b, 2, WB_LANES, (size_t)s->Qc * WB_LANES, 0);
 }
 
 /* dP11 = dV_D (the adjoint of input_d). */
