@@ -2372,6 +2372,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
     const size_t xstride = (size_t)d->cin * HW, ystride = (size_t)d->cout * P;
     const Plan pl = plan_of(d, i1 - i0);
     const Grid gmax = grid_of(d, pl.nb);
+    const int by_rows = pw_dw_rows(d); /* dW (cout, cin) += dy x^T */
     float *buf = NULL, *dyg = NULL, *dyt = NULL;
     const float **rows = NULL;
     if (pl.how == LOWER_IMPLICIT) {
@@ -2388,7 +2389,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
          * they beat gemm packing B^T (one thread, 2000 dW, task-clock: 24 -> 144 on 14x14 10.2 /
          * 8.7 -> 7.3 / 6.5 s, 96 -> 24 5.3 -> 4.2 s, 144 -> 24 7.9 / 8.3 -> 8.3 / 8.2 s) */
 #if CONV_X86
-        if (pw_dw_rows(d))
+        if (by_rows) /* x^T */
             dyt = scratch_get(WINO_SLOT, (size_t)Kc * pl.nb * P * sizeof(float));
         else if ((use_avx512() || use_avx2()) && cout_g > 16 && Kc > 16)
             dyt = scratch_get(WINO_SLOT, (size_t)cout_g * pl.nb * P * sizeof(float));
@@ -2431,7 +2432,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                     im2col(buf, P, xg, cin_g, d, 0, P);
                     col = buf;
                 }
-                if (pw_dw_rows(d)) { /* dW (cout, cin) += dy x^T, x^T written out */
+                if (by_rows) { /* x^T written out */
                     transpose(dyt, col, Kc, P, (size_t)P);
                     gemm(0, 0, cout_g, Kc, P, 1.0f, dyi, P, dyt, Kc, 1.0f, dwg, Kc);
                 } else if (dyt) { /* as above: dy^T written out, the main kernel */
