@@ -24,7 +24,8 @@
  * forward, dx (the adjoint conv) and dW as Winograd F(4x4, 3x3) on the same phase planes.
  * On AVX-512, batches of 3x3 convs with padding 1 and one group go to winograd_batch.c instead
  * (Winograd with sixteen images a vector; stride 2 as F(7x7, 3x3) on the four phases) when their
- * shape suits and each thread has at least 12 images (use_wb).
+ * shape suits and each thread has at least 12 images (use_wb); on AVX2 the stride-1 ones do,
+ * eight images a vector.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -502,24 +503,6 @@ __attribute__((target("avx512f"))) static void fill_planes_avx512(float *p0, flo
  * it (AMD's masked AVX2 stores are slow: with them the copy took 1.4 times the plain C one). */
 #define AVX2 __attribute__((target("avx2")))
 
-/* Lanes l of an eight-lane chunk whose element index base + l lies in [lo, hi). */
-AVX2 static inline __m256i lanes8(int base, int lo, int hi) {
-    const __m256i i = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(base));
-    return _mm256_and_si256(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(lo - 1)),
-                            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
-}
-
-/* made_lanes in AVX2: act_row's float operations on the lanes m of x, the others zero. */
-AVX2 static inline __m256 made_lanes8(__m256 x, __m256i m, const MadeInput *mi) {
-    const float *k = mi->k;
-    __m256 c = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_set1_ps(k[0])), _mm256_set1_ps(k[1]));
-    __m256 v = _mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(k[2])), _mm256_set1_ps(k[3]));
-    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) /* max(NaN, 0) = 0, as _mm512_max_ps */
-        v = _mm256_max_ps(v, _mm256_setzero_ps());
-    if (mi->act == ACT_RELU6) v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
-    return _mm256_and_ps(v, _mm256_castsi256_ps(m));
-}
-
 typedef struct {
     int nv;
     __m256i la[PLANE_MAX_WQ / 8], lb[PLANE_MAX_WQ / 8];
@@ -556,7 +539,7 @@ AVX2 static void fill_planes_avx2(float *p0, float *p1, const PlaneCopy *pc, con
     const int span = pc->s * 8;
     m.nv = (pc->wq + 7) / 8, m.mi = mi;
     for (int v = 0; v < m.nv; v++)
-        m.la[v] = lanes8(span * v - pc->pad, 0, pc->w), m.lb[v] = lanes8(span * v + 8 - pc->pad, 0, pc->w);
+        m.la[v] = lane_range8(span * v - pc->pad, 0, pc->w), m.lb[v] = lane_range8(span * v + 8 - pc->pad, 0, pc->w);
     if (p1)
         plane_rows(p0, p1, pc, row_s2_avx2, &m);
     else
@@ -1645,18 +1628,6 @@ AVX2_INLINE void cols_by4_avx2(const float *p, __m256 d[4]) {
     d[2] = _mm256_shuffle_ps(b, e, 0x44), d[3] = _mm256_shuffle_ps(b, e, 0xEE);
 }
 
-/* bt6 in 8 lanes. */
-AVX2_INLINE void bt6_avx2(const __m256 d[6], __m256 t[6]) {
-    const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f);
-    t[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
-    t[1] = _mm256_fnmadd_ps(four, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
-    t[2] = _mm256_fmadd_ps(four, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
-    const __m256 c = _mm256_sub_ps(d[4], d[2]), e = _mm256_sub_ps(d[3], d[1]);
-    t[3] = _mm256_fmadd_ps(two, e, c);
-    t[4] = _mm256_fnmadd_ps(two, e, c);
-    t[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
-}
-
 /* The row transform of one patch row for eight tiles (winograd_row): columns 4 tx + {0..3}, and
  * 4 tx + 4, + 5 as the first two phases moved by one tile, the ninth tile's from p[32], p[33]. */
 AVX2_INLINE void winograd_row_avx2(const float *p, __m256 t[6]) {
@@ -1696,15 +1667,6 @@ __attribute__((target("avx2,fma"))) static void winograd_input_avx2(float *V, co
             }
         }
     }
-}
-
-/* at4t in 8 lanes. */
-AVX2_INLINE void at4t_avx2(const __m256 r[4], __m256 s[6]) {
-    const __m256 a = _mm256_add_ps(r[0], r[2]), b = _mm256_add_ps(r[1], r[3]);
-    const __m256 c = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), r[2], r[0]);
-    const __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(8.0f), r[3], _mm256_add_ps(r[1], r[1]));
-    s[0] = r[0], s[1] = _mm256_add_ps(a, b), s[2] = _mm256_sub_ps(a, b);
-    s[3] = _mm256_add_ps(c, e), s[4] = _mm256_sub_ps(c, e), s[5] = r[3];
 }
 
 /* winograd_dy_avx512 in AVX2, eight tiles a vector (the C version had waited on its own stores
@@ -1978,12 +1940,13 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
     }
 }
 
-/* Whether a conv on nt threads runs as Winograd with sixteen images a vector (winograd_batch.c):
- * the AVX-512 path, the automatic lowering, a 3x3 conv with padding 1 of its shapes, and enough
- * images for each thread's vectors of 16. */
+/* Whether a conv on nt threads runs as Winograd with images across a vector (winograd_batch.c):
+ * the automatic lowering, a 3x3 conv with padding 1 of its shapes (on the AVX2 path stride 1
+ * only), and enough images for each thread's vectors of 16 (or 8). */
 static int use_wb(const ConvDims *d, int nt) {
 #if CONV_X86
-    return use_avx512() && conv_env() == -1 && (ws2_shape_ok(d) || wb1_shape_ok(d)) && d->n >= 12 * nt;
+    return conv_env() == -1 && d->n >= 12 * nt &&
+           (use_avx512() ? ws2_shape_ok(d) || wb1_shape_ok(d) : use_avx2() && wb1_shape_ok(d));
 #else
     (void)d, (void)nt;
     return 0;
@@ -2197,7 +2160,7 @@ __attribute__((target("avx2"))) static void transpose_avx2(float *dst, const flo
 #endif
 
 /* dst (cols, rows) = src (rows, cols; rows lds apart) transposed. */
-static void transpose(float *dst, const float *src, int rows, int cols, size_t lds) {
+void conv_transpose(float *dst, const float *src, int rows, int cols, size_t lds) {
 #if CONV_X86
     if (use_avx512()) {
         transpose_avx512(dst, src, rows, cols, lds);
@@ -2239,7 +2202,7 @@ static void winograd_dw(float *du, const float *planes, const float *dyw, size_t
         winograd_input(V, planes, g->plane, cin_g, g->W, &b);
         winograd_dy(E, dyw, dy_ld, cout_g, g->W, &b);
         for (int x0 = 0; x0 < WINO_POINTS; x0 += WINO_DW_GROUP) {
-            for (int x = x0; x < x0 + WINO_DW_GROUP; x++) transpose(Et + (x - x0) * ts, E + x * es, cout_g, K, ld);
+            for (int x = x0; x < x0 + WINO_DW_GROUP; x++) conv_transpose(Et + (x - x0) * ts, E + x * es, cout_g, K, ld);
             gemm_batch(WINO_DW_GROUP, cin_g, cout_g, K, V + x0 * vs, (int)ld, vs, Et, cout_g, ts, 1.0f,
                        du + (size_t)x0 * cin_g * cout_g, cout_g, (size_t)cin_g * cout_g);
         }
@@ -2417,7 +2380,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                  * than dot products along Q on these shapes (single-thread, col rows offset as
                  * in the planes: 16->16 on 28x28 144 against 109 GFLOP/s, 32->32 on 14x14 187
                  * against 105) */
-                transpose(dyt, dyg_in ? dyg_in : dyg, cout_g, gr.Q, dyg_in ? (size_t)dyg_ld : (size_t)gr.Q);
+                conv_transpose(dyt, dyg_in ? dyg_in : dyg, cout_g, gr.Q, dyg_in ? (size_t)dyg_ld : (size_t)gr.Q);
 #if CONV_X86
                 if (dw_by_taps3(d, pl.how)) {
                     dw_taps3_avx512(dwg, rows, cin_g, gr.W, dyt, gr.Q);
@@ -2433,10 +2396,10 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                     col = buf;
                 }
                 if (by_rows) { /* x^T written out */
-                    transpose(dyt, col, Kc, P, (size_t)P);
+                    conv_transpose(dyt, col, Kc, P, (size_t)P);
                     gemm(0, 0, cout_g, Kc, P, 1.0f, dyi, P, dyt, Kc, 1.0f, dwg, Kc);
                 } else if (dyt) { /* as above: dy^T written out, the main kernel */
-                    transpose(dyt, dyi, cout_g, P, (size_t)P);
+                    conv_transpose(dyt, dyi, cout_g, P, (size_t)P);
                     gemm(0, 0, Kc, cout_g, P, 1.0f, col, P, dyt, cout_g, 1.0f, dwg, cout_g);
                 } else {
                     gemm(0, 1, Kc, cout_g, P, 1.0f, col, P, dyi, P, 1.0f, dwg, cout_g);
@@ -2446,7 +2409,7 @@ static void dw_images(float *dwt, const float *dy, const float *x, const ConvDim
                 for (int j = 0; j < m; j++) im2col(buf + (size_t)j * P, ld, xg + j * xstride, cin_g, d, 0, P);
                 if (dyt) {
                     for (int j = 0; j < m; j++)
-                        transpose(dyt + (size_t)j * P * cout_g, dyi + j * ystride, cout_g, P, (size_t)P);
+                        conv_transpose(dyt + (size_t)j * P * cout_g, dyi + j * ystride, cout_g, P, (size_t)P);
                     gemm(0, 0, Kc, cout_g, ld, 1.0f, buf, ld, dyt, cout_g, 1.0f, dwg, cout_g);
                 } else {
                     gather_dy(dyg, dyi, ystride, cout_g, m, P);
@@ -2656,7 +2619,7 @@ void conv2d_backward_src(float *dx, float *dw, float *db, const GradSrc *dys, co
             /* W^T: gemm reads A rows along k, and can then finish ragged column panels with dot
              * products; its rows then moved apart to wt_ld (from the last: they only move up) */
             for (int g = 0; g < G; g++)
-                transpose(wk + (size_t)g * cout_g * Kc, w + (size_t)g * cout_g * Kc, cout_g, Kc, (size_t)Kc);
+                conv_transpose(wk + (size_t)g * cout_g * Kc, w + (size_t)g * cout_g * Kc, cout_g, Kc, (size_t)Kc);
             if (wt_ld(cout_g) != cout_g)
                 for (int r = d->cin - 1; r > 0; r--)
                     memmove(wk + (size_t)r * wt_ld(cout_g), wk + (size_t)r * cout_g, (size_t)cout_g * sizeof(float));

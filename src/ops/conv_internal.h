@@ -222,6 +222,81 @@ __attribute__((target("avx512f"))) static inline void b6(const __m512 u[6], __m5
     d[5] = u[5];
 }
 
+/* The same in AVX2, eight lanes (conv.c's per-image Winograd, winograd_batch.c's eight images a
+ * vector), and AVX2's lane helpers. */
+#define AVX2_FMA_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+
+AVX2_FMA_INLINE void bt6_avx2(const __m256 d[6], __m256 t[6]) {
+    const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f);
+    t[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
+    t[1] = _mm256_fnmadd_ps(four, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
+    t[2] = _mm256_fmadd_ps(four, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
+    const __m256 c = _mm256_sub_ps(d[4], d[2]), e = _mm256_sub_ps(d[3], d[1]);
+    t[3] = _mm256_fmadd_ps(two, e, c);
+    t[4] = _mm256_fnmadd_ps(two, e, c);
+    t[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
+}
+
+AVX2_FMA_INLINE void at4_avx2(const __m256 m[6], __m256 y[4]) {
+    const __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
+    const __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
+    y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
+    y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
+    y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+AVX2_FMA_INLINE void at4t_avx2(const __m256 r[4], __m256 s[6]) {
+    const __m256 a = _mm256_add_ps(r[0], r[2]), b = _mm256_add_ps(r[1], r[3]);
+    const __m256 c = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), r[2], r[0]);
+    const __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(8.0f), r[3], _mm256_add_ps(r[1], r[1]));
+    s[0] = r[0], s[1] = _mm256_add_ps(a, b), s[2] = _mm256_sub_ps(a, b);
+    s[3] = _mm256_add_ps(c, e), s[4] = _mm256_sub_ps(c, e), s[5] = r[3];
+}
+
+AVX2_FMA_INLINE void b6_avx2(const __m256 u[6], __m256 d[6]) {
+    const __m256 p1 = _mm256_sub_ps(u[1], u[2]), q1 = _mm256_add_ps(u[1], u[2]);
+    const __m256 p2 = _mm256_sub_ps(u[3], u[4]), q2 = _mm256_add_ps(u[3], u[4]);
+    const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f);
+    d[0] = _mm256_mul_ps(four, u[0]);
+    d[1] = _mm256_fmadd_ps(four, _mm256_sub_ps(u[5], p1), _mm256_mul_ps(_mm256_set1_ps(-2.0f), p2));
+    d[2] = _mm256_fnmadd_ps(five, u[0], _mm256_fnmadd_ps(four, q1, _mm256_sub_ps(_mm256_setzero_ps(), q2)));
+    d[3] = _mm256_fnmadd_ps(five, u[5], _mm256_fmadd_ps(_mm256_set1_ps(2.0f), p2, p1));
+    d[4] = _mm256_add_ps(_mm256_add_ps(u[0], q1), q2);
+    d[5] = u[5];
+}
+
+/* r (8 rows of 8) transposed in place. */
+AVX2_FMA_INLINE void tr8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2)
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) { /* u[i + k]: column k (and k + 4) of rows i..i+3 */
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++)
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20), r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+}
+
+/* Lanes l of an eight-lane chunk whose element index base + l lies in [lo, hi). */
+__attribute__((target("avx2"), always_inline)) static inline __m256i lane_range8(int base, int lo, int hi) {
+    const __m256i i = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(base));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(lo - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
+}
+
+/* made_lanes in AVX2: act_row's float operations on the lanes m of x, the others zero. */
+__attribute__((target("avx2"), always_inline)) static inline __m256 made_lanes8(__m256 x, __m256i m,
+                                                                                const MadeInput *mi) {
+    const float *k = mi->k;
+    __m256 c = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_set1_ps(k[0])), _mm256_set1_ps(k[1]));
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(k[2])), _mm256_set1_ps(k[3]));
+    if (mi->act == ACT_RELU || mi->act == ACT_RELU6) /* max(NaN, 0) = 0, as _mm512_max_ps */
+        v = _mm256_max_ps(v, _mm256_setzero_ps());
+    if (mi->act == ACT_RELU6) v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
+    return _mm256_and_ps(v, _mm256_castsi256_ps(m));
+}
 #endif
 
 /* The scratch slots of an output gradient (grad_rows) and an input (act_rows) made on demand
@@ -237,6 +312,10 @@ __attribute__((target("avx512f"))) static inline void b6(const __m512 u[6], __m5
 /* conv: Winograd kernels that a region's threads make together and share (the calling
  * thread's) */
 #define WEIGHT_SLOT 9
+
+/* dst (cols, rows) = src (rows, cols; rows lds floats apart) transposed, by the gemm path's
+ * vectors (conv.c). */
+void conv_transpose(float *dst, const float *src, int rows, int cols, size_t lds);
 
 /* n rounded up to a multiple of 16 (floats: a 64-byte line). */
 static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }

@@ -1,8 +1,9 @@
 /* winograd_batch.c: 3x3 convolutions with padding 1 and one group by Winograd's minimal
  * filtering with sixteen images a vector (AVX-512), for batches of training and evaluation:
- * stride 2 as F(7x7, 3x3) on the four phases (ws2_*), stride 1 as F(4x4, 3x3) (wb1_*). conv.c
- * hands a conv here when its shape suits (ws2_shape_ok, wb1_shape_ok) and each thread has at
- * least 12 images.
+ * stride 2 as F(7x7, 3x3) on the four phases (ws2_*), stride 1 as F(4x4, 3x3) (wb1_*); on AVX2
+ * machines stride 1 only, eight images a vector (the sixteen-lane description below with 8 for
+ * 16: Wb.L). conv.c hands a conv here when its shape suits (ws2_shape_ok, wb1_shape_ok) and each
+ * thread has at least 12 images.
  *
  * Layout (both strides): lane j of every vector is image j of a chunk of 16. A chunk's input is
  * copied once into planes of 16-image vectors (16 images' rows transposed into columns; stride
@@ -77,6 +78,7 @@ typedef struct {
     size_t plane; /* floats of one plane of a chunk (R Qc 16) */
     size_t chunk; /* floats of a chunk's planes (s s cin planes) */
     int cpg;      /* chunks a group (filled together) */
+    int L;        /* images a vector, a chunk: 16 (AVX-512), or 8 (AVX2, stride 1 only) */
     int upb;      /* units (a chunk's tile row) a block */
 } Wb;
 
@@ -91,7 +93,8 @@ static Wb wb_plan(const ConvDims *d) {
         s.th = (d->oh + 3) / 4, s.tw = (d->ow + 3) / 4;
         s.R = 4 * s.th + 2, s.Qc = 4 * s.tw + 2;
     }
-    s.plane = (size_t)s.R * s.Qc * WB_LANES;
+    s.L = use_avx512() ? WB_LANES : 8;
+    s.plane = (size_t)s.R * s.Qc * s.L;
     s.chunk = (size_t)s.s * s.s * s.cin * s.plane;
     /* one tile row a block: the smallest blocks were the fastest (stride 2, one thread, 16 -> 32
      * on 28x28 / 32 -> 64 on 14x14, forward + backward, ms: one or two tiles a block 6.96 /
@@ -101,7 +104,10 @@ static Wb wb_plan(const ConvDims *d) {
     return s;
 }
 
-int wb_group_images(const ConvDims *d) { return wb_plan(d).cpg * WB_LANES; }
+int wb_group_images(const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    return s.cpg * s.L;
+}
 
 /* c[tap]: what kernel x of U takes of each tap of a 3x3 kernel (ws2_weights). */
 static void ws2_coefs(int x, double c[9]) {
@@ -332,7 +338,7 @@ typedef struct {
 /* The first value of tile (u, tx) in phase plane ph of channel ch. */
 static inline const float *tile_at(const Wb *s, const WbBlock *b, int u, int tx, int ch, int ph) {
     return b->pl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane +
-           ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
+           ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * s->L;
 }
 
 /* A one-dimensional transform of n vectors (bt8, b8: n = 8; bt6, b6: n = 6). */
@@ -501,15 +507,24 @@ static void unit_block(WbBlock *b, float *yu[], int nimg[], float *dpu[], const 
         const int c = (u0 + u) / s->th;
         b->pl[u] = pl + c * s->chunk, b->ty[u] = (u0 + u) % s->th;
         dpu[u] = dpl ? dpl + c * s->chunk : NULL;
-        yu[u] = y + (size_t)c * WB_LANES * ystride, nimg[u] = NASC_MIN(WB_LANES, n - c * WB_LANES);
+        yu[u] = y + (size_t)c * s->L * ystride, nimg[u] = NASC_MIN(s->L, n - c * s->L);
     }
-    b->N = (size_t)b->nu * s->tw * WB_LANES;
+    b->N = (size_t)b->nu * s->tw * s->L;
 }
+
+static void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n);
 
 /* The planes of the chunks of images [img0, img0 + n) of xs (wb_fill each). */
 static void fill_chunks(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
-    for (int c = 0; c * WB_LANES < n; c++)
-        wb_fill(pl + c * s->chunk, s, xs, img0 + (size_t)c * WB_LANES, NASC_MIN(WB_LANES, n - c * WB_LANES));
+    for (int c = 0; c * s->L < n; c++) {
+        float *p = pl + c * s->chunk;
+        const size_t i0 = img0 + (size_t)c * s->L;
+        const int m = NASC_MIN(s->L, n - c * s->L);
+        if (s->L == 8)
+            wb_fill8(p, s, xs, i0, m);
+        else
+            wb_fill(p, s, xs, i0, m);
+    }
 }
 
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
@@ -595,8 +610,7 @@ __attribute__((target("avx512f"))) static void dy_transform(float *E, float *eb,
 AVX512_INLINE void put(float *p, V16 v, int add) { _mm512_store_ps(p, add ? _mm512_add_ps(_mm512_load_ps(p), v) : v); }
 
 static inline float *dtile_at(const Wb *s, float *const *dpl, const WbBlock *b, int u, int tx, int ch, int ph) {
-    return dpl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane +
-           ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * WB_LANES;
+    return dpl[u] + ((size_t)s->s * s->s * ch + ph) * s->plane + ((size_t)s->tm * b->ty[u] * s->Qc + s->tm * tx) * s->L;
 }
 
 /* dP (+)= T dV T^T of each tile of plane 0 (the adjoint of input_full, T = tf's transpose:
@@ -721,14 +735,20 @@ __attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride
     }
 }
 
+static void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n);
+
 /* dx of the n images from the chunks' gradient planes dpl (wb_fold each; mask as wb_fold's, at
  * image 0). */
 static void fold_chunks(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n) {
-    for (int c = 0; c * WB_LANES < n; c++) {
-        const size_t off = (size_t)c * WB_LANES * xstride;
+    for (int c = 0; c * s->L < n; c++) {
+        const size_t off = (size_t)c * s->L * xstride;
         DxMask mc;
         if (mask) mc = (DxMask){mask->x + off, mask->act};
-        wb_fold(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, NASC_MIN(WB_LANES, n - c * WB_LANES));
+        const int m = NASC_MIN(s->L, n - c * s->L);
+        if (s->L == 8)
+            wb_fold8(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, m);
+        else
+            wb_fold(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, m);
     }
 }
 
@@ -908,14 +928,221 @@ __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const 
     adjoint_full(6, b6, 2, dpl, dV, sv, s, b);
 }
 
+/* ------------------------------------------------------------------ stride 1 in AVX2
+ * For machines without AVX-512: the same F(4x4, 3x3) with eight images a vector (Wb.L = 8),
+ * the same layout, transforms and products, each function as its sixteen-lane one above
+ * (batch 128, 2 threads, NASC_GEMM=avx2 on a build without AVX-512 clones, forward / backward
+ * GFLOP/s, the per-image Winograd of conv.c -> this: 16 -> 16 on 28x28 223 / 194 -> 251 / 265,
+ * 32 -> 32 on 14x14 327 / 315 -> 377 / 333, 64 -> 64 on 7x7 340 / 323 -> 349 / 359). Stores
+ * of fewer than eight lanes go through store8_first (AVX2's masked stores are slow on AMD). */
+#define AVX2_FN __attribute__((target("avx2,fma"))) static
+#define L8 8
+
+/* wb_fill (stride 1): the padded plane of each channel, a vector of the eight images a pixel. */
+AVX2_FN void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    NASC_ASSERT(s->s == 1);
+    const __m256 zero = _mm256_setzero_ps();
+    float kc[4];
+    const MadeInput made = {kc, xs->act}, *mi = xs->saved ? &made : NULL;
+    for (int ch = 0; ch < s->cin; ch++) {
+        const float *X[L8];
+        for (int j = 0; j < L8; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
+        if (mi) act_consts(xs, ch, kc);
+        float *p = pl + (size_t)ch * s->plane;
+        for (int i = 0; i < s->R; i++) { /* the padding: rows outside the input, columns 0 and past w */
+            float *row = p + (size_t)i * Qc * L8;
+            const int inside = i >= 1 && i <= h;
+            for (int q = 0; q < (inside ? 1 : Qc); q++) _mm256_store_ps(row + (size_t)q * L8, zero);
+            if (inside)
+                for (int q = w + 1; q < Qc; q++) _mm256_store_ps(row + (size_t)q * L8, zero);
+        }
+        for (int r = 0; r < h; r++)
+            for (int c0 = 0; c0 < w; c0 += L8) {
+                const __m256i m = lane_range8(c0, 0, w);
+                __m256 v[L8];
+                for (int j = 0; j < L8; j++) {
+                    v[j] = X[j] ? _mm256_maskload_ps(X[j] + (size_t)r * w + c0, m) : zero;
+                    if (mi && X[j]) v[j] = made_lanes8(v[j], m, mi);
+                }
+                tr8(v);
+                for (int k = 0; k < L8 && c0 + k < w; k++)
+                    _mm256_store_ps(p + ((size_t)(r + 1) * Qc + c0 + k + 1) * L8, v[k]);
+            }
+    }
+}
+
+/* stage_out / stage_in: npix pixels of the nimg images (eight lanes a pixel in stage). */
+AVX2_FN void stage_out8(float *y, int nimg, size_t ystride, size_t off, int npix, const float *stage) {
+    for (int p0 = 0; p0 < npix; p0 += L8) {
+        __m256 v[L8];
+        for (int k = 0; k < L8; k++) v[k] = _mm256_load_ps(stage + (size_t)(p0 + k) * L8);
+        tr8(v);
+        for (int j = 0; j < nimg; j++) store8_first(y + j * ystride + off + p0, v[j], npix - p0);
+    }
+}
+
+AVX2_FN void stage_in8(float *stage, const float *y, int nimg, size_t ystride, size_t off, int npix) {
+    for (int p0 = 0; p0 < npix; p0 += L8) {
+        const __m256i m = lane_range8(p0, 0, npix);
+        __m256 v[L8];
+        for (int j = 0; j < L8; j++)
+            v[j] = j < nimg ? _mm256_maskload_ps(y + j * ystride + off + p0, m) : _mm256_setzero_ps();
+        tr8(v);
+        for (int k = 0; k < L8; k++) _mm256_store_ps(stage + (size_t)(p0 + k) * L8, v[k]);
+    }
+}
+
+/* f43_input: V[i 6 + j][ch] = (B^T P B)[i][j] of each tile's 6x6 patch. */
+AVX2_FN void f43_input8(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * L8;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 0);
+                float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * L8;
+                __m256 rt[6][6];
+                for (int r = 0; r < 6; r++) {
+                    __m256 d[6];
+                    for (int c = 0; c < 6; c++) d[c] = _mm256_load_ps(p + r * rs + c * L8);
+                    bt6_avx2(d, rt[r]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    __m256 col[6], t[6];
+                    for (int r = 0; r < 6; r++) col[r] = rt[r][c];
+                    bt6_avx2(col, t);
+                    for (int i = 0; i < 6; i++) _mm256_store_ps(dst + (size_t)(i * 6 + c) * sv, t[i]);
+                }
+            }
+}
+
+/* f43_output: Y = A^T M A (+ bias) of every tile of the block, into y. */
+AVX2_FN void f43_output8(float *const *yu, const int *nimg, size_t ystride, const float *M, size_t sm,
+                         const float *bias, const Wb *s, const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++) {
+        const __m256 bv = _mm256_set1_ps(bias ? bias[co] : 0.0f);
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(4, s->oh - 4 * b->ty[u]);
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *src = M + (size_t)co * N + ((size_t)u * s->tw + tx) * L8;
+                const int cols = NASC_MIN(4, ow - 4 * tx);
+                __m256 t[4][6];
+                for (int c = 0; c < 6; c++) {
+                    __m256 m[6], y[4];
+                    for (int i = 0; i < 6; i++) m[i] = _mm256_load_ps(src + (size_t)(i * 6 + c) * sm);
+                    at4_avx2(m, y);
+                    for (int aa = 0; aa < 4; aa++) t[aa][c] = y[aa];
+                }
+                for (int aa = 0; aa < rows; aa++) {
+                    __m256 y[4];
+                    at4_avx2(t[aa], y);
+                    float *st = stage + ((size_t)aa * ow + 4 * tx) * L8;
+                    for (int bb = 0; bb < cols; bb++) _mm256_store_ps(st + bb * L8, _mm256_add_ps(y[bb], bv));
+                }
+            }
+            stage_out8(yu[u], nimg[u], ystride, (size_t)co * P + (size_t)4 * b->ty[u] * ow, rows * ow, stage);
+        }
+    }
+}
+
+/* f43_dy: E[i 6 + j][co] = (A e A^T)[i][j] of each tile's 4x4 output gradient e. */
+AVX2_FN void f43_dy8(float *E, size_t se, const float *const *dyu, const int *nimg, size_t ystride, const Wb *s,
+                     const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++)
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(4, s->oh - 4 * b->ty[u]);
+            stage_in8(stage, dyu[u], nimg[u], ystride, (size_t)co * P + (size_t)4 * b->ty[u] * ow, rows * ow);
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *dst = E + (size_t)co * N + ((size_t)u * s->tw + tx) * L8;
+                const int cols = NASC_MIN(4, ow - 4 * tx);
+                __m256 r[4][6];
+                for (int aa = 0; aa < 4; aa++) {
+                    __m256 e[4];
+                    for (int bb = 0; bb < 4; bb++)
+                        e[bb] = aa < rows && bb < cols ? _mm256_load_ps(stage + ((size_t)aa * ow + 4 * tx + bb) * L8)
+                                                       : _mm256_setzero_ps();
+                    at4t_avx2(e, r[aa]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    __m256 col[4] = {r[0][c], r[1][c], r[2][c], r[3][c]}, t[6];
+                    at4t_avx2(col, t);
+                    for (int i = 0; i < 6; i++) _mm256_store_ps(dst + (size_t)(i * 6 + c) * se, t[i]);
+                }
+            }
+        }
+}
+
+/* f43_adj: dP (+)= B dV B^T of each tile; patches overlap by two rows and columns. */
+AVX2_FN void f43_adj8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * L8;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
+                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * L8;
+                __m256 t[6][6];
+                for (int a = 0; a < 6; a++) {
+                    __m256 v[6];
+                    for (int c = 0; c < 6; c++) v[c] = _mm256_load_ps(src + (size_t)(a * 6 + c) * sv);
+                    b6_avx2(v, t[a]);
+                }
+                for (int c = 0; c < 6; c++) {
+                    __m256 col[6], r[6];
+                    for (int a = 0; a < 6; a++) col[a] = t[a][c];
+                    b6_avx2(col, r);
+                    for (int i = 0; i < 6; i++) {
+                        float *q = p + i * rs + c * L8;
+                        const int add = (i < 2 && b->ty[u]) || (c < 2 && tx);
+                        _mm256_store_ps(q, add ? _mm256_add_ps(_mm256_load_ps(q), r[i]) : r[i]);
+                    }
+                }
+            }
+}
+
+/* wb_fold (stride 1): dx (+)= the input values' gradients in the planes dpl. */
+AVX2_FN void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n) {
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    for (int ch = 0; ch < s->cin; ch++) {
+        const float *pc = dpl + (size_t)ch * s->plane;
+        for (int r = 0; r < h; r++)
+            for (int c0 = 0; c0 < w; c0 += L8) {
+                __m256 v[L8];
+                for (int k = 0; k < L8; k++)
+                    v[k] = c0 + k < w ? _mm256_load_ps(pc + ((size_t)(r + 1) * Qc + c0 + k + 1) * L8)
+                                      : _mm256_setzero_ps();
+                tr8(v);
+                const __m256i m = lane_range8(c0, 0, w);
+                for (int j = 0; j < n; j++) {
+                    const size_t off = j * xstride + (size_t)ch * hw + (size_t)r * w + c0;
+                    float *o = dx + off;
+                    __m256 x = v[j];
+                    if (mask) {
+                        const __m256 a = _mm256_maskload_ps(mask->x + off, m);
+                        __m256 on = _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ);
+                        if (mask->act == ACT_RELU6)
+                            on = _mm256_and_ps(on, _mm256_cmp_ps(a, _mm256_set1_ps(6.0f), _CMP_LT_OQ));
+                        x = _mm256_and_ps(x, on);
+                    }
+                    const __m256 base = acc ? _mm256_maskload_ps(o, m) : _mm256_setzero_ps();
+                    store8_first(o, acc || mask ? _mm256_add_ps(base, x) : x, w - c0);
+                }
+            }
+    }
+}
+
+/* ------------------------------------------------------------------ stride 1: the drivers */
 void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d) {
     const Wb s = wb_plan(d);
-    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th, avx2 = s.L == 8;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
     const size_t sv = pstride(s.cin, Nmax), sm = pstride(s.cout, Nmax);
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
-    float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
+    float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
     float *M = V + 36 * sv, *stage = M + 36 * sm;
     fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
@@ -924,20 +1151,26 @@ void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
         int nimg[WB_UNITS_MAX];
         unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
         const int N = (int)b.N;
-        f43_input(V, sv, &s, &b);
+        if (avx2)
+            f43_input8(V, sv, &s, &b);
+        else
+            f43_input(V, sv, &s, &b);
         gemm_batch(36, s.cout, N, s.cin, U, s.cin, pm, V, N, sv, 0.0f, M, N, sm);
-        f43_output(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
+        if (avx2)
+            f43_output8(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
+        else
+            f43_output(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
     }
 }
 
 void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, int du_zero, const float *dy,
                   size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
-    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th, avx2 = s.L == 8;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
     const size_t sv = pstride(s.cin, Nmax), se = pstride(s.cout, Nmax), et = 36 * Nmax * (size_t)s.cout;
     float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * WB_LANES) * sizeof(float));
+    float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
     float *V = E + 36 * se, *Et = V + 36 * sv, *stage = Et + et;
     if (du) fill_chunks(pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
@@ -946,17 +1179,25 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
         int nimg[WB_UNITS_MAX];
         unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
         const int N = (int)b.N;
-        f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
+        if (avx2)
+            f43_dy8(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
+        else
+            f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
         if (du) { /* du[x] += V[x] E[x]^T */
-            f43_input(V, sv, &s, &b);
-            for (int x = 0; x < 36; x++)
-                transpose_avx512(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
+            if (avx2)
+                f43_input8(V, sv, &s, &b);
+            else
+                f43_input(V, sv, &s, &b);
+            for (int x = 0; x < 36; x++) conv_transpose(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
             gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, du_zero && u0 == 0 ? 0.0f : 1.0f,
                        du, s.cout, pm);
         }
         if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
             gemm_batch(36, s.cin, N, s.cout, Ut, s.cout, pm, E, N, se, 0.0f, V, N, sv);
-            f43_adj(dpu, V, sv, &s, &b);
+            if (avx2)
+                f43_adj8(dpu, V, sv, &s, &b);
+            else
+                f43_adj(dpu, V, sv, &s, &b);
         }
     }
     if (dx) fold_chunks(dx, xstride, dx_acc, mask, dpl, &s, n);
