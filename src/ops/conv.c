@@ -24,8 +24,8 @@
  * forward, dx (the adjoint conv) and dW as Winograd F(4x4, 3x3) on the same phase planes.
  * On AVX-512, batches of 3x3 convs with padding 1 and one group go to winograd_batch.c instead
  * (Winograd with sixteen images a vector; stride 2 as F(7x7, 3x3) on the four phases) when their
- * shape suits and each thread has at least 12 images (use_wb); on AVX2 the stride-1 ones do,
- * eight images a vector.
+ * shape suits and each thread has at least 12 images (use_wb); on AVX2 too, eight images a
+ * vector.
  *
  * Outputs too large to stay in cache are written with non-temporal stores.
  *
@@ -1941,12 +1941,11 @@ static void forward_one_image(float *y, const float *x, const float *w, const fl
 }
 
 /* Whether a conv on nt threads runs as Winograd with images across a vector (winograd_batch.c):
- * the automatic lowering, a 3x3 conv with padding 1 of its shapes (on the AVX2 path stride 1
- * only), and enough images for each thread's vectors of 16 (or 8). */
+ * the AVX-512 or AVX2 path, the automatic lowering, a 3x3 conv with padding 1 of its shapes,
+ * and enough images for each thread's vectors. */
 static int use_wb(const ConvDims *d, int nt) {
 #if CONV_X86
-    return conv_env() == -1 && d->n >= 12 * nt &&
-           (use_avx512() ? ws2_shape_ok(d) || wb1_shape_ok(d) : use_avx2() && wb1_shape_ok(d));
+    return (use_avx512() || use_avx2()) && conv_env() == -1 && (ws2_shape_ok(d) || wb1_shape_ok(d)) && d->n >= 12 * nt;
 #else
     (void)d, (void)nt;
     return 0;

@@ -1,9 +1,9 @@
 /* winograd_batch.c: 3x3 convolutions with padding 1 and one group by Winograd's minimal
  * filtering with sixteen images a vector (AVX-512), for batches of training and evaluation:
  * stride 2 as F(7x7, 3x3) on the four phases (ws2_*), stride 1 as F(4x4, 3x3) (wb1_*); on AVX2
- * machines stride 1 only, eight images a vector (the sixteen-lane description below with 8 for
- * 16: Wb.L). conv.c hands a conv here when its shape suits (ws2_shape_ok, wb1_shape_ok) and each
- * thread has at least 12 images.
+ * machines both with eight images a vector (the sixteen-lane description below with 8 for 16:
+ * Wb.L; the "8" functions at the end, the drivers choosing by it). conv.c hands a conv here when
+ * its shape suits (ws2_shape_ok, wb1_shape_ok) and each thread has at least 12 images.
  *
  * Layout (both strides): lane j of every vector is image j of a chunk of 16. A chunk's input is
  * copied once into planes of 16-image vectors (16 images' rows transposed into columns; stride
@@ -78,7 +78,7 @@ typedef struct {
     size_t plane; /* floats of one plane of a chunk (R Qc 16) */
     size_t chunk; /* floats of a chunk's planes (s s cin planes) */
     int cpg;      /* chunks a group (filled together) */
-    int L;        /* images a vector, a chunk: 16 (AVX-512), or 8 (AVX2, stride 1 only) */
+    int L;        /* images a vector, a chunk: 16 (AVX-512), or 8 (AVX2) */
     int upb;      /* units (a chunk's tile row) a block */
 } Wb;
 
@@ -527,41 +527,6 @@ static void fill_chunks(float *pl, const Wb *s, const ActSrc *xs, size_t img0, i
     }
 }
 
-void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
-                 const ConvDims *d) {
-    const Wb s = wb_plan(d);
-    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
-    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
-    const WbBufs zmax = wb_bufs(&s, Nmax);
-    float *V = scratch_get(WINO_SLOT,
-                           (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
-    float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
-    fill_chunks(pl, &s, xs, img0, n);
-    for (int u0 = 0; u0 < units; u0 += s.upb) {
-        WbBlock b;
-        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
-        int nimg[WB_UNITS_MAX];
-        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
-        const size_t N = b.N;
-        const WbBufs z = wb_bufs(&s, N);
-        input_a(V, z.sv1, &s, &b);
-        gemm_batch(64, s.cout, (int)N, s.cin, U, s.cin, pm, V, (int)N, z.sv1, 0.0f, M, (int)N, z.sm1);
-        rows_a(R0, z.sr7, M, z.sm1, s.cout, N);
-        input_c(V, z.sv7, &s, &b);
-        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 72 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 1.0f, R0,
-                   (int)(7 * N), z.sr7);
-        input_b(V, z.sv7, &s, &b);
-        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 64 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 0.0f, M,
-                   (int)(7 * N), z.sm7);
-        rows_b(R1, M, z.sm7, s.cout, N);
-        input_d(V, &s, &b);
-        gemm_batch(1, s.cout, (int)(49 * N), s.cin, U + 80 * pm, s.cin, pm, V, (int)(49 * N), 0, 1.0f, R1,
-                   (int)(49 * N), 0);
-        output_y(yu, nimg, ystride, R0, z.sr7, R1, bias, &s, &b, stage);
-    }
-}
-
 /* ------------------------------------------------------------------ backward */
 /* The adjoint of the output transform of every tile of the block, from dy (unit u's images at
  * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
@@ -752,64 +717,6 @@ static void fold_chunks(float *dx, size_t xstride, int acc, const DxMask *mask, 
     }
 }
 
-void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
-                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
-    const Wb s = wb_plan(d);
-    const int chunks = (n + WB_LANES - 1) / WB_LANES, units = chunks * s.th;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * WB_LANES;
-    const WbBufs zmax = wb_bufs(&s, Nmax);
-    const size_t ea = 64 * zmax.sm1, ebc = 8 * zmax.sm7, ed = (size_t)s.cout * 49 * Nmax;
-    const size_t vt = 64 * Nmax * (size_t)s.cin;
-    /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
-    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *E =
-        scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + vt + (size_t)(7 * s.ow + 16) * WB_LANES) * sizeof(float));
-    float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Vt = V + zmax.v, *stage = Vt + vt;
-    if (du) fill_chunks(pl, &s, xs, img0, n);
-    for (int u0 = 0; u0 < units; u0 += s.upb) {
-        WbBlock b;
-        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
-        int nimg[WB_UNITS_MAX];
-        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
-        const size_t N = b.N;
-        const WbBufs z = wb_bufs(&s, N);
-        dy_transform(E, Eb, Ec, Ed, &z, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
-        if (du) { /* du[x] (cout, cin) += E[x] V[x]^T, group by group: V, the smaller (cin < cout in
-                   * the networks), transposed for gemm's main kernel */
-            const int ci = s.cin, co = s.cout;
-            const float beta = du_zero && u0 == 0 ? 0.0f : 1.0f; /* the first products overwrite du */
-            input_a(V, z.sv1, &s, &b);
-            for (int x = 0; x < 64; x++) transpose_avx512(Vt + x * N * ci, V + x * z.sv1, ci, (int)N, N);
-            gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, beta, du, ci, pm);
-            input_b(V, z.sv7, &s, &b);
-            for (int a = 0; a < 8; a++) transpose_avx512(Vt + a * 7 * N * ci, V + a * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 64 * pm, ci,
-                       pm);
-            input_c(V, z.sv7, &s, &b);
-            for (int c = 0; c < 8; c++) transpose_avx512(Vt + c * 7 * N * ci, V + c * z.sv7, ci, (int)(7 * N), 7 * N);
-            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 72 * pm, ci,
-                       pm);
-            input_d(V, &s, &b);
-            transpose_avx512(Vt, V, ci, (int)(49 * N), 49 * N);
-            gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, beta, du + 80 * pm, ci, 0);
-        }
-        if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
-            gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
-            adj_a(dpu, V, z.sv1, &s, &b);
-            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 64 * pm, s.cout, pm, Eb, (int)(7 * N), z.sm7, 0.0f, V,
-                       (int)(7 * N), z.sv7);
-            adj_b(dpu, V, z.sv7, &s, &b);
-            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 72 * pm, s.cout, pm, Ec, (int)(7 * N), z.sm7, 0.0f, V,
-                       (int)(7 * N), z.sv7);
-            adj_c(dpu, V, z.sv7, &s, &b);
-            gemm_batch(1, s.cin, (int)(49 * N), s.cout, Ut + 80 * pm, s.cout, pm, Ed, (int)(49 * N), 0, 0.0f, V,
-                       (int)(49 * N), 0);
-            adj_d(dpu, V, &s, &b);
-        }
-    }
-    if (dx) fold_chunks(dx, xstride, dx_acc, NULL, dpl, &s, n);
-}
-
 /* dwt (cin 9, cout: dW^T) += dL/dk of every kernel from du (81, cout, cin: dL/dU), summed in
  * double: U[x] = sum over taps of c[x][tap] k[tap] (ws2_weights), so dk[tap] = sum over x of
  * c[x][tap] du[x]. One output channel at a time, the taps each kernel takes (the loops over the
@@ -928,9 +835,10 @@ __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const 
     adjoint_full(6, b6, 2, dpl, dV, sv, s, b);
 }
 
-/* ------------------------------------------------------------------ stride 1 in AVX2
- * For machines without AVX-512: the same F(4x4, 3x3) with eight images a vector (Wb.L = 8),
- * the same layout, transforms and products, each function as its sixteen-lane one above
+/* ------------------------------------------------------------------ AVX2: eight images a vector
+ * For machines without AVX-512: the same F(4x4, 3x3) and F(7x7, 3x3) with eight images a vector
+ * (Wb.L = 8), the same layout, transforms and products, each function as its sixteen-lane one
+ * above
  * (batch 128, 2 threads, NASC_GEMM=avx2 on a build without AVX-512 clones, forward / backward
  * GFLOP/s, the per-image Winograd of conv.c -> this: 16 -> 16 on 28x28 223 / 194 -> 251 / 265,
  * 32 -> 32 on 14x14 327 / 315 -> 377 / 333, 64 -> 64 on 7x7 340 / 323 -> 349 / 359). Stores
@@ -938,10 +846,9 @@ __attribute__((target("avx512f"))) static void f43_adj(float *const *dpl, const 
 #define AVX2_FN __attribute__((target("avx2,fma"))) static
 #define L8 8
 
-/* wb_fill (stride 1): the padded plane of each channel, a vector of the eight images a pixel. */
+/* wb_fill: the chunk's (phase) planes, a vector of the eight images a pixel. */
 AVX2_FN void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
-    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
-    NASC_ASSERT(s->s == 1);
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc, st = s->s;
     const __m256 zero = _mm256_setzero_ps();
     float kc[4];
     const MadeInput made = {kc, xs->act}, *mi = xs->saved ? &made : NULL;
@@ -949,15 +856,21 @@ AVX2_FN void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int
         const float *X[L8];
         for (int j = 0; j < L8; j++) X[j] = j < n ? xs->x + ((img0 + j) * s->cin + ch) * hw : NULL;
         if (mi) act_consts(xs, ch, kc);
-        float *p = pl + (size_t)ch * s->plane;
-        for (int i = 0; i < s->R; i++) { /* the padding: rows outside the input, columns 0 and past w */
-            float *row = p + (size_t)i * Qc * L8;
-            const int inside = i >= 1 && i <= h;
-            for (int q = 0; q < (inside ? 1 : Qc); q++) _mm256_store_ps(row + (size_t)q * L8, zero);
-            if (inside)
-                for (int q = w + 1; q < Qc; q++) _mm256_store_ps(row + (size_t)q * L8, zero);
+        float *pc = pl + (size_t)st * st * ch * s->plane;
+        for (int ph = 0; ph < st * st; ph++) { /* the padding, as wb_fill's */
+            const int pr = ph / st, pcol = ph % st, qlo = (st - pcol) / st, qhi = (w - pcol) / st + 1;
+            float *p = pc + ph * s->plane;
+            for (int i = 0; i < s->R; i++) {
+                const int r = st * i + pr - 1, inside = r >= 0 && r < h;
+                float *row = p + (size_t)i * Qc * L8;
+                for (int q = 0; q < (inside ? qlo : Qc); q++) _mm256_store_ps(row + (size_t)q * L8, zero);
+                if (inside)
+                    for (int q = qhi; q < Qc; q++) _mm256_store_ps(row + (size_t)q * L8, zero);
+            }
         }
-        for (int r = 0; r < h; r++)
+        for (int r = 0; r < h; r++) {
+            int pr, i;
+            padded_at(r, st, &pr, &i);
             for (int c0 = 0; c0 < w; c0 += L8) {
                 const __m256i m = lane_range8(c0, 0, w);
                 __m256 v[L8];
@@ -966,9 +879,13 @@ AVX2_FN void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int
                     if (mi && X[j]) v[j] = made_lanes8(v[j], m, mi);
                 }
                 tr8(v);
-                for (int k = 0; k < L8 && c0 + k < w; k++)
-                    _mm256_store_ps(p + ((size_t)(r + 1) * Qc + c0 + k + 1) * L8, v[k]);
+                for (int k = 0; k < L8 && c0 + k < w; k++) {
+                    int pcol, q;
+                    padded_at(c0 + k, st, &pcol, &q);
+                    _mm256_store_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * L8, v[k]);
+                }
             }
+        }
     }
 }
 
@@ -993,26 +910,302 @@ AVX2_FN void stage_in8(float *stage, const float *y, int nimg, size_t ystride, s
     }
 }
 
-/* f43_input: V[i 6 + j][ch] = (B^T P B)[i][j] of each tile's 6x6 patch. */
-AVX2_FN void f43_input8(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+/* bt8, at8, a7 and b8 in eight lanes. */
+AVX2_FMA_INLINE void bt8_8(const __m256 d[8], __m256 t[8]) {
+    const __m256 c21 = _mm256_set1_ps(5.25f), c17 = _mm256_set1_ps(4.25f), c54 = _mm256_set1_ps(1.25f);
+    const __m256 c52 = _mm256_set1_ps(2.5f), c5 = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
+    const __m256 four = _mm256_set1_ps(4.0f), half = _mm256_set1_ps(0.5f), quarter = _mm256_set1_ps(0.25f);
+    t[0] = _mm256_fmadd_ps(c21, _mm256_sub_ps(d[4], d[2]), _mm256_sub_ps(d[0], d[6]));
+    t[7] = _mm256_fmadd_ps(c21, _mm256_sub_ps(d[3], d[5]), _mm256_sub_ps(d[7], d[1]));
+    __m256 a = _mm256_fnmadd_ps(c17, d[4], _mm256_add_ps(d[2], d[6]));
+    __m256 b = _mm256_fnmadd_ps(c17, d[3], _mm256_add_ps(d[1], d[5]));
+    t[1] = _mm256_add_ps(a, b), t[2] = _mm256_sub_ps(a, b);
+    a = _mm256_fnmadd_ps(c54, d[4], _mm256_fmadd_ps(quarter, d[2], d[6]));
+    b = _mm256_fnmadd_ps(c52, d[3], _mm256_fmadd_ps(two, d[5], _mm256_mul_ps(half, d[1])));
+    t[3] = _mm256_add_ps(a, b), t[4] = _mm256_sub_ps(a, b);
+    a = _mm256_fnmadd_ps(c5, d[4], _mm256_fmadd_ps(four, d[2], d[6]));
+    b = _mm256_fnmadd_ps(c52, d[3], _mm256_fmadd_ps(half, d[5], _mm256_mul_ps(two, d[1])));
+    t[5] = _mm256_add_ps(a, b), t[6] = _mm256_sub_ps(a, b);
+}
+
+#define S8 _mm256_set1_ps
+AVX2_FMA_INLINE void at8_8(const __m256 m[8], __m256 y[7]) {
+    const __m256 s1 = _mm256_add_ps(m[1], m[2]), d1 = _mm256_sub_ps(m[1], m[2]);
+    const __m256 s2 = _mm256_add_ps(m[3], m[4]), d2 = _mm256_sub_ps(m[3], m[4]);
+    const __m256 s3 = _mm256_add_ps(m[5], m[6]), d3 = _mm256_sub_ps(m[5], m[6]);
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s1), _mm256_add_ps(s2, s3));
+    y[1] = _mm256_fmadd_ps(S8(2.0f), d2, _mm256_fmadd_ps(S8(0.5f), d3, d1));
+    y[2] = _mm256_fmadd_ps(S8(4.0f), s2, _mm256_fmadd_ps(S8(0.25f), s3, s1));
+    y[3] = _mm256_fmadd_ps(S8(8.0f), d2, _mm256_fmadd_ps(S8(0.125f), d3, d1));
+    y[4] = _mm256_fmadd_ps(S8(16.0f), s2, _mm256_fmadd_ps(S8(0.0625f), s3, s1));
+    y[5] = _mm256_fmadd_ps(S8(32.0f), d2, _mm256_fmadd_ps(S8(0.03125f), d3, d1));
+    y[6] = _mm256_add_ps(_mm256_fmadd_ps(S8(64.0f), s2, _mm256_fmadd_ps(S8(0.015625f), s3, s1)), m[7]);
+}
+
+AVX2_FMA_INLINE void a7_8(const __m256 r[7], __m256 s[8]) {
+    const __m256 e1 = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[4], r[6]));
+    const __m256 o1 = _mm256_add_ps(_mm256_add_ps(r[1], r[3]), r[5]);
+    const __m256 e2 =
+        _mm256_fmadd_ps(S8(64.0f), r[6], _mm256_fmadd_ps(S8(16.0f), r[4], _mm256_fmadd_ps(S8(4.0f), r[2], r[0])));
+    const __m256 o2 = _mm256_fmadd_ps(S8(32.0f), r[5], _mm256_fmadd_ps(S8(8.0f), r[3], _mm256_mul_ps(S8(2.0f), r[1])));
+    const __m256 e3 = _mm256_fmadd_ps(S8(0.015625f), r[6],
+                                      _mm256_fmadd_ps(S8(0.0625f), r[4], _mm256_fmadd_ps(S8(0.25f), r[2], r[0])));
+    const __m256 o3 =
+        _mm256_fmadd_ps(S8(0.03125f), r[5], _mm256_fmadd_ps(S8(0.125f), r[3], _mm256_mul_ps(S8(0.5f), r[1])));
+    s[0] = r[0], s[7] = r[6];
+    s[1] = _mm256_add_ps(e1, o1), s[2] = _mm256_sub_ps(e1, o1);
+    s[3] = _mm256_add_ps(e2, o2), s[4] = _mm256_sub_ps(e2, o2);
+    s[5] = _mm256_add_ps(e3, o3), s[6] = _mm256_sub_ps(e3, o3);
+}
+
+AVX2_FMA_INLINE void b8_8(const __m256 u[8], __m256 d[8]) {
+    const __m256 p1 = _mm256_sub_ps(u[1], u[2]), q1 = _mm256_add_ps(u[1], u[2]);
+    const __m256 p2 = _mm256_sub_ps(u[3], u[4]), q2 = _mm256_add_ps(u[3], u[4]);
+    const __m256 p3 = _mm256_sub_ps(u[5], u[6]), q3 = _mm256_add_ps(u[5], u[6]);
+    const __m256 c21 = S8(5.25f);
+    d[0] = u[0], d[7] = u[7];
+    d[1] = _mm256_sub_ps(_mm256_fmadd_ps(S8(2.0f), p3, _mm256_fmadd_ps(S8(0.5f), p2, p1)), u[7]);
+    d[2] = _mm256_fnmadd_ps(c21, u[0], _mm256_fmadd_ps(S8(4.0f), q3, _mm256_fmadd_ps(S8(0.25f), q2, q1)));
+    d[3] = _mm256_fmadd_ps(c21, u[7], _mm256_fnmadd_ps(S8(2.5f), _mm256_add_ps(p2, p3), _mm256_mul_ps(S8(-4.25f), p1)));
+    d[4] = _mm256_fmadd_ps(
+        c21, u[0], _mm256_fnmadd_ps(S8(5.0f), q3, _mm256_fnmadd_ps(S8(1.25f), q2, _mm256_mul_ps(S8(-4.25f), q1))));
+    d[5] = _mm256_fnmadd_ps(c21, u[7], _mm256_fmadd_ps(S8(0.5f), p3, _mm256_fmadd_ps(S8(2.0f), p2, p1)));
+    d[6] = _mm256_sub_ps(_mm256_add_ps(_mm256_add_ps(q1, q2), q3), u[0]);
+}
+
+typedef void (*Transform8)(const __m256 *, __m256 *);
+
+/* input_full: V[i n + j][ch] = (T P T^T)[i][j] of each tile's n x n patch of plane 0. */
+AVX2_FMA_INLINE void input_full8(const int n, Transform8 tf, float *V, size_t sv, const Wb *s, const WbBlock *b) {
     const size_t rs = (size_t)s->Qc * L8;
     for (int ch = 0; ch < s->cin; ch++)
         for (int u = 0; u < b->nu; u++)
             for (int tx = 0; tx < s->tw; tx++) {
                 const float *p = tile_at(s, b, u, tx, ch, 0);
                 float *dst = V + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * L8;
-                __m256 rt[6][6];
-                for (int r = 0; r < 6; r++) {
-                    __m256 d[6];
-                    for (int c = 0; c < 6; c++) d[c] = _mm256_load_ps(p + r * rs + c * L8);
-                    bt6_avx2(d, rt[r]);
+                __m256 rt[8][8];
+                for (int r = 0; r < n; r++) {
+                    __m256 d[8];
+                    for (int c = 0; c < n; c++) d[c] = _mm256_load_ps(p + r * rs + c * L8);
+                    tf(d, rt[r]);
                 }
-                for (int c = 0; c < 6; c++) {
-                    __m256 col[6], t[6];
-                    for (int r = 0; r < 6; r++) col[r] = rt[r][c];
-                    bt6_avx2(col, t);
-                    for (int i = 0; i < 6; i++) _mm256_store_ps(dst + (size_t)(i * 6 + c) * sv, t[i]);
+                for (int c = 0; c < n; c++) {
+                    __m256 col[8], t[8];
+                    for (int r = 0; r < n; r++) col[r] = rt[r][c];
+                    tf(col, t);
+                    for (int i = 0; i < n; i++) _mm256_store_ps(dst + (size_t)(i * n + c) * sv, t[i]);
                 }
+            }
+}
+
+/* adjoint_full: dP (+)= T dV T^T of each tile of plane 0, patches overlapping by ov. */
+AVX2_FMA_INLINE void adjoint_full8(const int n, Transform8 tf, const int ov, float *const *dpl, const float *dV,
+                                   size_t sv, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * L8;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
+                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * L8;
+                __m256 t[8][8];
+                for (int a = 0; a < n; a++) {
+                    __m256 v[8];
+                    for (int c = 0; c < n; c++) v[c] = _mm256_load_ps(src + (size_t)(a * n + c) * sv);
+                    tf(v, t[a]);
+                }
+                for (int c = 0; c < n; c++) {
+                    __m256 col[8], r[8];
+                    for (int a = 0; a < n; a++) col[a] = t[a][c];
+                    tf(col, r);
+                    for (int i = 0; i < n; i++) {
+                        float *q = p + i * rs + c * L8;
+                        const int add = (i < ov && b->ty[u]) || (c < ov && tx);
+                        _mm256_store_ps(q, add ? _mm256_add_ps(_mm256_load_ps(q), r[i]) : r[i]);
+                    }
+                }
+            }
+}
+
+AVX2_FN void f43_input8(float *V, size_t sv, const Wb *s, const WbBlock *b) { input_full8(6, bt6_avx2, V, sv, s, b); }
+AVX2_FN void f43_adj8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
+    adjoint_full8(6, b6_avx2, 2, dpl, dV, sv, s, b);
+}
+
+/* Stride 2's groups (input_a .. adj_d above) in eight lanes. */
+AVX2_FN void input_a8(float *V, size_t sv, const Wb *s, const WbBlock *b) { input_full8(8, bt8_8, V, sv, s, b); }
+
+AVX2_FMA_INLINE void input_lines8(float *V, size_t sv, const Wb *s, const WbBlock *b, int ph, size_t st, size_t so) {
+    const size_t N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, ph);
+                float *dst = V + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * L8;
+                for (int o = 0; o < 7; o++) {
+                    __m256 d[8], t[8];
+                    for (int i = 0; i < 8; i++) d[i] = _mm256_load_ps(p + i * st + o * so);
+                    bt8_8(d, t);
+                    for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (size_t)i * sv + o * N, t[i]);
+                }
+            }
+}
+
+AVX2_FN void input_b8(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    input_lines8(V, sv, s, b, 1, (size_t)s->Qc * L8, L8);
+}
+
+AVX2_FN void input_c8(float *V, size_t sv, const Wb *s, const WbBlock *b) {
+    input_lines8(V, sv, s, b, 2, L8, (size_t)s->Qc * L8);
+}
+
+AVX2_FN void input_d8(float *V, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * L8, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                const float *p = tile_at(s, b, u, tx, ch, 3);
+                float *dst = V + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * L8;
+                for (int r = 0; r < 7; r++)
+                    for (int c = 0; c < 7; c++)
+                        _mm256_store_ps(dst + (size_t)(r * 7 + c) * N, _mm256_load_ps(p + r * rs + c * L8));
+            }
+}
+
+AVX2_FN void rows_a8(float *R0, size_t sr, const float *M, size_t sm, int cout, size_t N) {
+    for (int co = 0; co < cout; co++)
+        for (size_t col = 0; col < N; col += L8) {
+            const float *src = M + (size_t)co * N + col;
+            float *dst = R0 + (size_t)co * 7 * N + col;
+            for (int b = 0; b < 8; b++) {
+                __m256 m[8], y[7];
+                for (int a = 0; a < 8; a++) m[a] = _mm256_load_ps(src + (size_t)(a * 8 + b) * sm);
+                at8_8(m, y);
+                for (int aa = 0; aa < 7; aa++) _mm256_store_ps(dst + (size_t)b * sr + aa * N, y[aa]);
+            }
+        }
+}
+
+AVX2_FN void rows_b8(float *R1, const float *M, size_t sm, int cout, size_t N) {
+    for (int co = 0; co < cout; co++)
+        for (size_t col = 0; col < N; col += L8) {
+            const float *src = M + (size_t)co * 7 * N + col;
+            float *dst = R1 + (size_t)co * 49 * N + col;
+            for (int bb = 0; bb < 7; bb++) {
+                __m256 m[8], y[7];
+                for (int a = 0; a < 8; a++) m[a] = _mm256_load_ps(src + (size_t)a * sm + bb * N);
+                at8_8(m, y);
+                for (int aa = 0; aa < 7; aa++) _mm256_store_ps(dst + (size_t)(aa * 7 + bb) * N, y[aa]);
+            }
+        }
+}
+
+AVX2_FN void output_y8(float *const *yu, const int *nimg, size_t ystride, const float *R0, size_t sr, const float *R1,
+                       const float *bias, const Wb *s, const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++) {
+        const __m256 bv = _mm256_set1_ps(bias ? bias[co] : 0.0f);
+        for (int u = 0; u < b->nu; u++) {
+            const int rows = NASC_MIN(7, s->oh - 7 * b->ty[u]);
+            for (int tx = 0; tx < s->tw; tx++) {
+                const size_t col = ((size_t)u * s->tw + tx) * L8;
+                const float *r0 = R0 + (size_t)co * 7 * N + col, *r1 = R1 + (size_t)co * 49 * N + col;
+                const int cols = NASC_MIN(7, ow - 7 * tx);
+                for (int aa = 0; aa < rows; aa++) {
+                    __m256 m[8], y[7];
+                    for (int c = 0; c < 8; c++) m[c] = _mm256_load_ps(r0 + (size_t)c * sr + aa * N);
+                    at8_8(m, y);
+                    float *st = stage + ((size_t)aa * ow + 7 * tx) * L8;
+                    for (int bb = 0; bb < cols; bb++)
+                        _mm256_store_ps(
+                            st + bb * L8,
+                            _mm256_add_ps(_mm256_add_ps(y[bb], _mm256_load_ps(r1 + (size_t)(aa * 7 + bb) * N)), bv));
+                }
+            }
+            stage_out8(yu[u], nimg[u], ystride, (size_t)co * P + (size_t)7 * b->ty[u] * ow, rows * ow, stage);
+        }
+    }
+}
+
+AVX2_FN void dy_transform8(float *E, float *eb, float *ec, float *ed, const WbBufs *z, const float *const *dyu,
+                           const int *nimg, size_t ystride, const Wb *s, const WbBlock *b, float *stage) {
+    const size_t N = b->N;
+    const int ow = s->ow, P = s->oh * ow;
+    for (int co = 0; co < s->cout; co++)
+        for (int u = 0; u < b->nu; u++) {
+            stage_in8(stage, dyu[u], nimg[u], ystride, (size_t)co * P + (size_t)7 * b->ty[u] * ow, 7 * ow);
+            for (int tx = 0; tx < s->tw; tx++) {
+                const size_t col = ((size_t)u * s->tw + tx) * L8;
+                const float *st = stage + (size_t)7 * tx * L8;
+                __m256 e[7][7], c8[7][8];
+                for (int aa = 0; aa < 7; aa++)
+                    for (int bb = 0; bb < 7; bb++) {
+                        e[aa][bb] = _mm256_load_ps(st + ((size_t)aa * ow + bb) * L8);
+                        _mm256_store_ps(ed + (size_t)co * 49 * N + (size_t)(aa * 7 + bb) * N + col, e[aa][bb]);
+                    }
+                for (int aa = 0; aa < 7; aa++) {
+                    a7_8(e[aa], c8[aa]);
+                    for (int c = 0; c < 8; c++)
+                        _mm256_store_ps(ec + c * z->sm7 + (size_t)co * 7 * N + aa * N + col, c8[aa][c]);
+                }
+                for (int bb = 0; bb < 7; bb++) {
+                    __m256 r[7] = {e[0][bb], e[1][bb], e[2][bb], e[3][bb], e[4][bb], e[5][bb], e[6][bb]}, t[8];
+                    a7_8(r, t);
+                    for (int a = 0; a < 8; a++)
+                        _mm256_store_ps(eb + a * z->sm7 + (size_t)co * 7 * N + bb * N + col, t[a]);
+                }
+                for (int c = 0; c < 8; c++) {
+                    __m256 r[7] = {c8[0][c], c8[1][c], c8[2][c], c8[3][c], c8[4][c], c8[5][c], c8[6][c]}, t[8];
+                    a7_8(r, t);
+                    for (int a = 0; a < 8; a++) _mm256_store_ps(E + (a * 8 + c) * z->sm1 + (size_t)co * N + col, t[a]);
+                }
+            }
+        }
+}
+
+AVX2_FN void adj_a8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
+    adjoint_full8(8, b8_8, 1, dpl, dV, sv, s, b);
+}
+
+AVX2_FMA_INLINE void adjoint_lines8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b,
+                                    int ph, size_t st, size_t so, int down) {
+    const size_t N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, ph);
+                const float *src = dV + (size_t)ch * 7 * N + ((size_t)u * s->tw + tx) * L8;
+                const int after = down ? b->ty[u] != 0 : tx != 0;
+                for (int o = 0; o < 7; o++) {
+                    __m256 v[8], r[8];
+                    for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(src + (size_t)i * sv + o * N);
+                    b8_8(v, r);
+                    for (int i = 0; i < 8; i++) {
+                        float *q = p + i * st + o * so;
+                        _mm256_store_ps(q, i == 0 && after ? _mm256_add_ps(_mm256_load_ps(q), r[i]) : r[i]);
+                    }
+                }
+            }
+}
+
+AVX2_FN void adj_b8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
+    adjoint_lines8(dpl, dV, sv, s, b, 1, (size_t)s->Qc * L8, L8, 1);
+}
+
+AVX2_FN void adj_c8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
+    adjoint_lines8(dpl, dV, sv, s, b, 2, L8, (size_t)s->Qc * L8, 0);
+}
+
+AVX2_FN void adj_d8(float *const *dpl, const float *dV, const Wb *s, const WbBlock *b) {
+    const size_t rs = (size_t)s->Qc * L8, N = b->N;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int u = 0; u < b->nu; u++)
+            for (int tx = 0; tx < s->tw; tx++) {
+                float *p = dtile_at(s, dpl, b, u, tx, ch, 3);
+                const float *src = dV + (size_t)ch * 49 * N + ((size_t)u * s->tw + tx) * L8;
+                for (int i = 0; i < 7; i++)
+                    for (int c = 0; c < 7; c++)
+                        _mm256_store_ps(p + i * rs + c * L8, _mm256_load_ps(src + (size_t)(i * 7 + c) * N));
             }
 }
 
@@ -1076,44 +1269,22 @@ AVX2_FN void f43_dy8(float *E, size_t se, const float *const *dyu, const int *ni
         }
 }
 
-/* f43_adj: dP (+)= B dV B^T of each tile; patches overlap by two rows and columns. */
-AVX2_FN void f43_adj8(float *const *dpl, const float *dV, size_t sv, const Wb *s, const WbBlock *b) {
-    const size_t rs = (size_t)s->Qc * L8;
-    for (int ch = 0; ch < s->cin; ch++)
-        for (int u = 0; u < b->nu; u++)
-            for (int tx = 0; tx < s->tw; tx++) {
-                float *p = dtile_at(s, dpl, b, u, tx, ch, 0);
-                const float *src = dV + (size_t)ch * b->N + ((size_t)u * s->tw + tx) * L8;
-                __m256 t[6][6];
-                for (int a = 0; a < 6; a++) {
-                    __m256 v[6];
-                    for (int c = 0; c < 6; c++) v[c] = _mm256_load_ps(src + (size_t)(a * 6 + c) * sv);
-                    b6_avx2(v, t[a]);
-                }
-                for (int c = 0; c < 6; c++) {
-                    __m256 col[6], r[6];
-                    for (int a = 0; a < 6; a++) col[a] = t[a][c];
-                    b6_avx2(col, r);
-                    for (int i = 0; i < 6; i++) {
-                        float *q = p + i * rs + c * L8;
-                        const int add = (i < 2 && b->ty[u]) || (c < 2 && tx);
-                        _mm256_store_ps(q, add ? _mm256_add_ps(_mm256_load_ps(q), r[i]) : r[i]);
-                    }
-                }
-            }
-}
-
-/* wb_fold (stride 1): dx (+)= the input values' gradients in the planes dpl. */
+/* wb_fold: dx (+)= the input values' gradients in the (phase) planes dpl. */
 AVX2_FN void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n) {
-    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc;
+    const int h = s->h, w = s->w, hw = h * w, Qc = s->Qc, st = s->s;
     for (int ch = 0; ch < s->cin; ch++) {
-        const float *pc = dpl + (size_t)ch * s->plane;
-        for (int r = 0; r < h; r++)
+        const float *pc = dpl + (size_t)st * st * ch * s->plane;
+        for (int r = 0; r < h; r++) {
+            int pr, i;
+            padded_at(r, st, &pr, &i);
             for (int c0 = 0; c0 < w; c0 += L8) {
                 __m256 v[L8];
-                for (int k = 0; k < L8; k++)
-                    v[k] = c0 + k < w ? _mm256_load_ps(pc + ((size_t)(r + 1) * Qc + c0 + k + 1) * L8)
+                for (int k = 0; k < L8; k++) {
+                    int pcol, q;
+                    padded_at(c0 + k, st, &pcol, &q);
+                    v[k] = c0 + k < w ? _mm256_load_ps(pc + (st * pr + pcol) * s->plane + ((size_t)i * Qc + q) * L8)
                                       : _mm256_setzero_ps();
+                }
                 tr8(v);
                 const __m256i m = lane_range8(c0, 0, w);
                 for (int j = 0; j < n; j++) {
@@ -1131,6 +1302,7 @@ AVX2_FN void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, co
                     store8_first(o, acc || mask ? _mm256_add_ps(base, x) : x, w - c0);
                 }
             }
+        }
     }
 }
 
@@ -1201,6 +1373,126 @@ void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, flo
         }
     }
     if (dx) fold_chunks(dx, xstride, dx_acc, mask, dpl, &s, n);
+}
+
+/* ------------------------------------------------------------------ stride 2: the drivers */
+/* The groups' functions of one vector width: sixteen lanes (AVX-512) or eight (AVX2). */
+typedef void (*InputFn)(float *, size_t, const Wb *, const WbBlock *);
+typedef void (*AdjFn)(float *const *, const float *, size_t, const Wb *, const WbBlock *);
+typedef struct {
+    InputFn input_a, input_b, input_c;
+    void (*input_d)(float *, const Wb *, const WbBlock *);
+    void (*rows_a)(float *, size_t, const float *, size_t, int, size_t);
+    void (*rows_b)(float *, const float *, size_t, int, size_t);
+    void (*output_y)(float *const *, const int *, size_t, const float *, size_t, const float *, const float *,
+                     const Wb *, const WbBlock *, float *);
+    void (*dy_transform)(float *, float *, float *, float *, const WbBufs *, const float *const *, const int *, size_t,
+                         const Wb *, const WbBlock *, float *);
+    AdjFn adj_a, adj_b, adj_c;
+    void (*adj_d)(float *const *, const float *, const Wb *, const WbBlock *);
+} Ws2Ops;
+
+static const Ws2Ops *ws2_ops(const Wb *s) {
+    static const Ws2Ops w16 = {input_a,  input_b,      input_c, input_d, rows_a, rows_b,
+                               output_y, dy_transform, adj_a,   adj_b,   adj_c,  adj_d};
+    static const Ws2Ops w8 = {input_a8,  input_b8,      input_c8, input_d8, rows_a8, rows_b8,
+                              output_y8, dy_transform8, adj_a8,   adj_b8,   adj_c8,  adj_d8};
+    return s->L == 8 ? &w8 : &w16;
+}
+
+void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const Ws2Ops *o = ws2_ops(&s);
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
+    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
+    const WbBufs zmax = wb_bufs(&s, Nmax);
+    float *V =
+        scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * s.L) * sizeof(float));
+    float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
+    fill_chunks(pl, &s, xs, img0, n);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
+        const size_t N = b.N;
+        const WbBufs z = wb_bufs(&s, N);
+        o->input_a(V, z.sv1, &s, &b);
+        gemm_batch(64, s.cout, (int)N, s.cin, U, s.cin, pm, V, (int)N, z.sv1, 0.0f, M, (int)N, z.sm1);
+        o->rows_a(R0, z.sr7, M, z.sm1, s.cout, N);
+        o->input_c(V, z.sv7, &s, &b);
+        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 72 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 1.0f, R0,
+                   (int)(7 * N), z.sr7);
+        o->input_b(V, z.sv7, &s, &b);
+        gemm_batch(8, s.cout, (int)(7 * N), s.cin, U + 64 * pm, s.cin, pm, V, (int)(7 * N), z.sv7, 0.0f, M,
+                   (int)(7 * N), z.sm7);
+        o->rows_b(R1, M, z.sm7, s.cout, N);
+        o->input_d(V, &s, &b);
+        gemm_batch(1, s.cout, (int)(49 * N), s.cin, U + 80 * pm, s.cin, pm, V, (int)(49 * N), 0, 1.0f, R1,
+                   (int)(49 * N), 0);
+        o->output_y(yu, nimg, ystride, R0, z.sr7, R1, bias, &s, &b, stage);
+    }
+}
+
+void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
+                  const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const Ws2Ops *o = ws2_ops(&s);
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
+    const WbBufs zmax = wb_bufs(&s, Nmax);
+    const size_t ea = 64 * zmax.sm1, ebc = 8 * zmax.sm7, ed = (size_t)s.cout * 49 * Nmax;
+    const size_t vt = 64 * Nmax * (size_t)s.cin;
+    /* planes: the input's (dW) and its gradient's (dx), each chunks' worth */
+    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
+    float *E =
+        scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + vt + (size_t)(7 * s.ow + 16) * s.L) * sizeof(float));
+    float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Vt = V + zmax.v, *stage = Vt + vt;
+    if (du) fill_chunks(pl, &s, xs, img0, n);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
+        const size_t N = b.N;
+        const WbBufs z = wb_bufs(&s, N);
+        o->dy_transform(E, Eb, Ec, Ed, &z, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
+        if (du) { /* du[x] (cout, cin) += E[x] V[x]^T, group by group: V, the smaller (cin < cout in
+                   * the networks), transposed for gemm's main kernel */
+            const int ci = s.cin, co = s.cout;
+            const float beta = du_zero && u0 == 0 ? 0.0f : 1.0f; /* the first products overwrite du */
+            o->input_a(V, z.sv1, &s, &b);
+            for (int x = 0; x < 64; x++) conv_transpose(Vt + x * N * ci, V + x * z.sv1, ci, (int)N, N);
+            gemm_batch(64, co, ci, (int)N, E, (int)N, z.sm1, Vt, ci, N * ci, beta, du, ci, pm);
+            o->input_b(V, z.sv7, &s, &b);
+            for (int a = 0; a < 8; a++) conv_transpose(Vt + a * 7 * N * ci, V + a * z.sv7, ci, (int)(7 * N), 7 * N);
+            gemm_batch(8, co, ci, (int)(7 * N), Eb, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 64 * pm, ci,
+                       pm);
+            o->input_c(V, z.sv7, &s, &b);
+            for (int c = 0; c < 8; c++) conv_transpose(Vt + c * 7 * N * ci, V + c * z.sv7, ci, (int)(7 * N), 7 * N);
+            gemm_batch(8, co, ci, (int)(7 * N), Ec, (int)(7 * N), z.sm7, Vt, ci, 7 * N * ci, beta, du + 72 * pm, ci,
+                       pm);
+            o->input_d(V, &s, &b);
+            conv_transpose(Vt, V, ci, (int)(49 * N), 49 * N);
+            gemm_batch(1, co, ci, (int)(49 * N), Ed, (int)(49 * N), 0, Vt, ci, 0, beta, du + 80 * pm, ci, 0);
+        }
+        if (dx) { /* dV[x] = U[x]^T E[x], then the input transforms' adjoints into dP */
+            gemm_batch(64, s.cin, (int)N, s.cout, Ut, s.cout, pm, E, (int)N, z.sm1, 0.0f, V, (int)N, z.sv1);
+            o->adj_a(dpu, V, z.sv1, &s, &b);
+            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 64 * pm, s.cout, pm, Eb, (int)(7 * N), z.sm7, 0.0f, V,
+                       (int)(7 * N), z.sv7);
+            o->adj_b(dpu, V, z.sv7, &s, &b);
+            gemm_batch(8, s.cin, (int)(7 * N), s.cout, Ut + 72 * pm, s.cout, pm, Ec, (int)(7 * N), z.sm7, 0.0f, V,
+                       (int)(7 * N), z.sv7);
+            o->adj_c(dpu, V, z.sv7, &s, &b);
+            gemm_batch(1, s.cin, (int)(49 * N), s.cout, Ut + 80 * pm, s.cout, pm, Ed, (int)(49 * N), 0, 0.0f, V,
+                       (int)(49 * N), 0);
+            o->adj_d(dpu, V, &s, &b);
+        }
+    }
+    if (dx) fold_chunks(dx, xstride, dx_acc, NULL, dpl, &s, n);
 }
 
 #endif
