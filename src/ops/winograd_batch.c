@@ -512,21 +512,6 @@ static void unit_block(WbBlock *b, float *yu[], int nimg[], float *dpu[], const 
     b->N = (size_t)b->nu * s->tw * s->L;
 }
 
-static void wb_fill8(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n);
-
-/* The planes of the chunks of images [img0, img0 + n) of xs (wb_fill each). */
-static void fill_chunks(float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
-    for (int c = 0; c * s->L < n; c++) {
-        float *p = pl + c * s->chunk;
-        const size_t i0 = img0 + (size_t)c * s->L;
-        const int m = NASC_MIN(s->L, n - c * s->L);
-        if (s->L == 8)
-            wb_fill8(p, s, xs, i0, m);
-        else
-            wb_fill(p, s, xs, i0, m);
-    }
-}
-
 /* ------------------------------------------------------------------ backward */
 /* The adjoint of the output transform of every tile of the block, from dy (unit u's images at
  * dyu[u], ystride apart): with e the tile's 7x7 gradient, E_A = A e A^T (8 x 8 points, as
@@ -697,23 +682,6 @@ __attribute__((target("avx512f"))) static void wb_fold(float *dx, size_t xstride
                 }
             }
         }
-    }
-}
-
-static void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n);
-
-/* dx of the n images from the chunks' gradient planes dpl (wb_fold each; mask as wb_fold's, at
- * image 0). */
-static void fold_chunks(float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl, const Wb *s, int n) {
-    for (int c = 0; c * s->L < n; c++) {
-        const size_t off = (size_t)c * s->L * xstride;
-        DxMask mc;
-        if (mask) mc = (DxMask){mask->x + off, mask->act};
-        const int m = NASC_MIN(s->L, n - c * s->L);
-        if (s->L == 8)
-            wb_fold8(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, m);
-        else
-            wb_fold(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, m);
     }
 }
 
@@ -1306,80 +1274,20 @@ AVX2_FN void wb_fold8(float *dx, size_t xstride, int acc, const DxMask *mask, co
     }
 }
 
-/* ------------------------------------------------------------------ stride 1: the drivers */
-void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
-                 const ConvDims *d) {
-    const Wb s = wb_plan(d);
-    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th, avx2 = s.L == 8;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
-    const size_t sv = pstride(s.cin, Nmax), sm = pstride(s.cout, Nmax);
-    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
-    float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
-    float *M = V + 36 * sv, *stage = M + 36 * sm;
-    fill_chunks(pl, &s, xs, img0, n);
-    for (int u0 = 0; u0 < units; u0 += s.upb) {
-        WbBlock b;
-        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
-        int nimg[WB_UNITS_MAX];
-        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
-        const int N = (int)b.N;
-        if (avx2)
-            f43_input8(V, sv, &s, &b);
-        else
-            f43_input(V, sv, &s, &b);
-        gemm_batch(36, s.cout, N, s.cin, U, s.cin, pm, V, N, sv, 0.0f, M, N, sm);
-        if (avx2)
-            f43_output8(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
-        else
-            f43_output(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
-    }
-}
-
-void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, int du_zero, const float *dy,
-                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
-    const Wb s = wb_plan(d);
-    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th, avx2 = s.L == 8;
-    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
-    const size_t sv = pstride(s.cin, Nmax), se = pstride(s.cout, Nmax), et = 36 * Nmax * (size_t)s.cout;
-    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
-    float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
-    float *V = E + 36 * se, *Et = V + 36 * sv, *stage = Et + et;
-    if (du) fill_chunks(pl, &s, xs, img0, n);
-    for (int u0 = 0; u0 < units; u0 += s.upb) {
-        WbBlock b;
-        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
-        int nimg[WB_UNITS_MAX];
-        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
-        const int N = (int)b.N;
-        if (avx2)
-            f43_dy8(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
-        else
-            f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
-        if (du) { /* du[x] += V[x] E[x]^T */
-            if (avx2)
-                f43_input8(V, sv, &s, &b);
-            else
-                f43_input(V, sv, &s, &b);
-            for (int x = 0; x < 36; x++) conv_transpose(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
-            gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, du_zero && u0 == 0 ? 0.0f : 1.0f,
-                       du, s.cout, pm);
-        }
-        if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
-            gemm_batch(36, s.cin, N, s.cout, Ut, s.cout, pm, E, N, se, 0.0f, V, N, sv);
-            if (avx2)
-                f43_adj8(dpu, V, sv, &s, &b);
-            else
-                f43_adj(dpu, V, sv, &s, &b);
-        }
-    }
-    if (dx) fold_chunks(dx, xstride, dx_acc, mask, dpl, &s, n);
-}
-
-/* ------------------------------------------------------------------ stride 2: the drivers */
-/* The groups' functions of one vector width: sixteen lanes (AVX-512) or eight (AVX2). */
+/* ------------------------------------------------------------------ the drivers */
+/* The kernels of one vector width: sixteen lanes (AVX-512) or eight (AVX2). */
 typedef void (*InputFn)(float *, size_t, const Wb *, const WbBlock *);
 typedef void (*AdjFn)(float *const *, const float *, size_t, const Wb *, const WbBlock *);
 typedef struct {
+    void (*fill)(float *, const Wb *, const ActSrc *, size_t, int);
+    void (*fold)(float *, size_t, int, const DxMask *, const float *, const Wb *, int);
+    /* stride 1 */
+    InputFn f43_input;
+    void (*f43_output)(float *const *, const int *, size_t, const float *, size_t, const float *, const Wb *,
+                       const WbBlock *, float *);
+    void (*f43_dy)(float *, size_t, const float *const *, const int *, size_t, const Wb *, const WbBlock *, float *);
+    AdjFn f43_adj;
+    /* stride 2 */
     InputFn input_a, input_b, input_c;
     void (*input_d)(float *, const Wb *, const WbBlock *);
     void (*rows_a)(float *, size_t, const float *, size_t, int, size_t);
@@ -1390,20 +1298,94 @@ typedef struct {
                          const Wb *, const WbBlock *, float *);
     AdjFn adj_a, adj_b, adj_c;
     void (*adj_d)(float *const *, const float *, const Wb *, const WbBlock *);
-} Ws2Ops;
+} WbOps;
 
-static const Ws2Ops *ws2_ops(const Wb *s) {
-    static const Ws2Ops w16 = {input_a,  input_b,      input_c, input_d, rows_a, rows_b,
-                               output_y, dy_transform, adj_a,   adj_b,   adj_c,  adj_d};
-    static const Ws2Ops w8 = {input_a8,  input_b8,      input_c8, input_d8, rows_a8, rows_b8,
-                              output_y8, dy_transform8, adj_a8,   adj_b8,   adj_c8,  adj_d8};
+static const WbOps *wb_ops(const Wb *s) {
+    static const WbOps w16 = {wb_fill, wb_fold, f43_input, f43_output, f43_dy,       f43_adj, input_a, input_b, input_c,
+                              input_d, rows_a,  rows_b,    output_y,   dy_transform, adj_a,   adj_b,   adj_c,   adj_d};
+    static const WbOps w8 = {wb_fill8,  wb_fold8,      f43_input8, f43_output8, f43_dy8, f43_adj8,
+                             input_a8,  input_b8,      input_c8,   input_d8,    rows_a8, rows_b8,
+                             output_y8, dy_transform8, adj_a8,     adj_b8,      adj_c8,  adj_d8};
     return s->L == 8 ? &w8 : &w16;
+}
+
+/* The planes of the chunks of images [img0, img0 + n) of xs (fill each). */
+static void fill_chunks(const WbOps *o, float *pl, const Wb *s, const ActSrc *xs, size_t img0, int n) {
+    for (int c = 0; c * s->L < n; c++)
+        o->fill(pl + c * s->chunk, s, xs, img0 + (size_t)c * s->L, NASC_MIN(s->L, n - c * s->L));
+}
+
+/* dx of the n images from the chunks' gradient planes dpl (fold each; mask as wb_fold's, at
+ * image 0). */
+static void fold_chunks(const WbOps *o, float *dx, size_t xstride, int acc, const DxMask *mask, const float *dpl,
+                        const Wb *s, int n) {
+    for (int c = 0; c * s->L < n; c++) {
+        const size_t off = (size_t)c * s->L * xstride;
+        DxMask mc;
+        if (mask) mc = (DxMask){mask->x + off, mask->act};
+        o->fold(dx + off, xstride, acc, mask ? &mc : NULL, dpl + c * s->chunk, s, NASC_MIN(s->L, n - c * s->L));
+    }
+}
+
+void wb1_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
+                 const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const WbOps *o = wb_ops(&s);
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
+    const size_t sv = pstride(s.cin, Nmax), sm = pstride(s.cout, Nmax);
+    float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
+    float *V = scratch_get(WINO_SLOT, (36 * (sv + sm) + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
+    float *M = V + 36 * sv, *stage = M + 36 * sm;
+    fill_chunks(o, pl, &s, xs, img0, n);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, yu, nimg, dpu, &s, u0, units, pl, NULL, y, ystride, n);
+        const int N = (int)b.N;
+        o->f43_input(V, sv, &s, &b);
+        gemm_batch(36, s.cout, N, s.cin, U, s.cin, pm, V, N, sv, 0.0f, M, N, sm);
+        o->f43_output(yu, nimg, ystride, M, sm, bias, &s, &b, stage);
+    }
+}
+
+void wb1_backward(float *dx, size_t xstride, int dx_acc, const DxMask *mask, float *du, int du_zero, const float *dy,
+                  size_t ystride, const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
+    const Wb s = wb_plan(d);
+    const WbOps *o = wb_ops(&s);
+    const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
+    const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
+    const size_t sv = pstride(s.cin, Nmax), se = pstride(s.cout, Nmax), et = 36 * Nmax * (size_t)s.cout;
+    float *pl = scratch_get(0, 2 * chunks * s.chunk * sizeof(float)), *dpl = pl + chunks * s.chunk;
+    float *E = scratch_get(WINO_SLOT, (36 * (sv + se) + et + (size_t)(4 * s.ow + 16) * s.L) * sizeof(float));
+    float *V = E + 36 * se, *Et = V + 36 * sv, *stage = Et + et;
+    if (du) fill_chunks(o, pl, &s, xs, img0, n);
+    for (int u0 = 0; u0 < units; u0 += s.upb) {
+        WbBlock b;
+        float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
+        int nimg[WB_UNITS_MAX];
+        unit_block(&b, dyu, nimg, dpu, &s, u0, units, pl, dpl, (float *)dy, ystride, n); /* dy only read */
+        const int N = (int)b.N;
+        o->f43_dy(E, se, (const float *const *)dyu, nimg, ystride, &s, &b, stage);
+        if (du) { /* du[x] += V[x] E[x]^T */
+            o->f43_input(V, sv, &s, &b);
+            for (int x = 0; x < 36; x++) conv_transpose(Et + (size_t)x * N * s.cout, E + x * se, s.cout, N, (size_t)N);
+            gemm_batch(36, s.cin, s.cout, N, V, N, sv, Et, s.cout, (size_t)N * s.cout, du_zero && u0 == 0 ? 0.0f : 1.0f,
+                       du, s.cout, pm);
+        }
+        if (dx) { /* dV[x] = U[x]^T E[x], then the input transform's adjoint into dP */
+            gemm_batch(36, s.cin, N, s.cout, Ut, s.cout, pm, E, N, se, 0.0f, V, N, sv);
+            o->f43_adj(dpu, V, sv, &s, &b);
+        }
+    }
+    if (dx) fold_chunks(o, dx, xstride, dx_acc, mask, dpl, &s, n);
 }
 
 void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n, const float *U, const float *bias,
                  const ConvDims *d) {
     const Wb s = wb_plan(d);
-    const Ws2Ops *o = ws2_ops(&s);
+    const WbOps *o = wb_ops(&s);
     const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
     float *pl = scratch_get(0, chunks * s.chunk * sizeof(float));
@@ -1411,7 +1393,7 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
     float *V =
         scratch_get(WINO_SLOT, (zmax.v + zmax.m + zmax.r0 + zmax.r1 + (size_t)(7 * s.ow + 16) * s.L) * sizeof(float));
     float *M = V + zmax.v, *R0 = M + zmax.m, *R1 = R0 + zmax.r0, *stage = R1 + zmax.r1;
-    fill_chunks(pl, &s, xs, img0, n);
+    fill_chunks(o, pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
         float *yu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
@@ -1439,7 +1421,7 @@ void ws2_forward(float *y, size_t ystride, const ActSrc *xs, size_t img0, int n,
 void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero, const float *dy, size_t ystride,
                   const ActSrc *xs, size_t img0, int n, const float *Ut, const ConvDims *d) {
     const Wb s = wb_plan(d);
-    const Ws2Ops *o = ws2_ops(&s);
+    const WbOps *o = wb_ops(&s);
     const int chunks = (n + s.L - 1) / s.L, units = chunks * s.th;
     const size_t pm = (size_t)s.cout * s.cin, Nmax = (size_t)s.upb * s.tw * s.L;
     const WbBufs zmax = wb_bufs(&s, Nmax);
@@ -1450,7 +1432,7 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero,
     float *E =
         scratch_get(WINO_SLOT, (ea + 2 * ebc + ed + zmax.v + vt + (size_t)(7 * s.ow + 16) * s.L) * sizeof(float));
     float *Eb = E + ea, *Ec = Eb + ebc, *Ed = Ec + ebc, *V = Ed + ed, *Vt = V + zmax.v, *stage = Vt + vt;
-    if (du) fill_chunks(pl, &s, xs, img0, n);
+    if (du) fill_chunks(o, pl, &s, xs, img0, n);
     for (int u0 = 0; u0 < units; u0 += s.upb) {
         WbBlock b;
         float *dyu[WB_UNITS_MAX], *dpu[WB_UNITS_MAX];
@@ -1492,7 +1474,7 @@ void ws2_backward(float *dx, size_t xstride, int dx_acc, float *du, int du_zero,
             o->adj_d(dpu, V, &s, &b);
         }
     }
-    if (dx) fold_chunks(dx, xstride, dx_acc, NULL, dpl, &s, n);
+    if (dx) fold_chunks(o, dx, xstride, dx_acc, NULL, dpl, &s, n);
 }
 
 #endif
